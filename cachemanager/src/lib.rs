@@ -1,0 +1,1 @@
+//! cellfs cache manager.

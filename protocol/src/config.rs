@@ -1,0 +1,90 @@
+//! The cell configuration a client (cache manager or `cellfs-vos`) reads:
+//! `cell.toml` with the server addresses, the cell CA, and a client credential.
+
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// Errors reading a cell config.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    /// The file is not a valid cell config.
+    #[error("invalid cell config {path}: {source}")]
+    Parse { path: PathBuf, source: toml::de::Error },
+    /// The config names no server.
+    #[error("cell config {0} names no server")]
+    NoServer(PathBuf),
+}
+
+/// Contents of `cell.toml`. Relative paths are relative to the file's folder.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CellConfig {
+    /// Cell name.
+    pub cell: String,
+    /// Fileserver addresses (`host:port`); the first is used today.
+    pub servers: Vec<String>,
+    /// PEM file of the cell CA that signs every server certificate.
+    pub ca: PathBuf,
+    /// PEM certificate of this client's credential.
+    pub cert: Option<PathBuf>,
+    /// PEM private key of this client's credential.
+    pub key: Option<PathBuf>,
+}
+
+impl CellConfig {
+    /// Reads and validates `path`, resolving relative paths against its folder.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut cfg: CellConfig = toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source,
+        })?;
+        if cfg.servers.is_empty() {
+            return Err(ConfigError::NoServer(path.to_owned()));
+        }
+        let base = path.parent().unwrap_or(Path::new("."));
+        cfg.ca = base.join(&cfg.ca);
+        cfg.cert = cfg.cert.map(|p| base.join(p));
+        cfg.key = cfg.key.map(|p| base.join(p));
+        Ok(cfg)
+    }
+
+    /// Serializes to TOML text.
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn load_resolves_relative_paths_and_refuses_unknown_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cell.toml");
+        let cfg = CellConfig {
+            cell: "example".into(),
+            servers: vec!["127.0.0.1:7000".into()],
+            ca: "ca.pem".into(),
+            cert: Some("client.pem".into()),
+            key: Some("client.key".into()),
+        };
+        std::fs::write(&path, cfg.to_toml()).unwrap();
+        let back = CellConfig::load(&path).unwrap();
+        assert_eq!(back.ca, dir.path().join("ca.pem"));
+        assert_eq!(back.cert, Some(dir.path().join("client.pem")));
+        std::fs::write(&path, format!("{}\nbogus = 1\n", cfg.to_toml())).unwrap();
+        assert!(matches!(CellConfig::load(&path), Err(ConfigError::Parse { .. })));
+        assert!(matches!(
+            CellConfig::load(&dir.path().join("missing.toml")),
+            Err(ConfigError::Read { .. })
+        ));
+    }
+}

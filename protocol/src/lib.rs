@@ -1,0 +1,17 @@
+//! The cellfs wire: FIDs and status, RPC requests and replies, callback breaks,
+//! error codes, the one codec module, and the QUIC transport shared by the
+//! fileserver, the cache manager and `cellfs-vos`.
+#![deny(clippy::undocumented_unsafe_blocks)]
+
+pub mod codec;
+pub mod config;
+pub mod error;
+pub mod message;
+pub mod names;
+pub mod tls;
+pub mod transport;
+pub mod types;
+
+pub use error::{ErrorCode, RpcError};
+pub use message::{Reply, Request, ServerMessage};
+pub use types::{DirEntry, Fid, FileKind, SetAttr, Stats, Status, Timestamp, VolumeId, VolumeInfo};

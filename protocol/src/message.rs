@@ -1,0 +1,217 @@
+//! RPC requests and replies (modelled on AFS RXAFS) and the messages a server
+//! pushes to clients.
+//!
+//! One RPC is one bidirectional QUIC stream: the client writes a [`Request`]
+//! frame, then for `StoreData` exactly `len` raw bytes, and finishes its side.
+//! The server answers with one frame holding `Result<Reply, RpcError>`, then for
+//! `FetchData` exactly the `len` raw bytes the reply announces.
+//!
+//! Every reply that carries a [`Status`] also grants the caller a callback
+//! promise on that FID, lasting [`Reply::Hello::promise_secs`] from when the
+//! request was sent.
+
+use crate::types::{DirEntry, Fid, SetAttr, Stats, Status, VolumeId, VolumeInfo};
+use serde::{Deserialize, Serialize};
+
+/// Everything a client can ask a fileserver.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    /// Liveness probe; answered with `Reply::Ok`.
+    Ping,
+    /// First call on a connection: returns the cell's parameters.
+    Hello,
+    /// Server counters (not counted in `Stats::rpcs`).
+    Stats,
+    /// The root directory status of the named volume.
+    GetRoot { volume: String },
+    /// Status of one vnode.
+    FetchStatus { fid: Fid },
+    /// Status of many vnodes in one trip; each answered separately.
+    BulkStatus { fids: Vec<Fid> },
+    /// Look a name up in a directory.
+    Lookup { dir: Fid, name: String },
+    /// The whole listing of a directory, with every entry's status.
+    ReadDir { dir: Fid },
+    /// The whole content of a file; reply `Data`, then the bytes.
+    FetchData { fid: Fid },
+    /// Write `len` bytes (sent after the frame) at `offset`, then set the size
+    /// to `truncate` if given (before the write is applied). `len` may be 0.
+    StoreData {
+        fid: Fid,
+        offset: u64,
+        len: u64,
+        truncate: Option<u64>,
+        mtime: Option<crate::Timestamp>,
+    },
+    /// Change attributes (chmod/chown/utimes/truncate).
+    SetAttr { fid: Fid, attr: SetAttr },
+    /// Create an empty file.
+    Create {
+        dir: Fid,
+        name: String,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+        exclusive: bool,
+    },
+    /// Create a directory.
+    MakeDir {
+        dir: Fid,
+        name: String,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    },
+    /// Create a symbolic link.
+    Symlink {
+        dir: Fid,
+        name: String,
+        target: String,
+        uid: u32,
+        gid: u32,
+    },
+    /// Add a hard link `name` in `dir` to the file `fid`.
+    Link { dir: Fid, name: String, fid: Fid },
+    /// Remove a non-directory entry.
+    Remove { dir: Fid, name: String },
+    /// Remove an empty directory.
+    RemoveDir { dir: Fid, name: String },
+    /// Rename within a volume, replacing a compatible target.
+    Rename {
+        from_dir: Fid,
+        from_name: String,
+        to_dir: Fid,
+        to_name: String,
+    },
+    /// The target of a symlink or mount point.
+    ReadLink { fid: Fid },
+    /// Quota and usage of a volume.
+    GetVolumeStatus { volume: VolumeId },
+    /// The client drops its promises on these FIDs.
+    GiveUpCallbacks { fids: Vec<Fid> },
+    /// Admin: create a volume.
+    CreateVolume { name: String, quota: u64 },
+    /// Admin: list volumes.
+    ListVolumes,
+    /// Admin: describe one volume.
+    ExamineVolume { name: String },
+    /// Admin: delete a volume and everything in it.
+    RemoveVolume { name: String },
+    /// Admin: change a volume's quota (0 = unlimited).
+    SetQuota { name: String, quota: u64 },
+    /// Admin: create a mount point `name` in `dir` for `volume`.
+    MakeMount { dir: Fid, name: String, volume: String },
+}
+
+impl Request {
+    /// Short operation name for logs and metrics.
+    pub fn op_name(&self) -> &'static str {
+        match self {
+            Request::Ping => "ping",
+            Request::Hello => "hello",
+            Request::Stats => "stats",
+            Request::GetRoot { .. } => "get_root",
+            Request::FetchStatus { .. } => "fetch_status",
+            Request::BulkStatus { .. } => "bulk_status",
+            Request::Lookup { .. } => "lookup",
+            Request::ReadDir { .. } => "read_dir",
+            Request::FetchData { .. } => "fetch_data",
+            Request::StoreData { .. } => "store_data",
+            Request::SetAttr { .. } => "set_attr",
+            Request::Create { .. } => "create",
+            Request::MakeDir { .. } => "make_dir",
+            Request::Symlink { .. } => "symlink",
+            Request::Link { .. } => "link",
+            Request::Remove { .. } => "remove",
+            Request::RemoveDir { .. } => "remove_dir",
+            Request::Rename { .. } => "rename",
+            Request::ReadLink { .. } => "read_link",
+            Request::GetVolumeStatus { .. } => "get_volume_status",
+            Request::GiveUpCallbacks { .. } => "give_up_callbacks",
+            Request::CreateVolume { .. } => "create_volume",
+            Request::ListVolumes => "list_volumes",
+            Request::ExamineVolume { .. } => "examine_volume",
+            Request::RemoveVolume { .. } => "remove_volume",
+            Request::SetQuota { .. } => "set_quota",
+            Request::MakeMount { .. } => "make_mount",
+        }
+    }
+}
+
+/// Successful answers. Which variant answers which request is documented on
+/// [`Request`]; a client treats any other variant as a protocol error.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Reply {
+    /// Done, nothing to return.
+    Ok,
+    /// Answer to `Hello`.
+    Hello {
+        /// Cell name.
+        cell: String,
+        /// Name of the cell's root volume (`root.cell`).
+        root_volume: String,
+        /// Lifetime of every promise granted on this connection.
+        promise_secs: u64,
+        /// Largest `StoreData`/`FetchData` length the server accepts.
+        max_data: u64,
+    },
+    /// Answer to `Stats`.
+    Stats(Stats),
+    /// One vnode's status (FetchStatus, Lookup, GetRoot, StoreData, SetAttr).
+    Status(Status),
+    /// Answer to `BulkStatus`: one result per requested FID, in order.
+    BulkStatus(Vec<Result<Status, crate::RpcError>>),
+    /// A directory and its entries (ReadDir).
+    Dir { dir: Status, entries: Vec<DirEntry> },
+    /// `FetchData`: the file's status; exactly `status.size` bytes follow.
+    Data { status: Status },
+    /// A new name: the parent directory's new status and the named vnode's
+    /// (Create, MakeDir, Symlink, Link, MakeMount).
+    Created { dir: Status, status: Status },
+    /// `Remove`/`RemoveDir`: the directory's new status, and the removed
+    /// vnode's new status if it still exists (other hard links).
+    Removed { dir: Status, victim: Option<Status> },
+    /// `Rename`: both directories' new status (equal FIDs when the same), the
+    /// moved vnode's status, and a replaced vnode's new status if it survives.
+    Renamed {
+        from_dir: Status,
+        to_dir: Status,
+        moved: Status,
+        replaced: Option<Status>,
+    },
+    /// `ReadLink`: the target.
+    Link(String),
+    /// One volume.
+    Volume(VolumeInfo),
+    /// Many volumes.
+    Volumes(Vec<VolumeInfo>),
+}
+
+/// One broken promise: the FID changed. For directories, `names` lists the
+/// entries that appeared, disappeared or now name something else, so clients
+/// can drop exactly those kernel dentries (positive and negative).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Break {
+    /// The FID whose promise is broken.
+    pub fid: Fid,
+    /// Changed entry names when `fid` is a directory.
+    pub names: Vec<String>,
+    /// True when the vnode no longer exists.
+    pub deleted: bool,
+}
+
+/// Messages a server sends on a stream it opens to a client. The client
+/// answers each with [`ClientAck`] after it has acted on it, so the server can
+/// finish the change that caused it knowing every other client has dropped
+/// its stale copy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ServerMessage {
+    /// These promises are broken.
+    Break(Vec<Break>),
+    /// Every promise this client holds in the volume is broken.
+    BreakVolume(VolumeId),
+}
+
+/// A client's acknowledgement of a [`ServerMessage`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientAck;

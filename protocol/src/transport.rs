@@ -1,0 +1,302 @@
+//! QUIC transport shared by every cellfs program: endpoints, connecting to a
+//! cell, and one RPC per bidirectional stream.
+
+use crate::codec::{self, CodecError, MAX_FRAME};
+use crate::config::CellConfig;
+use crate::message::{ClientAck, Reply, Request, ServerMessage};
+use crate::tls::{self, Credential, TlsError};
+use crate::types::{Fid, Status};
+use crate::{ErrorCode, RpcError};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// How often an idle connection sends a keep-alive.
+pub const KEEP_ALIVE: Duration = Duration::from_secs(1);
+/// How long a silent peer is given before its connection is declared dead.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(6);
+
+/// Errors of one RPC, keeping the server's answer apart from transport failures.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// The server answered with an error.
+    #[error("server: {0}")]
+    Rpc(#[from] RpcError),
+    /// The connection is gone or could not be made.
+    #[error("connection: {0}")]
+    Connection(#[from] quinn::ConnectionError),
+    /// A frame could not be moved or understood.
+    #[error("codec: {0}")]
+    Codec(#[from] CodecError),
+    /// Data bytes could not be moved.
+    #[error("data transfer: {0}")]
+    Io(#[from] std::io::Error),
+    /// The server answered with a reply that does not fit the request.
+    #[error("unexpected reply to {0}")]
+    Unexpected(&'static str),
+}
+
+impl CallError {
+    /// The errno a caller should see.
+    pub fn errno(&self) -> i32 {
+        match self {
+            CallError::Rpc(e) => e.code.errno(),
+            _ => libc::EIO,
+        }
+    }
+
+    /// The server's error code, if the server answered.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            CallError::Rpc(e) => Some(e.code),
+            _ => None,
+        }
+    }
+
+    /// True when the failure is the connection's, not the request's.
+    pub fn is_transport(&self) -> bool {
+        !matches!(self, CallError::Rpc(_) | CallError::Unexpected(_))
+    }
+}
+
+/// Errors setting up a connection to a cell.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// Credential or CA files could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    /// TLS material is invalid.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// The server address does not resolve.
+    #[error("cannot resolve server address {0}")]
+    Resolve(String),
+    /// The local UDP socket could not be opened.
+    #[error("cannot open UDP socket: {0}")]
+    Socket(#[source] std::io::Error),
+    /// The QUIC handshake could not start.
+    #[error("connect: {0}")]
+    Connect(#[from] quinn::ConnectError),
+    /// The handshake failed (unreachable, wrong certificate, refused credential).
+    #[error("connection to {addr} failed: {source}")]
+    Handshake {
+        addr: SocketAddr,
+        source: quinn::ConnectionError,
+    },
+}
+
+fn transport_config() -> Arc<quinn::TransportConfig> {
+    let mut t = quinn::TransportConfig::default();
+    t.keep_alive_interval(Some(KEEP_ALIVE));
+    t.max_idle_timeout(Some(
+        IDLE_TIMEOUT
+            .try_into()
+            .unwrap_or(quinn::IdleTimeout::from(quinn::VarInt::from_u32(6000))),
+    ));
+    t.max_concurrent_bidi_streams(quinn::VarInt::from_u32(256));
+    t.max_concurrent_uni_streams(quinn::VarInt::from_u32(0));
+    Arc::new(t)
+}
+
+/// A server endpoint on `addr` with the fileserver's TLS config.
+pub fn server_endpoint(
+    addr: SocketAddr,
+    crypto: quinn::crypto::rustls::QuicServerConfig,
+) -> std::io::Result<quinn::Endpoint> {
+    let mut cfg = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    cfg.transport_config(transport_config());
+    quinn::Endpoint::server(cfg, addr)
+}
+
+/// Resolves `addr` (`host:port`) to one socket address.
+pub fn resolve(addr: &str) -> Result<SocketAddr, ConnectError> {
+    addr.to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .ok_or_else(|| ConnectError::Resolve(addr.to_owned()))
+}
+
+/// Everything needed to (re)connect to one fileserver.
+#[derive(Clone)]
+pub struct Connector {
+    endpoint: quinn::Endpoint,
+    client_config: quinn::ClientConfig,
+    addr: SocketAddr,
+}
+
+impl Connector {
+    /// Builds a connector from PEM material; `credential` is the client certificate.
+    pub fn new(addr: SocketAddr, ca_pem: &str, credential: Option<&Credential>) -> Result<Self, ConnectError> {
+        let crypto = tls::client_crypto(ca_pem, credential)?;
+        let mut client_config = quinn::ClientConfig::new(Arc::new(crypto));
+        client_config.transport_config(transport_config());
+        let bind: SocketAddr = if addr.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" }
+            .parse()
+            .expect("literal address");
+        let endpoint = quinn::Endpoint::client(bind).map_err(ConnectError::Socket)?;
+        Ok(Connector {
+            endpoint,
+            client_config,
+            addr,
+        })
+    }
+
+    /// Builds a connector for the first server of a cell config.
+    pub fn from_config(cfg: &CellConfig) -> Result<Self, ConnectError> {
+        let read = |p: &std::path::Path| {
+            std::fs::read_to_string(p).map_err(|source| ConnectError::Read {
+                path: p.to_owned(),
+                source,
+            })
+        };
+        let ca = read(&cfg.ca)?;
+        let credential = match (&cfg.cert, &cfg.key) {
+            (Some(c), Some(k)) => Some(Credential {
+                cert_pem: read(c)?,
+                key_pem: read(k)?,
+            }),
+            _ => None,
+        };
+        let addr = resolve(cfg.servers.first().map(String::as_str).unwrap_or_default())?;
+        Self::new(addr, &ca, credential.as_ref())
+    }
+
+    /// The server address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Opens a new connection and returns an RPC client on it.
+    pub async fn connect(&self) -> Result<RpcClient, ConnectError> {
+        let connecting = self
+            .endpoint
+            .connect_with(self.client_config.clone(), self.addr, tls::SERVER_NAME)?;
+        let conn = connecting.await.map_err(|source| ConnectError::Handshake {
+            addr: self.addr,
+            source,
+        })?;
+        Ok(RpcClient { conn })
+    }
+}
+
+/// RPCs over one QUIC connection. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct RpcClient {
+    conn: quinn::Connection,
+}
+
+impl RpcClient {
+    /// The underlying connection (for accepting server-opened streams).
+    pub fn connection(&self) -> &quinn::Connection {
+        &self.conn
+    }
+
+    /// Sends a request with no data and returns its reply.
+    pub async fn call(&self, req: &Request) -> Result<Reply, CallError> {
+        let (mut send, mut recv) = self.conn.open_bi().await?;
+        codec::write_frame(&mut send, req).await?;
+        let _ = send.finish();
+        read_reply(&mut recv).await
+    }
+
+    /// `FetchData`: streams the file's bytes into `sink` and returns its status.
+    pub async fn fetch_data<W: AsyncWrite + Unpin>(&self, fid: Fid, sink: &mut W) -> Result<Status, CallError> {
+        let (mut send, mut recv) = self.conn.open_bi().await?;
+        codec::write_frame(&mut send, &Request::FetchData { fid }).await?;
+        let _ = send.finish();
+        let status = match read_reply(&mut recv).await? {
+            Reply::Data { status } => status,
+            _ => return Err(CallError::Unexpected("fetch_data")),
+        };
+        let copied = tokio::io::copy(&mut (&mut recv).take(status.size), sink).await?;
+        if copied != status.size {
+            return Err(CallError::Codec(CodecError::Truncated));
+        }
+        Ok(status)
+    }
+
+    /// `StoreData`: sends `req` (which must be `StoreData { len, .. }`) followed by
+    /// exactly `len` bytes read from `data`, and returns the file's new status.
+    pub async fn store_data<R: AsyncRead + Unpin>(&self, req: &Request, data: &mut R) -> Result<Status, CallError> {
+        let Request::StoreData { len, .. } = req else {
+            return Err(CallError::Unexpected("store_data"));
+        };
+        let (mut send, mut recv) = self.conn.open_bi().await?;
+        codec::write_frame(&mut send, req).await?;
+        let sent = tokio::io::copy(&mut data.take(*len), &mut send).await?;
+        if sent != *len {
+            return Err(CallError::Io(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "short local read",
+            )));
+        }
+        let _ = send.finish();
+        match read_reply(&mut recv).await? {
+            Reply::Status(s) => Ok(s),
+            _ => Err(CallError::Unexpected("store_data")),
+        }
+    }
+
+    /// Waits for the server to open a stream carrying a [`ServerMessage`].
+    pub async fn accept_server_message(&self) -> Result<(ServerMessage, ServerMessageAck), CallError> {
+        let (send, mut recv) = self.conn.accept_bi().await?;
+        let msg = codec::read_frame(&mut recv, MAX_FRAME).await?;
+        Ok((msg, ServerMessageAck { send }))
+    }
+
+    /// Closes the connection.
+    pub fn close(&self) {
+        self.conn.close(quinn::VarInt::from_u32(0), b"bye");
+    }
+}
+
+/// Acknowledges a server message once the client has acted on it.
+pub struct ServerMessageAck {
+    send: quinn::SendStream,
+}
+
+impl ServerMessageAck {
+    /// Sends the acknowledgement.
+    pub async fn ack(mut self) -> Result<(), CallError> {
+        codec::write_frame(&mut self.send, &ClientAck).await?;
+        let _ = self.send.finish();
+        Ok(())
+    }
+}
+
+async fn read_reply(recv: &mut quinn::RecvStream) -> Result<Reply, CallError> {
+    let reply: Result<Reply, RpcError> = codec::read_frame(recv, MAX_FRAME).await?;
+    Ok(reply?)
+}
+
+/// Server side: reads one request frame of at most `max` bytes.
+pub async fn read_request<R: AsyncRead + Unpin>(recv: &mut R, max: u32) -> Result<Request, CodecError> {
+    codec::read_frame(recv, max).await
+}
+
+/// Server side: writes one reply frame.
+pub async fn write_reply<W: AsyncWrite + Unpin>(
+    send: &mut W,
+    reply: &Result<Reply, RpcError>,
+) -> Result<(), CodecError> {
+    codec::write_frame(send, reply).await
+}
+
+/// Server side: sends `msg` to a client on a new stream and waits for its ack.
+pub async fn send_server_message(conn: &quinn::Connection, msg: &ServerMessage) -> Result<(), CallError> {
+    let (mut send, mut recv) = conn.open_bi().await?;
+    codec::write_frame(&mut send, msg).await?;
+    let _ = send.finish();
+    let _: ClientAck = codec::read_frame(&mut recv, 64).await?;
+    Ok(())
+}
+
+/// Writes all of `data` then flushes; a helper for raw data after a reply frame.
+pub async fn write_data<W: AsyncWrite + Unpin>(send: &mut W, data: &[u8]) -> std::io::Result<()> {
+    send.write_all(data).await?;
+    send.flush().await
+}

@@ -1,0 +1,187 @@
+//! Names of things on the wire: FIDs, status records, volume descriptions.
+
+use serde::{Deserialize, Serialize};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// A volume's numeric id, unique in the cell.
+pub type VolumeId = u64;
+
+/// A file identifier: (volume, vnode, uniquifier). Never reused: a vnode number
+/// comes back only with a new uniquifier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Fid {
+    /// Volume that holds the vnode.
+    pub volume: VolumeId,
+    /// Vnode number inside the volume (1 is the volume root).
+    pub vnode: u64,
+    /// Uniquifier: distinguishes reuses of a vnode number.
+    pub unique: u64,
+}
+
+impl Fid {
+    /// The vnode number of every volume's root directory.
+    pub const ROOT_VNODE: u64 = 1;
+
+    /// The root directory FID of `volume`.
+    pub fn root(volume: VolumeId) -> Self {
+        Fid {
+            volume,
+            vnode: Self::ROOT_VNODE,
+            unique: 1,
+        }
+    }
+}
+
+impl std::fmt::Display for Fid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}.{}", self.volume, self.vnode, self.unique)
+    }
+}
+
+/// What a vnode is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum FileKind {
+    /// A regular file.
+    File,
+    /// A directory.
+    Dir,
+    /// A symbolic link; its target is fetched with `ReadLink`.
+    Symlink,
+    /// An AFS-style mount point: its target (`ReadLink`) is a volume name,
+    /// and clients show the root of that volume in its place.
+    MountPoint,
+}
+
+/// Seconds and nanoseconds since the Unix epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Hash, Serialize, Deserialize)]
+pub struct Timestamp {
+    /// Whole seconds since the epoch (negative before it).
+    pub secs: i64,
+    /// Nanoseconds within the second, `< 1_000_000_000`.
+    pub nanos: u32,
+}
+
+impl Timestamp {
+    /// The current wall-clock time.
+    pub fn now() -> Self {
+        Self::from(SystemTime::now())
+    }
+
+    /// Converts back to a `SystemTime`.
+    pub fn to_system_time(self) -> SystemTime {
+        let nanos = Duration::from_nanos(u64::from(self.nanos.min(999_999_999)));
+        if self.secs >= 0 {
+            UNIX_EPOCH + Duration::from_secs(self.secs as u64) + nanos
+        } else {
+            UNIX_EPOCH - Duration::from_secs(self.secs.unsigned_abs()) + nanos
+        }
+    }
+}
+
+impl From<SystemTime> for Timestamp {
+    fn from(t: SystemTime) -> Self {
+        match t.duration_since(UNIX_EPOCH) {
+            Ok(d) => Timestamp {
+                secs: d.as_secs() as i64,
+                nanos: d.subsec_nanos(),
+            },
+            Err(e) => {
+                let d = e.duration();
+                let mut secs = -(d.as_secs() as i64);
+                let mut nanos = 0;
+                if d.subsec_nanos() > 0 {
+                    secs -= 1;
+                    nanos = 1_000_000_000 - d.subsec_nanos();
+                }
+                Timestamp { secs, nanos }
+            }
+        }
+    }
+}
+
+/// The status of a vnode as the server knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    /// Which vnode this describes.
+    pub fid: Fid,
+    /// File, directory, symlink or mount point.
+    pub kind: FileKind,
+    /// Permission bits (`0o7777` at most).
+    pub mode: u32,
+    /// Number of directory entries naming this vnode (directories: 2 + subdirectories).
+    pub nlink: u32,
+    /// Owner uid.
+    pub uid: u32,
+    /// Owner gid.
+    pub gid: u32,
+    /// Size in bytes (symlinks: length of the target).
+    pub size: u64,
+    /// Data version: bumped on every content or directory change.
+    pub data_version: u64,
+    /// Last content modification.
+    pub mtime: Timestamp,
+    /// Last status change.
+    pub ctime: Timestamp,
+    /// Last access as set by clients (the server does not track reads).
+    pub atime: Timestamp,
+}
+
+/// One name in a directory listing, with the status of what it names.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirEntry {
+    /// The entry's name (never `.` or `..`).
+    pub name: String,
+    /// Status of the named vnode.
+    pub status: Status,
+}
+
+/// Attribute changes for `SetAttr`; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetAttr {
+    /// New permission bits.
+    pub mode: Option<u32>,
+    /// New owner.
+    pub uid: Option<u32>,
+    /// New group.
+    pub gid: Option<u32>,
+    /// Truncate or extend to this size (files only).
+    pub size: Option<u64>,
+    /// New access time.
+    pub atime: Option<Timestamp>,
+    /// New modification time.
+    pub mtime: Option<Timestamp>,
+}
+
+/// A volume as `cellfs-vos` and `statfs` see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeInfo {
+    /// Numeric id.
+    pub id: VolumeId,
+    /// Name, e.g. `root.cell` or `site.www`.
+    pub name: String,
+    /// Quota in bytes; 0 means unlimited.
+    pub quota: u64,
+    /// Bytes used by file data.
+    pub used: u64,
+    /// Number of vnodes (files, directories, links).
+    pub files: u64,
+    /// Server address that holds it.
+    pub server: String,
+    /// When the volume was created.
+    pub created: Timestamp,
+    /// When anything in it last changed.
+    pub updated: Timestamp,
+}
+
+/// Counters a fileserver exposes through the `Stats` RPC.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stats {
+    /// RPCs served since start, excluding `Stats` itself.
+    pub rpcs: u64,
+    /// Callback breaks delivered to clients.
+    pub breaks_sent: u64,
+    /// Callback promises currently held.
+    pub promises: u64,
+    /// Clients connected now.
+    pub connections: u64,
+}

@@ -1,0 +1,1 @@
+//! Test and benchmark harness for cellfs: starts real fileservers and cache managers.
