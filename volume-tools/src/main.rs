@@ -1,1 +1,22 @@
-fn main() {}
+//! `cellfs-vos`: vos-style volume administration for a cellfs cell.
+#![deny(clippy::undocumented_unsafe_blocks)]
+
+mod cli;
+mod commands;
+mod output;
+mod size;
+mod walk;
+
+use clap::Parser;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    match commands::run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("cellfs-vos: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,153 @@
+//! Command-line arguments of `cellfs-vos`.
+
+use crate::size::parse_quota;
+use clap::{Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+/// Administer the volumes of a cellfs cell.
+#[derive(Debug, Parser)]
+#[command(name = "cellfs-vos", version, about, long_about = None)]
+pub struct Cli {
+    /// The cell's client config (`cell.toml` from the fileserver's `client/` bundle).
+    #[arg(
+        long,
+        short = 'c',
+        env = "CELLFS_CONFIG",
+        global = true,
+        value_name = "CELLCONF",
+        help_heading = "Cell options"
+    )]
+    pub config: Option<PathBuf>,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Output format of the commands that describe volumes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// Human-readable text.
+    Text,
+    /// JSON, for scripts.
+    Json,
+}
+
+/// The `cellfs-vos` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a volume.
+    Create {
+        /// Volume name: 1-64 letters, digits, '.', '_' or '-'.
+        name: String,
+        /// Quota, e.g. `10GiB` or `500MB`; 0 or omitted means unlimited.
+        #[arg(long, value_parser = parse_quota, default_value = "0", help_heading = "Volume options")]
+        quota: u64,
+    },
+    /// List the cell's volumes.
+    List {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+    /// Describe one volume.
+    Examine {
+        /// Volume name.
+        name: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+    /// Delete a volume and everything in it.
+    Remove {
+        /// Volume name.
+        name: String,
+    },
+    /// Change a volume's quota.
+    #[command(name = "setquota")]
+    SetQuota {
+        /// Volume name.
+        name: String,
+        /// New quota, e.g. `10GiB`; 0 means unlimited.
+        #[arg(value_parser = parse_quota)]
+        quota: u64,
+    },
+    /// Create a mount point for a volume at a path of the cell.
+    #[command(name = "mkmount")]
+    MkMount {
+        /// Path of the new mount point from the cell root, e.g. `/sites/www`.
+        path: String,
+        /// Volume the mount point shows.
+        name: String,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("cellfs-vos").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn create_with_and_without_quota() {
+        let cli = parse(&["--config", "/c/cell.toml", "create", "site.www", "--quota", "10GiB"]).unwrap();
+        assert_eq!(cli.config, Some(PathBuf::from("/c/cell.toml")));
+        match cli.command {
+            Command::Create { name, quota } => {
+                assert_eq!(name, "site.www");
+                assert_eq!(quota, 10 << 30);
+            }
+            other => panic!("parsed {other:?}"),
+        }
+        match parse(&["create", "v"]).unwrap().command {
+            Command::Create { quota, .. } => assert_eq!(quota, 0),
+            other => panic!("parsed {other:?}"),
+        }
+    }
+
+    #[test]
+    fn config_is_global() {
+        let cli = parse(&["list", "--config", "x.toml", "--format", "json"]).unwrap();
+        assert_eq!(cli.config, Some(PathBuf::from("x.toml")));
+        assert!(matches!(cli.command, Command::List { format: Format::Json }));
+    }
+
+    #[test]
+    fn subcommand_names() {
+        assert!(matches!(
+            parse(&["setquota", "v", "1MiB"]).unwrap().command,
+            Command::SetQuota { quota: 1_048_576, .. }
+        ));
+        assert!(matches!(
+            parse(&["mkmount", "/sites/www", "site.www"]).unwrap().command,
+            Command::MkMount { .. }
+        ));
+        assert!(matches!(
+            parse(&["examine", "v"]).unwrap().command,
+            Command::Examine {
+                format: Format::Text,
+                ..
+            }
+        ));
+        assert!(matches!(
+            parse(&["remove", "v"]).unwrap().command,
+            Command::Remove { .. }
+        ));
+    }
+
+    #[test]
+    fn bad_arguments_are_refused() {
+        assert!(parse(&["create", "v", "--quota", "lots"]).is_err());
+        assert!(parse(&["setquota", "v"]).is_err());
+        assert!(parse(&["list", "--format", "yaml"]).is_err());
+        assert!(parse(&["frobnicate"]).is_err());
+    }
+}

@@ -1,0 +1,115 @@
+//! Carrying out `cellfs-vos` commands against the cell's fileserver.
+
+use crate::cli::{Cli, Command};
+use crate::{output, size, walk};
+use anyhow::{Context, anyhow, bail};
+use cellfs_protocol::config::CellConfig;
+use cellfs_protocol::transport::{Connector, RpcClient};
+use cellfs_protocol::{Reply, Request, VolumeInfo};
+use std::io::Write as _;
+use std::path::Path;
+use std::time::Duration;
+
+/// How long connecting to the fileserver may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long one command may take once connected.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Runs one parsed command line.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    let config_path = cli
+        .config
+        .ok_or_else(|| anyhow!("no cell config: pass --config CELL.TOML or set CELLFS_CONFIG"))?;
+    let config = CellConfig::load(&config_path)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let text = runtime.block_on(async {
+        let client = connect(&config, &config_path).await?;
+        let result = tokio::time::timeout(COMMAND_TIMEOUT, execute(&client, cli.command)).await;
+        client.close();
+        result.map_err(|_| anyhow!("no answer from the fileserver within {COMMAND_TIMEOUT:?}"))?
+    })?;
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(text.as_bytes()).context("cannot write to stdout")?;
+    stdout.flush().context("cannot write to stdout")
+}
+
+async fn connect(config: &CellConfig, path: &Path) -> anyhow::Result<RpcClient> {
+    let connector = Connector::from_config(config)
+        .with_context(|| format!("cannot set up a connection from {}", path.display()))?;
+    let server = connector.addr();
+    tokio::time::timeout(CONNECT_TIMEOUT, connector.connect())
+        .await
+        .map_err(|_| anyhow!("fileserver {server} did not answer within {CONNECT_TIMEOUT:?}"))?
+        .with_context(|| format!("cannot connect to fileserver {server} of cell {}", config.cell))
+}
+
+fn expect_volume(reply: Reply, what: &str) -> anyhow::Result<VolumeInfo> {
+    match reply {
+        Reply::Volume(v) => Ok(v),
+        other => bail!("unexpected reply to {what}: {other:?}"),
+    }
+}
+
+/// Executes `command` and returns what to print.
+async fn execute(client: &RpcClient, command: Command) -> anyhow::Result<String> {
+    match command {
+        Command::Create { name, quota } => {
+            let req = Request::CreateVolume {
+                name: name.clone(),
+                quota,
+            };
+            let reply = client
+                .call(&req)
+                .await
+                .with_context(|| format!("cannot create volume {name:?}"))?;
+            let created = match reply {
+                Reply::Volume(v) => format!("created volume {} (id {})\n", v.name, v.id),
+                Reply::Ok => format!("created volume {name}\n"),
+                other => bail!("unexpected reply to CreateVolume: {other:?}"),
+            };
+            Ok(created)
+        }
+        Command::List { format } => {
+            let list = match client
+                .call(&Request::ListVolumes)
+                .await
+                .context("cannot list volumes")?
+            {
+                Reply::Volumes(v) => v,
+                other => bail!("unexpected reply to ListVolumes: {other:?}"),
+            };
+            output::volumes(&list, format)
+        }
+        Command::Examine { name, format } => {
+            let reply = client
+                .call(&Request::ExamineVolume { name: name.clone() })
+                .await
+                .with_context(|| format!("cannot examine volume {name:?}"))?;
+            output::volume(&expect_volume(reply, "ExamineVolume")?, format)
+        }
+        Command::Remove { name } => {
+            client
+                .call(&Request::RemoveVolume { name: name.clone() })
+                .await
+                .with_context(|| format!("cannot remove volume {name:?}"))?;
+            Ok(format!("removed volume {name}\n"))
+        }
+        Command::SetQuota { name, quota } => {
+            client
+                .call(&Request::SetQuota {
+                    name: name.clone(),
+                    quota,
+                })
+                .await
+                .with_context(|| format!("cannot set the quota of volume {name:?}"))?;
+            Ok(format!("volume {name}: quota {}\n", size::format_quota(quota)))
+        }
+        Command::MkMount { path, name } => {
+            walk::make_mount(client, &path, &name).await?;
+            Ok(format!("mounted volume {name} at {path}\n"))
+        }
+    }
+}

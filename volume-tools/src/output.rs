@@ -1,0 +1,159 @@
+//! Text and JSON renderings of volumes.
+
+use crate::cli::Format;
+use crate::size::{format_bytes, format_quota};
+use cellfs_protocol::{Timestamp, VolumeInfo};
+use std::fmt::Write as _;
+
+/// Renders a volume list.
+pub fn volumes(list: &[VolumeInfo], format: Format) -> anyhow::Result<String> {
+    Ok(match format {
+        Format::Json => serde_json::to_string_pretty(list)? + "\n",
+        Format::Text => {
+            let mut rows: Vec<[String; 6]> = vec![[
+                "NAME".into(),
+                "ID".into(),
+                "QUOTA".into(),
+                "USED".into(),
+                "FILES".into(),
+                "SERVER".into(),
+            ]];
+            let mut sorted: Vec<&VolumeInfo> = list.iter().collect();
+            sorted.sort_by(|a, b| a.name.cmp(&b.name));
+            for v in sorted {
+                rows.push([
+                    v.name.clone(),
+                    v.id.to_string(),
+                    format_quota(v.quota),
+                    format_bytes(v.used),
+                    v.files.to_string(),
+                    v.server.clone(),
+                ]);
+            }
+            let mut widths = [0usize; 6];
+            for row in &rows {
+                for (w, cell) in widths.iter_mut().zip(row) {
+                    *w = (*w).max(cell.chars().count());
+                }
+            }
+            let mut out = String::new();
+            for row in &rows {
+                let line: Vec<String> = row.iter().zip(widths).map(|(cell, w)| format!("{cell:<w$}")).collect();
+                out.push_str(line.join("  ").trim_end());
+                out.push('\n');
+            }
+            out
+        }
+    })
+}
+
+/// Renders one volume.
+pub fn volume(v: &VolumeInfo, format: Format) -> anyhow::Result<String> {
+    Ok(match format {
+        Format::Json => serde_json::to_string_pretty(v)? + "\n",
+        Format::Text => {
+            let mut out = String::new();
+            let _ = writeln!(out, "name:    {}", v.name);
+            let _ = writeln!(out, "id:      {}", v.id);
+            let _ = writeln!(out, "server:  {}", v.server);
+            let _ = writeln!(out, "quota:   {}", format_quota(v.quota));
+            let _ = writeln!(out, "used:    {} ({} bytes)", format_bytes(v.used), v.used);
+            let _ = writeln!(out, "files:   {}", v.files);
+            let _ = writeln!(out, "created: {}", utc(v.created));
+            let _ = writeln!(out, "updated: {}", utc(v.updated));
+            out
+        }
+    })
+}
+
+/// Formats a timestamp as UTC `YYYY-MM-DD hh:mm:ss`.
+pub fn utc(t: Timestamp) -> String {
+    let days = t.secs.div_euclid(86_400);
+    let secs = t.secs.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
+}
+
+/// Proleptic Gregorian date of a day count since 1970-01-01.
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    // Shift the epoch to 0000-03-01 so that leap days end each 4/100/400-year cycle.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097); // day of era, [0, 146096]
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365; // year of era, [0, 399]
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100); // day of year from March 1, [0, 365]
+    let mp = (5 * doy + 2) / 153; // month from March, [0, 11]
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vol(name: &str, id: u64) -> VolumeInfo {
+        VolumeInfo {
+            id,
+            name: name.into(),
+            quota: 0,
+            used: 2048,
+            files: 3,
+            server: "127.0.0.1:7000".into(),
+            created: Timestamp { secs: 0, nanos: 0 },
+            updated: Timestamp {
+                secs: 951_782_400,
+                nanos: 0,
+            },
+        }
+    }
+
+    #[test]
+    fn dates() {
+        assert_eq!(utc(Timestamp { secs: 0, nanos: 0 }), "1970-01-01 00:00:00 UTC");
+        assert_eq!(
+            utc(Timestamp {
+                secs: 951_782_400,
+                nanos: 0
+            }),
+            "2000-02-29 00:00:00 UTC"
+        );
+        assert_eq!(
+            utc(Timestamp {
+                secs: 1_700_000_000,
+                nanos: 0
+            }),
+            "2023-11-14 22:13:20 UTC"
+        );
+        assert_eq!(utc(Timestamp { secs: -1, nanos: 0 }), "1969-12-31 23:59:59 UTC");
+    }
+
+    #[test]
+    fn text_list_is_aligned_and_sorted() {
+        let text = volumes(&[vol("site.www", 2), vol("root.cell", 1)], Format::Text).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3);
+        assert!(lines[0].starts_with("NAME "));
+        assert!(lines[1].starts_with("root.cell "));
+        assert!(lines[2].starts_with("site.www "));
+        assert!(lines[1].contains("unlimited") && lines[1].contains("2.0 KiB"));
+        assert_eq!(lines[0].find("ID"), lines[1].find('1'));
+    }
+
+    #[test]
+    fn json_round_trips() {
+        let list = vec![vol("root.cell", 1)];
+        let text = volumes(&list, Format::Json).unwrap();
+        let back: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(back[0]["name"], "root.cell");
+        assert_eq!(back[0]["used"], 2048);
+        let one: serde_json::Value = serde_json::from_str(&volume(&list[0], Format::Json).unwrap()).unwrap();
+        assert_eq!(one["id"], 1);
+    }
+}
