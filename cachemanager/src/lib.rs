@@ -1,1 +1,11 @@
-//! cellfs cache manager.
+//! cellfs cache manager: a FUSE mount of a cell, with whole files in a local
+//! disk cache kept coherent by the fileserver's callback breaks.
+#![deny(clippy::undocumented_unsafe_blocks)]
+
+pub mod cache;
+pub mod core;
+pub mod error;
+pub mod fuse;
+pub mod link;
+pub mod mount;
+pub mod nodes;

@@ -1,0 +1,248 @@
+//! The whole-file disk cache: one data file per FID in the cache folder,
+//! tagged with the data version it holds, bounded by size with least recently
+//! used eviction. Files open right now are never evicted.
+
+use cellfs_protocol::Fid;
+use lru::LruCache;
+use std::collections::HashMap;
+use std::fs::File;
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// One cached file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheEntry {
+    /// Data version the local copy holds.
+    pub data_version: u64,
+    /// Bytes the local copy takes (its length).
+    pub size: u64,
+}
+
+/// Size-bounded LRU index of the cache folder's data files.
+pub struct DiskCache {
+    dir: PathBuf,
+    limit: u64,
+    used: u64,
+    entries: LruCache<Fid, CacheEntry>,
+    open: HashMap<Fid, u32>,
+}
+
+impl DiskCache {
+    /// Opens (and empties) the cache folder `dir` with a size limit in bytes.
+    pub fn open(dir: &Path, limit: u64) -> io::Result<Self> {
+        let data = dir.join("data");
+        if data.exists() {
+            std::fs::remove_dir_all(&data)?;
+        }
+        std::fs::create_dir_all(&data)?;
+        Ok(DiskCache { dir: data, limit, used: 0, entries: LruCache::unbounded(), open: HashMap::new() })
+    }
+
+    /// Where the copy of `fid` lives.
+    pub fn path(&self, fid: Fid) -> PathBuf {
+        self.dir.join(format!("{}.{}.{}", fid.volume, fid.vnode, fid.unique))
+    }
+
+    /// A fresh temporary path in the cache folder for a fetch in progress.
+    pub fn temp_path(&self, fid: Fid) -> PathBuf {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.dir.join(format!("tmp.{}.{}.{}.{n}", fid.volume, fid.vnode, fid.unique))
+    }
+
+    /// The cached copy of `fid`, if any, marking it most recently used.
+    pub fn get(&mut self, fid: Fid) -> Option<CacheEntry> {
+        self.entries.get(&fid).copied()
+    }
+
+    /// Records that the file at `path(fid)` now holds `entry` (after a fetch,
+    /// create or store), then evicts down to the limit.
+    pub fn insert(&mut self, fid: Fid, entry: CacheEntry) {
+        if let Some(old) = self.entries.put(fid, entry) {
+            self.used -= old.size;
+        }
+        self.used += entry.size;
+        self.evict();
+    }
+
+    /// Updates the size of a cached copy after local writes.
+    pub fn resize(&mut self, fid: Fid, size: u64) {
+        if let Some(e) = self.entries.peek_mut(&fid) {
+            self.used = self.used - e.size + size;
+            e.size = size;
+        }
+        self.evict();
+    }
+
+    /// Sets the data version of a cached copy if it currently holds `expected`;
+    /// otherwise the copy is stale and is dropped. Returns whether it was kept.
+    pub fn advance(&mut self, fid: Fid, expected: u64, new: u64) -> bool {
+        match self.entries.peek_mut(&fid) {
+            Some(e) if e.data_version == expected => {
+                e.data_version = new;
+                true
+            }
+            Some(_) => {
+                self.remove(fid);
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// Drops the copy of `fid` (its file too, unless it is open).
+    pub fn remove(&mut self, fid: Fid) {
+        if let Some(e) = self.entries.pop(&fid) {
+            self.used -= e.size;
+            if !self.open.contains_key(&fid) {
+                let _ = std::fs::remove_file(self.path(fid));
+            }
+        }
+    }
+
+    /// Marks `fid` open: it will not be evicted until [`DiskCache::unpin`].
+    pub fn pin(&mut self, fid: Fid) {
+        *self.open.entry(fid).or_default() += 1;
+    }
+
+    /// Undoes one [`DiskCache::pin`].
+    pub fn unpin(&mut self, fid: Fid) {
+        if let Some(n) = self.open.get_mut(&fid) {
+            *n -= 1;
+            if *n == 0 {
+                self.open.remove(&fid);
+                if !self.entries.contains(&fid) {
+                    let _ = std::fs::remove_file(self.path(fid));
+                }
+            }
+        }
+        self.evict();
+    }
+
+    /// Bytes held by cached copies.
+    pub fn used(&self) -> u64 {
+        self.used
+    }
+
+    /// The configured limit in bytes.
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+
+    /// Opens the local copy of `fid` for reading and writing.
+    pub fn open_file(&self, fid: Fid) -> io::Result<File> {
+        File::options().read(true).write(true).open(self.path(fid))
+    }
+
+    fn evict(&mut self) {
+        while self.used > self.limit {
+            let victim = self.entries.iter().rev().map(|(f, _)| *f).find(|f| !self.open.contains_key(f));
+            match victim {
+                Some(fid) => {
+                    tracing::debug!(%fid, "evicting from cache");
+                    self.remove(fid);
+                }
+                None => break,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn fid(n: u64) -> Fid {
+        Fid { volume: 1, vnode: n, unique: 1 }
+    }
+
+    fn put(cache: &mut DiskCache, n: u64, size: u64) {
+        std::fs::write(cache.path(fid(n)), vec![0u8; size as usize]).unwrap();
+        cache.insert(fid(n), CacheEntry { data_version: 1, size });
+    }
+
+    #[test]
+    fn evicts_least_recently_used_but_never_open_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cache = DiskCache::open(dir.path(), 100).unwrap();
+        put(&mut cache, 1, 40);
+        put(&mut cache, 2, 40);
+        cache.pin(fid(1));
+        assert!(cache.get(fid(2)).is_some());
+        put(&mut cache, 3, 40); // over the limit: 1 is least recent but open, so 2 goes
+        assert!(cache.entries.contains(&fid(1)));
+        assert!(!cache.entries.contains(&fid(2)));
+        assert!(!cache.path(fid(2)).exists());
+        assert_eq!(cache.used(), 80);
+        cache.unpin(fid(1));
+        put(&mut cache, 4, 40); // now 1 is evictable and least recent
+        assert!(cache.get(fid(1)).is_none());
+        assert_eq!(cache.used(), 80);
+    }
+
+    #[test]
+    fn advance_keeps_current_copies_and_drops_stale_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cache = DiskCache::open(dir.path(), 1000).unwrap();
+        put(&mut cache, 1, 10);
+        assert!(cache.advance(fid(1), 1, 2));
+        assert_eq!(cache.get(fid(1)).unwrap().data_version, 2);
+        assert!(!cache.advance(fid(1), 1, 3));
+        assert!(cache.get(fid(1)).is_none());
+        assert_eq!(cache.used(), 0);
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Put(u8, u16),
+        Get(u8),
+        Pin(u8),
+        Unpin(u8),
+        Remove(u8),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (0u8..8, 0u16..400).prop_map(|(f, s)| Op::Put(f, s)),
+            (0u8..8).prop_map(Op::Get),
+            (0u8..8).prop_map(Op::Pin),
+            (0u8..8).prop_map(Op::Unpin),
+            (0u8..8).prop_map(Op::Remove),
+        ]
+    }
+
+    proptest! {
+        /// Against a model: used bytes equal the sum of entries, the limit holds
+        /// unless only open files remain, open files are never evicted, and
+        /// every entry has its data file.
+        #[test]
+        fn cache_matches_model(ops in proptest::collection::vec(op(), 1..60)) {
+            let dir = tempfile::tempdir().unwrap();
+            let mut cache = DiskCache::open(dir.path(), 1000).unwrap();
+            let mut pins: HashMap<u64, u32> = HashMap::new();
+            for op in ops {
+                match op {
+                    Op::Put(f, s) => put(&mut cache, u64::from(f), u64::from(s)),
+                    Op::Get(f) => { cache.get(fid(u64::from(f))); }
+                    Op::Pin(f) => { cache.pin(fid(u64::from(f))); *pins.entry(u64::from(f)).or_default() += 1; }
+                    Op::Unpin(f) => {
+                        if let Some(n) = pins.get_mut(&u64::from(f)) {
+                            cache.unpin(fid(u64::from(f)));
+                            *n -= 1;
+                            if *n == 0 { pins.remove(&u64::from(f)); }
+                        }
+                    }
+                    Op::Remove(f) => cache.remove(fid(u64::from(f))),
+                }
+                let sum: u64 = cache.entries.iter().map(|(_, e)| e.size).sum();
+                prop_assert_eq!(sum, cache.used());
+                let pinned_bytes: u64 = cache.entries.iter().filter(|(f, _)| pins.contains_key(&f.vnode)).map(|(_, e)| e.size).sum();
+                prop_assert!(cache.used() <= cache.limit() || cache.used() == pinned_bytes);
+                for (f, _) in cache.entries.iter() {
+                    prop_assert!(cache.path(*f).exists());
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,92 @@
+//! `cellfs-cachemanager mount`: wires the link, the core and the FUSE session
+//! together, and unmounts cleanly on SIGINT/SIGTERM.
+
+use crate::core::Core;
+use crate::fuse::{CellFs, NotifierCache};
+use crate::link::ServerLink;
+use anyhow::Context;
+use cellfs_protocol::config::CellConfig;
+use cellfs_protocol::transport::Connector;
+use std::path::{Path, PathBuf};
+use tokio::sync::mpsc;
+
+/// What `mount` needs.
+#[derive(Debug, Clone)]
+pub struct MountOptions {
+    /// The cell config (`cell.toml`).
+    pub config: PathBuf,
+    /// The cache folder.
+    pub cache_dir: PathBuf,
+    /// Cache size limit in bytes.
+    pub cache_size: u64,
+    /// Where to mount.
+    pub mountpoint: PathBuf,
+    /// FUSE worker threads.
+    pub threads: usize,
+}
+
+/// Mounts the cell and serves it until the mount ends or a signal arrives.
+pub fn run(opts: MountOptions) -> anyhow::Result<()> {
+    let cfg = CellConfig::load(&opts.config)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name("cellfs-rt")
+        .build()
+        .context("starting the async runtime")?;
+    let connector = {
+        let _guard = rt.enter();
+        Connector::from_config(&cfg).context("preparing the connection to the fileserver")?
+    };
+    let (tx, rx) = mpsc::unbounded_channel();
+    let link = ServerLink::new(connector, tx);
+    std::fs::create_dir_all(&opts.cache_dir)
+        .with_context(|| format!("creating cache folder {}", opts.cache_dir.display()))?;
+    let core = Core::start(link, rt.handle().clone(), &opts.cache_dir, opts.cache_size)
+        .with_context(|| format!("connecting to cell {} at {}", cfg.cell, cfg.servers.join(",")))?;
+    rt.spawn(core.clone().run_events(rx));
+
+    let mut config = fuser::Config::default();
+    config.mount_options = vec![
+        fuser::MountOption::FSName(format!("cellfs:{}", cfg.cell)),
+        fuser::MountOption::Subtype("cellfs".into()),
+        fuser::MountOption::DefaultPermissions,
+        fuser::MountOption::CUSTOM("suid".into()),
+    ];
+    config.acl = fuser::SessionACL::All;
+    config.n_threads = Some(opts.threads.max(1));
+    let mut session = fuser::Session::new(CellFs::new(core.clone()), &opts.mountpoint, &config)
+        .with_context(|| format!("mounting on {}", opts.mountpoint.display()))?;
+    core.set_kernel_cache(Box::new(NotifierCache(session.notifier())));
+    let mut unmounter = session.unmount_callable();
+    let mountpoint = opts.mountpoint.clone();
+    rt.spawn(async move {
+        wait_for_signal().await;
+        tracing::info!(mountpoint = %mountpoint.display(), "signal received; unmounting");
+        if let Err(e) = unmounter.unmount() {
+            tracing::warn!(error = %e, "unmount failed; trying lazy unmount");
+            lazy_unmount(&mountpoint);
+        }
+    });
+    tracing::info!(mountpoint = %opts.mountpoint.display(), cell = %cfg.cell, "mounted");
+    let result = session.run();
+    core.shutdown();
+    tracing::info!("unmounted");
+    result.context("FUSE session")
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        tracing::error!("cannot install signal handlers");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+fn lazy_unmount(mountpoint: &Path) {
+    let _ = std::process::Command::new("umount").arg("-l").arg(mountpoint).status();
+}

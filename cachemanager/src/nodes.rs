@@ -1,0 +1,232 @@
+//! The node table: kernel inode numbers for FIDs, the last status seen for
+//! each, the callback promise that keeps it valid, and cached directory
+//! listings.
+
+use cellfs_protocol::{Fid, Status};
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+/// The root inode number the kernel uses for the mount.
+pub const ROOT_INO: u64 = 1;
+
+/// Longest time the kernel is told to trust an attribute or entry.
+pub const MAX_TTL: Duration = Duration::from_secs(3600);
+
+/// A callback promise as the client holds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Promise {
+    /// Connection generation it was granted on.
+    pub epoch: u64,
+    /// When it expires.
+    pub until: Instant,
+}
+
+impl Promise {
+    /// Time left if the promise still holds under `epoch` at `now`.
+    pub fn remaining(&self, epoch: u64, now: Instant) -> Option<Duration> {
+        (self.epoch == epoch && self.until > now).then(|| (self.until - now).min(MAX_TTL))
+    }
+}
+
+/// A directory's names, valid for the directory's data version.
+#[derive(Debug, Clone, Default)]
+pub struct Listing {
+    /// Data version of the directory this listing reflects.
+    pub data_version: u64,
+    /// Name → FID of what it names.
+    pub entries: BTreeMap<String, Fid>,
+}
+
+/// What the cache manager knows of one vnode.
+#[derive(Debug, Clone)]
+pub struct Node {
+    /// The vnode.
+    pub fid: Fid,
+    /// Last status the server gave (with local writes applied to size/mtime).
+    pub status: Status,
+    /// Promise keeping `status` (and `listing`) current, if any.
+    pub promise: Option<Promise>,
+    /// The directory listing, when fetched.
+    pub listing: Option<Listing>,
+    /// Symlink or mount point target, when fetched.
+    pub target: Option<String>,
+    /// Byte range written locally and not yet stored on the server.
+    pub dirty: Option<(u64, u64)>,
+}
+
+impl Node {
+    /// Time left on this node's promise.
+    pub fn valid_for(&self, epoch: u64, now: Instant) -> Option<Duration> {
+        self.promise.and_then(|p| p.remaining(epoch, now))
+    }
+}
+
+/// Inode numbers ↔ FIDs and per-node state. Inode numbers are never reused.
+#[derive(Debug)]
+pub struct NodeTable {
+    nodes: HashMap<u64, Node>,
+    by_fid: HashMap<Fid, u64>,
+    next_ino: u64,
+    mounts: HashMap<Fid, Fid>,
+}
+
+impl NodeTable {
+    /// A table whose root inode is the volume root `root`.
+    pub fn new(root: Status, promise: Option<Promise>) -> Self {
+        let mut t = NodeTable { nodes: HashMap::new(), by_fid: HashMap::new(), next_ino: ROOT_INO, mounts: HashMap::new() };
+        t.upsert(root, promise);
+        t
+    }
+
+    /// Records a status the server gave (and its promise), returning the inode.
+    /// A changed data version drops the listing and target, which described the old one.
+    pub fn upsert(&mut self, status: Status, promise: Option<Promise>) -> u64 {
+        if let Some(&ino) = self.by_fid.get(&status.fid) {
+            let node = self.nodes.get_mut(&ino).expect("by_fid and nodes agree");
+            if node.status.data_version != status.data_version {
+                if node.listing.as_ref().is_some_and(|l| l.data_version != status.data_version) {
+                    node.listing = None;
+                }
+                if node.dirty.is_none() {
+                    node.target = None;
+                }
+            }
+            let keep_local = node.dirty.is_some();
+            let (size, mtime) = (node.status.size, node.status.mtime);
+            node.status = status;
+            if keep_local {
+                node.status.size = node.status.size.max(size);
+                node.status.mtime = node.status.mtime.max(mtime);
+            }
+            if promise.is_some() {
+                node.promise = promise;
+            }
+            return ino;
+        }
+        let ino = self.next_ino;
+        self.next_ino += 1;
+        self.by_fid.insert(status.fid, ino);
+        self.nodes.insert(ino, Node { fid: status.fid, status, promise, listing: None, target: None, dirty: None });
+        ino
+    }
+
+    /// The node for `ino`.
+    pub fn get(&self, ino: u64) -> Option<&Node> {
+        self.nodes.get(&ino)
+    }
+
+    /// The node for `ino`, mutable.
+    pub fn get_mut(&mut self, ino: u64) -> Option<&mut Node> {
+        self.nodes.get_mut(&ino)
+    }
+
+    /// The inode of `fid`, if known.
+    pub fn ino_of(&self, fid: Fid) -> Option<u64> {
+        self.by_fid.get(&fid).copied()
+    }
+
+    /// The volume root a mount point vnode leads to, if resolved before.
+    pub fn mount_target(&self, mount_point: Fid) -> Option<Fid> {
+        self.mounts.get(&mount_point).copied()
+    }
+
+    /// Remembers where a mount point leads.
+    pub fn set_mount_target(&mut self, mount_point: Fid, root: Fid) {
+        self.mounts.insert(mount_point, root);
+    }
+
+    /// Forgets a mount point's resolution (it was removed or changed).
+    pub fn forget_mount(&mut self, mount_point: Fid) {
+        self.mounts.remove(&mount_point);
+    }
+
+    /// Every inode with its node.
+    pub fn iter(&self) -> impl Iterator<Item = (u64, &Node)> {
+        self.nodes.iter().map(|(i, n)| (*i, n))
+    }
+
+    /// Every node, mutable.
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut Node> {
+        self.nodes.values_mut()
+    }
+
+    /// Applies a directory change this client made: `after` is the directory's
+    /// status the server returned. When the change is the only one since our
+    /// listing (`after.dv == listing.dv + 1`), `edit` patches the listing;
+    /// otherwise someone else changed it too and the listing is dropped.
+    pub fn apply_dir_change(&mut self, after: Status, promise: Option<Promise>, edit: impl FnOnce(&mut Listing)) {
+        let dv = after.data_version;
+        let ino = self.upsert_keep_listing(after, promise);
+        if let Some(node) = self.nodes.get_mut(&ino) {
+            match node.listing.as_mut() {
+                Some(l) if l.data_version + 1 == dv => {
+                    edit(l);
+                    l.data_version = dv;
+                }
+                _ => node.listing = None,
+            }
+        }
+    }
+
+    fn upsert_keep_listing(&mut self, status: Status, promise: Option<Promise>) -> u64 {
+        let listing = self.by_fid.get(&status.fid).and_then(|i| self.nodes.get_mut(i)).and_then(|n| n.listing.take());
+        let ino = self.upsert(status, promise);
+        if let Some(node) = self.nodes.get_mut(&ino) {
+            node.listing = listing;
+        }
+        ino
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cellfs_protocol::{FileKind, Timestamp};
+
+    fn status(vnode: u64, dv: u64) -> Status {
+        Status {
+            fid: Fid { volume: 1, vnode, unique: 1 },
+            kind: FileKind::Dir,
+            mode: 0o755,
+            nlink: 2,
+            uid: 0,
+            gid: 0,
+            size: 0,
+            data_version: dv,
+            mtime: Timestamp::default(),
+            ctime: Timestamp::default(),
+            atime: Timestamp::default(),
+        }
+    }
+
+    #[test]
+    fn inodes_are_stable_per_fid_and_root_is_one() {
+        let mut t = NodeTable::new(status(1, 1), None);
+        assert_eq!(t.ino_of(status(1, 1).fid), Some(ROOT_INO));
+        let a = t.upsert(status(5, 1), None);
+        assert_eq!(t.upsert(status(5, 2), None), a);
+        assert_ne!(t.upsert(status(6, 1), None), a);
+    }
+
+    #[test]
+    fn own_dir_change_patches_listing_and_foreign_change_drops_it() {
+        let mut t = NodeTable::new(status(1, 1), None);
+        t.get_mut(ROOT_INO).unwrap().listing = Some(Listing { data_version: 1, entries: BTreeMap::new() });
+        t.apply_dir_change(status(1, 2), None, |l| {
+            l.entries.insert("a".into(), status(9, 1).fid);
+        });
+        let l = t.get(ROOT_INO).unwrap().listing.clone().unwrap();
+        assert_eq!((l.data_version, l.entries.len()), (2, 1));
+        t.apply_dir_change(status(1, 4), None, |_| {});
+        assert!(t.get(ROOT_INO).unwrap().listing.is_none());
+    }
+
+    #[test]
+    fn promise_remaining_respects_epoch_and_expiry() {
+        let now = Instant::now();
+        let p = Promise { epoch: 3, until: now + Duration::from_secs(10) };
+        assert!(p.remaining(3, now).is_some());
+        assert!(p.remaining(4, now).is_none());
+        assert!(p.remaining(3, now + Duration::from_secs(11)).is_none());
+    }
+}
