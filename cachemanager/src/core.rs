@@ -80,6 +80,7 @@ pub struct Core {
     rt: tokio::runtime::Handle,
     state: Mutex<State>,
     kernel: OnceLock<Box<dyn KernelCache>>,
+    closing: std::sync::atomic::AtomicBool,
 }
 
 impl Core {
@@ -111,6 +112,7 @@ impl Core {
             link,
             rt,
             kernel: OnceLock::new(),
+            closing: std::sync::atomic::AtomicBool::new(false),
         };
         let p = core.promise_from(promise);
         if let Some(n) = core.lock().nodes.get_mut(ROOT_INO) {
@@ -135,6 +137,10 @@ impl Core {
                         tracing::debug!(error = %e, "could not acknowledge callback break");
                     }
                 }
+                LinkEvent::Lost => {
+                    let core = self.clone();
+                    tokio::spawn(async move { core.reconnect().await });
+                }
                 LinkEvent::Reconnected => {
                     let core = self.clone();
                     let _ = tokio::task::spawn_blocking(move || core.invalidate_everything()).await;
@@ -143,8 +149,26 @@ impl Core {
         }
     }
 
+    /// Reconnects in the background after the connection was lost, so that
+    /// promises are re-established without waiting for a file operation.
+    async fn reconnect(&self) {
+        let mut delay = Duration::from_millis(100);
+        loop {
+            if self.closing.load(std::sync::atomic::Ordering::Acquire) {
+                return;
+            }
+            match self.link.client().await {
+                Ok(_) => return,
+                Err(e) => tracing::debug!(error = %e, "fileserver not reachable yet"),
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(2));
+        }
+    }
+
     /// Closes the server connection.
     pub fn shutdown(&self) {
+        self.closing.store(true, std::sync::atomic::Ordering::Release);
         self.rt.block_on(self.link.close());
     }
 

@@ -15,6 +15,9 @@ pub enum LinkEvent {
     Message(ServerMessage, ServerMessageAck),
     /// A new connection replaced a lost one: promises from before are void.
     Reconnected,
+    /// The connection ended; the core should reconnect in the background so
+    /// that it hears about changes again.
+    Lost,
 }
 
 /// Parameters the server announced in `Hello`.
@@ -94,6 +97,7 @@ impl ServerLink {
                     }
                     Err(e) => {
                         tracing::debug!(error = %e, "callback listener ends");
+                        let _ = events.send(LinkEvent::Lost);
                         return;
                     }
                 }
