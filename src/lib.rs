@@ -1,1 +1,648 @@
 //! Test and benchmark harness for cellfs: starts real fileservers and cache managers.
+//!
+//! [`Cell`] runs `cellfs-fileserver init` in a fresh temporary folder and then
+//! `cellfs-fileserver serve` as a child process; [`Mount`] runs
+//! `cellfs-cachemanager mount` on a fresh mount point. Both are RAII guards:
+//! dropping them (also while a test panics) stops the processes, removes any
+//! mount and deletes the folders. Every wait is bounded, and a failure to start
+//! panics with the tail of the process's log.
+//!
+//! The binaries are found next to the test executable (`target/<profile>/`);
+//! build the workspace first (`cargo build --workspace`, or `scripts/test`).
+#![deny(clippy::undocumented_unsafe_blocks)]
+
+use cellfs_protocol::config::CellConfig;
+use cellfs_protocol::transport::{CallError, ConnectError, Connector};
+use cellfs_protocol::{Reply, Request, Stats};
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom};
+use std::net::{SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+use tempfile::TempDir;
+
+/// How long a fileserver may take to answer its first Ping.
+pub const SERVER_START_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long a cache manager may take until its mount appears.
+pub const MOUNT_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long a cache manager may take to exit after SIGTERM.
+pub const UNMOUNT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one RPC made by the harness may take.
+pub const RPC_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a one-shot command (`init`, `cellfs-vos`) may take.
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+/// Cell name used by [`Cell::new`].
+pub const CELL_NAME: &str = "test.cellfs";
+
+/// Path of the workspace binary `name` (e.g. `cellfs-fileserver`), found in the
+/// same `target/<profile>/` folder as the running test.
+///
+/// # Panics
+/// When the binary is missing: the workspace has not been built.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("cannot find the running test executable");
+    let mut dir = exe.parent().expect("test executable has no folder").to_path_buf();
+    if dir.file_name().is_some_and(|n| n == "deps") {
+        dir.pop();
+    }
+    let path = dir.join(name);
+    assert!(
+        path.is_file(),
+        "{} not found: build the workspace first with the same profile as the tests \
+         (`cargo build --workspace` for debug tests, `cargo build --release --workspace` for --release; \
+         scripts/test does both)",
+        path.display()
+    );
+    path
+}
+
+/// A UDP port on 127.0.0.1 that was free a moment ago.
+pub fn free_udp_port() -> u16 {
+    let sock = UdpSocket::bind("127.0.0.1:0").expect("cannot bind a UDP socket on 127.0.0.1");
+    sock.local_addr().expect("bound socket has an address").port()
+}
+
+/// Runs `cmd` to completion, capturing its output, killing it after `timeout`.
+///
+/// # Panics
+/// When the command cannot start or does not finish in time.
+pub fn output_with_timeout(cmd: &mut Command, timeout: Duration) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let mut out = child.stdout.take().expect("piped stdout");
+    let mut err = child.stderr.take().expect("piped stderr");
+    let out_reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = out.read_to_end(&mut buf);
+        buf
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = err.read_to_end(&mut buf);
+        buf
+    });
+    let status = match wait_timeout(&mut child, timeout) {
+        Some(status) => status,
+        None => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{cmd:?} did not finish within {timeout:?}");
+        }
+    };
+    Output {
+        status,
+        stdout: out_reader.join().unwrap_or_default(),
+        stderr: err_reader.join().unwrap_or_default(),
+    }
+}
+
+/// Waits up to `timeout` for `child` to exit.
+pub fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return Some(status),
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            Ok(None) | Err(_) => return None,
+        }
+    }
+}
+
+/// The last `max` bytes of a log file, for failure messages.
+pub fn log_tail(path: &Path, max: u64) -> String {
+    let Ok(mut f) = File::open(path) else {
+        return format!("(no log at {})", path.display());
+    };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let _ = f.seek(SeekFrom::Start(len.saturating_sub(max)));
+    let mut buf = Vec::new();
+    let _ = f.read_to_end(&mut buf);
+    format!(
+        "---- last {} bytes of {} ----\n{}\n---- end of log ----",
+        buf.len(),
+        path.display(),
+        String::from_utf8_lossy(&buf)
+    )
+}
+
+fn open_log(path: &Path) -> (Stdio, Stdio) {
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap_or_else(|e| panic!("cannot open log {}: {e}", path.display()));
+    let err = file.try_clone().expect("cannot duplicate log file handle");
+    (Stdio::from(file), Stdio::from(err))
+}
+
+fn signal(child: &Child, sig: i32) {
+    let Ok(pid) = libc::pid_t::try_from(child.id()) else {
+        return;
+    };
+    // SAFETY: kill(2) has no memory-safety preconditions; `pid` is our own
+    // child, not yet reaped, so the id cannot have been reused.
+    unsafe {
+        libc::kill(pid, sig);
+    }
+}
+
+/// Why a harness RPC failed.
+#[derive(Debug)]
+pub enum ClientError {
+    /// The connection could not be set up or the handshake failed.
+    Connect(ConnectError),
+    /// The RPC itself failed (server error or broken connection).
+    Call(CallError),
+    /// No answer in time.
+    Timeout,
+}
+
+impl std::fmt::Display for ClientError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ClientError::Connect(e) => write!(f, "connect: {e}"),
+            ClientError::Call(e) => write!(f, "call: {e}"),
+            ClientError::Timeout => write!(f, "no answer within {RPC_TIMEOUT:?}"),
+        }
+    }
+}
+
+impl std::error::Error for ClientError {}
+
+/// A runtime for the harness's own RPCs.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("cannot start a tokio runtime")
+}
+
+/// Makes one RPC on a fresh connection described by `cfg`, then closes it.
+async fn call_once(cfg: &CellConfig, req: &Request) -> Result<Reply, ClientError> {
+    let connector = Connector::from_config(cfg).map_err(ClientError::Connect)?;
+    let work = async {
+        let client = connector.connect().await.map_err(ClientError::Connect)?;
+        let reply = client.call(req).await.map_err(ClientError::Call);
+        client.close();
+        reply
+    };
+    tokio::time::timeout(RPC_TIMEOUT, work)
+        .await
+        .unwrap_or(Err(ClientError::Timeout))
+}
+
+/// A running cell: one fileserver process on 127.0.0.1 with its data in a
+/// temporary folder. Dropping it kills the fileserver and deletes the folder.
+pub struct Cell {
+    tmp: TempDir,
+    data: PathBuf,
+    addr: SocketAddr,
+    log: PathBuf,
+    child: Option<Child>,
+    rt: tokio::runtime::Runtime,
+}
+
+impl Cell {
+    /// Inits a new cell and starts serving it; waits until it answers Ping.
+    pub fn new() -> Self {
+        Self::with_init_args(&[])
+    }
+
+    /// Like [`Cell::new`] with promises lasting `secs` seconds.
+    pub fn with_promise_secs(secs: u64) -> Self {
+        Self::with_init_args(&["--promise-secs".to_owned(), secs.to_string()])
+    }
+
+    /// Like [`Cell::new`], passing `extra` to `cellfs-fileserver init`.
+    pub fn with_init_args(extra: &[String]) -> Self {
+        let tmp = tempfile::Builder::new()
+            .prefix("cellfs-cell-")
+            .tempdir()
+            .expect("cannot create a temporary folder");
+        let data = tmp.path().join("data");
+        let addr: SocketAddr = SocketAddr::from(([127, 0, 0, 1], free_udp_port()));
+        let out = output_with_timeout(
+            Command::new(bin("cellfs-fileserver"))
+                .arg("init")
+                .arg("--data")
+                .arg(&data)
+                .args(["--cell", CELL_NAME, "--listen", &addr.to_string()])
+                .args(extra),
+            COMMAND_TIMEOUT,
+        );
+        assert!(
+            out.status.success(),
+            "cellfs-fileserver init failed ({}):\nstdout: {}\nstderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let log = tmp.path().join("fileserver.log");
+        let mut cell = Cell {
+            tmp,
+            data,
+            addr,
+            log,
+            child: None,
+            rt: runtime(),
+        };
+        cell.start();
+        cell
+    }
+
+    /// The temporary folder holding the cell's data and logs.
+    pub fn root(&self) -> &Path {
+        self.tmp.path()
+    }
+
+    /// The fileserver's data folder (`--data`).
+    pub fn data_dir(&self) -> &Path {
+        &self.data
+    }
+
+    /// The client config a cache manager or `cellfs-vos` uses.
+    pub fn config_path(&self) -> PathBuf {
+        self.data.join("client").join("cell.toml")
+    }
+
+    /// The loaded client config.
+    pub fn config(&self) -> CellConfig {
+        CellConfig::load(&self.config_path()).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// The fileserver's UDP address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The fileserver's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Starts the fileserver (after [`Cell::kill`]) and waits until it answers Ping.
+    ///
+    /// # Panics
+    /// When it is already running, exits, or does not answer within [`SERVER_START_TIMEOUT`].
+    pub fn start(&mut self) {
+        assert!(self.child.is_none(), "fileserver already running");
+        let (out, err) = open_log(&self.log);
+        let child = Command::new(bin("cellfs-fileserver"))
+            .arg("serve")
+            .arg("--data")
+            .arg(&self.data)
+            .arg("--listen")
+            .arg(self.addr.to_string())
+            .env("RUST_BACKTRACE", "1")
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start cellfs-fileserver serve: {e}"));
+        self.child = Some(child);
+        self.wait_ready();
+    }
+
+    fn wait_ready(&mut self) {
+        let cfg = self.config();
+        let deadline = Instant::now() + SERVER_START_TIMEOUT;
+        loop {
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                self.child = None;
+                panic!(
+                    "cellfs-fileserver serve exited with {status}\n{}",
+                    log_tail(&self.log, 8192)
+                );
+            }
+            let attempt = self.rt.block_on(async {
+                tokio::time::timeout(Duration::from_secs(2), call_once(&cfg, &Request::Ping))
+                    .await
+                    .unwrap_or(Err(ClientError::Timeout))
+            });
+            let last = match attempt {
+                Ok(Reply::Ok) => return,
+                Ok(other) => format!("unexpected reply to Ping: {other:?}"),
+                Err(e) => e.to_string(),
+            };
+            if Instant::now() >= deadline {
+                panic!(
+                    "cellfs-fileserver on {} did not answer Ping within {SERVER_START_TIMEOUT:?} (last: {last})\n{}",
+                    self.addr,
+                    log_tail(&self.log, 8192)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Kills the fileserver with SIGKILL and reaps it.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = wait_timeout(&mut child, Duration::from_secs(10));
+        }
+    }
+
+    /// Kills the fileserver with SIGKILL and starts it again on the same data and port.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.start();
+    }
+
+    /// Runs `req` on a fresh connection with this cell's client credential.
+    pub fn call(&self, req: &Request) -> Result<Reply, ClientError> {
+        self.call_with(&self.config(), req)
+    }
+
+    /// Runs `req` on a fresh connection described by `cfg` (e.g. a config with
+    /// another credential, or none).
+    pub fn call_with(&self, cfg: &CellConfig, req: &Request) -> Result<Reply, ClientError> {
+        self.rt.block_on(call_once(cfg, req))
+    }
+
+    /// The fileserver's counters.
+    ///
+    /// # Panics
+    /// When the Stats RPC fails.
+    pub fn stats(&self) -> Stats {
+        match self.call(&Request::Stats) {
+            Ok(Reply::Stats(s)) => s,
+            other => panic!("Stats RPC failed: {other:?}"),
+        }
+    }
+
+    /// Runs `cellfs-vos --config <cell.toml> ARGS...` and returns its output.
+    pub fn vos<I, S>(&self, args: I) -> Output
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        output_with_timeout(
+            Command::new(bin("cellfs-vos"))
+                .arg("--config")
+                .arg(self.config_path())
+                .args(args)
+                .env_remove("CELLFS_CONFIG"),
+            COMMAND_TIMEOUT,
+        )
+    }
+
+    /// Runs `cellfs-vos` like [`Cell::vos`] and returns its stdout.
+    ///
+    /// # Panics
+    /// When it exits with failure.
+    pub fn vos_ok<I, S>(&self, args: I) -> String
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        let args: Vec<std::ffi::OsString> = args.into_iter().map(|a| a.as_ref().to_owned()).collect();
+        let out = self.vos(&args);
+        assert!(
+            out.status.success(),
+            "cellfs-vos {args:?} failed ({}):\nstdout: {}\nstderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Default for Cell {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for Cell {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            eprintln!("fileserver {}:\n{}", self.addr, log_tail(&self.log, 8192));
+        }
+    }
+}
+
+/// Whether `path` is a mount point, according to `/proc/self/mountinfo`.
+/// Works even when the FUSE daemon is gone (where `stat` would fail).
+pub fn is_mounted(path: &Path) -> bool {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    info.lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .any(|mp| Path::new(&unescape_mountinfo(mp)) == path)
+}
+
+/// Decodes the octal escapes (`\040` for a space) of a mountinfo field.
+fn unescape_mountinfo(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\'
+            && let Some(code) = field
+                .get(i + 1..i + 4)
+                .filter(|oct| oct.bytes().all(|b| (b'0'..=b'7').contains(&b)))
+                .and_then(|oct| u8::from_str_radix(oct, 8).ok())
+        {
+            out.push(code);
+            i += 4;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A running cache manager: `cellfs-cachemanager mount` on a fresh mount point
+/// with its own cache folder. Dropping it unmounts (SIGTERM, then SIGKILL and
+/// `umount -l` as a fallback) and deletes the folders.
+pub struct Mount {
+    tmp: TempDir,
+    mnt: PathBuf,
+    cache: PathBuf,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl Mount {
+    /// Mounts `cell` with an empty cache and waits until the mount appears.
+    pub fn new(cell: &Cell) -> Self {
+        let tmp = tempfile::Builder::new()
+            .prefix("cellfs-mount-")
+            .tempdir()
+            .expect("cannot create a temporary folder");
+        let root = tmp.path().canonicalize().expect("cannot resolve the temporary folder");
+        let mnt = root.join("mnt");
+        let cache = root.join("cache");
+        std::fs::create_dir(&mnt).expect("cannot create the mount point");
+        std::fs::create_dir(&cache).expect("cannot create the cache folder");
+        let log = root.join("cachemanager.log");
+        let (out, err) = open_log(&log);
+        let child = Command::new(bin("cellfs-cachemanager"))
+            .arg("mount")
+            .arg("--config")
+            .arg(cell.config_path())
+            .arg("--cache")
+            .arg(&cache)
+            .args(["--cache-size", "2GiB"])
+            .arg(&mnt)
+            .env("RUST_BACKTRACE", "1")
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start cellfs-cachemanager mount: {e}"));
+        let mut mount = Mount {
+            tmp,
+            mnt,
+            cache,
+            log,
+            child: Some(child),
+        };
+        mount.wait_mounted();
+        mount
+    }
+
+    fn wait_mounted(&mut self) {
+        let deadline = Instant::now() + MOUNT_TIMEOUT;
+        while !is_mounted(&self.mnt) {
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                self.child = None;
+                panic!(
+                    "cellfs-cachemanager exited with {status} before mounting {}\n{}",
+                    self.mnt.display(),
+                    log_tail(&self.log, 8192)
+                );
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "{} not mounted within {MOUNT_TIMEOUT:?}\n{}",
+                    self.mnt.display(),
+                    log_tail(&self.log, 8192)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The mount point: the cell's root directory.
+    pub fn path(&self) -> &Path {
+        &self.mnt
+    }
+
+    /// The cache manager's cache folder.
+    pub fn cache_dir(&self) -> &Path {
+        &self.cache
+    }
+
+    /// The temporary folder holding the mount point, cache and log.
+    pub fn root(&self) -> &Path {
+        self.tmp.path()
+    }
+
+    /// The cache manager's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Unmounts: SIGTERM and a bounded wait, then SIGKILL, and `umount -l` if a
+    /// mount is still there. Returns whether the cache manager exited cleanly
+    /// after SIGTERM.
+    pub fn unmount(&mut self) -> bool {
+        let mut clean = true;
+        if let Some(mut child) = self.child.take() {
+            signal(&child, libc::SIGTERM);
+            match wait_timeout(&mut child, UNMOUNT_TIMEOUT) {
+                Some(status) => clean = status.success(),
+                None => {
+                    clean = false;
+                    eprintln!("cellfs-cachemanager did not exit within {UNMOUNT_TIMEOUT:?} of SIGTERM; killing it");
+                    let _ = child.kill();
+                    let _ = wait_timeout(&mut child, Duration::from_secs(10));
+                }
+            }
+        }
+        if is_mounted(&self.mnt) {
+            clean = false;
+            for cmd in [
+                &["umount", "-l"][..],
+                &["fusermount3", "-u", "-z"],
+                &["fusermount", "-u", "-z"],
+            ] {
+                let ok = Command::new(cmd[0])
+                    .args(&cmd[1..])
+                    .arg(&self.mnt)
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success());
+                if ok || !is_mounted(&self.mnt) {
+                    break;
+                }
+            }
+        }
+        clean
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        self.unmount();
+        if std::thread::panicking() {
+            eprintln!("cache manager {}:\n{}", self.mnt.display(), log_tail(&self.log, 8192));
+        }
+        if is_mounted(&self.mnt) {
+            // Never delete through a live mount: leave the folder behind instead.
+            eprintln!(
+                "{} is still mounted; leaving {}",
+                self.mnt.display(),
+                self.tmp.path().display()
+            );
+            let tmp = std::mem::replace(&mut self.tmp, TempDir::new().expect("temporary folder"));
+            let _ = tmp.keep();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_unescape() {
+        assert_eq!(unescape_mountinfo("/tmp/a\\040b"), "/tmp/a b");
+        assert_eq!(unescape_mountinfo("/plain"), "/plain");
+        assert_eq!(unescape_mountinfo("/x\\"), "/x\\");
+    }
+
+    #[test]
+    fn root_is_mounted() {
+        assert!(is_mounted(Path::new("/")));
+        assert!(!is_mounted(Path::new("/definitely/not/a/mount")));
+    }
+
+    #[test]
+    fn commands_time_out() {
+        let out = output_with_timeout(Command::new("sh").args(["-c", "echo hi"]), Duration::from_secs(10));
+        assert_eq!(out.stdout, b"hi\n");
+        let slow = std::panic::catch_unwind(|| {
+            output_with_timeout(Command::new("sleep").arg("30"), Duration::from_millis(200));
+        });
+        assert!(slow.is_err());
+    }
+}

@@ -1,0 +1,195 @@
+//! Coherence between two cache managers A and B on one cell: what A changes,
+//! B sees on its next open or stat, with no sleeps; callback breaks, not
+//! timeouts, must carry the change.
+
+mod common;
+
+use cellfs::{Cell, Mount};
+use common::{assert_errno, pattern, sha256, sha256_file};
+use std::collections::BTreeSet;
+use std::fs;
+use std::io::Read;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+fn names(dir: &Path) -> BTreeSet<String> {
+    fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect()
+}
+
+fn set(names: &[&str]) -> BTreeSet<String> {
+    names.iter().map(|n| (*n).to_owned()).collect()
+}
+
+#[test]
+fn a_write_on_a_is_read_by_b_on_its_next_open() {
+    let cell = Cell::new();
+    let a = Mount::new(&cell);
+    let b = Mount::new(&cell);
+    fs::write(a.path().join("page.html"), b"version 1").unwrap();
+    // B caches version 1 (data and attributes).
+    assert_eq!(fs::read(b.path().join("page.html")).unwrap(), b"version 1");
+    let old = fs::metadata(b.path().join("page.html")).unwrap();
+
+    let v2 = pattern(200_000, 2);
+    let f = fs::File::options()
+        .write(true)
+        .truncate(true)
+        .open(a.path().join("page.html"))
+        .unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, &v2, 0).unwrap();
+    f.set_modified(std::time::UNIX_EPOCH + Duration::from_secs(old.mtime() as u64 + 3600))
+        .unwrap();
+    drop(f); // close: A stores, the server breaks B's promise
+    let on_a = fs::metadata(a.path().join("page.html")).unwrap();
+
+    let on_b = fs::metadata(b.path().join("page.html")).unwrap();
+    assert_eq!(on_b.len(), v2.len() as u64, "B's stat shows the old size");
+    assert_eq!(on_b.mtime(), on_a.mtime(), "B's stat shows the old mtime");
+    assert_eq!(
+        sha256_file(&b.path().join("page.html")),
+        sha256(&v2),
+        "B read stale bytes"
+    );
+
+    // And back the other way: A had version 2 cached.
+    fs::write(b.path().join("page.html"), b"version 3").unwrap();
+    assert_eq!(fs::read(a.path().join("page.html")).unwrap(), b"version 3");
+    assert_eq!(fs::metadata(a.path().join("page.html")).unwrap().len(), 9);
+}
+
+#[test]
+fn new_files_unlink_rename_mkdir_chmod_on_a_are_seen_by_b() {
+    let cell = Cell::new();
+    let a = Mount::new(&cell);
+    let b = Mount::new(&cell);
+    fs::create_dir(a.path().join("site")).unwrap();
+    fs::write(a.path().join("site/keep"), b"k").unwrap();
+    fs::write(a.path().join("site/old"), b"o").unwrap();
+    fs::write(a.path().join("site/doomed"), b"d").unwrap();
+    let bs = b.path().join("site");
+    // B caches the listing, the attributes and a negative entry.
+    assert_eq!(names(&bs), set(&["keep", "old", "doomed"]));
+    assert_eq!(fs::read(bs.join("doomed")).unwrap(), b"d");
+    assert_ne!(fs::metadata(bs.join("keep")).unwrap().mode() & 0o777, 0o600);
+    assert_errno(fs::metadata(bs.join("new")), libc::ENOENT, "B before create");
+
+    let asite = a.path().join("site");
+    fs::write(asite.join("new"), b"fresh").unwrap();
+    assert_eq!(fs::read(bs.join("new")).unwrap(), b"fresh", "B missed a new file");
+
+    fs::remove_file(asite.join("doomed")).unwrap();
+    assert_errno(
+        fs::metadata(bs.join("doomed")),
+        libc::ENOENT,
+        "B still sees an unlinked file",
+    );
+    assert_errno(
+        fs::File::open(bs.join("doomed")),
+        libc::ENOENT,
+        "B still opens an unlinked file",
+    );
+
+    fs::rename(asite.join("old"), asite.join("renamed")).unwrap();
+    assert_errno(fs::metadata(bs.join("old")), libc::ENOENT, "B still sees the old name");
+    assert_eq!(fs::read(bs.join("renamed")).unwrap(), b"o");
+
+    fs::create_dir(asite.join("sub")).unwrap();
+    assert!(fs::metadata(bs.join("sub")).unwrap().is_dir(), "B missed a mkdir");
+
+    fs::set_permissions(asite.join("keep"), fs::Permissions::from_mode(0o600)).unwrap();
+    assert_eq!(
+        fs::metadata(bs.join("keep")).unwrap().mode() & 0o777,
+        0o600,
+        "B missed a chmod"
+    );
+
+    assert_eq!(
+        names(&bs),
+        set(&["keep", "new", "renamed", "sub"]),
+        "B's listing is stale"
+    );
+    fs::remove_dir(asite.join("sub")).unwrap();
+    assert_eq!(
+        names(&bs),
+        set(&["keep", "new", "renamed"]),
+        "B's listing is stale after rmdir"
+    );
+}
+
+#[test]
+fn cached_reads_under_a_promise_cost_no_rpc() {
+    let cell = Cell::new();
+    let a = Mount::new(&cell);
+    let b = Mount::new(&cell);
+    let data = pattern(64 * 1024, 9);
+    fs::create_dir(a.path().join("static")).unwrap();
+    fs::write(a.path().join("static/app.js"), &data).unwrap();
+    let path = b.path().join("static/app.js");
+    // Warm B: lookup, attributes, data.
+    assert_eq!(sha256_file(&path), sha256(&data));
+    let _ = names(&b.path().join("static"));
+
+    let before = cell.stats().rpcs;
+    for _ in 0..200 {
+        let mut f = fs::File::open(&path).unwrap();
+        let mut buf = Vec::new();
+        f.read_to_end(&mut buf).unwrap();
+        assert_eq!(buf.len(), data.len());
+        assert_eq!(fs::metadata(&path).unwrap().len(), data.len() as u64);
+        assert!(fs::metadata(b.path().join("static")).unwrap().is_dir());
+    }
+    let after = cell.stats().rpcs;
+    assert_eq!(
+        after,
+        before,
+        "{} RPCs reached the server for reads under a valid promise",
+        after - before
+    );
+}
+
+#[test]
+fn b_reads_new_bytes_after_a_fileserver_restart() {
+    let mut cell = Cell::new();
+    let a = Mount::new(&cell);
+    let b = Mount::new(&cell);
+    fs::write(a.path().join("f"), b"before restart").unwrap();
+    assert_eq!(fs::read(b.path().join("f")).unwrap(), b"before restart");
+
+    let v2 = pattern(30_000, 5);
+    fs::write(a.path().join("f"), &v2).unwrap();
+    cell.restart(); // kill -9: the server forgets every promise and connection
+
+    // Bounded retry, for reconnection only: while B is reconnecting it may
+    // answer with an error (disconnected mode refuses what it cannot vouch
+    // for). Stale bytes are never accepted: they fail the test at once.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let got = loop {
+        match fs::read(b.path().join("f")) {
+            Ok(bytes) => break bytes,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("B not reconnected yet: {e}");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(e) => panic!("B could not read after the restart within 10 s: {e}"),
+        }
+    };
+    assert_eq!(sha256(&got), sha256(&v2), "B read stale bytes after the restart");
+
+    // After the restart, B must hold fresh promises: A's next write reaches it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match fs::write(a.path().join("f"), b"after restart") {
+            Ok(()) => break,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("A not reconnected yet: {e}");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(e) => panic!("A could not write after the restart within 10 s: {e}"),
+        }
+    }
+    assert_eq!(fs::read(b.path().join("f")).unwrap(), b"after restart");
+}

@@ -1,0 +1,94 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use cellfs::Cell;
+use cellfs_protocol::{Fid, Reply, Request, Status};
+use sha2::{Digest, Sha256};
+use std::io::Read;
+use std::path::Path;
+
+/// Deterministic pseudo-random bytes (xorshift64*), different per `seed`.
+pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        out.extend_from_slice(&state.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// SHA-256 of a byte slice, hex.
+pub fn sha256(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}
+
+/// SHA-256 of a file's contents read through the filesystem, hex.
+pub fn sha256_file(path: &Path) -> String {
+    let mut f = std::fs::File::open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f
+            .read(&mut buf)
+            .unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    hex(&h.finalize())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Asserts that `result` failed with `errno`.
+#[track_caller]
+pub fn assert_errno<T: std::fmt::Debug>(result: std::io::Result<T>, errno: i32, what: &str) {
+    match result {
+        Ok(v) => panic!("{what}: expected errno {errno}, got success {v:?}"),
+        Err(e) => assert_eq!(e.raw_os_error(), Some(errno), "{what}: expected errno {errno}, got {e}"),
+    }
+}
+
+/// The root volume's root directory, asked of the server directly.
+pub fn server_root(cell: &Cell) -> Status {
+    let root_volume = match cell.call(&Request::Hello).expect("Hello") {
+        Reply::Hello { root_volume, .. } => root_volume,
+        other => panic!("unexpected reply to Hello: {other:?}"),
+    };
+    match cell.call(&Request::GetRoot { volume: root_volume }).expect("GetRoot") {
+        Reply::Status(s) => s,
+        other => panic!("unexpected reply to GetRoot: {other:?}"),
+    }
+}
+
+/// Looks `name` up in `dir` on the server.
+pub fn server_lookup(cell: &Cell, dir: Fid, name: &str) -> Status {
+    match cell.call(&Request::Lookup {
+        dir,
+        name: name.to_owned(),
+    }) {
+        Ok(Reply::Status(s)) => s,
+        other => panic!("Lookup {name:?} in {dir}: {other:?}"),
+    }
+}
+
+/// Makes a directory in `dir` on the server.
+pub fn server_mkdir(cell: &Cell, dir: Fid, name: &str) -> Status {
+    match cell.call(&Request::MakeDir {
+        dir,
+        name: name.to_owned(),
+        mode: 0o755,
+        uid: 0,
+        gid: 0,
+    }) {
+        Ok(Reply::Created { status, .. }) => status,
+        other => panic!("MakeDir {name:?} in {dir}: {other:?}"),
+    }
+}

@@ -1,0 +1,336 @@
+//! POSIX behaviour of one cache manager mount over a real fileserver.
+
+mod common;
+
+use cellfs::{Cell, Mount};
+use common::{assert_errno, pattern, server_lookup, server_root, sha256, sha256_file};
+use std::collections::BTreeSet;
+use std::fs::{self, File, FileTimes, OpenOptions};
+use std::io::{Read, Write};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::time::{Duration, UNIX_EPOCH};
+
+#[test]
+fn files_of_many_sizes_read_back_also_after_remount_with_an_empty_cache() {
+    let cell = Cell::new();
+    let sizes = [0usize, 1, 15 * 1024, 100 << 20];
+    let mut expected = Vec::new();
+    {
+        let mount = Mount::new(&cell);
+        for (i, size) in sizes.into_iter().enumerate() {
+            let data = pattern(size, i as u64);
+            let path = mount.path().join(format!("f{size}"));
+            fs::write(&path, &data).unwrap();
+            expected.push((format!("f{size}"), size as u64, sha256(&data)));
+        }
+        for (name, size, hash) in &expected {
+            let path = mount.path().join(name);
+            assert_eq!(fs::metadata(&path).unwrap().len(), *size, "{name}");
+            assert_eq!(sha256_file(&path), *hash, "{name} read back");
+        }
+    }
+    let mount = Mount::new(&cell);
+    for (name, size, hash) in &expected {
+        let path = mount.path().join(name);
+        assert_eq!(fs::metadata(&path).unwrap().len(), *size, "{name} after remount");
+        assert_eq!(sha256_file(&path), *hash, "{name} after remount");
+    }
+}
+
+#[test]
+fn append_and_truncate() {
+    let cell = Cell::new();
+    let mount = Mount::new(&cell);
+    let path = mount.path().join("log.txt");
+    fs::write(&path, b"hello").unwrap();
+    let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+    f.write_all(b" world").unwrap();
+    drop(f);
+    assert_eq!(fs::read(&path).unwrap(), b"hello world");
+
+    let data = pattern(1000, 7);
+    fs::write(&path, &data).unwrap();
+    let f = OpenOptions::new().write(true).open(&path).unwrap();
+    f.set_len(10).unwrap();
+    drop(f);
+    assert_eq!(fs::read(&path).unwrap(), &data[..10]);
+    let f = OpenOptions::new().write(true).open(&path).unwrap();
+    f.set_len(100).unwrap();
+    drop(f);
+    let back = fs::read(&path).unwrap();
+    assert_eq!(back.len(), 100);
+    assert_eq!(&back[..10], &data[..10]);
+    assert!(back[10..].iter().all(|b| *b == 0), "extension is not zeros");
+    drop(OpenOptions::new().write(true).truncate(true).open(&path).unwrap());
+    assert_eq!(fs::metadata(&path).unwrap().len(), 0);
+
+    // The server holds the final state, not just this client's cache.
+    let fresh = Mount::new(&cell);
+    assert_eq!(fs::metadata(fresh.path().join("log.txt")).unwrap().len(), 0);
+}
+
+#[test]
+fn rename_within_a_volume() {
+    let cell = Cell::new();
+    let mount = Mount::new(&cell);
+    let m = mount.path();
+    fs::write(m.join("a"), b"A").unwrap();
+    fs::write(m.join("b"), b"B").unwrap();
+    fs::create_dir(m.join("d")).unwrap();
+    fs::rename(m.join("a"), m.join("d/a2")).unwrap();
+    assert_errno(fs::metadata(m.join("a")), libc::ENOENT, "old name after rename");
+    assert_eq!(fs::read(m.join("d/a2")).unwrap(), b"A");
+    fs::rename(m.join("d/a2"), m.join("b")).unwrap();
+    assert_eq!(
+        fs::read(m.join("b")).unwrap(),
+        b"A",
+        "rename did not replace the target"
+    );
+    fs::rename(m.join("d"), m.join("e")).unwrap();
+    assert!(fs::metadata(m.join("e")).unwrap().is_dir());
+    let names: BTreeSet<String> = fs::read_dir(m)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(names, BTreeSet::from(["b".to_owned(), "e".to_owned()]));
+}
+
+#[test]
+fn rename_across_volumes_fails_with_exdev() {
+    let cell = Cell::new();
+    cell.vos_ok(["create", "other"]);
+    cell.vos_ok(["mkmount", "/other", "other"]);
+    let mount = Mount::new(&cell);
+    let m = mount.path();
+    assert!(fs::metadata(m.join("other")).unwrap().is_dir());
+    fs::write(m.join("a"), b"A").unwrap();
+    assert_errno(
+        fs::rename(m.join("a"), m.join("other/a")),
+        libc::EXDEV,
+        "rename across volumes",
+    );
+    fs::write(m.join("other/b"), b"B").unwrap();
+    assert_errno(
+        fs::rename(m.join("other/b"), m.join("b")),
+        libc::EXDEV,
+        "rename back across volumes",
+    );
+    assert_eq!(fs::read(m.join("a")).unwrap(), b"A");
+    assert_eq!(fs::read(m.join("other/b")).unwrap(), b"B");
+}
+
+#[test]
+fn unlink() {
+    let cell = Cell::new();
+    let mount = Mount::new(&cell);
+    let p = mount.path().join("gone");
+    fs::write(&p, b"x").unwrap();
+    fs::remove_file(&p).unwrap();
+    assert_errno(File::open(&p), libc::ENOENT, "open after unlink");
+    assert_errno(fs::remove_file(&p), libc::ENOENT, "second unlink");
+    assert_eq!(fs::read_dir(mount.path()).unwrap().count(), 0);
+}
+
+#[test]
+fn mkdir_and_rmdir() {
+    let cell = Cell::new();
+    let mount = Mount::new(&cell);
+    let d = mount.path().join("d");
+    fs::create_dir(&d).unwrap();
+    fs::create_dir_all(d.join("x/y/z")).unwrap();
+    fs::write(d.join("f"), b"1").unwrap();
+    assert_errno(fs::remove_dir(&d), libc::ENOTEMPTY, "rmdir of a non-empty directory");
+    assert_errno(
+        fs::remove_dir(d.join("x")),
+        libc::ENOTEMPTY,
+        "rmdir of a directory holding a directory",
+    );
+    fs::remove_file(d.join("f")).unwrap();
+    fs::remove_dir(d.join("x/y/z")).unwrap();
+    fs::remove_dir(d.join("x/y")).unwrap();
+    fs::remove_dir(d.join("x")).unwrap();
+    assert_eq!(fs::metadata(&d).unwrap().nlink(), 2);
+    fs::remove_dir(&d).unwrap();
+    assert_errno(fs::metadata(&d), libc::ENOENT, "stat after rmdir");
+}
+
+#[test]
+fn readdir_lists_ten_thousand_entries() {
+    let cell = Cell::new();
+    let mount = Mount::new(&cell);
+    let d = mount.path().join("big");
+    fs::create_dir(&d).unwrap();
+    let mut expected = BTreeSet::new();
+    for i in 0..10_000 {
+        let name = format!("entry-{i:05}");
+        File::create(d.join(&name)).unwrap();
+        expected.insert(name);
+    }
+    let listed: Vec<String> = fs::read_dir(&d)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(listed.len(), 10_000, "entries listed more than once or missing");
+    assert_eq!(listed.into_iter().collect::<BTreeSet<_>>(), expected);
+    let fresh = Mount::new(&cell);
+    assert_eq!(fs::read_dir(fresh.path().join("big")).unwrap().count(), 10_000);
+}
+
+#[test]
+fn symlinks() {
+    let cell = Cell::new();
+    let mount = Mount::new(&cell);
+    let m = mount.path();
+    fs::write(m.join("target"), b"through the link").unwrap();
+    std::os::unix::fs::symlink("target", m.join("link")).unwrap();
+    std::os::unix::fs::symlink("/no/such/place", m.join("dangling")).unwrap();
+    assert!(fs::symlink_metadata(m.join("link")).unwrap().file_type().is_symlink());
+    assert_eq!(fs::read_link(m.join("link")).unwrap().to_str(), Some("target"));
+    assert_eq!(
+        fs::read_link(m.join("dangling")).unwrap().to_str(),
+        Some("/no/such/place")
+    );
+    assert_eq!(fs::read(m.join("link")).unwrap(), b"through the link");
+    assert_errno(fs::read_link(m.join("target")), libc::EINVAL, "readlink of a file");
+}
+
+#[test]
+fn hard_links() {
+    let cell = Cell::new();
+    let mount = Mount::new(&cell);
+    let m = mount.path();
+    fs::write(m.join("a"), b"first").unwrap();
+    fs::hard_link(m.join("a"), m.join("b")).unwrap();
+    let (ma, mb) = (fs::metadata(m.join("a")).unwrap(), fs::metadata(m.join("b")).unwrap());
+    assert_eq!(ma.nlink(), 2);
+    assert_eq!(mb.nlink(), 2);
+    assert_eq!(ma.ino(), mb.ino());
+    fs::write(m.join("b"), b"second, longer").unwrap();
+    assert_eq!(fs::read(m.join("a")).unwrap(), b"second, longer");
+    fs::remove_file(m.join("a")).unwrap();
+    assert_eq!(fs::metadata(m.join("b")).unwrap().nlink(), 1);
+    assert_eq!(fs::read(m.join("b")).unwrap(), b"second, longer");
+    fs::create_dir(m.join("d")).unwrap();
+    assert_errno(
+        fs::hard_link(m.join("d"), m.join("d2")),
+        libc::EPERM,
+        "hard link to a directory",
+    );
+}
+
+#[test]
+fn chmod_chown_utimes_show_in_stat() {
+    let cell = Cell::new();
+    let mount = Mount::new(&cell);
+    let p = mount.path().join("f");
+    fs::write(&p, b"x").unwrap();
+    fs::set_permissions(&p, fs::Permissions::from_mode(0o640)).unwrap();
+    assert_eq!(fs::metadata(&p).unwrap().mode() & 0o7777, 0o640);
+    std::os::unix::fs::chown(&p, Some(1234), Some(5678)).unwrap();
+    let meta = fs::metadata(&p).unwrap();
+    assert_eq!((meta.uid(), meta.gid()), (1234, 5678));
+    let mtime = UNIX_EPOCH + Duration::new(1_000_000_000, 123_456_789);
+    let atime = UNIX_EPOCH + Duration::from_secs(1_100_000_000);
+    let f = OpenOptions::new().write(true).open(&p).unwrap();
+    f.set_times(FileTimes::new().set_modified(mtime).set_accessed(atime))
+        .unwrap();
+    drop(f);
+    let meta = fs::metadata(&p).unwrap();
+    assert_eq!((meta.mtime(), meta.mtime_nsec()), (1_000_000_000, 123_456_789));
+    assert_eq!(meta.atime(), 1_100_000_000);
+    // Another client sees what the server stored.
+    let fresh = Mount::new(&cell);
+    let meta = fs::metadata(fresh.path().join("f")).unwrap();
+    assert_eq!(meta.mode() & 0o7777, 0o640);
+    assert_eq!((meta.uid(), meta.gid()), (1234, 5678));
+    assert_eq!(meta.mtime(), 1_000_000_000);
+}
+
+fn statvfs(path: &std::path::Path) -> libc::statvfs {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    // SAFETY: an all-zero statvfs is a valid value of this plain C struct.
+    let mut out: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a NUL-terminated path and `out` a valid, writable statvfs.
+    let rc = unsafe { libc::statvfs(c.as_ptr(), &mut out) };
+    assert_eq!(rc, 0, "statvfs {}: {}", path.display(), std::io::Error::last_os_error());
+    out
+}
+
+#[test]
+fn statfs_answers_and_reports_a_volume_quota() {
+    let cell = Cell::new();
+    cell.vos_ok(["create", "quota.vol", "--quota", "1GiB"]);
+    cell.vos_ok(["mkmount", "/q", "quota.vol"]);
+    let mount = Mount::new(&cell);
+    let root = statvfs(mount.path());
+    assert!(root.f_bsize > 0 && root.f_frsize > 0);
+    assert!(root.f_bfree <= root.f_blocks && root.f_bavail <= root.f_blocks);
+    assert_eq!(root.f_namemax, 255);
+    let q = statvfs(&mount.path().join("q"));
+    assert_eq!(
+        q.f_blocks * q.f_frsize,
+        1 << 30,
+        "statfs inside a volume shows its quota"
+    );
+}
+
+#[test]
+fn fsync_stores_on_the_server_before_close() {
+    let cell = Cell::new();
+    let mount = Mount::new(&cell);
+    let mut f = File::create(mount.path().join("synced")).unwrap();
+    f.write_all(&pattern(5000, 3)).unwrap();
+    f.sync_all().unwrap();
+    let root = server_root(&cell);
+    let st = server_lookup(&cell, root.fid, "synced");
+    assert_eq!(st.size, 5000, "fsync did not store the data on the server");
+    f.write_all(b"more").unwrap();
+    f.sync_data().unwrap();
+    assert_eq!(server_lookup(&cell, root.fid, "synced").size, 5004);
+    drop(f);
+}
+
+#[test]
+fn errors_have_the_right_errno() {
+    let cell = Cell::new();
+    let mount = Mount::new(&cell);
+    let m = mount.path();
+    fs::write(m.join("file"), b"x").unwrap();
+    fs::create_dir(m.join("dir")).unwrap();
+    fs::write(m.join("dir/inner"), b"y").unwrap();
+
+    assert_errno(File::open(m.join("missing")), libc::ENOENT, "open missing");
+    assert_errno(fs::metadata(m.join("missing/x")), libc::ENOENT, "stat under missing");
+    assert_errno(
+        OpenOptions::new().write(true).create_new(true).open(m.join("file")),
+        libc::EEXIST,
+        "O_EXCL create",
+    );
+    assert_errno(fs::create_dir(m.join("dir")), libc::EEXIST, "mkdir existing");
+    assert_errno(fs::create_dir(m.join("file")), libc::EEXIST, "mkdir over a file");
+    assert_errno(fs::remove_dir(m.join("dir")), libc::ENOTEMPTY, "rmdir non-empty");
+    assert_errno(
+        OpenOptions::new().write(true).open(m.join("dir")),
+        libc::EISDIR,
+        "open dir for writing",
+    );
+    assert_errno(fs::remove_file(m.join("dir")), libc::EISDIR, "unlink a directory");
+    assert_errno(File::open(m.join("file/x")), libc::ENOTDIR, "open under a file");
+    assert_errno(fs::create_dir(m.join("file/x")), libc::ENOTDIR, "mkdir under a file");
+    assert_errno(fs::remove_dir(m.join("file")), libc::ENOTDIR, "rmdir a file");
+    assert_errno(fs::read_dir(m.join("file")), libc::ENOTDIR, "readdir a file");
+    let long = "n".repeat(256);
+    assert_errno(File::create(m.join(&long)), libc::ENAMETOOLONG, "256-byte name");
+    assert_errno(
+        fs::create_dir(m.join(&long)),
+        libc::ENAMETOOLONG,
+        "256-byte directory name",
+    );
+    let longest = "n".repeat(255);
+    File::create(m.join(&longest)).unwrap();
+    assert!(fs::metadata(m.join(&longest)).unwrap().is_file());
+    let mut buf = Vec::new();
+    File::open(m.join("file")).unwrap().read_to_end(&mut buf).unwrap();
+    assert_eq!(buf, b"x");
+}
