@@ -243,6 +243,14 @@ impl Cell {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
+        let client_config = data.join("client").join("cell.toml");
+        assert!(
+            client_config.is_file(),
+            "cellfs-fileserver init succeeded but wrote no client config at {}\nstdout: {}\nstderr: {}",
+            client_config.display(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
         let log = tmp.path().join("fileserver.log");
         let mut cell = Cell {
             tmp,
