@@ -122,7 +122,8 @@ fn new_files_unlink_rename_mkdir_chmod_on_a_are_seen_by_b() {
 
 #[test]
 fn cached_reads_under_a_promise_cost_no_rpc() {
-    let cell = Cell::new();
+    // Promises long enough to outlast the loop on a slow machine.
+    let cell = Cell::with_promise_secs(600);
     let a = Mount::new(&cell);
     let b = Mount::new(&cell);
     let data = pattern(64 * 1024, 9);

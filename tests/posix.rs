@@ -334,3 +334,21 @@ fn errors_have_the_right_errno() {
     File::open(m.join("file")).unwrap().read_to_end(&mut buf).unwrap();
     assert_eq!(buf, b"x");
 }
+
+#[test]
+fn sigterm_unmounts_cleanly_and_keeps_the_data() {
+    let cell = Cell::new();
+    let mut mount = Mount::new(&cell);
+    let data = pattern(70_000, 11);
+    fs::write(mount.path().join("kept"), &data).unwrap();
+    let mnt = mount.path().to_path_buf();
+    assert!(
+        mount.unmount(),
+        "the cache manager did not exit cleanly on SIGTERM\n{}",
+        mount.log()
+    );
+    assert!(!cellfs::is_mounted(&mnt), "SIGTERM left the mount behind");
+    drop(mount);
+    let fresh = Mount::new(&cell);
+    assert_eq!(sha256_file(&fresh.path().join("kept")), sha256(&data));
+}
