@@ -36,6 +36,20 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     stdout.flush().context("cannot write to stdout")
 }
 
+/// Renders an error and its causes on one line, skipping a cause whose text
+/// the message already holds (many errors print their source themselves).
+pub fn render_error(err: &anyhow::Error) -> String {
+    let mut text = err.to_string();
+    for cause in err.chain().skip(1) {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+    }
+    text
+}
+
 async fn connect(config: &CellConfig, path: &Path) -> anyhow::Result<RpcClient> {
     let connector = Connector::from_config(config)
         .with_context(|| format!("cannot set up a connection from {}", path.display()))?;
@@ -111,5 +125,21 @@ async fn execute(client: &RpcClient, command: Command) -> anyhow::Result<String>
             walk::make_mount(client, &path, &name).await?;
             Ok(format!("mounted volume {name} at {path}\n"))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_render_each_cause_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        let err = anyhow::Error::new(io)
+            .context("cannot read x: no such file")
+            .context("loading config");
+        assert_eq!(render_error(&err), "loading config: cannot read x: no such file");
+        let err = anyhow!("inner").context("outer");
+        assert_eq!(render_error(&err), "outer: inner");
     }
 }

@@ -15,7 +15,7 @@ fn main() -> ExitCode {
     match commands::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("cellfs-vos: {err:#}");
+            eprintln!("cellfs-vos: {}", commands::render_error(&err));
             ExitCode::FAILURE
         }
     }
