@@ -1,1 +1,20 @@
-//! cellfs fileserver.
+//! cellfs fileserver: authoritative volumes (redb metadata plus data files
+//! named by vnode), the VLDB, the callback promise registry, and the QUIC
+//! server that answers `cellfs-protocol` RPCs.
+//!
+//! In-process use: [`config::init`] lays out a cell, [`serve`] (or
+//! [`Server::open`] then [`Server::run`]) serves it.
+#![deny(clippy::undocumented_unsafe_blocks)]
+
+pub mod callbacks;
+pub mod config;
+pub mod error;
+pub mod rpc;
+pub mod schema;
+pub mod server;
+pub mod store;
+pub mod volume;
+
+pub use config::{InitOptions, InitReport, ServerConfig, init};
+pub use error::FsError;
+pub use server::{Server, ServerError, serve};

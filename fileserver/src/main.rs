@@ -1,1 +1,106 @@
-fn main() {}
+//! `cellfs-fileserver`: create a cell (`init`) and serve it (`serve`).
+
+use anyhow::Context as _;
+use cellfs_fileserver::config::{DEFAULT_PROMISE_SECS, InitOptions};
+use clap::{Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// cellfs fileserver.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create a new cell: CA, credentials, client config, VLDB and root volume.
+    Init {
+        /// Data folder to create.
+        #[arg(long)]
+        data: PathBuf,
+        /// Cell name.
+        #[arg(long)]
+        cell: String,
+        /// Address to listen on, also given to clients (host:port).
+        #[arg(long)]
+        listen: String,
+        /// Lifetime of callback promises in seconds.
+        #[arg(long, default_value_t = DEFAULT_PROMISE_SECS)]
+        promise_secs: u64,
+    },
+    /// Serve a cell until SIGINT or SIGTERM.
+    Serve {
+        /// Data folder made by `init`.
+        #[arg(long)]
+        data: PathBuf,
+        /// Listen address overriding server.toml.
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match cli.command {
+        Command::Init {
+            data,
+            cell,
+            listen,
+            promise_secs,
+        } => {
+            let opts = InitOptions {
+                data: data.clone(),
+                cell: cell.clone(),
+                listen,
+                promise_secs,
+            };
+            let report = cellfs_fileserver::init(&opts).with_context(|| format!("cannot init {}", data.display()))?;
+            println!("created cell {cell} in {}:", data.display());
+            for f in &report.files {
+                println!("  {}", f.display());
+            }
+            println!("next:");
+            println!("  cellfs-fileserver serve --data {}", data.display());
+            println!(
+                "  copy {} to each client and point cellfs-cachemanager / cellfs-vos at {}",
+                data.join("client").display(),
+                report.client_config.display()
+            );
+            Ok(())
+        }
+        Command::Serve { data, listen } => {
+            let rt = tokio::runtime::Runtime::new().context("cannot start the tokio runtime")?;
+            rt.block_on(async {
+                cellfs_fileserver::serve(&data, listen, shutdown_signal())
+                    .await
+                    .with_context(|| format!("cannot serve {}", data.display()))
+            })
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGTERM; only SIGINT stops the server");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

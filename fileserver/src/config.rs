@@ -1,0 +1,239 @@
+//! The server's configuration file (`server.toml`) and `init`, which lays out
+//! a new cell in a data folder.
+
+use crate::error::FsError;
+use crate::store::Store;
+use cellfs_protocol::config::CellConfig;
+use cellfs_protocol::names;
+use cellfs_protocol::tls::{CellAuthority, TlsError};
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+/// Server configuration file name inside the data folder.
+pub const SERVER_TOML: &str = "server.toml";
+/// Cell CA certificate.
+pub const CA_PEM: &str = "ca.pem";
+/// Cell CA key (mode 0600).
+pub const CA_KEY: &str = "ca.key";
+/// Server certificate.
+pub const SERVER_PEM: &str = "server.pem";
+/// Server key (mode 0600).
+pub const SERVER_KEY: &str = "server.key";
+/// Folder holding the first client credential and its `cell.toml`.
+pub const CLIENT_DIR: &str = "client";
+/// Name of the cell's root volume.
+pub const ROOT_VOLUME: &str = "root.cell";
+/// Default promise lifetime in seconds.
+pub const DEFAULT_PROMISE_SECS: u64 = 600;
+/// Default bound on one `StoreData` (1 TiB).
+pub const DEFAULT_MAX_DATA: u64 = 1 << 40;
+/// Default cap on concurrent connections.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+
+fn default_max_data() -> u64 {
+    DEFAULT_MAX_DATA
+}
+
+fn default_max_connections() -> usize {
+    DEFAULT_MAX_CONNECTIONS
+}
+
+/// Contents of `server.toml`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Cell name.
+    pub cell: String,
+    /// Address to listen on (`host:port`).
+    pub listen: String,
+    /// Lifetime of callback promises in seconds.
+    pub promise_secs: u64,
+    /// Name of the root volume.
+    pub root_volume: String,
+    /// Largest `StoreData` length accepted.
+    #[serde(default = "default_max_data")]
+    pub max_data: u64,
+    /// Most concurrent client connections.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+}
+
+/// Errors of `init` and of loading the configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The folder already holds a cell.
+    #[error("{0} already holds a cell (server.toml or vldb.redb exists); refusing to overwrite it")]
+    AlreadyInitialized(PathBuf),
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// `server.toml` is not valid.
+    #[error("invalid {path}: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: toml::de::Error,
+    },
+    /// A bad argument.
+    #[error("{0}")]
+    Invalid(String),
+    /// Certificates could not be generated.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// The VLDB or root volume could not be created.
+    #[error("creating the store: {0}")]
+    Store(#[from] FsError),
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ConfigError + '_ {
+    move |source| ConfigError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+impl ServerConfig {
+    /// Reads `DIR/server.toml`.
+    pub fn load(data_dir: &Path) -> Result<Self, ConfigError> {
+        let path = data_dir.join(SERVER_TOML);
+        let text = std::fs::read_to_string(&path).map_err(io_err(&path))?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse { path, source })
+    }
+
+    /// Serializes to TOML text.
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).unwrap_or_default()
+    }
+}
+
+/// What `init` needs.
+#[derive(Debug, Clone)]
+pub struct InitOptions {
+    /// Data folder to create.
+    pub data: PathBuf,
+    /// Cell name.
+    pub cell: String,
+    /// Listen address, also written as the server address clients use.
+    pub listen: String,
+    /// Promise lifetime in seconds.
+    pub promise_secs: u64,
+}
+
+/// What `init` created.
+#[derive(Debug, Clone)]
+pub struct InitReport {
+    /// Every file written, in order.
+    pub files: Vec<PathBuf>,
+    /// The client `cell.toml`.
+    pub client_config: PathBuf,
+}
+
+fn write_file(path: &Path, contents: &str, mode: u32, files: &mut Vec<PathBuf>) -> Result<(), ConfigError> {
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .map_err(io_err(path))?;
+    f.write_all(contents.as_bytes()).map_err(io_err(path))?;
+    f.sync_all().map_err(io_err(path))?;
+    files.push(path.to_owned());
+    Ok(())
+}
+
+/// Creates a new cell in `opts.data`: CA, server and client credentials, the
+/// client `cell.toml`, `server.toml`, the VLDB and the root volume. Refuses,
+/// changing nothing, when the folder already holds a cell.
+pub fn init(opts: &InitOptions) -> Result<InitReport, ConfigError> {
+    let dir = &opts.data;
+    if dir.join(SERVER_TOML).exists() || dir.join(crate::store::VLDB_FILE).exists() {
+        return Err(ConfigError::AlreadyInitialized(dir.clone()));
+    }
+    names::validate_volume_name(&opts.cell).map_err(|e| ConfigError::Invalid(format!("cell name: {}", e.message)))?;
+    cellfs_protocol::transport::resolve(&opts.listen)
+        .map_err(|_| ConfigError::Invalid(format!("listen address {:?} does not resolve", opts.listen)))?;
+    // Generate everything in memory first so a failure writes nothing.
+    let authority = CellAuthority::generate(&opts.cell)?;
+    let server = authority.issue_server()?;
+    let client = authority.issue_client("client")?;
+    let client_dir = dir.join(CLIENT_DIR);
+    std::fs::create_dir_all(&client_dir).map_err(io_err(&client_dir))?;
+    let mut files = Vec::new();
+    write_file(&dir.join(CA_PEM), &authority.ca.cert_pem, 0o644, &mut files)?;
+    write_file(&dir.join(CA_KEY), &authority.ca.key_pem, 0o600, &mut files)?;
+    write_file(&dir.join(SERVER_PEM), &server.cert_pem, 0o644, &mut files)?;
+    write_file(&dir.join(SERVER_KEY), &server.key_pem, 0o600, &mut files)?;
+    write_file(&client_dir.join("ca.pem"), &authority.ca.cert_pem, 0o644, &mut files)?;
+    write_file(&client_dir.join("client.pem"), &client.cert_pem, 0o644, &mut files)?;
+    write_file(&client_dir.join("client.key"), &client.key_pem, 0o600, &mut files)?;
+    let cell = CellConfig {
+        cell: opts.cell.clone(),
+        servers: vec![opts.listen.clone()],
+        ca: "ca.pem".into(),
+        cert: Some("client.pem".into()),
+        key: Some("client.key".into()),
+    };
+    let client_config = client_dir.join("cell.toml");
+    write_file(&client_config, &cell.to_toml(), 0o644, &mut files)?;
+    let store = Store::create(dir)?;
+    store.create_volume(ROOT_VOLUME, 0)?;
+    files.push(dir.join(crate::store::VLDB_FILE));
+    files.push(dir.join(crate::store::VOLUMES_DIR));
+    let config = ServerConfig {
+        cell: opts.cell.clone(),
+        listen: opts.listen.clone(),
+        promise_secs: opts.promise_secs,
+        root_volume: ROOT_VOLUME.to_owned(),
+        max_data: DEFAULT_MAX_DATA,
+        max_connections: DEFAULT_MAX_CONNECTIONS,
+    };
+    // Written last: its presence marks a complete cell.
+    write_file(&dir.join(SERVER_TOML), &config.to_toml(), 0o644, &mut files)?;
+    Ok(InitReport { files, client_config })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn init_lays_out_a_cell_and_refuses_to_run_twice() {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = tmp.path().join("cell");
+        let opts = InitOptions {
+            data: data.clone(),
+            cell: "example".into(),
+            listen: "127.0.0.1:7000".into(),
+            promise_secs: DEFAULT_PROMISE_SECS,
+        };
+        let report = init(&opts).unwrap();
+        for key in [data.join(CA_KEY), data.join(SERVER_KEY), data.join("client/client.key")] {
+            let mode = std::fs::metadata(&key).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{}", key.display());
+        }
+        let cfg = ServerConfig::load(&data).unwrap();
+        assert_eq!(cfg.cell, "example");
+        assert_eq!(cfg.promise_secs, 600);
+        let cell = CellConfig::load(&report.client_config).unwrap();
+        assert_eq!(cell.servers, vec!["127.0.0.1:7000".to_string()]);
+        assert_eq!(cell.ca, data.join("client/ca.pem"));
+        let before = std::fs::read(data.join(CA_PEM)).unwrap();
+        assert!(matches!(init(&opts), Err(ConfigError::AlreadyInitialized(_))));
+        assert_eq!(std::fs::read(data.join(CA_PEM)).unwrap(), before);
+        let store = Store::open(&data).unwrap();
+        let root = store.volume_by_name(ROOT_VOLUME).unwrap();
+        let st = root.status(cellfs_protocol::Fid::root(root.id())).unwrap();
+        assert_eq!((st.mode, st.uid, st.gid, st.nlink), (0o755, 0, 0, 2));
+    }
+}

@@ -1,0 +1,557 @@
+//! One function per RPC: validate, run the store work on a blocking thread
+//! under the volume lock, grant promises, break other clients' promises.
+
+use crate::callbacks::{Callbacks, ClientId};
+use crate::config::ServerConfig;
+use crate::error::{FsError, FsResult, rpc_err};
+use crate::store::Store;
+use crate::volume::{Change, Created, Removed, Renamed, StorePlan, Volume};
+use cellfs_protocol::message::{Reply, Request};
+use cellfs_protocol::names::{validate_name, validate_volume_name};
+use cellfs_protocol::{DirEntry, ErrorCode, Fid, RpcError, SetAttr, Stats, Status, Timestamp, VolumeId};
+use std::fs::File;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use tokio::io::AsyncRead;
+
+/// Shared state of every RPC handler.
+#[derive(Debug)]
+pub struct Context {
+    /// Volumes and VLDB.
+    pub store: Arc<Store>,
+    /// Promise registry.
+    pub callbacks: Arc<Callbacks>,
+    /// Server configuration.
+    pub config: ServerConfig,
+    /// Address reported as the server of every volume.
+    pub server_addr: String,
+    rpcs: AtomicU64,
+}
+
+/// What a handler answers.
+// Built once per RPC and moved once; not worth boxing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub enum Outcome {
+    /// A reply frame only.
+    Reply(Result<Reply, RpcError>),
+    /// A `Data` reply followed by `status.size` bytes of `file`.
+    Data {
+        /// The file's status.
+        status: Status,
+        /// The data file (`None` when empty).
+        file: Option<File>,
+    },
+}
+
+/// A handler's answer plus how many request data bytes it left unread
+/// (the server drains or stops them).
+#[derive(Debug)]
+pub struct Handled {
+    /// The answer.
+    pub outcome: Outcome,
+    /// Unread `StoreData` bytes still on the stream.
+    pub unread: u64,
+}
+
+impl From<FsResult<Reply>> for Handled {
+    fn from(r: FsResult<Reply>) -> Self {
+        Handled {
+            outcome: Outcome::Reply(r.map_err(|e| log_err(&e))),
+            unread: 0,
+        }
+    }
+}
+
+fn log_err(e: &FsError) -> RpcError {
+    if e.is_client() {
+        tracing::debug!(error = %e, "request refused");
+    } else {
+        tracing::warn!(error = %e, "request failed");
+    }
+    e.to_rpc()
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> FsResult<T> + Send + 'static) -> FsResult<T> {
+    tokio::task::spawn_blocking(f).await?
+}
+
+fn created_fids(c: &Created) -> Vec<Fid> {
+    vec![c.dir.fid, c.status.fid]
+}
+
+fn removed_fids(r: &Removed) -> Vec<Fid> {
+    std::iter::once(r.dir.fid)
+        .chain(r.victim.as_ref().map(|s| s.fid))
+        .collect()
+}
+
+fn renamed_fids(r: &Renamed) -> Vec<Fid> {
+    let mut v = vec![r.from_dir.fid, r.to_dir.fid, r.moved.fid];
+    v.extend(r.replaced.as_ref().map(|s| s.fid));
+    v.dedup();
+    v
+}
+
+fn check_name(name: &str) -> FsResult<()> {
+    Ok(validate_name(name)?)
+}
+
+fn check_volume_name(name: &str) -> FsResult<()> {
+    Ok(validate_volume_name(name)?)
+}
+
+impl Context {
+    /// Builds the handler context.
+    pub fn new(store: Arc<Store>, callbacks: Arc<Callbacks>, config: ServerConfig, server_addr: String) -> Self {
+        Context {
+            store,
+            callbacks,
+            config,
+            server_addr,
+            rpcs: AtomicU64::new(0),
+        }
+    }
+
+    /// The server counters.
+    pub fn stats(&self) -> Stats {
+        Stats {
+            rpcs: self.rpcs.load(Ordering::Relaxed),
+            breaks_sent: self.callbacks.breaks_sent(),
+            promises: self.callbacks.promises(),
+            connections: self.callbacks.connections(),
+        }
+    }
+
+    /// Runs a read under the volume's shared lock and grants `client` promises
+    /// on the FIDs `fids` picks from the result before the lock is released.
+    async fn read<T: Send + 'static>(
+        &self,
+        vol: Arc<Volume>,
+        client: ClientId,
+        f: impl FnOnce(&Volume) -> FsResult<T> + Send + 'static,
+        fids: impl FnOnce(&T) -> Vec<Fid>,
+    ) -> FsResult<T> {
+        let _guard = vol.lock.read().await;
+        let v = vol.clone();
+        let out = blocking(move || f(&v)).await?;
+        self.callbacks.grant(client, fids(&out));
+        Ok(out)
+    }
+
+    /// Runs a change under the volume's exclusive lock, collects the promises
+    /// it breaks and grants the changer its new ones, then (lock released)
+    /// tells the other holders and waits for them.
+    async fn change<T: Send + 'static>(
+        &self,
+        vol: Arc<Volume>,
+        client: ClientId,
+        f: impl FnOnce(&Volume) -> FsResult<Change<T>> + Send + 'static,
+        fids: impl FnOnce(&T) -> Vec<Fid>,
+    ) -> FsResult<T> {
+        let (value, breaks) = {
+            let _guard = vol.lock.write().await;
+            let v = vol.clone();
+            let change = blocking(move || f(&v)).await?;
+            let breaks = self.callbacks.take_breaks(Some(client), &change.breaks);
+            self.callbacks.grant(client, fids(&change.value));
+            (change.value, breaks)
+        };
+        self.callbacks.deliver_breaks(breaks).await;
+        Ok(value)
+    }
+
+    /// Answers one request. `data` is the rest of the request stream (the
+    /// bytes of a `StoreData`).
+    pub async fn handle<R: AsyncRead + Unpin>(&self, client: ClientId, req: Request, data: &mut R) -> Handled {
+        if !matches!(req, Request::Stats) {
+            self.rpcs.fetch_add(1, Ordering::Relaxed);
+        }
+        match req {
+            Request::Ping => Ok(Reply::Ok).into(),
+            Request::Hello => Ok(self.hello()).into(),
+            Request::Stats => Ok(Reply::Stats(self.stats())).into(),
+            Request::GetRoot { volume } => self.get_root(client, volume).await.into(),
+            Request::FetchStatus { fid } => self.fetch_status(client, fid).await.map(Reply::Status).into(),
+            Request::BulkStatus { fids } => Ok(self.bulk_status(client, fids).await).into(),
+            Request::Lookup { dir, name } => self.lookup(client, dir, name).await.into(),
+            Request::ReadDir { dir } => self.read_dir(client, dir).await.into(),
+            Request::FetchData { fid } => self.fetch_data(client, fid).await,
+            Request::StoreData {
+                fid,
+                offset,
+                len,
+                truncate,
+                mtime,
+            } => {
+                let plan = StorePlan {
+                    fid,
+                    offset,
+                    len,
+                    truncate,
+                };
+                self.store_data(client, plan, mtime, data).await
+            }
+            Request::SetAttr { fid, attr } => self.set_attr(client, fid, attr).await.into(),
+            Request::Create {
+                dir,
+                name,
+                mode,
+                uid,
+                gid,
+                exclusive,
+            } => self.create(client, dir, name, mode, uid, gid, exclusive).await.into(),
+            Request::MakeDir {
+                dir,
+                name,
+                mode,
+                uid,
+                gid,
+            } => self.make_dir(client, dir, name, mode, uid, gid).await.into(),
+            Request::Symlink {
+                dir,
+                name,
+                target,
+                uid,
+                gid,
+            } => self.symlink(client, dir, name, target, uid, gid).await.into(),
+            Request::Link { dir, name, fid } => self.link(client, dir, name, fid).await.into(),
+            Request::Remove { dir, name } => self.remove(client, dir, name, false).await.into(),
+            Request::RemoveDir { dir, name } => self.remove(client, dir, name, true).await.into(),
+            Request::Rename {
+                from_dir,
+                from_name,
+                to_dir,
+                to_name,
+            } => self.rename(client, from_dir, from_name, to_dir, to_name).await.into(),
+            Request::ReadLink { fid } => self.read_link(fid).await.into(),
+            Request::GetVolumeStatus { volume } => self.volume_status(volume).await.into(),
+            Request::GiveUpCallbacks { fids } => {
+                self.callbacks.give_up(client, &fids);
+                Ok(Reply::Ok).into()
+            }
+            Request::CreateVolume { name, quota } => self.create_volume(name, quota).await.into(),
+            Request::ListVolumes => self.list_volumes().await.into(),
+            Request::ExamineVolume { name } => self.examine_volume(name).await.into(),
+            Request::RemoveVolume { name } => self.remove_volume(client, name).await.into(),
+            Request::SetQuota { name, quota } => self.set_quota(name, quota).await.into(),
+            Request::MakeMount { dir, name, volume } => self.make_mount(client, dir, name, volume).await.into(),
+        }
+    }
+
+    fn hello(&self) -> Reply {
+        Reply::Hello {
+            cell: self.config.cell.clone(),
+            root_volume: self.config.root_volume.clone(),
+            promise_secs: self.config.promise_secs,
+            max_data: self.config.max_data,
+        }
+    }
+
+    async fn get_root(&self, client: ClientId, volume: String) -> FsResult<Reply> {
+        check_volume_name(&volume)?;
+        let vol = self.store.volume_by_name(&volume)?;
+        let root = Fid::root(vol.id());
+        let s = self.read(vol, client, move |v| v.status(root), |s| vec![s.fid]).await?;
+        Ok(Reply::Status(s))
+    }
+
+    async fn fetch_status(&self, client: ClientId, fid: Fid) -> FsResult<Status> {
+        let vol = self.store.volume(fid.volume)?;
+        self.read(vol, client, move |v| v.status(fid), |s| vec![s.fid]).await
+    }
+
+    async fn bulk_status(&self, client: ClientId, fids: Vec<Fid>) -> Reply {
+        let mut out = Vec::with_capacity(fids.len());
+        for fid in fids {
+            out.push(self.fetch_status(client, fid).await.map_err(|e| e.to_rpc()));
+        }
+        Reply::BulkStatus(out)
+    }
+
+    async fn lookup(&self, client: ClientId, dir: Fid, name: String) -> FsResult<Reply> {
+        check_name(&name)?;
+        let vol = self.store.volume(dir.volume)?;
+        let s = self
+            .read(vol, client, move |v| v.lookup(dir, &name), |s| vec![s.fid])
+            .await?;
+        Ok(Reply::Status(s))
+    }
+
+    async fn read_dir(&self, client: ClientId, dir: Fid) -> FsResult<Reply> {
+        let vol = self.store.volume(dir.volume)?;
+        let fids =
+            |(d, e): &(Status, Vec<DirEntry>)| std::iter::once(d.fid).chain(e.iter().map(|x| x.status.fid)).collect();
+        let (dir, entries) = self.read(vol, client, move |v| v.read_dir(dir), fids).await?;
+        Ok(Reply::Dir { dir, entries })
+    }
+
+    async fn fetch_data(&self, client: ClientId, fid: Fid) -> Handled {
+        let opened = async {
+            let vol = self.store.volume(fid.volume)?;
+            self.read(vol, client, move |v| v.open_data(fid), |(s, _)| vec![s.fid])
+                .await
+        };
+        match opened.await {
+            Ok((status, file)) => Handled {
+                outcome: Outcome::Data { status, file },
+                unread: 0,
+            },
+            Err(e) => Err(e).into(),
+        }
+    }
+
+    async fn store_data<R: AsyncRead + Unpin>(
+        &self,
+        client: ClientId,
+        plan: StorePlan,
+        mtime: Option<Timestamp>,
+        data: &mut R,
+    ) -> Handled {
+        let refuse = |e: FsError, unread: u64| Handled {
+            outcome: Outcome::Reply(Err(log_err(&e))),
+            unread,
+        };
+        if plan.len > self.config.max_data {
+            let e = rpc_err(
+                ErrorCode::TooLarge,
+                format!("store of {} bytes over the limit of {}", plan.len, self.config.max_data),
+            );
+            return refuse(e, plan.len);
+        }
+        let vol = match self.store.volume(plan.fid.volume) {
+            Ok(v) => v,
+            Err(e) => return refuse(e, plan.len),
+        };
+        let (status, breaks) = {
+            let _guard = vol.lock.write().await;
+            let v = vol.clone();
+            let mut pending = match blocking(move || v.prepare_store(plan)).await {
+                Ok(p) => p,
+                Err(e) => return refuse(e, plan.len),
+            };
+            if let Err(e) = pending.receive(data, plan.offset, plan.len).await {
+                return refuse(e, u64::MAX);
+            }
+            let v = vol.clone();
+            let change = match blocking(move || v.commit_store(pending, mtime, None)).await {
+                Ok(c) => c,
+                Err(e) => return refuse(e, 0),
+            };
+            let breaks = self.callbacks.take_breaks(Some(client), &change.breaks);
+            self.callbacks.grant(client, [change.value.fid]);
+            (change.value, breaks)
+        };
+        self.callbacks.deliver_breaks(breaks).await;
+        Ok(Reply::Status(status)).into()
+    }
+
+    async fn set_attr(&self, client: ClientId, fid: Fid, attr: SetAttr) -> FsResult<Reply> {
+        let vol = self.store.volume(fid.volume)?;
+        let s = self
+            .change(vol, client, move |v| v.set_attr_full(fid, &attr), |s| vec![s.fid])
+            .await?;
+        Ok(Reply::Status(s))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn create(
+        &self,
+        client: ClientId,
+        dir: Fid,
+        name: String,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+        exclusive: bool,
+    ) -> FsResult<Reply> {
+        check_name(&name)?;
+        let vol = self.store.volume(dir.volume)?;
+        let f = move |v: &Volume| v.create(dir, &name, mode, uid, gid, exclusive);
+        let c = self.change(vol, client, f, created_fids).await?;
+        Ok(Reply::Created {
+            dir: c.dir,
+            status: c.status,
+        })
+    }
+
+    async fn make_dir(
+        &self,
+        client: ClientId,
+        dir: Fid,
+        name: String,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    ) -> FsResult<Reply> {
+        check_name(&name)?;
+        let vol = self.store.volume(dir.volume)?;
+        let f = move |v: &Volume| v.make_dir(dir, &name, mode, uid, gid);
+        let c = self.change(vol, client, f, created_fids).await?;
+        Ok(Reply::Created {
+            dir: c.dir,
+            status: c.status,
+        })
+    }
+
+    async fn symlink(
+        &self,
+        client: ClientId,
+        dir: Fid,
+        name: String,
+        target: String,
+        uid: u32,
+        gid: u32,
+    ) -> FsResult<Reply> {
+        check_name(&name)?;
+        let vol = self.store.volume(dir.volume)?;
+        let f = move |v: &Volume| v.symlink(dir, &name, &target, uid, gid);
+        let c = self.change(vol, client, f, created_fids).await?;
+        Ok(Reply::Created {
+            dir: c.dir,
+            status: c.status,
+        })
+    }
+
+    async fn link(&self, client: ClientId, dir: Fid, name: String, fid: Fid) -> FsResult<Reply> {
+        check_name(&name)?;
+        if dir.volume != fid.volume {
+            return Err(rpc_err(ErrorCode::CrossVolume, "hard link across volumes"));
+        }
+        let vol = self.store.volume(dir.volume)?;
+        let f = move |v: &Volume| v.link(dir, &name, fid);
+        let c = self.change(vol, client, f, created_fids).await?;
+        Ok(Reply::Created {
+            dir: c.dir,
+            status: c.status,
+        })
+    }
+
+    async fn remove(&self, client: ClientId, dir: Fid, name: String, is_dir: bool) -> FsResult<Reply> {
+        check_name(&name)?;
+        let vol = self.store.volume(dir.volume)?;
+        let f = move |v: &Volume| {
+            if is_dir {
+                v.remove_dir(dir, &name)
+            } else {
+                v.remove(dir, &name)
+            }
+        };
+        let r = self.change(vol, client, f, removed_fids).await?;
+        Ok(Reply::Removed {
+            dir: r.dir,
+            victim: r.victim,
+        })
+    }
+
+    async fn rename(
+        &self,
+        client: ClientId,
+        from_dir: Fid,
+        from_name: String,
+        to_dir: Fid,
+        to_name: String,
+    ) -> FsResult<Reply> {
+        check_name(&from_name)?;
+        check_name(&to_name)?;
+        if from_dir.volume != to_dir.volume {
+            return Err(rpc_err(ErrorCode::CrossVolume, "rename across volumes"));
+        }
+        let vol = self.store.volume(from_dir.volume)?;
+        let f = move |v: &Volume| v.rename(from_dir, &from_name, to_dir, &to_name);
+        let r = self.change(vol, client, f, renamed_fids).await?;
+        Ok(Reply::Renamed {
+            from_dir: r.from_dir,
+            to_dir: r.to_dir,
+            moved: r.moved,
+            replaced: r.replaced,
+        })
+    }
+
+    async fn read_link(&self, fid: Fid) -> FsResult<Reply> {
+        let vol = self.store.volume(fid.volume)?;
+        let _guard = vol.lock.read().await;
+        let v = vol.clone();
+        Ok(Reply::Link(blocking(move || v.read_link(fid)).await?))
+    }
+
+    async fn volume_status(&self, id: VolumeId) -> FsResult<Reply> {
+        let store = self.store.clone();
+        let server = self.server_addr.clone();
+        let info = blocking(move || store.info(id, &server)).await?;
+        Ok(Reply::Volume(info))
+    }
+
+    async fn create_volume(&self, name: String, quota: u64) -> FsResult<Reply> {
+        check_volume_name(&name)?;
+        let store = self.store.clone();
+        let server = self.server_addr.clone();
+        let info = blocking(move || {
+            let id = store.create_volume(&name, quota)?;
+            store.info(id, &server)
+        })
+        .await?;
+        tracing::info!(volume = %info.name, id = info.id, quota, "created volume");
+        Ok(Reply::Volume(info))
+    }
+
+    async fn list_volumes(&self) -> FsResult<Reply> {
+        let store = self.store.clone();
+        let server = self.server_addr.clone();
+        Ok(Reply::Volumes(blocking(move || store.list(&server)).await?))
+    }
+
+    async fn examine_volume(&self, name: String) -> FsResult<Reply> {
+        check_volume_name(&name)?;
+        let store = self.store.clone();
+        let server = self.server_addr.clone();
+        let info = blocking(move || {
+            let id = store.volume_id(&name)?;
+            store.info(id, &server)
+        })
+        .await?;
+        Ok(Reply::Volume(info))
+    }
+
+    async fn remove_volume(&self, client: ClientId, name: String) -> FsResult<Reply> {
+        check_volume_name(&name)?;
+        if name == self.config.root_volume {
+            return Err(rpc_err(ErrorCode::NotPermitted, "the root volume cannot be removed"));
+        }
+        let vol = self.store.volume_by_name(&name)?;
+        let id = {
+            let _guard = vol.lock.write().await;
+            let store = self.store.clone();
+            blocking(move || store.remove_volume(&name)).await?.id()
+        };
+        tracing::info!(volume = id, "removed volume");
+        self.callbacks.break_volume(Some(client), id).await;
+        Ok(Reply::Ok)
+    }
+
+    async fn set_quota(&self, name: String, quota: u64) -> FsResult<Reply> {
+        check_volume_name(&name)?;
+        let store = self.store.clone();
+        let server = self.server_addr.clone();
+        let info = blocking(move || {
+            store.set_quota(&name, quota)?;
+            let id = store.volume_id(&name)?;
+            store.info(id, &server)
+        })
+        .await?;
+        Ok(Reply::Volume(info))
+    }
+
+    async fn make_mount(&self, client: ClientId, dir: Fid, name: String, volume: String) -> FsResult<Reply> {
+        check_name(&name)?;
+        check_volume_name(&volume)?;
+        self.store.volume_id(&volume)?;
+        let vol = self.store.volume(dir.volume)?;
+        let f = move |v: &Volume| v.make_mount(dir, &name, &volume);
+        let c = self.change(vol, client, f, created_fids).await?;
+        Ok(Reply::Created {
+            dir: c.dir,
+            status: c.status,
+        })
+    }
+}

@@ -1,0 +1,149 @@
+//! Every redb table of the fileserver, and the records stored in them.
+//!
+//! Records are bincode 1.3 behind a one-byte format version, so a change to a
+//! record's layout has to bump [`RECORD_VERSION`] (the golden test below fails
+//! otherwise).
+
+use crate::error::{FsResult, rpc_err};
+use bincode::Options;
+use cellfs_protocol::{ErrorCode, FileKind, Timestamp};
+use redb::TableDefinition;
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+/// VLDB: volume name → volume id.
+pub const VOLUME_IDS: TableDefinition<&str, u64> = TableDefinition::new("volume_ids");
+/// VLDB: volume id → [`VolumeHeader`].
+pub const VOLUME_HEADERS: TableDefinition<u64, &[u8]> = TableDefinition::new("volume_headers");
+/// VLDB: named counters ([`NEXT_VOLUME_ID`]).
+pub const VLDB_COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("vldb_counters");
+/// Key of the next volume id in [`VLDB_COUNTERS`].
+pub const NEXT_VOLUME_ID: &str = "next_volume_id";
+
+/// Volume: vnode number → [`VnodeRecord`].
+pub const VNODES: TableDefinition<u64, &[u8]> = TableDefinition::new("vnodes");
+/// Volume: (directory vnode, name) → (vnode, uniquifier).
+pub const ENTRIES: TableDefinition<(u64, &str), (u64, u64)> = TableDefinition::new("entries");
+/// Volume: the single [`VolumeState`] record under [`STATE_KEY`].
+pub const STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("state");
+/// Key of the volume state in [`STATE`].
+pub const STATE_KEY: &str = "volume";
+
+/// Format version byte in front of every record.
+pub const RECORD_VERSION: u8 = 1;
+
+/// A volume's entry in the VLDB.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeHeader {
+    /// Volume name.
+    pub name: String,
+    /// Quota in bytes (0 = unlimited).
+    pub quota: u64,
+    /// Creation time.
+    pub created: Timestamp,
+}
+
+/// A volume's counters, kept in its own database.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeState {
+    /// Next vnode number to hand out (numbers are never reused).
+    pub next_vnode: u64,
+    /// Next uniquifier to hand out.
+    pub next_unique: u64,
+    /// Bytes of file data.
+    pub used: u64,
+    /// Number of vnodes.
+    pub files: u64,
+    /// Last change to anything in the volume.
+    pub updated: Timestamp,
+}
+
+/// One vnode.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VnodeRecord {
+    /// File, directory, symlink or mount point.
+    pub kind: FileKind,
+    /// Permission bits.
+    pub mode: u32,
+    /// Link count (directories: 2 + subdirectories).
+    pub nlink: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// Size in bytes (directories: 32 per entry; links: target length).
+    pub size: u64,
+    /// Bumped on every change of the vnode.
+    pub data_version: u64,
+    /// Version suffix of the committed data file `data/<vnode>.<data_file>`.
+    pub data_file: u64,
+    /// Content modification time.
+    pub mtime: Timestamp,
+    /// Status change time.
+    pub ctime: Timestamp,
+    /// Access time as set by clients.
+    pub atime: Timestamp,
+    /// Uniquifier of this incarnation of the vnode number.
+    pub unique: u64,
+    /// Symlink target or mount point volume name.
+    pub target: Option<String>,
+    /// Parent directory vnode (directories only; the root is its own parent).
+    pub parent: u64,
+}
+
+fn options() -> impl Options {
+    bincode::DefaultOptions::new()
+        .with_limit(1 << 20)
+        .reject_trailing_bytes()
+}
+
+/// Encodes a record with its version byte.
+pub fn encode<T: Serialize>(value: &T) -> FsResult<Vec<u8>> {
+    let mut out = vec![RECORD_VERSION];
+    out.extend(options().serialize(value)?);
+    Ok(out)
+}
+
+/// Decodes a record written by [`encode`].
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> FsResult<T> {
+    match bytes.split_first() {
+        Some((&RECORD_VERSION, rest)) => Ok(options().deserialize(rest)?),
+        Some((v, _)) => Err(rpc_err(ErrorCode::Io, format!("unknown record version {v}"))),
+        None => Err(rpc_err(ErrorCode::Io, "empty record")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn golden_bytes_of_a_vnode_record() {
+        let rec = VnodeRecord {
+            kind: FileKind::Symlink,
+            mode: 0o755,
+            nlink: 1,
+            uid: 2,
+            gid: 3,
+            size: 4,
+            data_version: 5,
+            data_file: 6,
+            mtime: Timestamp { secs: 7, nanos: 8 },
+            ctime: Timestamp { secs: 9, nanos: 10 },
+            atime: Timestamp { secs: 11, nanos: 12 },
+            unique: 13,
+            target: Some("t".into()),
+            parent: 14,
+        };
+        let bytes = encode(&rec).unwrap();
+        // Changing this layout must bump RECORD_VERSION.
+        assert_eq!(
+            bytes,
+            vec![
+                1, 2, 251, 237, 1, 1, 2, 3, 4, 5, 6, 14, 8, 18, 10, 22, 12, 13, 1, 1, b't', 14
+            ]
+        );
+        assert_eq!(decode::<VnodeRecord>(&bytes).unwrap(), rec);
+        assert!(decode::<VnodeRecord>(&[9, 1, 2]).is_err());
+        assert!(decode::<VnodeRecord>(&[]).is_err());
+    }
+}

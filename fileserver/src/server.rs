@@ -1,0 +1,352 @@
+//! The QUIC server: endpoint, accept loop with a connection cap, a task per
+//! connection and per stream, and clean shutdown.
+
+use crate::callbacks::{Callbacks, ClientId};
+use crate::config::{CA_PEM, ConfigError, SERVER_KEY, SERVER_PEM, ServerConfig};
+use crate::error::FsError;
+use crate::rpc::{Context, Outcome};
+use crate::store::Store;
+use cellfs_protocol::codec::{CodecError, MAX_FRAME};
+use cellfs_protocol::message::Reply;
+use cellfs_protocol::tls::{self, Credential, TlsError};
+use cellfs_protocol::{ErrorCode, RpcError, transport};
+use std::fs::File;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::AsyncReadExt;
+use tokio::sync::{Semaphore, mpsc};
+use tracing::Instrument;
+
+/// Request data bytes the server reads and discards after refusing a
+/// `StoreData`, so the client gets the error reply; beyond this the stream is stopped.
+pub const DRAIN_LIMIT: u64 = 64 << 20;
+/// How often expired promises are swept out of the registry.
+pub const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
+/// How long shutdown waits for connections and streams to finish.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Stream error code: the request was malformed.
+const CODE_BAD_REQUEST: u32 = 1;
+/// Stream error code: the server could not finish sending data.
+const CODE_DATA_FAILED: u32 = 2;
+
+/// Errors starting or running the server.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// `server.toml` is missing or invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The store could not be opened.
+    #[error("opening the store: {0}")]
+    Store(#[from] FsError),
+    /// A credential file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Credential {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// TLS material is invalid.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// The listen address does not resolve.
+    #[error("cannot resolve listen address {0}")]
+    Resolve(String),
+    /// The UDP socket could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A bound, ready fileserver.
+pub struct Server {
+    endpoint: quinn::Endpoint,
+    ctx: Arc<Context>,
+    local_addr: SocketAddr,
+}
+
+fn read_pem(path: PathBuf) -> Result<String, ServerError> {
+    std::fs::read_to_string(&path).map_err(|source| ServerError::Credential { path, source })
+}
+
+impl Server {
+    /// Opens the cell in `data_dir` and binds its endpoint on `listen` (or the
+    /// configured address). Must run inside a tokio runtime.
+    pub async fn open(data_dir: &Path, listen: Option<SocketAddr>) -> Result<Self, ServerError> {
+        let config = ServerConfig::load(data_dir)?;
+        let addr = match listen {
+            Some(a) => a,
+            None => transport::resolve(&config.listen).map_err(|_| ServerError::Resolve(config.listen.clone()))?,
+        };
+        let ca = read_pem(data_dir.join(CA_PEM))?;
+        let credential = Credential {
+            cert_pem: read_pem(data_dir.join(SERVER_PEM))?,
+            key_pem: read_pem(data_dir.join(SERVER_KEY))?,
+        };
+        let crypto = tls::server_crypto(&credential, &ca)?;
+        let root = data_dir.to_owned();
+        let store = tokio::task::spawn_blocking(move || Store::open(&root))
+            .await
+            .map_err(FsError::from)??;
+        let endpoint = transport::server_endpoint(addr, crypto).map_err(|source| ServerError::Bind { addr, source })?;
+        let local_addr = endpoint
+            .local_addr()
+            .map_err(|source| ServerError::Bind { addr, source })?;
+        let callbacks = Arc::new(Callbacks::new(Duration::from_secs(config.promise_secs)));
+        let server_addr = if listen.is_some() {
+            local_addr.to_string()
+        } else {
+            config.listen.clone()
+        };
+        let ctx = Arc::new(Context::new(Arc::new(store), callbacks, config, server_addr));
+        Ok(Server {
+            endpoint,
+            ctx,
+            local_addr,
+        })
+    }
+
+    /// The address the endpoint is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The handler context (store, callbacks, counters).
+    pub fn context(&self) -> &Arc<Context> {
+        &self.ctx
+    }
+
+    /// Serves until `shutdown` completes, then closes the endpoint and waits
+    /// (up to [`SHUTDOWN_GRACE`]) for connections and streams to end.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
+        let Server {
+            endpoint,
+            ctx,
+            local_addr,
+        } = self;
+        tracing::info!("serving cell {} on {}", ctx.config.cell, local_addr);
+        let limit = Arc::new(Semaphore::new(ctx.config.max_connections.max(1)));
+        let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
+        let sweeper = {
+            let callbacks = ctx.callbacks.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(SWEEP_INTERVAL);
+                loop {
+                    tick.tick().await;
+                    callbacks.sweep();
+                }
+            })
+        };
+        tokio::pin!(shutdown);
+        let mut next_client: ClientId = 0;
+        loop {
+            let incoming = tokio::select! {
+                () = &mut shutdown => break,
+                incoming = endpoint.accept() => incoming,
+            };
+            let Some(incoming) = incoming else { break };
+            let Ok(permit) = limit.clone().try_acquire_owned() else {
+                tracing::warn!(remote = %incoming.remote_address(), "connection limit reached; refusing");
+                incoming.refuse();
+                continue;
+            };
+            next_client += 1;
+            let client = next_client;
+            let span = tracing::info_span!("conn", client, remote = %incoming.remote_address());
+            let ctx = ctx.clone();
+            let done = done_tx.clone();
+            tokio::spawn(
+                async move {
+                    connection(ctx, client, incoming, done).await;
+                    drop(permit);
+                }
+                .instrument(span),
+            );
+        }
+        tracing::info!("shutting down");
+        sweeper.abort();
+        endpoint.close(quinn::VarInt::from_u32(0), b"server shutdown");
+        drop(done_tx);
+        let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+            endpoint.wait_idle().await;
+            let _ = done_rx.recv().await;
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!("shutdown grace period over; exiting with work in flight");
+        }
+        Ok(())
+    }
+}
+
+/// Opens the cell in `data_dir` and serves it until `shutdown` completes.
+pub async fn serve(
+    data_dir: &Path,
+    listen: Option<SocketAddr>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServerError> {
+    Server::open(data_dir, listen).await?.run(shutdown).await
+}
+
+fn log_close(e: &quinn::ConnectionError) {
+    match e {
+        quinn::ConnectionError::ApplicationClosed(_)
+        | quinn::ConnectionError::LocallyClosed
+        | quinn::ConnectionError::TimedOut => tracing::debug!(reason = %e, "connection closed"),
+        _ => tracing::info!(reason = %e, "connection lost"),
+    }
+}
+
+async fn connection(ctx: Arc<Context>, client: ClientId, incoming: quinn::Incoming, done: mpsc::Sender<()>) {
+    let conn = match incoming.await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::info!(error = %e, "handshake failed");
+            return;
+        }
+    };
+    tracing::debug!("connected");
+    ctx.callbacks.add_client(client, conn.clone());
+    loop {
+        match conn.accept_bi().await {
+            Ok((send, recv)) => {
+                let span = tracing::debug_span!("rpc", stream = %send.id(), op = tracing::field::Empty);
+                let ctx = ctx.clone();
+                let done = done.clone();
+                tokio::spawn(
+                    async move {
+                        stream(&ctx, client, send, recv).await;
+                        drop(done);
+                    }
+                    .instrument(span),
+                );
+            }
+            Err(e) => {
+                log_close(&e);
+                break;
+            }
+        }
+    }
+    ctx.callbacks.remove_client(client);
+}
+
+async fn stream(ctx: &Context, client: ClientId, mut send: quinn::SendStream, mut recv: quinn::RecvStream) {
+    let req = match transport::read_request(&mut recv, MAX_FRAME).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::debug!(error = %e, "bad request frame");
+            let reply = Err(RpcError::new(ErrorCode::BadRequest, format!("bad request: {e}")));
+            if transport::write_reply(&mut send, &reply).await.is_ok() {
+                let _ = send.finish();
+            } else {
+                let _ = send.reset(quinn::VarInt::from_u32(CODE_BAD_REQUEST));
+            }
+            let _ = recv.stop(quinn::VarInt::from_u32(CODE_BAD_REQUEST));
+            return;
+        }
+    };
+    tracing::Span::current().record("op", req.op_name());
+    let handled = ctx.handle(client, req, &mut recv).await;
+    let sent = match handled.outcome {
+        Outcome::Reply(reply) => write_reply(&mut send, &reply).await,
+        Outcome::Data { status, file } => send_data(&mut send, status, file).await,
+    };
+    if handled.unread > 0 {
+        drain(&mut recv, handled.unread).await;
+    }
+    match sent {
+        Ok(()) => {
+            let _ = send.finish();
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "reply not delivered");
+            let _ = send.reset(quinn::VarInt::from_u32(CODE_DATA_FAILED));
+        }
+    }
+}
+
+async fn write_reply(send: &mut quinn::SendStream, reply: &Result<Reply, RpcError>) -> std::io::Result<()> {
+    match transport::write_reply(send, reply).await {
+        Ok(()) => Ok(()),
+        Err(CodecError::TooLarge { len, max }) => {
+            let err = Err(RpcError::new(
+                ErrorCode::TooLarge,
+                format!("reply of {len} bytes exceeds the frame limit of {max}"),
+            ));
+            transport::write_reply(send, &err).await.map_err(std::io::Error::other)
+        }
+        Err(e) => Err(std::io::Error::other(e)),
+    }
+}
+
+async fn send_data(
+    send: &mut quinn::SendStream,
+    status: cellfs_protocol::Status,
+    file: Option<File>,
+) -> std::io::Result<()> {
+    let size = status.size;
+    transport::write_reply(send, &Ok(Reply::Data { status }))
+        .await
+        .map_err(std::io::Error::other)?;
+    let Some(file) = file else {
+        return if size == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::other("data file missing"))
+        };
+    };
+    let file = Arc::new(file);
+    let mut at = 0u64;
+    while at < size {
+        let want = usize::try_from(size - at)
+            .unwrap_or(usize::MAX)
+            .min(crate::volume::CHUNK);
+        let f = file.clone();
+        let chunk = tokio::task::spawn_blocking(move || {
+            let mut buf = vec![0u8; want];
+            let n = f.read_at(&mut buf, at)?;
+            buf.truncate(n);
+            Ok::<_, std::io::Error>(buf)
+        })
+        .await
+        .map_err(std::io::Error::other)??;
+        if chunk.is_empty() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "data file shorter than its recorded size",
+            ));
+        }
+        send.write_all(&chunk).await?;
+        at += chunk.len() as u64;
+    }
+    Ok(())
+}
+
+/// Reads and discards up to `unread` bytes so a refused `StoreData` client can
+/// finish sending and read its error; stops the stream when that is too much.
+async fn drain(recv: &mut quinn::RecvStream, unread: u64) {
+    if unread > DRAIN_LIMIT {
+        let _ = recv.stop(quinn::VarInt::from_u32(CODE_BAD_REQUEST));
+        return;
+    }
+    let mut sink = tokio::io::sink();
+    let drained = tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio::io::copy(&mut (&mut *recv).take(unread), &mut sink),
+    )
+    .await;
+    if !matches!(drained, Ok(Ok(_))) {
+        let _ = recv.stop(quinn::VarInt::from_u32(CODE_BAD_REQUEST));
+    }
+}

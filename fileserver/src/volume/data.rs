@@ -1,0 +1,245 @@
+//! File content: opening a file for `FetchData`, and the copy-on-write store
+//! path shared by `StoreData` and truncating `SetAttr`.
+//!
+//! A content change writes a new data file `data/<vnode>.<new dv>` (a copy of
+//! the old one with the change applied), fsyncs it and the folder, commits the
+//! record pointing at it, and only then deletes the old file. A crash leaves
+//! either version committed; the other is removed as an orphan at start.
+
+use super::namespace::apply_attr;
+use super::{Change, Volume, brk, sync_dir};
+use crate::error::{FsResult, rpc_err};
+use cellfs_protocol::{ErrorCode, Fid, FileKind, SetAttr, Status, Timestamp};
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+/// Largest file size the server keeps.
+pub const MAX_FILE_SIZE: u64 = i64::MAX as u64;
+/// Size of the chunks moved between the network and data files.
+pub const CHUNK: usize = 256 * 1024;
+
+/// What a content change will do, before any byte is written.
+#[derive(Debug, Clone, Copy)]
+pub struct StorePlan {
+    /// Target file.
+    pub fid: Fid,
+    /// Where the written bytes go.
+    pub offset: u64,
+    /// How many bytes are written.
+    pub len: u64,
+    /// Size set before the write, if any.
+    pub truncate: Option<u64>,
+}
+
+/// A new data file being prepared; deleted on drop unless committed.
+#[derive(Debug)]
+pub struct PendingStore {
+    fid: Fid,
+    file: Option<Arc<File>>,
+    new_path: PathBuf,
+    old_path: Option<PathBuf>,
+    old_size: u64,
+    old_dv: u64,
+    new_size: u64,
+    committed: bool,
+}
+
+impl Drop for PendingStore {
+    fn drop(&mut self) {
+        if !self.committed && self.file.is_some() {
+            let _ = std::fs::remove_file(&self.new_path);
+        }
+    }
+}
+
+impl PendingStore {
+    /// Copies exactly `len` bytes from `src` into the new file at `offset`.
+    pub async fn receive<R: AsyncRead + Unpin>(&mut self, src: &mut R, offset: u64, len: u64) -> FsResult<()> {
+        if len == 0 {
+            return Ok(());
+        }
+        let file = self
+            .file
+            .clone()
+            .ok_or_else(|| rpc_err(ErrorCode::Io, "no data file for a non-empty write"))?;
+        let mut done = 0u64;
+        let mut buf = vec![0u8; CHUNK.min(usize::try_from(len).unwrap_or(CHUNK))];
+        while done < len {
+            let want = usize::try_from(len - done).unwrap_or(usize::MAX).min(buf.len());
+            let n = src.read(&mut buf[..want]).await?;
+            if n == 0 {
+                return Err(rpc_err(
+                    ErrorCode::BadRequest,
+                    format!("data ended after {done} of {len} bytes"),
+                ));
+            }
+            let chunk = buf[..n].to_vec();
+            let f = file.clone();
+            let at = offset + done;
+            tokio::task::spawn_blocking(move || f.write_all_at(&chunk, at)).await??;
+            done += n as u64;
+        }
+        Ok(())
+    }
+}
+
+impl Volume {
+    /// Opens a file for reading: its status and, if it is not empty, its data file.
+    pub fn open_data(&self, fid: Fid) -> FsResult<(Status, Option<File>)> {
+        let r = self.reader()?;
+        let rec = r.vnode(fid)?;
+        match rec.kind {
+            FileKind::File => {}
+            FileKind::Dir => return Err(rpc_err(ErrorCode::IsDir, format!("{fid} is a directory"))),
+            FileKind::Symlink | FileKind::MountPoint => {
+                return Err(rpc_err(ErrorCode::Invalid, format!("{fid} is not a file")));
+            }
+        }
+        let status = r.status(fid.vnode, &rec);
+        if rec.size == 0 {
+            return Ok((status, None));
+        }
+        let file = File::open(self.data_path(fid.vnode, rec.data_file))?;
+        Ok((status, Some(file)))
+    }
+
+    /// Checks a content change against the file and the quota, then prepares
+    /// the new data file (old content copied, truncate applied). Nothing is
+    /// visible until [`Volume::commit_store`].
+    pub fn prepare_store(&self, plan: StorePlan) -> FsResult<PendingStore> {
+        let r = self.reader()?;
+        let rec = r.vnode(plan.fid)?;
+        match rec.kind {
+            FileKind::File => {}
+            FileKind::Dir => return Err(rpc_err(ErrorCode::IsDir, format!("{} is a directory", plan.fid))),
+            FileKind::Symlink | FileKind::MountPoint => {
+                return Err(rpc_err(ErrorCode::Invalid, format!("{} is not a file", plan.fid)));
+            }
+        }
+        let base = plan.truncate.unwrap_or(rec.size);
+        let end = plan
+            .offset
+            .checked_add(plan.len)
+            .filter(|e| *e <= MAX_FILE_SIZE)
+            .ok_or_else(|| rpc_err(ErrorCode::TooLarge, "write beyond the largest file size"))?;
+        if base > MAX_FILE_SIZE {
+            return Err(rpc_err(ErrorCode::TooLarge, "size beyond the largest file size"));
+        }
+        let new_size = if plan.len > 0 { base.max(end) } else { base };
+        let quota = self.quota();
+        let used = r.state()?.used;
+        let grown = used.saturating_add(new_size.saturating_sub(rec.size));
+        if quota > 0 && new_size > rec.size && grown > quota {
+            return Err(rpc_err(
+                ErrorCode::QuotaExceeded,
+                format!("volume {} would use {grown} bytes, quota is {quota}", self.id),
+            ));
+        }
+        let new_dv = rec.data_version + 1;
+        let new_path = self.data_path(plan.fid.vnode, new_dv);
+        let old_path = (rec.size > 0).then(|| self.data_path(plan.fid.vnode, rec.data_file));
+        let mut pending = PendingStore {
+            fid: plan.fid,
+            file: None,
+            new_path,
+            old_path,
+            old_size: rec.size,
+            old_dv: rec.data_version,
+            new_size,
+            committed: false,
+        };
+        if new_size == 0 {
+            return Ok(pending);
+        }
+        let copy_old = base > 0 && pending.old_path.is_some();
+        if let (true, Some(old)) = (copy_old, &pending.old_path) {
+            // copy_file_range under the hood: cheap on reflink-capable filesystems.
+            let copied = std::fs::copy(old, &pending.new_path);
+            if let Err(e) = copied {
+                let _ = std::fs::remove_file(&pending.new_path);
+                return Err(e.into());
+            }
+        }
+        let opened = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(!copy_old)
+            .open(&pending.new_path);
+        let file = match opened {
+            Ok(f) => f,
+            Err(e) => {
+                let _ = std::fs::remove_file(&pending.new_path);
+                return Err(e.into());
+            }
+        };
+        pending.file = Some(Arc::new(file));
+        if let Some(f) = &pending.file {
+            f.set_len(base)?;
+        }
+        Ok(pending)
+    }
+
+    /// Makes a prepared content change durable and visible: fsync the new file
+    /// and the folder, commit the record, delete the old file.
+    pub fn commit_store(
+        &self,
+        mut pending: PendingStore,
+        mtime: Option<Timestamp>,
+        attr: Option<&SetAttr>,
+    ) -> FsResult<Change<Status>> {
+        if let Some(f) = &pending.file {
+            f.sync_all()?;
+            sync_dir(&self.dir.join("data"))?;
+        }
+        let fid = pending.fid;
+        let status = self.write(|t| {
+            let mut rec = t.vnode(fid)?;
+            if rec.data_version != pending.old_dv {
+                return Err(rpc_err(ErrorCode::Io, format!("{fid} changed during a store")));
+            }
+            t.state.used = t
+                .state
+                .used
+                .saturating_sub(pending.old_size)
+                .saturating_add(pending.new_size);
+            rec.size = pending.new_size;
+            rec.data_version += 1;
+            rec.data_file = rec.data_version;
+            rec.mtime = mtime.unwrap_or(t.now);
+            rec.ctime = t.now;
+            if let Some(attr) = attr {
+                apply_attr(t, &mut rec, attr);
+            }
+            t.put(fid.vnode, &rec)?;
+            Ok(t.status(fid.vnode, &rec))
+        })?;
+        pending.committed = true;
+        if pending.old_path.as_ref() != Some(&pending.new_path) {
+            self.collect_garbage(pending.old_path.take());
+        }
+        Ok(Change {
+            value: status,
+            breaks: vec![brk(fid, Vec::new(), false)],
+        })
+    }
+
+    /// `SetAttr`: a size change goes through the copy-on-write path, the rest
+    /// is a metadata change.
+    pub fn set_attr_full(&self, fid: Fid, attr: &SetAttr) -> FsResult<Change<Status>> {
+        match attr.size {
+            None => self.set_attr(fid, attr),
+            Some(size) => {
+                let pending = self.prepare_store(StorePlan {
+                    fid,
+                    offset: 0,
+                    len: 0,
+                    truncate: Some(size),
+                })?;
+                self.commit_store(pending, attr.mtime, Some(attr))
+            }
+        }
+    }
+}

@@ -1,0 +1,522 @@
+//! Directory changes: create, mkdir, symlink, mount point, link, remove,
+//! rmdir, rename, and attribute changes that do not touch file content.
+
+use super::txn::VolTxn;
+use super::{Change, DIR_ENTRY_SIZE, MAX_LINKS, MAX_TARGET_LEN, Volume, brk};
+use crate::error::{FsResult, rpc_err};
+use crate::schema::VnodeRecord;
+use cellfs_protocol::{ErrorCode, Fid, FileKind, SetAttr, Status};
+use std::path::PathBuf;
+
+/// Answer to a call that adds a name.
+#[derive(Debug, Clone)]
+pub struct Created {
+    /// The directory's new status.
+    pub dir: Status,
+    /// The named vnode's status.
+    pub status: Status,
+}
+
+/// Answer to `Remove`/`RemoveDir`.
+#[derive(Debug, Clone)]
+pub struct Removed {
+    /// The directory's new status.
+    pub dir: Status,
+    /// The removed vnode's status if it still exists.
+    pub victim: Option<Status>,
+}
+
+/// Answer to `Rename`.
+#[derive(Debug, Clone)]
+pub struct Renamed {
+    /// Source directory's new status.
+    pub from_dir: Status,
+    /// Target directory's new status.
+    pub to_dir: Status,
+    /// The moved vnode's status.
+    pub moved: Status,
+    /// A replaced vnode's status if it survives.
+    pub replaced: Option<Status>,
+}
+
+/// What to create in a directory.
+struct NewNode<'a> {
+    kind: FileKind,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    target: Option<&'a str>,
+}
+
+/// Records a change of a directory's entries: size, DV and times.
+fn dir_changed(t: &VolTxn<'_>, rec: &mut VnodeRecord, entries_delta: i64) {
+    let delta = entries_delta.unsigned_abs() * DIR_ENTRY_SIZE;
+    rec.size = if entries_delta >= 0 {
+        rec.size.saturating_add(delta)
+    } else {
+        rec.size.saturating_sub(delta)
+    };
+    rec.data_version += 1;
+    rec.mtime = t.now;
+    rec.ctime = t.now;
+}
+
+fn not_found(name: &str) -> crate::error::FsError {
+    rpc_err(ErrorCode::NotFound, format!("{name:?} not found"))
+}
+
+/// Drops one link of a non-directory; returns its surviving status, and the
+/// data file to delete after commit if it is gone.
+fn drop_link(t: &mut VolTxn<'_>, vol: &Volume, vnode: u64, mut rec: VnodeRecord) -> FsResult<DropResult> {
+    rec.nlink = rec.nlink.saturating_sub(1);
+    if rec.nlink == 0 {
+        t.delete(vnode, &rec)?;
+        let path = (rec.kind == FileKind::File).then(|| vol.data_path(vnode, rec.data_file));
+        Ok(DropResult {
+            survivor: None,
+            fid: Fid {
+                volume: vol.id,
+                vnode,
+                unique: rec.unique,
+            },
+            garbage: path,
+        })
+    } else {
+        rec.data_version += 1;
+        rec.ctime = t.now;
+        t.put(vnode, &rec)?;
+        let status = t.status(vnode, &rec);
+        Ok(DropResult {
+            fid: status.fid,
+            survivor: Some(status),
+            garbage: None,
+        })
+    }
+}
+
+struct DropResult {
+    fid: Fid,
+    survivor: Option<Status>,
+    garbage: Option<PathBuf>,
+}
+
+impl Volume {
+    fn make_node(&self, dir: Fid, name: &str, node: NewNode<'_>) -> FsResult<Change<Created>> {
+        let value = self.write(|t| {
+            let mut drec = t.dir(dir)?;
+            if t.entry(dir.vnode, name)?.is_some() {
+                return Err(rpc_err(ErrorCode::Exists, format!("{name:?} exists")));
+            }
+            let is_dir = node.kind == FileKind::Dir;
+            if is_dir && drec.nlink >= MAX_LINKS {
+                return Err(rpc_err(ErrorCode::TooManyLinks, "too many subdirectories"));
+            }
+            let (vnode, unique) = t.alloc();
+            let rec = VnodeRecord {
+                kind: node.kind,
+                mode: node.mode & 0o7777,
+                nlink: if is_dir { 2 } else { 1 },
+                uid: node.uid,
+                gid: node.gid,
+                size: node.target.map_or(0, |s| s.len() as u64),
+                data_version: 1,
+                data_file: 0,
+                mtime: t.now,
+                ctime: t.now,
+                atime: t.now,
+                unique,
+                target: node.target.map(str::to_owned),
+                parent: dir.vnode,
+            };
+            t.put(vnode, &rec)?;
+            t.link(dir.vnode, name, vnode, unique)?;
+            if is_dir {
+                drec.nlink += 1;
+            }
+            dir_changed(t, &mut drec, 1);
+            t.put(dir.vnode, &drec)?;
+            Ok(Created {
+                dir: t.status(dir.vnode, &drec),
+                status: t.status(vnode, &rec),
+            })
+        })?;
+        Ok(Change {
+            value,
+            breaks: vec![brk(dir, vec![name.to_owned()], false)],
+        })
+    }
+
+    /// Creates an empty file; an existing file is returned unchanged unless `exclusive`.
+    pub fn create(
+        &self,
+        dir: Fid,
+        name: &str,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+        exclusive: bool,
+    ) -> FsResult<Change<Created>> {
+        if !exclusive {
+            let r = self.reader()?;
+            let drec = r.dir(dir)?;
+            if let Some((vnode, _)) = r.entry(dir.vnode, name)? {
+                let rec = r.vnode_by_number(vnode)?;
+                return match rec.kind {
+                    FileKind::File => Ok(Change {
+                        value: Created {
+                            dir: r.status(dir.vnode, &drec),
+                            status: r.status(vnode, &rec),
+                        },
+                        breaks: Vec::new(),
+                    }),
+                    FileKind::Dir => Err(rpc_err(ErrorCode::IsDir, format!("{name:?} is a directory"))),
+                    FileKind::Symlink | FileKind::MountPoint => {
+                        Err(rpc_err(ErrorCode::Exists, format!("{name:?} exists")))
+                    }
+                };
+            }
+        }
+        let node = NewNode {
+            kind: FileKind::File,
+            mode,
+            uid,
+            gid,
+            target: None,
+        };
+        self.make_node(dir, name, node)
+    }
+
+    /// Creates a directory.
+    pub fn make_dir(&self, dir: Fid, name: &str, mode: u32, uid: u32, gid: u32) -> FsResult<Change<Created>> {
+        let node = NewNode {
+            kind: FileKind::Dir,
+            mode,
+            uid,
+            gid,
+            target: None,
+        };
+        self.make_node(dir, name, node)
+    }
+
+    /// Creates a symbolic link.
+    pub fn symlink(&self, dir: Fid, name: &str, target: &str, uid: u32, gid: u32) -> FsResult<Change<Created>> {
+        if target.is_empty() || target.contains('\0') {
+            return Err(rpc_err(ErrorCode::Invalid, "symlink target is empty or holds NUL"));
+        }
+        if target.len() > MAX_TARGET_LEN {
+            return Err(rpc_err(ErrorCode::NameTooLong, "symlink target over 4095 bytes"));
+        }
+        let node = NewNode {
+            kind: FileKind::Symlink,
+            mode: 0o777,
+            uid,
+            gid,
+            target: Some(target),
+        };
+        self.make_node(dir, name, node)
+    }
+
+    /// Creates a mount point for `volume` (already validated by the caller).
+    pub fn make_mount(&self, dir: Fid, name: &str, volume: &str) -> FsResult<Change<Created>> {
+        let node = NewNode {
+            kind: FileKind::MountPoint,
+            mode: 0o755,
+            uid: 0,
+            gid: 0,
+            target: Some(volume),
+        };
+        self.make_node(dir, name, node)
+    }
+
+    /// Adds a hard link `name` in `dir` to `fid`.
+    pub fn link(&self, dir: Fid, name: &str, fid: Fid) -> FsResult<Change<Created>> {
+        let value = self.write(|t| {
+            let mut drec = t.dir(dir)?;
+            let mut rec = t.vnode(fid)?;
+            if rec.kind == FileKind::Dir {
+                return Err(rpc_err(ErrorCode::NotPermitted, "cannot hard-link a directory"));
+            }
+            if t.entry(dir.vnode, name)?.is_some() {
+                return Err(rpc_err(ErrorCode::Exists, format!("{name:?} exists")));
+            }
+            if rec.nlink >= MAX_LINKS {
+                return Err(rpc_err(ErrorCode::TooManyLinks, "too many links"));
+            }
+            rec.nlink += 1;
+            rec.data_version += 1;
+            rec.ctime = t.now;
+            t.put(fid.vnode, &rec)?;
+            t.link(dir.vnode, name, fid.vnode, fid.unique)?;
+            dir_changed(t, &mut drec, 1);
+            t.put(dir.vnode, &drec)?;
+            Ok(Created {
+                dir: t.status(dir.vnode, &drec),
+                status: t.status(fid.vnode, &rec),
+            })
+        })?;
+        Ok(Change {
+            value,
+            breaks: vec![brk(dir, vec![name.to_owned()], false), brk(fid, Vec::new(), false)],
+        })
+    }
+
+    /// Removes a non-directory entry.
+    pub fn remove(&self, dir: Fid, name: &str) -> FsResult<Change<Removed>> {
+        let (value, victim_fid, garbage) = self.write(|t| {
+            let mut drec = t.dir(dir)?;
+            let (vnode, _) = t.entry(dir.vnode, name)?.ok_or_else(|| not_found(name))?;
+            let rec = t.vnode_by_number(vnode)?;
+            if rec.kind == FileKind::Dir {
+                return Err(rpc_err(ErrorCode::IsDir, format!("{name:?} is a directory")));
+            }
+            t.unlink(dir.vnode, name)?;
+            let dropped = drop_link(t, self, vnode, rec)?;
+            dir_changed(t, &mut drec, -1);
+            t.put(dir.vnode, &drec)?;
+            let value = Removed {
+                dir: t.status(dir.vnode, &drec),
+                victim: dropped.survivor,
+            };
+            Ok((value, dropped.fid, dropped.garbage))
+        })?;
+        self.collect_garbage(garbage);
+        let deleted = value.victim.is_none();
+        Ok(Change {
+            value,
+            breaks: vec![
+                brk(dir, vec![name.to_owned()], false),
+                brk(victim_fid, Vec::new(), deleted),
+            ],
+        })
+    }
+
+    /// Removes an empty directory.
+    pub fn remove_dir(&self, dir: Fid, name: &str) -> FsResult<Change<Removed>> {
+        let (value, victim) = self.write(|t| {
+            let mut drec = t.dir(dir)?;
+            let (vnode, _) = t.entry(dir.vnode, name)?.ok_or_else(|| not_found(name))?;
+            let rec = t.vnode_by_number(vnode)?;
+            if rec.kind != FileKind::Dir {
+                return Err(rpc_err(ErrorCode::NotDir, format!("{name:?} is not a directory")));
+            }
+            if !t.is_empty_dir(vnode)? {
+                return Err(rpc_err(ErrorCode::NotEmpty, format!("{name:?} is not empty")));
+            }
+            t.unlink(dir.vnode, name)?;
+            t.delete(vnode, &rec)?;
+            drec.nlink = drec.nlink.saturating_sub(1);
+            dir_changed(t, &mut drec, -1);
+            t.put(dir.vnode, &drec)?;
+            let victim = t.status(vnode, &rec).fid;
+            Ok((
+                Removed {
+                    dir: t.status(dir.vnode, &drec),
+                    victim: None,
+                },
+                victim,
+            ))
+        })?;
+        Ok(Change {
+            value,
+            breaks: vec![brk(dir, vec![name.to_owned()], false), brk(victim, Vec::new(), true)],
+        })
+    }
+
+    /// Renames within this volume, replacing a compatible target. Renaming a
+    /// name onto itself (or onto another link of the same vnode) changes nothing.
+    pub fn rename(&self, from_dir: Fid, from_name: &str, to_dir: Fid, to_name: &str) -> FsResult<Change<Renamed>> {
+        if from_dir.volume != to_dir.volume {
+            return Err(rpc_err(ErrorCode::CrossVolume, "rename across volumes"));
+        }
+        let done = self.write(|t| rename_in(t, self, from_dir, from_name, to_dir, to_name))?;
+        if done.noop {
+            return Ok(Change {
+                value: done.value,
+                breaks: Vec::new(),
+            });
+        }
+        self.collect_garbage(done.garbage);
+        let mut breaks = Vec::new();
+        if from_dir == to_dir {
+            let mut names = vec![from_name.to_owned()];
+            if to_name != from_name {
+                names.push(to_name.to_owned());
+            }
+            breaks.push(brk(from_dir, names, false));
+        } else {
+            breaks.push(brk(from_dir, vec![from_name.to_owned()], false));
+            breaks.push(brk(to_dir, vec![to_name.to_owned()], false));
+        }
+        breaks.push(brk(done.value.moved.fid, Vec::new(), false));
+        if let Some(fid) = done.replaced {
+            breaks.push(brk(fid, Vec::new(), done.value.replaced.is_none()));
+        }
+        Ok(Change {
+            value: done.value,
+            breaks,
+        })
+    }
+
+    /// chmod/chown/utimes (a size change goes through [`Volume::resize`]).
+    pub fn set_attr(&self, fid: Fid, attr: &SetAttr) -> FsResult<Change<Status>> {
+        let value = self.write(|t| {
+            let mut rec = t.vnode(fid)?;
+            apply_attr(t, &mut rec, attr);
+            rec.data_version += 1;
+            t.put(fid.vnode, &rec)?;
+            Ok(t.status(fid.vnode, &rec))
+        })?;
+        Ok(Change {
+            value,
+            breaks: vec![brk(fid, Vec::new(), false)],
+        })
+    }
+
+    /// Deletes data files of vnodes a committed change removed (best effort:
+    /// what is left is removed as an orphan at the next start).
+    pub(super) fn collect_garbage(&self, garbage: Option<PathBuf>) {
+        if let Some(path) = garbage {
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => tracing::warn!(path = %path.display(), error = %e, "cannot remove data file"),
+            }
+        }
+    }
+}
+
+/// Applies the non-size fields of a `SetAttr` and sets ctime (the caller bumps the DV).
+pub(super) fn apply_attr(t: &VolTxn<'_>, rec: &mut VnodeRecord, attr: &SetAttr) {
+    if let Some(mode) = attr.mode {
+        rec.mode = mode & 0o7777;
+    }
+    if let Some(uid) = attr.uid {
+        rec.uid = uid;
+    }
+    if let Some(gid) = attr.gid {
+        rec.gid = gid;
+    }
+    if let Some(atime) = attr.atime {
+        rec.atime = atime;
+    }
+    if let Some(mtime) = attr.mtime {
+        rec.mtime = mtime;
+    }
+    rec.ctime = t.now;
+}
+
+struct RenameDone {
+    value: Renamed,
+    replaced: Option<Fid>,
+    garbage: Option<PathBuf>,
+    noop: bool,
+}
+
+fn rename_in(
+    t: &mut VolTxn<'_>,
+    vol: &Volume,
+    from_dir: Fid,
+    from_name: &str,
+    to_dir: Fid,
+    to_name: &str,
+) -> FsResult<RenameDone> {
+    let same_dir = from_dir == to_dir;
+    let mut frec = t.dir(from_dir)?;
+    let mut trec = if same_dir { frec.clone() } else { t.dir(to_dir)? };
+    let (mv, mvu) = t
+        .entry(from_dir.vnode, from_name)?
+        .ok_or_else(|| not_found(from_name))?;
+    let mut mrec = t.vnode_by_number(mv)?;
+    let target = t.entry(to_dir.vnode, to_name)?;
+    if target.is_some_and(|(tv, _)| tv == mv) {
+        return Ok(RenameDone {
+            value: Renamed {
+                from_dir: t.status(from_dir.vnode, &frec),
+                to_dir: t.status(to_dir.vnode, &trec),
+                moved: t.status(mv, &mrec),
+                replaced: None,
+            },
+            replaced: None,
+            garbage: None,
+            noop: true,
+        });
+    }
+    let is_dir = mrec.kind == FileKind::Dir;
+    if is_dir && !same_dir {
+        // The target directory must not be the moved directory or inside it.
+        let mut cur = to_dir.vnode;
+        let mut steps = 0u64;
+        loop {
+            if cur == mv {
+                return Err(rpc_err(ErrorCode::Loop, "cannot move a directory into itself"));
+            }
+            if cur == Fid::ROOT_VNODE {
+                break;
+            }
+            steps += 1;
+            if steps > t.state.files {
+                return Err(rpc_err(ErrorCode::Io, "directory parent chain is cyclic"));
+            }
+            cur = t.vnode_by_number(cur)?.parent;
+        }
+        if trec.nlink >= MAX_LINKS {
+            return Err(rpc_err(ErrorCode::TooManyLinks, "too many subdirectories"));
+        }
+    }
+    let mut replaced = None;
+    let mut replaced_status = None;
+    let mut garbage = None;
+    if let Some((tv, _)) = target {
+        let vrec = t.vnode_by_number(tv)?;
+        match (is_dir, vrec.kind == FileKind::Dir) {
+            (true, false) => return Err(rpc_err(ErrorCode::NotDir, format!("{to_name:?} is not a directory"))),
+            (false, true) => return Err(rpc_err(ErrorCode::IsDir, format!("{to_name:?} is a directory"))),
+            (true, true) => {
+                if !t.is_empty_dir(tv)? {
+                    return Err(rpc_err(ErrorCode::NotEmpty, format!("{to_name:?} is not empty")));
+                }
+                replaced = Some(t.status(tv, &vrec).fid);
+                t.delete(tv, &vrec)?;
+                trec.nlink = trec.nlink.saturating_sub(1);
+            }
+            (false, false) => {
+                let dropped = drop_link(t, vol, tv, vrec)?;
+                replaced = Some(dropped.fid);
+                replaced_status = dropped.survivor;
+                garbage = dropped.garbage;
+            }
+        }
+    }
+    t.unlink(from_dir.vnode, from_name)?;
+    t.link(to_dir.vnode, to_name, mv, mvu)?;
+    let added = if target.is_some() { 0 } else { 1 };
+    if same_dir {
+        dir_changed(t, &mut trec, added - 1);
+        t.put(to_dir.vnode, &trec)?;
+        frec = trec.clone();
+    } else {
+        if is_dir {
+            frec.nlink = frec.nlink.saturating_sub(1);
+            trec.nlink += 1;
+            mrec.parent = to_dir.vnode;
+        }
+        dir_changed(t, &mut frec, -1);
+        dir_changed(t, &mut trec, added);
+        t.put(from_dir.vnode, &frec)?;
+        t.put(to_dir.vnode, &trec)?;
+    }
+    mrec.data_version += 1;
+    mrec.ctime = t.now;
+    t.put(mv, &mrec)?;
+    Ok(RenameDone {
+        value: Renamed {
+            from_dir: t.status(from_dir.vnode, &frec),
+            to_dir: t.status(to_dir.vnode, &trec),
+            moved: t.status(mv, &mrec),
+            replaced: replaced_status,
+        },
+        replaced,
+        garbage,
+        noop: false,
+    })
+}

@@ -1,0 +1,295 @@
+use super::*;
+use crate::volume::StorePlan;
+use cellfs_protocol::SetAttr;
+use std::io::Read;
+
+fn new_volume(quota: u64) -> (tempfile::TempDir, Volume) {
+    let tmp = tempfile::tempdir().unwrap();
+    let vol = Volume::create_new(&tmp.path().join("7"), 7, quota).unwrap();
+    (tmp, vol)
+}
+
+fn root() -> Fid {
+    Fid::root(7)
+}
+
+async fn store(vol: &Volume, fid: Fid, offset: u64, bytes: &[u8], truncate: Option<u64>) -> FsResult<Status> {
+    let plan = StorePlan {
+        fid,
+        offset,
+        len: bytes.len() as u64,
+        truncate,
+    };
+    let mut pending = vol.prepare_store(plan)?;
+    let mut src = bytes;
+    pending.receive(&mut src, offset, plan.len).await?;
+    Ok(vol.commit_store(pending, None, None)?.value)
+}
+
+fn content(vol: &Volume, fid: Fid) -> Vec<u8> {
+    let (status, file) = vol.open_data(fid).unwrap();
+    let mut out = Vec::new();
+    if let Some(mut f) = file {
+        f.read_to_end(&mut out).unwrap();
+    }
+    assert_eq!(out.len() as u64, status.size);
+    out
+}
+
+fn data_files(vol: &Volume) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(vol.dir().join("data"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+fn code<T: std::fmt::Debug>(r: FsResult<T>) -> ErrorCode {
+    r.unwrap_err().to_rpc().code
+}
+
+#[tokio::test]
+async fn store_fetch_round_trip_and_reopen() {
+    let (tmp, vol) = new_volume(0);
+    let f = vol.create(root(), "a", 0o644, 1, 2, true).unwrap();
+    assert_eq!(f.breaks, vec![brk(root(), vec!["a".into()], false)]);
+    let fid = f.value.status.fid;
+    assert_eq!(content(&vol, fid), b"");
+    let s = store(&vol, fid, 0, b"hello world", None).await.unwrap();
+    assert_eq!(s.size, 11);
+    assert_eq!(content(&vol, fid), b"hello world");
+    let s2 = store(&vol, fid, 6, b"there!", Some(6)).await.unwrap();
+    assert!(s2.data_version > s.data_version);
+    assert_eq!(content(&vol, fid), b"hello there!");
+    assert_eq!(data_files(&vol), vec![format!("{}.{}", fid.vnode, s2.data_version)]);
+    assert_eq!(vol.state().unwrap().used, 12);
+    let (dir, entries) = vol.read_dir(root()).unwrap();
+    assert_eq!(dir.size, DIR_ENTRY_SIZE);
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].status, vol.lookup(root(), "a").unwrap());
+    drop(vol);
+    let vol = Volume::open(&tmp.path().join("7"), 7, 0).unwrap();
+    assert_eq!(content(&vol, fid), b"hello there!");
+    // Truncate to zero through SetAttr: no data file remains.
+    let attr = SetAttr {
+        size: Some(0),
+        ..SetAttr::default()
+    };
+    let s3 = vol.set_attr_full(fid, &attr).unwrap().value;
+    assert_eq!(s3.size, 0);
+    assert!(data_files(&vol).is_empty());
+    assert_eq!(vol.state().unwrap().used, 0);
+}
+
+#[tokio::test]
+async fn crash_orphan_is_removed_and_old_version_served() {
+    let (tmp, vol) = new_volume(0);
+    let fid = vol.create(root(), "a", 0o644, 0, 0, true).unwrap().value.status.fid;
+    let s = store(&vol, fid, 0, b"old", None).await.unwrap();
+    // A crash after the new file was written but before the commit.
+    let orphan = vol.data_path(fid.vnode, s.data_version + 1);
+    std::fs::write(&orphan, b"new, never committed").unwrap();
+    std::fs::write(vol.dir().join("data").join("junk"), b"x").unwrap();
+    drop(vol);
+    let vol = Volume::open(&tmp.path().join("7"), 7, 0).unwrap();
+    assert!(!orphan.exists());
+    assert_eq!(content(&vol, fid), b"old");
+    assert_eq!(data_files(&vol), vec![format!("{}.{}", fid.vnode, s.data_version)]);
+    // A prepared store that is dropped (client vanished) leaves nothing either.
+    let pending = vol
+        .prepare_store(StorePlan {
+            fid,
+            offset: 0,
+            len: 5,
+            truncate: None,
+        })
+        .unwrap();
+    drop(pending);
+    assert_eq!(data_files(&vol).len(), 1);
+    assert_eq!(content(&vol, fid), b"old");
+}
+
+#[tokio::test]
+async fn quota_refusal_changes_nothing() {
+    let (_tmp, vol) = new_volume(10);
+    let fid = vol.create(root(), "a", 0o644, 0, 0, true).unwrap().value.status.fid;
+    let s = store(&vol, fid, 0, b"12345678", None).await.unwrap();
+    let files = data_files(&vol);
+    let plan = StorePlan {
+        fid,
+        offset: 8,
+        len: 3,
+        truncate: None,
+    };
+    assert_eq!(code(vol.prepare_store(plan)), ErrorCode::QuotaExceeded);
+    let attr = SetAttr {
+        size: Some(11),
+        ..SetAttr::default()
+    };
+    assert_eq!(code(vol.set_attr_full(fid, &attr)), ErrorCode::QuotaExceeded);
+    assert_eq!(vol.status(fid).unwrap(), s);
+    assert_eq!(data_files(&vol), files);
+    assert_eq!(vol.state().unwrap().used, 8);
+    // Overwriting in place and shrinking are fine at the limit.
+    store(&vol, fid, 0, b"ab", None).await.unwrap();
+    store(&vol, fid, 8, b"cd", None).await.unwrap();
+    assert_eq!(content(&vol, fid), b"ab345678cd");
+    vol.set_quota(0);
+    store(&vol, fid, 10, b"unlimited", None).await.unwrap();
+}
+
+#[test]
+fn namespace_error_mapping() {
+    let (_tmp, vol) = new_volume(0);
+    let d = vol.make_dir(root(), "d", 0o755, 0, 0).unwrap().value.status.fid;
+    let f = vol.create(root(), "f", 0o644, 0, 0, true).unwrap().value.status.fid;
+    vol.create(d, "inner", 0o644, 0, 0, true).unwrap();
+    vol.make_dir(root(), "e", 0o755, 0, 0).unwrap();
+    let sub = vol.make_dir(d, "sub", 0o755, 0, 0).unwrap().value.status.fid;
+    let gone = Fid {
+        volume: 7,
+        vnode: 999,
+        unique: 1,
+    };
+    let wrong_unique = Fid { unique: 42, ..f };
+    let cases: Vec<(&str, ErrorCode)> = vec![
+        ("lookup missing", code(vol.lookup(root(), "nope"))),
+        ("lookup in file", code(vol.lookup(f, "x"))),
+        (
+            "create exclusive existing",
+            code(vol.create(root(), "f", 0o644, 0, 0, true)),
+        ),
+        ("create over dir", code(vol.create(root(), "d", 0o644, 0, 0, false))),
+        ("create in file", code(vol.create(f, "x", 0o644, 0, 0, true))),
+        ("mkdir existing", code(vol.make_dir(root(), "f", 0o755, 0, 0))),
+        ("remove dir", code(vol.remove(root(), "d"))),
+        ("remove missing", code(vol.remove(root(), "nope"))),
+        ("rmdir file", code(vol.remove_dir(root(), "f"))),
+        ("rmdir non-empty", code(vol.remove_dir(root(), "d"))),
+        ("rename missing", code(vol.rename(root(), "nope", root(), "x"))),
+        (
+            "rename dir over non-empty dir",
+            code(vol.rename(root(), "e", root(), "d")),
+        ),
+        ("rename dir over file", code(vol.rename(root(), "d", root(), "f"))),
+        ("rename file over dir", code(vol.rename(root(), "f", root(), "d"))),
+        ("rename dir into itself", code(vol.rename(root(), "d", d, "x"))),
+        ("rename dir into its subtree", code(vol.rename(root(), "d", sub, "x"))),
+        (
+            "rename across volumes",
+            code(vol.rename(root(), "f", Fid::root(8), "x")),
+        ),
+        ("link dir", code(vol.link(root(), "l", d))),
+        ("link existing name", code(vol.link(root(), "d", f))),
+        ("status of unknown vnode", code(vol.status(gone))),
+        ("status with wrong uniquifier", code(vol.status(wrong_unique))),
+        ("fetch dir", code(vol.open_data(d))),
+        ("readlink file", code(vol.read_link(f))),
+    ];
+    let expected = [
+        ErrorCode::NotFound,
+        ErrorCode::NotDir,
+        ErrorCode::Exists,
+        ErrorCode::IsDir,
+        ErrorCode::NotDir,
+        ErrorCode::Exists,
+        ErrorCode::IsDir,
+        ErrorCode::NotFound,
+        ErrorCode::NotDir,
+        ErrorCode::NotEmpty,
+        ErrorCode::NotFound,
+        ErrorCode::NotEmpty,
+        ErrorCode::NotDir,
+        ErrorCode::IsDir,
+        ErrorCode::Loop,
+        ErrorCode::Loop,
+        ErrorCode::CrossVolume,
+        ErrorCode::NotPermitted,
+        ErrorCode::Exists,
+        ErrorCode::Stale,
+        ErrorCode::Stale,
+        ErrorCode::IsDir,
+        ErrorCode::Invalid,
+    ];
+    assert_eq!(cases.len(), expected.len());
+    for ((what, got), want) in cases.iter().zip(expected) {
+        assert_eq!(*got, want, "{what}");
+    }
+}
+
+#[test]
+fn nlink_parent_and_dv_follow_renames_and_removes() {
+    let (_tmp, vol) = new_volume(0);
+    let root_dv = vol.status(root()).unwrap().data_version;
+    let a = vol.make_dir(root(), "a", 0o755, 0, 0).unwrap().value.status.fid;
+    let b = vol.make_dir(root(), "b", 0o755, 0, 0).unwrap().value.status.fid;
+    assert_eq!(vol.status(root()).unwrap().nlink, 4);
+    assert!(vol.status(root()).unwrap().data_version > root_dv);
+    // Move a into b: root loses a subdirectory, b gains one.
+    let r = vol.rename(root(), "a", b, "a2").unwrap();
+    assert_eq!(r.value.from_dir.nlink, 3);
+    assert_eq!(r.value.to_dir.nlink, 3);
+    assert_eq!(
+        r.breaks,
+        vec![
+            brk(root(), vec!["a".into()], false),
+            brk(b, vec!["a2".into()], false),
+            brk(a, vec![], false),
+        ]
+    );
+    // Moving b into a (its own child) is a loop.
+    assert_eq!(code(vol.rename(root(), "b", a, "b")), ErrorCode::Loop);
+    // Rename onto itself changes nothing and breaks nothing.
+    let before = vol.status(b).unwrap();
+    let same = vol.rename(root(), "b", root(), "b").unwrap();
+    assert!(same.breaks.is_empty());
+    assert_eq!(vol.status(b).unwrap(), before);
+    // Hard links: removing one keeps the file, removing the last deletes it.
+    let f = vol.create(root(), "f", 0o644, 0, 0, true).unwrap().value.status.fid;
+    assert_eq!(vol.link(root(), "g", f).unwrap().value.status.nlink, 2);
+    let r = vol.remove(root(), "f").unwrap();
+    assert_eq!(r.value.victim.as_ref().map(|s| s.nlink), Some(1));
+    assert_eq!(r.breaks[1], brk(f, vec![], false));
+    // Replacing rename in one directory: one break with both names, replaced deleted.
+    let h = vol.create(root(), "h", 0o644, 0, 0, true).unwrap().value.status.fid;
+    let r = vol.rename(root(), "g", root(), "h").unwrap();
+    assert_eq!(r.breaks[0], brk(root(), vec!["g".into(), "h".into()], false));
+    assert_eq!(r.breaks[2], brk(h, vec![], true));
+    assert_eq!(code(vol.status(h)), ErrorCode::Stale);
+    let r = vol.remove(root(), "h").unwrap();
+    assert!(r.value.victim.is_none());
+    assert_eq!(r.breaks[1], brk(f, vec![], true));
+    // rmdir of the now-empty a (inside b) drops b's link count.
+    vol.remove_dir(b, "a2").unwrap();
+    assert_eq!(vol.status(b).unwrap().nlink, 2);
+    assert_eq!(vol.state().unwrap().files, 2);
+}
+
+#[test]
+fn symlinks_and_mount_points_keep_their_target() {
+    let (_tmp, vol) = new_volume(0);
+    let s = vol.symlink(root(), "l", "../x", 1, 1).unwrap().value.status;
+    assert_eq!((s.kind, s.size), (FileKind::Symlink, 4));
+    assert_eq!(vol.read_link(s.fid).unwrap(), "../x");
+    let m = vol.make_mount(root(), "m", "site.www").unwrap().value.status;
+    assert_eq!(m.kind, FileKind::MountPoint);
+    assert_eq!(vol.read_link(m.fid).unwrap(), "site.www");
+    assert_eq!(code(vol.symlink(root(), "e", "", 0, 0)), ErrorCode::Invalid);
+}
+
+#[test]
+fn chmod_updates_ctime_and_dv_but_not_mtime() {
+    let (_tmp, vol) = new_volume(0);
+    let f = vol.create(root(), "f", 0o644, 0, 0, true).unwrap().value.status;
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    let attr = SetAttr {
+        mode: Some(0o100600),
+        ..SetAttr::default()
+    };
+    let s = vol.set_attr_full(f.fid, &attr).unwrap().value;
+    assert_eq!(s.mode, 0o600);
+    assert_eq!(s.mtime, f.mtime);
+    assert!(s.ctime > f.ctime);
+    assert!(s.data_version > f.data_version);
+}
