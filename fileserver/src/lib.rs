@@ -5,6 +5,7 @@
 //! In-process use: [`config::init`] lays out a cell, [`serve`] (or
 //! [`Server::open`] then [`Server::run`]) serves it.
 #![deny(clippy::undocumented_unsafe_blocks)]
+#![warn(missing_docs)]
 
 pub mod callbacks;
 pub mod config;
