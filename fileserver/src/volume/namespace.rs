@@ -82,7 +82,6 @@ fn drop_link(t: &mut VolTxn<'_>, vol: &Volume, vnode: u64, mut rec: VnodeRecord)
             garbage: path,
         })
     } else {
-        rec.data_version += 1;
         rec.ctime = t.now;
         t.put(vnode, &rec)?;
         let status = t.status(vnode, &rec);
@@ -243,7 +242,6 @@ impl Volume {
                 return Err(rpc_err(ErrorCode::TooManyLinks, "too many links"));
             }
             rec.nlink += 1;
-            rec.data_version += 1;
             rec.ctime = t.now;
             t.put(fid.vnode, &rec)?;
             t.link(dir.vnode, name, fid.vnode, fid.unique)?;
@@ -362,7 +360,6 @@ impl Volume {
         let value = self.write(|t| {
             let mut rec = t.vnode(fid)?;
             apply_attr(t, &mut rec, attr);
-            rec.data_version += 1;
             t.put(fid.vnode, &rec)?;
             Ok(t.status(fid.vnode, &rec))
         })?;
@@ -505,7 +502,6 @@ fn rename_in(
         t.put(from_dir.vnode, &frec)?;
         t.put(to_dir.vnode, &trec)?;
     }
-    mrec.data_version += 1;
     mrec.ctime = t.now;
     t.put(mv, &mrec)?;
     Ok(RenameDone {
