@@ -330,20 +330,27 @@ impl Core {
     /// chmod/chown/utimes/truncate.
     pub fn setattr(&self, ino: u64, attr: SetAttr) -> FsResult<Entry> {
         let (fid, _) = self.node_fid(ino)?;
-        if let Some(size) = attr.size {
+        if attr.size.is_some() {
+            // Unstored writes go first, so the truncate applies after them.
             self.flush_ino(ino)?;
-            let mut st = self.lock();
-            if st.cache.get(fid).is_some() {
-                let path = st.cache.path(fid);
-                File::options().write(true).open(path).and_then(|f| f.set_len(size)).map_err(|e| FsError::local("truncate", e))?;
-            }
         }
         let (reply, promise) = self.call(Request::SetAttr { fid, attr: attr.clone() })?;
         let Reply::Status(status) = reply else { return Err(unexpected("set_attr")) };
         let mut st = self.lock();
-        if let Some(size) = attr.size {
-            st.cache.resize(fid, size);
-            st.cache.advance(fid, status.data_version.saturating_sub(1), status.data_version);
+        if let Some(size) = attr.size
+            && st.cache.get(fid).is_some()
+        {
+            let resized = File::options().write(true).open(st.cache.path(fid)).and_then(|f| f.set_len(size));
+            match resized {
+                Ok(()) => {
+                    st.cache.resize(fid, size);
+                    st.cache.advance(fid, status.data_version.saturating_sub(1), status.data_version);
+                }
+                Err(e) => {
+                    tracing::warn!(%fid, error = %e, "cannot truncate the cached copy; dropping it");
+                    st.cache.remove(fid);
+                }
+            }
         }
         let ino = st.nodes.upsert(status, promise);
         self.entry(&st, ino)
@@ -544,23 +551,7 @@ impl Core {
     fn fetch(&self, fid: Fid) -> FsResult<()> {
         let tmp = self.lock().cache.temp_path(fid);
         let sent = Instant::now();
-        let result = self.rt.block_on(async {
-            let mut attempt = 0;
-            loop {
-                let client = self.link.client().await?;
-                let mut file = tokio::fs::File::create(&tmp).await.map_err(cellfs_protocol::transport::CallError::Io)?;
-                match client.fetch_data(fid, &mut file).await {
-                    Ok(status) => {
-                        use tokio::io::AsyncWriteExt;
-                        file.flush().await.map_err(cellfs_protocol::transport::CallError::Io)?;
-                        return Ok::<_, LinkError>(status);
-                    }
-                    Err(e) if e.is_transport() && attempt == 0 => attempt += 1,
-                    Err(e) => return Err(e.into()),
-                }
-            }
-        });
-        let status = match result {
+        let status = match self.rt.block_on(self.link.fetch_to(fid, &tmp)) {
             Ok(s) => s,
             Err(e) => {
                 let _ = std::fs::remove_file(&tmp);
@@ -688,13 +679,7 @@ impl Core {
         let _ = size;
         let req = Request::StoreData { fid, offset: start, len: end - start, truncate: Some(local_len), mtime: Some(mtime) };
         let sent = Instant::now();
-        let status = self.rt.block_on(async {
-            use tokio::io::AsyncSeekExt;
-            let client = self.link.client().await?;
-            let mut file = tokio::fs::File::open(&path).await.map_err(cellfs_protocol::transport::CallError::Io)?;
-            file.seek(std::io::SeekFrom::Start(start)).await.map_err(cellfs_protocol::transport::CallError::Io)?;
-            Ok::<_, LinkError>(client.store_data(&req, &mut file).await?)
-        })?;
+        let status = self.rt.block_on(self.link.store_from(&req, &path, start))?;
         Ok((status, self.promise_from(sent)))
     }
 

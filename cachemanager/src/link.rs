@@ -4,7 +4,9 @@
 
 use cellfs_protocol::message::ServerMessage;
 use cellfs_protocol::transport::{CallError, ConnectError, Connector, RpcClient, ServerMessageAck};
-use cellfs_protocol::{Reply, Request};
+use cellfs_protocol::{Fid, Reply, Request, Status};
+use std::path::Path;
+use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::mpsc;
@@ -105,18 +107,49 @@ impl ServerLink {
         });
     }
 
-    /// Sends `req`. Requests that change nothing are retried once on a new
-    /// connection when the old one turns out to be dead.
-    pub async fn call(&self, req: &Request) -> Result<Reply, LinkError> {
+    /// Runs `op` on the live connection. When the connection turns out to be
+    /// dead it is retried once on a new one, if `req` changes nothing or the
+    /// server reset the connection (a restarted server never saw the request).
+    async fn with_retry<T, F, Fut>(&self, req: &Request, op: F) -> Result<T, LinkError>
+    where
+        F: Fn(RpcClient) -> Fut,
+        Fut: std::future::Future<Output = Result<T, CallError>>,
+    {
         let client = self.client().await?;
-        match client.call(req).await {
-            Err(e) if e.is_transport() && is_idempotent(req) => {
+        match op(client.clone()).await {
+            Err(e) if e.is_transport() && (is_idempotent(req) || client.was_reset()) => {
                 tracing::debug!(error = %e, op = req.op_name(), "retrying on a new connection");
                 let client = self.client().await?;
-                Ok(client.call(req).await?)
+                Ok(op(client).await?)
             }
             other => Ok(other?),
         }
+    }
+
+    /// Sends `req` and returns the reply.
+    pub async fn call(&self, req: &Request) -> Result<Reply, LinkError> {
+        self.with_retry(req, |c| async move { c.call(req).await }).await
+    }
+
+    /// Fetches the whole content of `fid` into a new file at `path`.
+    pub async fn fetch_to(&self, fid: Fid, path: &Path) -> Result<Status, LinkError> {
+        self.with_retry(&Request::FetchData { fid }, |c| async move {
+            let mut file = tokio::fs::File::create(path).await?;
+            let status = c.fetch_data(fid, &mut file).await?;
+            file.flush().await?;
+            Ok(status)
+        })
+        .await
+    }
+
+    /// Sends a `StoreData` whose bytes start at `start` in the file at `path`.
+    pub async fn store_from(&self, req: &Request, path: &Path, start: u64) -> Result<Status, LinkError> {
+        self.with_retry(req, |c| async move {
+            let mut file = tokio::fs::File::open(path).await?;
+            file.seek(std::io::SeekFrom::Start(start)).await?;
+            c.store_data(req, &mut file).await
+        })
+        .await
     }
 
     /// Closes the connection.
@@ -140,6 +173,7 @@ pub fn is_idempotent(req: &Request) -> bool {
             | Request::Lookup { .. }
             | Request::ReadDir { .. }
             | Request::FetchData { .. }
+            | Request::StoreData { .. }
             | Request::ReadLink { .. }
             | Request::GetVolumeStatus { .. }
             | Request::ListVolumes

@@ -51,7 +51,6 @@ pub fn run(opts: MountOptions) -> anyhow::Result<()> {
         fuser::MountOption::FSName(format!("cellfs:{}", cfg.cell)),
         fuser::MountOption::Subtype("cellfs".into()),
         fuser::MountOption::DefaultPermissions,
-        fuser::MountOption::CUSTOM("suid".into()),
     ];
     config.acl = fuser::SessionACL::All;
     config.n_threads = Some(opts.threads.max(1));

@@ -103,13 +103,34 @@ fn transport_config() -> Arc<quinn::TransportConfig> {
 }
 
 /// A server endpoint on `addr` with the fileserver's TLS config.
+///
+/// `reset_secret` must be stable across restarts of the same server (it is
+/// derived from its private key): the stateless-reset key comes from it, so a
+/// restarted server can tell clients of the old process at once that their
+/// connection is gone, instead of leaving them to an idle timeout.
 pub fn server_endpoint(
     addr: SocketAddr,
     crypto: quinn::crypto::rustls::QuicServerConfig,
+    reset_secret: &[u8],
 ) -> std::io::Result<quinn::Endpoint> {
     let mut cfg = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     cfg.transport_config(transport_config());
-    quinn::Endpoint::server(cfg, addr)
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    ctx.update(b"cellfs stateless reset key\0");
+    ctx.update(reset_secret);
+    let digest = ctx.finish();
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, digest.as_ref());
+    let mut endpoint_config = quinn::EndpointConfig::new(Arc::new(key));
+    // Connection ids are validated with a keyed hash; with a per-process key
+    // a restarted server would drop old clients' packets silently.
+    let mut cid_key = [0u8; 8];
+    cid_key.copy_from_slice(&digest.as_ref()[..8]);
+    let cid_key = u64::from_le_bytes(cid_key);
+    endpoint_config.cid_generator(move || Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key)));
+    let socket = std::net::UdpSocket::bind(addr)?;
+    let runtime = quinn::default_runtime()
+        .ok_or_else(|| std::io::Error::other("no async runtime for the QUIC endpoint"))?;
+    quinn::Endpoint::new(endpoint_config, Some(cfg), socket, runtime)
 }
 
 /// Resolves `addr` (`host:port`) to one socket address.
@@ -246,6 +267,12 @@ impl RpcClient {
         let (send, mut recv) = self.conn.accept_bi().await?;
         let msg = codec::read_frame(&mut recv, MAX_FRAME).await?;
         Ok((msg, ServerMessageAck { send }))
+    }
+
+    /// True when the server answered with a stateless reset: it restarted and
+    /// holds no state for this connection, so it never saw requests that failed.
+    pub fn was_reset(&self) -> bool {
+        matches!(self.conn.close_reason(), Some(quinn::ConnectionError::Reset))
     }
 
     /// Closes the connection.
