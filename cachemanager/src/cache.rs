@@ -35,7 +35,13 @@ impl DiskCache {
             std::fs::remove_dir_all(&data)?;
         }
         std::fs::create_dir_all(&data)?;
-        Ok(DiskCache { dir: data, limit, used: 0, entries: LruCache::unbounded(), open: HashMap::new() })
+        Ok(DiskCache {
+            dir: data,
+            limit,
+            used: 0,
+            entries: LruCache::unbounded(),
+            open: HashMap::new(),
+        })
     }
 
     /// Where the copy of `fid` lives.
@@ -47,7 +53,8 @@ impl DiskCache {
     pub fn temp_path(&self, fid: Fid) -> PathBuf {
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.dir.join(format!("tmp.{}.{}.{}.{n}", fid.volume, fid.vnode, fid.unique))
+        self.dir
+            .join(format!("tmp.{}.{}.{}.{n}", fid.volume, fid.vnode, fid.unique))
     }
 
     /// The cached copy of `fid`, if any, marking it most recently used.
@@ -136,7 +143,12 @@ impl DiskCache {
 
     fn evict(&mut self) {
         while self.used > self.limit {
-            let victim = self.entries.iter().rev().map(|(f, _)| *f).find(|f| !self.open.contains_key(f));
+            let victim = self
+                .entries
+                .iter()
+                .rev()
+                .map(|(f, _)| *f)
+                .find(|f| !self.open.contains_key(f));
             match victim {
                 Some(fid) => {
                     tracing::debug!(%fid, "evicting from cache");
@@ -154,7 +166,11 @@ mod tests {
     use proptest::prelude::*;
 
     fn fid(n: u64) -> Fid {
-        Fid { volume: 1, vnode: n, unique: 1 }
+        Fid {
+            volume: 1,
+            vnode: n,
+            unique: 1,
+        }
     }
 
     fn put(cache: &mut DiskCache, n: u64, size: u64) {

@@ -10,7 +10,7 @@ use crate::error::{FsError, FsResult};
 use crate::link::{LinkError, LinkEvent, ServerLink};
 use crate::nodes::{Listing, Node, NodeTable, Promise, ROOT_INO};
 use cellfs_protocol::message::{Break, ServerMessage};
-use cellfs_protocol::{FileKind, Fid, Reply, Request, SetAttr, Status, VolumeInfo};
+use cellfs_protocol::{Fid, FileKind, Reply, Request, SetAttr, Status, VolumeInfo};
 use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -100,7 +100,9 @@ impl Core {
             let reply = link.call(&Request::GetRoot { volume: root_volume }).await?;
             Ok::<_, LinkError>((reply, sent))
         })?;
-        let Reply::Status(root) = root else { anyhow::bail!("unexpected reply to GetRoot") };
+        let Reply::Status(root) = root else {
+            anyhow::bail!("unexpected reply to GetRoot")
+        };
         let core = Core {
             state: Mutex::new(State {
                 nodes: NodeTable::new(root, None),
@@ -184,21 +186,35 @@ impl Core {
 
     fn promise_from(&self, sent: Instant) -> Option<Promise> {
         let secs = self.link.info().map(|i| i.promise_secs)?;
-        Some(Promise { epoch: self.link.epoch(), until: sent + Duration::from_secs(secs) })
+        Some(Promise {
+            epoch: self.link.epoch(),
+            until: sent + Duration::from_secs(secs),
+        })
     }
 
     fn ttl(&self, node: &Node) -> Duration {
-        node.valid_for(self.link.epoch(), Instant::now()).unwrap_or(Duration::ZERO)
+        node.valid_for(self.link.epoch(), Instant::now())
+            .unwrap_or(Duration::ZERO)
     }
 
     fn entry(&self, st: &State, ino: u64) -> FsResult<Entry> {
-        let node = st.nodes.get(ino).ok_or_else(|| FsError::not_found(format!("inode {ino}")))?;
-        Ok(Entry { ino, status: node.status.clone(), ttl: self.ttl(node) })
+        let node = st
+            .nodes
+            .get(ino)
+            .ok_or_else(|| FsError::not_found(format!("inode {ino}")))?;
+        Ok(Entry {
+            ino,
+            status: node.status.clone(),
+            ttl: self.ttl(node),
+        })
     }
 
     fn node_fid(&self, ino: u64) -> FsResult<(Fid, FileKind)> {
         let st = self.lock();
-        let n = st.nodes.get(ino).ok_or_else(|| FsError::not_found(format!("inode {ino}")))?;
+        let n = st
+            .nodes
+            .get(ino)
+            .ok_or_else(|| FsError::not_found(format!("inode {ino}")))?;
         Ok((n.fid, n.status.kind))
     }
 
@@ -209,7 +225,10 @@ impl Core {
     fn listing(&self, ino: u64) -> FsResult<Listing> {
         let fid = {
             let st = self.lock();
-            let n = st.nodes.get(ino).ok_or_else(|| FsError::not_found(format!("inode {ino}")))?;
+            let n = st
+                .nodes
+                .get(ino)
+                .ok_or_else(|| FsError::not_found(format!("inode {ino}")))?;
             if n.status.kind != FileKind::Dir {
                 return Err(FsError::new(libc::ENOTDIR, "not a directory"));
             }
@@ -219,7 +238,9 @@ impl Core {
             n.fid
         };
         let (reply, promise) = self.call(Request::ReadDir { dir: fid })?;
-        let Reply::Dir { dir, entries } = reply else { return Err(unexpected("read_dir")) };
+        let Reply::Dir { dir, entries } = reply else {
+            return Err(unexpected("read_dir"));
+        };
         let mut st = self.lock();
         let listing = Listing {
             data_version: dir.data_version,
@@ -265,9 +286,13 @@ impl Core {
             }
         }
         let (reply, _) = self.call(Request::ReadLink { fid: mount_point })?;
-        let Reply::Link(volume) = reply else { return Err(unexpected("read_link")) };
+        let Reply::Link(volume) = reply else {
+            return Err(unexpected("read_link"));
+        };
         let (reply, promise) = self.call(Request::GetRoot { volume })?;
-        let Reply::Status(root) = reply else { return Err(unexpected("get_root")) };
+        let Reply::Status(root) = reply else {
+            return Err(unexpected("get_root"));
+        };
         let mut st = self.lock();
         st.nodes.set_mount_target(mount_point, root.fid);
         let ino = st.nodes.upsert(root, promise);
@@ -277,7 +302,11 @@ impl Core {
     /// Opens directory `ino`: a snapshot of its entries for readdir, and
     /// whether the kernel's cached listing is still good.
     pub fn opendir(&self, ino: u64) -> FsResult<(u64, bool)> {
-        let before = self.lock().nodes.get(ino).and_then(|n| n.listing.as_ref().map(|l| l.data_version));
+        let before = self
+            .lock()
+            .nodes
+            .get(ino)
+            .and_then(|n| n.listing.as_ref().map(|l| l.data_version));
         let listing = self.listing(ino)?;
         let mut st = self.lock();
         let items: Vec<DirItem> = listing
@@ -289,7 +318,11 @@ impl Core {
                     FileKind::MountPoint => FileKind::Dir,
                     k => k,
                 };
-                Some(DirItem { ino, kind, name: name.clone() })
+                Some(DirItem {
+                    ino,
+                    kind,
+                    name: name.clone(),
+                })
             })
             .collect();
         let fh = st.next_fh;
@@ -300,7 +333,11 @@ impl Core {
 
     /// The snapshot taken by `opendir`.
     pub fn dir_items(&self, fh: u64) -> FsResult<Arc<Vec<DirItem>>> {
-        self.lock().dirs.get(&fh).cloned().ok_or_else(|| FsError::bad_handle(fh))
+        self.lock()
+            .dirs
+            .get(&fh)
+            .cloned()
+            .ok_or_else(|| FsError::bad_handle(fh))
     }
 
     /// Closes a directory handle.
@@ -314,14 +351,19 @@ impl Core {
     pub fn getattr(&self, ino: u64) -> FsResult<Entry> {
         let fid = {
             let st = self.lock();
-            let n = st.nodes.get(ino).ok_or_else(|| FsError::not_found(format!("inode {ino}")))?;
+            let n = st
+                .nodes
+                .get(ino)
+                .ok_or_else(|| FsError::not_found(format!("inode {ino}")))?;
             if n.valid_for(self.link.epoch(), Instant::now()).is_some() || n.dirty.is_some() {
                 return self.entry(&st, ino);
             }
             n.fid
         };
         let (reply, promise) = self.call(Request::FetchStatus { fid })?;
-        let Reply::Status(status) = reply else { return Err(unexpected("fetch_status")) };
+        let Reply::Status(status) = reply else {
+            return Err(unexpected("fetch_status"));
+        };
         let mut st = self.lock();
         let ino = st.nodes.upsert(status, promise);
         self.entry(&st, ino)
@@ -334,17 +376,26 @@ impl Core {
             // Unstored writes go first, so the truncate applies after them.
             self.flush_ino(ino)?;
         }
-        let (reply, promise) = self.call(Request::SetAttr { fid, attr: attr.clone() })?;
-        let Reply::Status(status) = reply else { return Err(unexpected("set_attr")) };
+        let (reply, promise) = self.call(Request::SetAttr {
+            fid,
+            attr: attr.clone(),
+        })?;
+        let Reply::Status(status) = reply else {
+            return Err(unexpected("set_attr"));
+        };
         let mut st = self.lock();
         if let Some(size) = attr.size
             && st.cache.get(fid).is_some()
         {
-            let resized = File::options().write(true).open(st.cache.path(fid)).and_then(|f| f.set_len(size));
+            let resized = File::options()
+                .write(true)
+                .open(st.cache.path(fid))
+                .and_then(|f| f.set_len(size));
             match resized {
                 Ok(()) => {
                     st.cache.resize(fid, size);
-                    st.cache.advance(fid, status.data_version.saturating_sub(1), status.data_version);
+                    st.cache
+                        .advance(fid, status.data_version.saturating_sub(1), status.data_version);
                 }
                 Err(e) => {
                     tracing::warn!(%fid, error = %e, "cannot truncate the cached copy; dropping it");
@@ -360,14 +411,19 @@ impl Core {
     pub fn readlink(&self, ino: u64) -> FsResult<String> {
         let fid = {
             let st = self.lock();
-            let n = st.nodes.get(ino).ok_or_else(|| FsError::not_found(format!("inode {ino}")))?;
+            let n = st
+                .nodes
+                .get(ino)
+                .ok_or_else(|| FsError::not_found(format!("inode {ino}")))?;
             if let (Some(t), Some(_)) = (&n.target, n.valid_for(self.link.epoch(), Instant::now())) {
                 return Ok(t.clone());
             }
             n.fid
         };
         let (reply, _) = self.call(Request::ReadLink { fid })?;
-        let Reply::Link(target) = reply else { return Err(unexpected("read_link")) };
+        let Reply::Link(target) = reply else {
+            return Err(unexpected("read_link"));
+        };
         if let Some(n) = self.lock().nodes.get_mut(ino) {
             n.target = Some(target.clone());
         }
@@ -387,7 +443,9 @@ impl Core {
 
     /// Applies a `Created` reply: the directory gains `name`.
     fn created(&self, reply: Reply, promise: Option<Promise>, name: &str) -> FsResult<Entry> {
-        let Reply::Created { dir, status } = reply else { return Err(unexpected("create")) };
+        let Reply::Created { dir, status } = reply else {
+            return Err(unexpected("create"));
+        };
         let mut st = self.lock();
         let fid = status.fid;
         let ino = st.nodes.upsert(status, promise);
@@ -407,14 +465,26 @@ impl Core {
     /// mkdir.
     pub fn mkdir(&self, parent: u64, name: &str, mode: u32, uid: u32, gid: u32) -> FsResult<Entry> {
         let dir = self.dir_fid(parent)?;
-        let (reply, p) = self.call(Request::MakeDir { dir, name: name.into(), mode, uid, gid })?;
+        let (reply, p) = self.call(Request::MakeDir {
+            dir,
+            name: name.into(),
+            mode,
+            uid,
+            gid,
+        })?;
         self.created(reply, p, name)
     }
 
     /// symlink.
     pub fn symlink(&self, parent: u64, name: &str, target: &str, uid: u32, gid: u32) -> FsResult<Entry> {
         let dir = self.dir_fid(parent)?;
-        let (reply, p) = self.call(Request::Symlink { dir, name: name.into(), target: target.into(), uid, gid })?;
+        let (reply, p) = self.call(Request::Symlink {
+            dir,
+            name: name.into(),
+            target: target.into(),
+            uid,
+            gid,
+        })?;
         self.created(reply, p, name)
     }
 
@@ -425,14 +495,33 @@ impl Core {
         if fid.volume != dir.volume {
             return Err(FsError::new(libc::EXDEV, "link across volumes"));
         }
-        let (reply, p) = self.call(Request::Link { dir, name: name.into(), fid })?;
+        let (reply, p) = self.call(Request::Link {
+            dir,
+            name: name.into(),
+            fid,
+        })?;
         self.created(reply, p, name)
     }
 
     /// Creates and opens a file; returns its entry and a file handle.
-    pub fn create(&self, parent: u64, name: &str, mode: u32, uid: u32, gid: u32, exclusive: bool) -> FsResult<(Entry, u64)> {
+    pub fn create(
+        &self,
+        parent: u64,
+        name: &str,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+        exclusive: bool,
+    ) -> FsResult<(Entry, u64)> {
         let dir = self.dir_fid(parent)?;
-        let (reply, p) = self.call(Request::Create { dir, name: name.into(), mode, uid, gid, exclusive })?;
+        let (reply, p) = self.call(Request::Create {
+            dir,
+            name: name.into(),
+            mode,
+            uid,
+            gid,
+            exclusive,
+        })?;
         let entry = self.created(reply, p, name)?;
         let fid = entry.status.fid;
         {
@@ -440,7 +529,13 @@ impl Core {
             if entry.status.size == 0 {
                 let path = st.cache.path(fid);
                 File::create(&path).map_err(|e| FsError::local("create", e))?;
-                st.cache.insert(fid, CacheEntry { data_version: entry.status.data_version, size: 0 });
+                st.cache.insert(
+                    fid,
+                    CacheEntry {
+                        data_version: entry.status.data_version,
+                        size: 0,
+                    },
+                );
             }
         }
         let (fh, _) = self.open(entry.ino)?;
@@ -450,11 +545,21 @@ impl Core {
     /// unlink / rmdir.
     pub fn remove(&self, parent: u64, name: &str, is_dir: bool) -> FsResult<()> {
         let dir = self.dir_fid(parent)?;
-        let req = if is_dir { Request::RemoveDir { dir, name: name.into() } } else { Request::Remove { dir, name: name.into() } };
+        let req = if is_dir {
+            Request::RemoveDir { dir, name: name.into() }
+        } else {
+            Request::Remove { dir, name: name.into() }
+        };
         let (reply, p) = self.call(req)?;
-        let Reply::Removed { dir, victim } = reply else { return Err(unexpected("remove")) };
+        let Reply::Removed { dir, victim } = reply else {
+            return Err(unexpected("remove"));
+        };
         let mut st = self.lock();
-        let gone = st.nodes.get(parent).and_then(|n| n.listing.as_ref()).and_then(|l| l.entries.get(name).copied());
+        let gone = st
+            .nodes
+            .get(parent)
+            .and_then(|n| n.listing.as_ref())
+            .and_then(|l| l.entries.get(name).copied());
         st.nodes.apply_dir_change(dir, p, |l| {
             l.entries.remove(name);
         });
@@ -486,9 +591,22 @@ impl Core {
         if noreplace && matches!(self.lookup(new_parent, new_name)?, Lookup::Found(_)) {
             return Err(FsError::new(libc::EEXIST, "target exists"));
         }
-        let req = Request::Rename { from_dir, from_name: name.into(), to_dir, to_name: new_name.into() };
+        let req = Request::Rename {
+            from_dir,
+            from_name: name.into(),
+            to_dir,
+            to_name: new_name.into(),
+        };
         let (reply, p) = self.call(req)?;
-        let Reply::Renamed { from_dir, to_dir, moved, replaced } = reply else { return Err(unexpected("rename")) };
+        let Reply::Renamed {
+            from_dir,
+            to_dir,
+            moved,
+            replaced,
+        } = reply
+        else {
+            return Err(unexpected("rename"));
+        };
         let mut st = self.lock();
         let moved_fid = moved.fid;
         st.nodes.upsert(moved, p);
@@ -521,7 +639,10 @@ impl Core {
     fn ensure_data(&self, ino: u64) -> FsResult<bool> {
         let (fid, valid) = {
             let mut st = self.lock();
-            let n = st.nodes.get(ino).ok_or_else(|| FsError::not_found(format!("inode {ino}")))?;
+            let n = st
+                .nodes
+                .get(ino)
+                .ok_or_else(|| FsError::not_found(format!("inode {ino}")))?;
             let (fid, dv) = (n.fid, n.status.data_version);
             let valid = n.valid_for(self.link.epoch(), Instant::now()).is_some() || n.dirty.is_some();
             if n.status.kind == FileKind::Dir {
@@ -536,7 +657,9 @@ impl Core {
             // Revalidate by data version before fetching.
             let old = self.lock().cache.get(fid).map(|c| c.data_version);
             let (reply, p) = self.call(Request::FetchStatus { fid })?;
-            let Reply::Status(status) = reply else { return Err(unexpected("fetch_status")) };
+            let Reply::Status(status) = reply else {
+                return Err(unexpected("fetch_status"));
+            };
             let dv = status.data_version;
             self.lock().nodes.upsert(status, p);
             if old == Some(dv) {
@@ -562,7 +685,13 @@ impl Core {
         let mut st = self.lock();
         let dest = st.cache.path(fid);
         std::fs::rename(&tmp, &dest).map_err(|e| FsError::local("rename", e))?;
-        st.cache.insert(fid, CacheEntry { data_version: status.data_version, size: status.size });
+        st.cache.insert(
+            fid,
+            CacheEntry {
+                data_version: status.data_version,
+                size: status.size,
+            },
+        );
         st.nodes.upsert(status, promise);
         Ok(())
     }
@@ -571,7 +700,11 @@ impl Core {
     pub fn open(&self, ino: u64) -> FsResult<(u64, bool)> {
         let keep = self.ensure_data(ino)?;
         let mut st = self.lock();
-        let fid = st.nodes.get(ino).map(|n| n.fid).ok_or_else(|| FsError::not_found(format!("inode {ino}")))?;
+        let fid = st
+            .nodes
+            .get(ino)
+            .map(|n| n.fid)
+            .ok_or_else(|| FsError::not_found(format!("inode {ino}")))?;
         if st.cache.get(fid).is_none() {
             return Err(FsError::new(libc::EAGAIN, "cached copy evicted during open"));
         }
@@ -584,7 +717,11 @@ impl Core {
     }
 
     fn handle(&self, fh: u64) -> FsResult<Arc<OpenFile>> {
-        self.lock().files.get(&fh).cloned().ok_or_else(|| FsError::bad_handle(fh))
+        self.lock()
+            .files
+            .get(&fh)
+            .cloned()
+            .ok_or_else(|| FsError::bad_handle(fh))
     }
 
     /// Reads from the local copy.
@@ -607,7 +744,9 @@ impl Core {
     /// Writes to the local copy; stored on the server at flush/fsync/close.
     pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
         let h = self.handle(fh)?;
-        h.file.write_all_at(data, offset).map_err(|e| FsError::local("write", e))?;
+        h.file
+            .write_all_at(data, offset)
+            .map_err(|e| FsError::local("write", e))?;
         let end = offset + data.len() as u64;
         let mut st = self.lock();
         let mut size = end;
@@ -677,7 +816,13 @@ impl Core {
         let end = end.min(local_len);
         let start = start.min(end);
         let _ = size;
-        let req = Request::StoreData { fid, offset: start, len: end - start, truncate: Some(local_len), mtime: Some(mtime) };
+        let req = Request::StoreData {
+            fid,
+            offset: start,
+            len: end - start,
+            truncate: Some(local_len),
+            mtime: Some(mtime),
+        };
         let sent = Instant::now();
         let status = self.rt.block_on(self.link.store_from(&req, &path, start))?;
         Ok((status, self.promise_from(sent)))
@@ -739,11 +884,18 @@ impl Core {
             let entries = st
                 .nodes
                 .iter()
-                .flat_map(|(i, n)| n.listing.iter().flat_map(move |l| l.entries.keys().map(move |k| (i, k.clone()))))
+                .flat_map(|(i, n)| {
+                    n.listing
+                        .iter()
+                        .flat_map(move |l| l.entries.keys().map(move |k| (i, k.clone())))
+                })
                 .collect();
             (inodes, entries)
         };
-        tracing::info!(inodes = inodes.len(), "reconnected: revalidating everything by data version");
+        tracing::info!(
+            inodes = inodes.len(),
+            "reconnected: revalidating everything by data version"
+        );
         self.notify_kernel(&inodes, &entries);
     }
 

@@ -16,7 +16,10 @@ pub struct FsError {
 impl FsError {
     /// An error with `errno` and a message.
     pub fn new(errno: i32, message: impl Into<String>) -> Self {
-        FsError { errno, message: message.into() }
+        FsError {
+            errno,
+            message: message.into(),
+        }
     }
 
     /// `ENOENT`.
@@ -37,7 +40,10 @@ impl FsError {
 
 impl From<LinkError> for FsError {
     fn from(e: LinkError) -> Self {
-        FsError { errno: e.errno(), message: e.to_string() }
+        FsError {
+            errno: e.errno(),
+            message: e.to_string(),
+        }
     }
 }
 

@@ -199,7 +199,11 @@ impl Filesystem for CellFs {
             Ok(n) => n,
             Err(e) => return reply.error(e),
         };
-        reply_entry(reply, self.core.mkdir(parent.0, name, mode & !umask & 0o7777, req.uid(), req.gid()));
+        reply_entry(
+            reply,
+            self.core
+                .mkdir(parent.0, name, mode & !umask & 0o7777, req.uid(), req.gid()),
+        );
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
@@ -221,7 +225,9 @@ impl Filesystem for CellFs {
             Ok(n) => n,
             Err(e) => return reply.error(e),
         };
-        let Some(target) = target.to_str() else { return reply.error(Errno::EINVAL) };
+        let Some(target) = target.to_str() else {
+            return reply.error(Errno::EINVAL);
+        };
         reply_entry(reply, self.core.symlink(parent.0, name, target, req.uid(), req.gid()));
     }
 
@@ -256,7 +262,11 @@ impl Filesystem for CellFs {
     fn open(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         match self.core.open(ino.0) {
             Ok((fh, keep)) => {
-                let flags = if keep { FopenFlags::FOPEN_KEEP_CACHE } else { FopenFlags::empty() };
+                let flags = if keep {
+                    FopenFlags::FOPEN_KEEP_CACHE
+                } else {
+                    FopenFlags::empty()
+                };
                 reply.opened(FileHandle(fh), flags)
             }
             Err(e) => reply.error(errno(e)),
@@ -377,7 +387,16 @@ impl Filesystem for CellFs {
                 let total = if v.quota == 0 { 1 << 50 } else { v.quota };
                 let blocks = total.div_ceil(BSIZE);
                 let free = total.saturating_sub(v.used) / BSIZE;
-                reply.statfs(blocks, free, free, v.files + 1_000_000, 1_000_000, BSIZE as u32, 255, BSIZE as u32)
+                reply.statfs(
+                    blocks,
+                    free,
+                    free,
+                    v.files + 1_000_000,
+                    1_000_000,
+                    BSIZE as u32,
+                    255,
+                    BSIZE as u32,
+                )
             }
             Err(e) => reply.error(errno(e)),
         }
@@ -398,7 +417,10 @@ impl Filesystem for CellFs {
             Err(e) => return reply.error(e),
         };
         let exclusive = flags & libc::O_EXCL != 0;
-        match self.core.create(parent.0, name, mode & !umask & 0o7777, req.uid(), req.gid(), exclusive) {
+        match self
+            .core
+            .create(parent.0, name, mode & !umask & 0o7777, req.uid(), req.gid(), exclusive)
+        {
             Ok((e, fh)) => reply.created(&e.ttl, &attr(&e), Generation(0), FileHandle(fh), FopenFlags::empty()),
             Err(e) => reply.error(errno(e)),
         }

@@ -6,9 +6,9 @@ use cellfs_protocol::message::ServerMessage;
 use cellfs_protocol::transport::{CallError, ConnectError, Connector, RpcClient, ServerMessageAck};
 use cellfs_protocol::{Fid, Reply, Request, Status};
 use std::path::Path;
-use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 /// Something the server told us, or a change of connection.
@@ -45,7 +45,13 @@ pub struct ServerLink {
 impl ServerLink {
     /// A link that is not connected yet; events go to `events`.
     pub fn new(connector: Connector, events: mpsc::UnboundedSender<LinkEvent>) -> Self {
-        ServerLink { connector, current: tokio::sync::Mutex::new(None), epoch: AtomicU64::new(0), events, info: Mutex::new(None) }
+        ServerLink {
+            connector,
+            current: tokio::sync::Mutex::new(None),
+            epoch: AtomicU64::new(0),
+            events,
+            info: Mutex::new(None),
+        }
     }
 
     /// Connection generation: bumped each time a new connection is made.
@@ -70,11 +76,21 @@ impl ServerLink {
         }
         let client = self.connector.connect().await?;
         let hello = client.call(&Request::Hello).await?;
-        let Reply::Hello { cell, root_volume, promise_secs, .. } = hello else {
+        let Reply::Hello {
+            cell,
+            root_volume,
+            promise_secs,
+            ..
+        } = hello
+        else {
             return Err(LinkError::Call(CallError::Unexpected("hello")));
         };
         if let Ok(mut info) = self.info.lock() {
-            *info = Some(CellInfo { cell, root_volume, promise_secs });
+            *info = Some(CellInfo {
+                cell,
+                root_volume,
+                promise_secs,
+            });
         }
         let first = current.is_none();
         self.epoch.fetch_add(1, Ordering::AcqRel);

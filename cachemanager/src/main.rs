@@ -43,9 +43,19 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {
-        Command::Mount { config, cache, cache_size, threads, mountpoint } => {
-            run(MountOptions { config, cache_dir: cache, cache_size: cache_size.as_u64(), mountpoint, threads })
-                .context("cellfs-cachemanager mount")
-        }
+        Command::Mount {
+            config,
+            cache,
+            cache_size,
+            threads,
+            mountpoint,
+        } => run(MountOptions {
+            config,
+            cache_dir: cache,
+            cache_size: cache_size.as_u64(),
+            mountpoint,
+            threads,
+        })
+        .context("cellfs-cachemanager mount"),
     }
 }

@@ -73,7 +73,12 @@ pub struct NodeTable {
 impl NodeTable {
     /// A table whose root inode is the volume root `root`.
     pub fn new(root: Status, promise: Option<Promise>) -> Self {
-        let mut t = NodeTable { nodes: HashMap::new(), by_fid: HashMap::new(), next_ino: ROOT_INO, mounts: HashMap::new() };
+        let mut t = NodeTable {
+            nodes: HashMap::new(),
+            by_fid: HashMap::new(),
+            next_ino: ROOT_INO,
+            mounts: HashMap::new(),
+        };
         t.upsert(root, promise);
         t
     }
@@ -84,7 +89,11 @@ impl NodeTable {
         if let Some(&ino) = self.by_fid.get(&status.fid) {
             let node = self.nodes.get_mut(&ino).expect("by_fid and nodes agree");
             if node.status.data_version != status.data_version {
-                if node.listing.as_ref().is_some_and(|l| l.data_version != status.data_version) {
+                if node
+                    .listing
+                    .as_ref()
+                    .is_some_and(|l| l.data_version != status.data_version)
+                {
                     node.listing = None;
                 }
                 if node.dirty.is_none() {
@@ -106,7 +115,17 @@ impl NodeTable {
         let ino = self.next_ino;
         self.next_ino += 1;
         self.by_fid.insert(status.fid, ino);
-        self.nodes.insert(ino, Node { fid: status.fid, status, promise, listing: None, target: None, dirty: None });
+        self.nodes.insert(
+            ino,
+            Node {
+                fid: status.fid,
+                status,
+                promise,
+                listing: None,
+                target: None,
+                dirty: None,
+            },
+        );
         ino
     }
 
@@ -169,7 +188,11 @@ impl NodeTable {
     }
 
     fn upsert_keep_listing(&mut self, status: Status, promise: Option<Promise>) -> u64 {
-        let listing = self.by_fid.get(&status.fid).and_then(|i| self.nodes.get_mut(i)).and_then(|n| n.listing.take());
+        let listing = self
+            .by_fid
+            .get(&status.fid)
+            .and_then(|i| self.nodes.get_mut(i))
+            .and_then(|n| n.listing.take());
         let ino = self.upsert(status, promise);
         if let Some(node) = self.nodes.get_mut(&ino) {
             node.listing = listing;
@@ -185,7 +208,11 @@ mod tests {
 
     fn status(vnode: u64, dv: u64) -> Status {
         Status {
-            fid: Fid { volume: 1, vnode, unique: 1 },
+            fid: Fid {
+                volume: 1,
+                vnode,
+                unique: 1,
+            },
             kind: FileKind::Dir,
             mode: 0o755,
             nlink: 2,
@@ -211,7 +238,10 @@ mod tests {
     #[test]
     fn own_dir_change_patches_listing_and_foreign_change_drops_it() {
         let mut t = NodeTable::new(status(1, 1), None);
-        t.get_mut(ROOT_INO).unwrap().listing = Some(Listing { data_version: 1, entries: BTreeMap::new() });
+        t.get_mut(ROOT_INO).unwrap().listing = Some(Listing {
+            data_version: 1,
+            entries: BTreeMap::new(),
+        });
         t.apply_dir_change(status(1, 2), None, |l| {
             l.entries.insert("a".into(), status(9, 1).fid);
         });
@@ -224,7 +254,10 @@ mod tests {
     #[test]
     fn promise_remaining_respects_epoch_and_expiry() {
         let now = Instant::now();
-        let p = Promise { epoch: 3, until: now + Duration::from_secs(10) };
+        let p = Promise {
+            epoch: 3,
+            until: now + Duration::from_secs(10),
+        };
         assert!(p.remaining(3, now).is_some());
         assert!(p.remaining(4, now).is_none());
         assert!(p.remaining(3, now + Duration::from_secs(11)).is_none());

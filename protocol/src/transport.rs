@@ -128,8 +128,8 @@ pub fn server_endpoint(
     let cid_key = u64::from_le_bytes(cid_key);
     endpoint_config.cid_generator(move || Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key)));
     let socket = std::net::UdpSocket::bind(addr)?;
-    let runtime = quinn::default_runtime()
-        .ok_or_else(|| std::io::Error::other("no async runtime for the QUIC endpoint"))?;
+    let runtime =
+        quinn::default_runtime().ok_or_else(|| std::io::Error::other("no async runtime for the QUIC endpoint"))?;
     quinn::Endpoint::new(endpoint_config, Some(cfg), socket, runtime)
 }
 
