@@ -99,7 +99,8 @@ impl Server {
         let store = tokio::task::spawn_blocking(move || Store::open(&root))
             .await
             .map_err(FsError::from)??;
-        let endpoint = transport::server_endpoint(addr, crypto, credential.key_pem.as_bytes()).map_err(|source| ServerError::Bind { addr, source })?;
+        let endpoint = transport::server_endpoint(addr, crypto, credential.key_pem.as_bytes())
+            .map_err(|source| ServerError::Bind { addr, source })?;
         let local_addr = endpoint
             .local_addr()
             .map_err(|source| ServerError::Bind { addr, source })?;
