@@ -486,8 +486,13 @@ pub struct Mount {
 }
 
 impl Mount {
-    /// Mounts `cell` with an empty cache and waits until the mount appears.
+    /// Mounts `cell` with an empty 2 GiB cache and waits until the mount appears.
     pub fn new(cell: &Cell) -> Self {
+        Self::with_cache_size(cell, "2GiB")
+    }
+
+    /// Mounts `cell` with an empty cache limited to `cache_size` (e.g. `"1MiB"`).
+    pub fn with_cache_size(cell: &Cell, cache_size: &str) -> Self {
         let tmp = tempfile::Builder::new()
             .prefix("cellfs-mount-")
             .tempdir()
@@ -505,7 +510,7 @@ impl Mount {
             .arg(cell.config_path())
             .arg("--cache")
             .arg(&cache)
-            .args(["--cache-size", "2GiB"])
+            .args(["--cache-size", cache_size])
             .arg(&mnt)
             .env("RUST_BACKTRACE", "1")
             .env("RUST_LIB_BACKTRACE", "0")

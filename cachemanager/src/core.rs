@@ -698,22 +698,22 @@ impl Core {
 
     /// Opens file `ino`; returns the handle and whether the kernel may keep its pages.
     pub fn open(&self, ino: u64) -> FsResult<(u64, bool)> {
-        let keep = self.ensure_data(ino)?;
-        let mut st = self.lock();
-        let fid = st
-            .nodes
-            .get(ino)
-            .map(|n| n.fid)
-            .ok_or_else(|| FsError::not_found(format!("inode {ino}")))?;
-        if st.cache.get(fid).is_none() {
-            return Err(FsError::new(libc::EAGAIN, "cached copy evicted during open"));
+        let (fid, _) = self.node_fid(ino)?;
+        // Pinned before the fetch, so a file larger than the cache survives
+        // the eviction its own arrival triggers.
+        self.lock().cache.pin(fid);
+        let opened = self.ensure_data(ino).and_then(|keep| {
+            let mut st = self.lock();
+            let file = st.cache.open_file(fid).map_err(|e| FsError::local("open", e))?;
+            let fh = st.next_fh;
+            st.next_fh += 1;
+            st.files.insert(fh, Arc::new(OpenFile { ino, fid, file }));
+            Ok((fh, keep))
+        });
+        if opened.is_err() {
+            self.lock().cache.unpin(fid);
         }
-        let file = st.cache.open_file(fid).map_err(|e| FsError::local("open", e))?;
-        st.cache.pin(fid);
-        let fh = st.next_fh;
-        st.next_fh += 1;
-        st.files.insert(fh, Arc::new(OpenFile { ino, fid, file }));
-        Ok((fh, keep))
+        opened
     }
 
     fn handle(&self, fh: u64) -> FsResult<Arc<OpenFile>> {

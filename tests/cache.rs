@@ -1,0 +1,107 @@
+//! The whole-file cache: bounded by --cache-size with LRU eviction, and store
+//! errors reported by fsync and close.
+
+mod common;
+
+use cellfs::{Cell, Mount};
+use common::{pattern, sha256, sha256_file};
+use std::fs::{self, File};
+use std::io::Write;
+use std::os::fd::IntoRawFd;
+use std::path::Path;
+
+/// Bytes held in the cache folder's data files.
+fn cached_bytes(cache: &Path) -> u64 {
+    fn walk(dir: &Path) -> u64 {
+        fs::read_dir(dir)
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| {
+                        let md = e.metadata().unwrap();
+                        if md.is_dir() { walk(&e.path()) } else { md.len() }
+                    })
+                    .sum()
+            })
+            .unwrap_or(0)
+    }
+    walk(cache)
+}
+
+#[test]
+fn the_cache_stays_within_its_size_and_evicted_files_are_fetched_again() {
+    let cell = Cell::new();
+    let writer = Mount::new(&cell);
+    let mut files = Vec::new();
+    for i in 0..12u64 {
+        let data = pattern(256 << 10, i);
+        fs::write(writer.path().join(format!("f{i}")), &data).unwrap();
+        files.push((format!("f{i}"), sha256(&data)));
+    }
+    // 12 × 256 KiB = 3 MiB through a 1 MiB cache.
+    let reader = Mount::with_cache_size(&cell, "1MiB");
+    for _ in 0..2 {
+        for (name, hash) in &files {
+            assert_eq!(sha256_file(&reader.path().join(name)), *hash, "{name}");
+            let used = cached_bytes(reader.cache_dir());
+            assert!(used <= 1 << 20, "cache holds {used} bytes, over its 1 MiB limit");
+        }
+    }
+}
+
+#[test]
+fn an_open_file_is_not_evicted_even_when_it_alone_exceeds_the_cache() {
+    let cell = Cell::new();
+    let writer = Mount::new(&cell);
+    let big = pattern(3 << 20, 7);
+    fs::write(writer.path().join("big"), &big).unwrap();
+    fs::write(writer.path().join("small"), pattern(4096, 8)).unwrap();
+    let reader = Mount::with_cache_size(&cell, "1MiB");
+    let mut open = File::open(reader.path().join("big")).unwrap();
+    // Another fetch forces eviction while `big` is open.
+    fs::read(reader.path().join("small")).unwrap();
+    let mut back = Vec::new();
+    std::io::Read::read_to_end(&mut open, &mut back).unwrap();
+    assert_eq!(sha256(&back), sha256(&big));
+}
+
+#[test]
+fn quota_exceeded_is_reported_by_fsync_and_close_and_changes_nothing() {
+    let cell = Cell::new();
+    cell.vos_ok(["create", "small.vol", "--quota", "1MiB"]);
+    cell.vos_ok(["mkmount", "/small", "small.vol"]);
+    let mount = Mount::new(&cell);
+    let dir = mount.path().join("small");
+    fs::write(dir.join("keep"), b"kept").unwrap();
+
+    let mut f = File::create(dir.join("big")).unwrap();
+    f.write_all(&pattern(2 << 20, 1)).unwrap();
+    let err = f.sync_all().expect_err("fsync past the quota must fail");
+    assert_eq!(err.raw_os_error(), Some(libc::EDQUOT), "{err}");
+    // close(2) reports it as well.
+    let fd = f.into_raw_fd();
+    // SAFETY: `fd` was just released by `into_raw_fd` and is closed once here.
+    let rc = unsafe { libc::close(fd) };
+    assert_eq!(rc, -1);
+    assert_eq!(std::io::Error::last_os_error().raw_os_error(), Some(libc::EDQUOT));
+
+    // Nothing reached the server: a fresh node sees an empty file and the old one intact.
+    let other = Mount::new(&cell);
+    assert_eq!(fs::metadata(other.path().join("small/big")).unwrap().len(), 0);
+    assert_eq!(fs::read(other.path().join("small/keep")).unwrap(), b"kept");
+
+    // Within the quota, the same node stores fine.
+    fs::write(dir.join("fits"), pattern(512 << 10, 2)).unwrap();
+    assert_eq!(fs::metadata(other.path().join("small/fits")).unwrap().len(), 512 << 10);
+}
+
+#[test]
+fn bad_names_are_refused() {
+    let cell = Cell::new();
+    let mount = Mount::new(&cell);
+    let long = "x".repeat(256);
+    let err = File::create(mount.path().join(&long)).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::ENAMETOOLONG));
+    let ok = "y".repeat(255);
+    File::create(mount.path().join(&ok)).unwrap();
+    assert!(mount.path().join(&ok).exists());
+}
