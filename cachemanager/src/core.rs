@@ -19,6 +19,10 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
+/// Longest wait for the kernel to apply a break's invalidations before the
+/// break is acknowledged anyway.
+const ACK_WAIT: Duration = Duration::from_millis(250);
+
 /// How the core tells the kernel to drop what it cached (implemented over
 /// fuser's `Notifier`; never called from inside a FUSE request).
 pub trait KernelCache: Send + Sync {
@@ -134,7 +138,14 @@ impl Core {
             match event {
                 LinkEvent::Message(msg, ack) => {
                     let core = self.clone();
-                    let _ = tokio::task::spawn_blocking(move || core.apply_server_message(msg)).await;
+                    let applied = tokio::task::spawn_blocking(move || core.apply_server_message(msg));
+                    // inval_entry takes the directory's lock in the kernel. If a
+                    // request of ours holds it while it waits on the server, and
+                    // the server waits on this ack, only a bounded wait breaks
+                    // the cycle; the invalidation then completes on its own.
+                    if tokio::time::timeout(ACK_WAIT, applied).await.is_err() {
+                        tracing::debug!("kernel invalidation still pending; acknowledging the break anyway");
+                    }
                     if let Err(e) = ack.ack().await {
                         tracing::debug!(error = %e, "could not acknowledge callback break");
                     }

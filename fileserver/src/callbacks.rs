@@ -9,8 +9,8 @@ use cellfs_protocol::message::{Break, ServerMessage};
 use cellfs_protocol::transport;
 use cellfs_protocol::{Fid, VolumeId};
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::task::JoinSet;
 
@@ -24,14 +24,83 @@ pub type ClientId = u64;
 struct Inner {
     promises: HashMap<Fid, Vec<(ClientId, Instant)>>,
     clients: HashMap<ClientId, quinn::Connection>,
+    /// Clients with a change of their own waiting for break acknowledgements.
+    waiting: HashMap<ClientId, u32>,
 }
 
 /// Promise registry: FID → holders with expiry, plus the live connections.
 #[derive(Debug)]
 pub struct Callbacks {
     lifetime: Duration,
+    shared: Arc<Shared>,
+}
+
+/// The state break deliveries that outlive a request still update.
+#[derive(Debug, Default)]
+struct Shared {
     inner: Mutex<Inner>,
     breaks_sent: AtomicU64,
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records how one client's delivery went.
+    fn settle(&self, (client, count, sent): Delivery) {
+        match sent {
+            Ok(Ok(())) => {
+                self.breaks_sent.fetch_add(count, Ordering::Relaxed);
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(client, error = %e, "callback break failed; dropping the client's promises");
+                drop_promises_of(&mut self.lock(), client);
+            }
+            Err(_) => {
+                tracing::warn!(
+                    client,
+                    "callback break not acknowledged in 2 s; dropping the client's promises"
+                );
+                drop_promises_of(&mut self.lock(), client);
+            }
+        }
+    }
+}
+
+/// Outcome of sending one client its breaks: client, breaks, result.
+type Delivery = (
+    ClientId,
+    u64,
+    Result<Result<(), transport::CallError>, tokio::time::error::Elapsed>,
+);
+
+/// Marks a client as waiting for acknowledgements of its own change.
+struct WaitingGuard<'a> {
+    shared: &'a Shared,
+    client: ClientId,
+}
+
+impl<'a> WaitingGuard<'a> {
+    fn new(callbacks: &'a Callbacks, client: ClientId) -> Self {
+        *callbacks.shared.lock().waiting.entry(client).or_default() += 1;
+        WaitingGuard {
+            shared: &callbacks.shared,
+            client,
+        }
+    }
+}
+
+impl Drop for WaitingGuard<'_> {
+    fn drop(&mut self) {
+        let mut inner = self.shared.lock();
+        if let Some(n) = inner.waiting.get_mut(&self.client) {
+            *n -= 1;
+            if *n == 0 {
+                inner.waiting.remove(&self.client);
+            }
+        }
+    }
 }
 
 impl Callbacks {
@@ -39,13 +108,12 @@ impl Callbacks {
     pub fn new(lifetime: Duration) -> Self {
         Callbacks {
             lifetime,
-            inner: Mutex::new(Inner::default()),
-            breaks_sent: AtomicU64::new(0),
+            shared: Arc::new(Shared::default()),
         }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+        self.shared.lock()
     }
 
     /// Registers a live connection that breaks can be sent on.
@@ -67,7 +135,7 @@ impl Callbacks {
 
     /// Breaks delivered (and acknowledged) since start.
     pub fn breaks_sent(&self) -> u64 {
-        self.breaks_sent.load(Ordering::Relaxed)
+        self.shared.breaks_sent.load(Ordering::Relaxed)
     }
 
     /// Promises not yet expired.
@@ -166,11 +234,12 @@ impl Callbacks {
             return;
         }
         let per_client = self.take_breaks(changer, breaks);
-        self.deliver_breaks(per_client).await;
+        self.deliver_breaks(changer, per_client).await;
     }
 
-    /// Sends breaks collected by [`Callbacks::take_breaks`], all clients in parallel.
-    pub async fn deliver_breaks(&self, per_client: HashMap<ClientId, Vec<Break>>) {
+    /// Sends breaks collected by [`Callbacks::take_breaks`] for a change made
+    /// by `changer`, all clients in parallel.
+    pub async fn deliver_breaks(&self, changer: Option<ClientId>, per_client: HashMap<ClientId, Vec<Break>>) {
         if per_client.is_empty() {
             return;
         }
@@ -181,7 +250,7 @@ impl Callbacks {
                 (client, ServerMessage::Break(list), n)
             })
             .collect();
-        self.deliver(messages).await;
+        self.deliver(changer, messages).await;
     }
 
     /// Tells every client but `changer` that volume `volume` is gone, and
@@ -196,36 +265,40 @@ impl Callbacks {
             .into_iter()
             .map(|c| (c, ServerMessage::BreakVolume(volume), 1))
             .collect();
-        self.deliver(messages).await;
+        self.deliver(changer, messages).await;
     }
 
-    async fn deliver(&self, messages: Vec<(ClientId, ServerMessage, u64)>) {
+    /// Delivers breaks and waits for the acknowledgements, except from clients
+    /// that are themselves waiting for acknowledgements of a change of theirs:
+    /// such a client may be unable to acknowledge until its own change
+    /// returns (its kernel holds the directory lock that the invalidation
+    /// needs), so waiting on it could deadlock two nodes changing one
+    /// directory. Those breaks are still delivered, just not awaited.
+    async fn deliver(&self, changer: Option<ClientId>, messages: Vec<(ClientId, ServerMessage, u64)>) {
+        let _waiting = changer.map(|c| WaitingGuard::new(self, c));
         let mut set = JoinSet::new();
         for (client, msg, count) in messages {
-            let Some(conn) = self.lock().clients.get(&client).cloned() else {
-                continue;
+            let (conn, busy) = {
+                let inner = self.lock();
+                let Some(conn) = inner.clients.get(&client).cloned() else {
+                    continue;
+                };
+                (conn, inner.waiting.get(&client).is_some_and(|n| *n > 0))
             };
-            set.spawn(async move {
+            let send = async move {
                 let sent = tokio::time::timeout(BREAK_TIMEOUT, transport::send_server_message(&conn, &msg)).await;
                 (client, count, sent)
-            });
+            };
+            if busy {
+                let this = self.shared.clone();
+                tokio::spawn(async move { this.settle(send.await) });
+            } else {
+                set.spawn(send);
+            }
         }
         while let Some(joined) = set.join_next().await {
             match joined {
-                Ok((_, count, Ok(Ok(())))) => {
-                    self.breaks_sent.fetch_add(count, Ordering::Relaxed);
-                }
-                Ok((client, _, Ok(Err(e)))) => {
-                    tracing::warn!(client, error = %e, "callback break failed; dropping the client's promises");
-                    drop_promises_of(&mut self.lock(), client);
-                }
-                Ok((client, _, Err(_))) => {
-                    tracing::warn!(
-                        client,
-                        "callback break not acknowledged in 2 s; dropping the client's promises"
-                    );
-                    drop_promises_of(&mut self.lock(), client);
-                }
+                Ok(outcome) => self.shared.settle(outcome),
                 Err(e) => tracing::warn!(error = %e, "callback break task failed"),
             }
         }

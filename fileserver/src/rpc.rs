@@ -157,7 +157,7 @@ impl Context {
             self.callbacks.grant(client, fids(&change.value));
             (change.value, breaks)
         };
-        self.callbacks.deliver_breaks(breaks).await;
+        self.callbacks.deliver_breaks(Some(client), breaks).await;
         Ok(value)
     }
 
@@ -342,7 +342,7 @@ impl Context {
             self.callbacks.grant(client, [change.value.fid]);
             (change.value, breaks)
         };
-        self.callbacks.deliver_breaks(breaks).await;
+        self.callbacks.deliver_breaks(Some(client), breaks).await;
         Ok(Reply::Status(status)).into()
     }
 

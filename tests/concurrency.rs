@@ -1,0 +1,45 @@
+//! Two nodes changing the same directory at once: every change lands and both
+//! nodes list the same result.
+
+mod common;
+
+use cellfs::{Cell, Mount};
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::Path;
+
+fn names(dir: &Path) -> BTreeSet<String> {
+    fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+#[test]
+fn concurrent_creates_in_one_directory_from_two_nodes_all_land() {
+    let cell = Cell::new();
+    let a = Mount::new(&cell);
+    let b = Mount::new(&cell);
+    fs::create_dir(a.path().join("uploads")).unwrap();
+    // Both nodes hold the directory's listing, so each create breaks the other.
+    assert!(names(&a.path().join("uploads")).is_empty());
+    assert!(names(&b.path().join("uploads")).is_empty());
+    std::thread::scope(|s| {
+        for (node, mount) in [("a", &a), ("b", &b)] {
+            s.spawn(move || {
+                for i in 0..40 {
+                    let path = mount.path().join("uploads").join(format!("{node}{i}"));
+                    fs::write(&path, format!("{node} {i}")).unwrap();
+                }
+            });
+        }
+    });
+    let expected: BTreeSet<String> = ["a", "b"]
+        .iter()
+        .flat_map(|n| (0..40).map(move |i| format!("{n}{i}")))
+        .collect();
+    assert_eq!(names(&a.path().join("uploads")), expected);
+    assert_eq!(names(&b.path().join("uploads")), expected);
+    assert_eq!(fs::read_to_string(b.path().join("uploads/a7")).unwrap(), "a 7");
+    assert_eq!(fs::read_to_string(a.path().join("uploads/b39")).unwrap(), "b 39");
+}
