@@ -201,6 +201,7 @@ impl Callbacks {
                             .collect::<Vec<_>>(),
                     );
                     m.deleted |= b.deleted;
+                    m.seq = m.seq.max(b.seq);
                 }
                 None => merged.push(b.clone()),
             }
@@ -329,6 +330,7 @@ mod tests {
             fid: f,
             names: names.iter().map(|s| s.to_string()).collect(),
             deleted,
+            seq: 0,
         }
     }
 

@@ -32,6 +32,13 @@ pub const DEFAULT_MAX_DATA: u64 = 1 << 40;
 /// Default cap on concurrent connections.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 
+/// Default number of changes each volume's journal remembers.
+pub const DEFAULT_JOURNAL_LEN: u64 = 100_000;
+
+fn default_journal_len() -> u64 {
+    DEFAULT_JOURNAL_LEN
+}
+
 fn default_max_data() -> u64 {
     DEFAULT_MAX_DATA
 }
@@ -58,6 +65,10 @@ pub struct ServerConfig {
     /// Most concurrent client connections.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// Changes each volume's journal remembers for reconnecting clients
+    /// (older ones are trimmed; a client further behind checks in bulk).
+    #[serde(default = "default_journal_len")]
+    pub journal_len: u64,
 }
 
 /// Errors of `init` and of loading the configuration.
@@ -196,6 +207,7 @@ pub fn init(opts: &InitOptions) -> Result<InitReport, ConfigError> {
         root_volume: ROOT_VOLUME.to_owned(),
         max_data: DEFAULT_MAX_DATA,
         max_connections: DEFAULT_MAX_CONNECTIONS,
+        journal_len: DEFAULT_JOURNAL_LEN,
     };
     // Written last: its presence marks a complete cell.
     write_file(&dir.join(SERVER_TOML), &config.to_toml(), 0o644, &mut files)?;
@@ -231,6 +243,13 @@ mod tests {
         let before = std::fs::read(data.join(CA_PEM)).unwrap();
         assert!(matches!(init(&opts), Err(ConfigError::AlreadyInitialized(_))));
         assert_eq!(std::fs::read(data.join(CA_PEM)).unwrap(), before);
+        assert_eq!(cfg.journal_len, DEFAULT_JOURNAL_LEN);
+        // A server.toml written before the journal existed still loads.
+        let old = "cell = \"x\"\nlisten = \"127.0.0.1:1\"\npromise_secs = 5\nroot_volume = \"root.cell\"\n";
+        let old_dir = tmp.path().join("old");
+        std::fs::create_dir_all(&old_dir).unwrap();
+        std::fs::write(old_dir.join(SERVER_TOML), old).unwrap();
+        assert_eq!(ServerConfig::load(&old_dir).unwrap().journal_len, DEFAULT_JOURNAL_LEN);
         let store = Store::open(&data).unwrap();
         let root = store.volume_by_name(ROOT_VOLUME).unwrap();
         let st = root.status(cellfs_protocol::Fid::root(root.id())).unwrap();

@@ -6,9 +6,10 @@ use crate::config::ServerConfig;
 use crate::error::{FsError, FsResult, rpc_err};
 use crate::store::Store;
 use crate::volume::{Change, Created, Removed, Renamed, StorePlan, Volume};
-use cellfs_protocol::message::{Reply, Request};
+use cellfs_protocol::message::{MAX_BULK_FIDS, MAX_RECONNECT_FIDS, Reply, Request};
 use cellfs_protocol::names::{validate_name, validate_volume_name};
 use cellfs_protocol::{DirEntry, ErrorCode, Fid, RpcError, SetAttr, Stats, Status, Timestamp, VolumeId};
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -173,7 +174,7 @@ impl Context {
             Request::Stats => Ok(Reply::Stats(self.stats())).into(),
             Request::GetRoot { volume } => self.get_root(client, volume).await.into(),
             Request::FetchStatus { fid } => self.fetch_status(client, fid).await.map(Reply::Status).into(),
-            Request::BulkStatus { fids } => Ok(self.bulk_status(client, fids).await).into(),
+            Request::BulkStatus { fids } => self.bulk_status(client, fids).await.into(),
             Request::Lookup { dir, name } => self.lookup(client, dir, name).await.into(),
             Request::ReadDir { dir } => self.read_dir(client, dir).await.into(),
             Request::FetchData { fid } => self.fetch_data(client, fid).await,
@@ -236,6 +237,12 @@ impl Context {
             Request::RemoveVolume { name } => self.remove_volume(client, name).await.into(),
             Request::SetQuota { name, quota } => self.set_quota(name, quota).await.into(),
             Request::MakeMount { dir, name, volume } => self.make_mount(client, dir, name, volume).await.into(),
+            Request::Reconnect {
+                volume,
+                incarnation,
+                since,
+                fids,
+            } => self.reconnect(client, volume, incarnation, since, fids).await.into(),
         }
     }
 
@@ -261,12 +268,93 @@ impl Context {
         self.read(vol, client, move |v| v.status(fid), |s| vec![s.fid]).await
     }
 
-    async fn bulk_status(&self, client: ClientId, fids: Vec<Fid>) -> Reply {
-        let mut out = Vec::with_capacity(fids.len());
-        for fid in fids {
-            out.push(self.fetch_status(client, fid).await.map_err(|e| e.to_rpc()));
+    /// One consistent read per volume (under its shared lock), answered per
+    /// FID in request order; every status found grants a promise.
+    async fn bulk_status(&self, client: ClientId, fids: Vec<Fid>) -> FsResult<Reply> {
+        if fids.len() > MAX_BULK_FIDS {
+            return Err(rpc_err(
+                ErrorCode::BadRequest,
+                format!("BulkStatus of {} FIDs; at most {MAX_BULK_FIDS}", fids.len()),
+            ));
         }
-        Reply::BulkStatus(out)
+        let mut by_volume: BTreeMap<VolumeId, Vec<usize>> = BTreeMap::new();
+        for (i, fid) in fids.iter().enumerate() {
+            by_volume.entry(fid.volume).or_default().push(i);
+        }
+        let mut out: Vec<Option<Result<Status, RpcError>>> = vec![None; fids.len()];
+        for (id, idx) in by_volume {
+            let wanted: Vec<Fid> = idx.iter().map(|&i| fids[i]).collect();
+            let results = match self.store.volume(id) {
+                Ok(vol) => {
+                    self.read(
+                        vol,
+                        client,
+                        move |v| v.statuses(&wanted),
+                        |r| r.iter().filter_map(|s| s.as_ref().ok().map(|s| s.fid)).collect(),
+                    )
+                    .await
+                }
+                Err(e) => Err(e),
+            };
+            match results {
+                Ok(results) => {
+                    for (i, r) in idx.into_iter().zip(results) {
+                        out[i] = Some(r.map_err(|e| e.to_rpc()));
+                    }
+                }
+                Err(e) => {
+                    let e = e.to_rpc();
+                    for i in idx {
+                        out[i] = Some(Err(e.clone()));
+                    }
+                }
+            }
+        }
+        let missing = || RpcError::new(ErrorCode::Io, "no answer computed");
+        Ok(Reply::BulkStatus(
+            out.into_iter().map(|r| r.unwrap_or_else(|| Err(missing()))).collect(),
+        ))
+    }
+
+    /// `Reconnect`: the journal read and the grants happen under the volume
+    /// lock's shared side, so a change either is in the journal read or
+    /// comes after the grants and breaks them.
+    async fn reconnect(
+        &self,
+        client: ClientId,
+        volume: VolumeId,
+        incarnation: u64,
+        since: u64,
+        fids: Vec<Fid>,
+    ) -> FsResult<Reply> {
+        if fids.len() > MAX_RECONNECT_FIDS {
+            return Err(rpc_err(
+                ErrorCode::BadRequest,
+                format!("Reconnect listing {} FIDs; at most {MAX_RECONNECT_FIDS}", fids.len()),
+            ));
+        }
+        let vol = self.store.volume(volume)?;
+        let answer = self
+            .read(
+                vol,
+                client,
+                move |v| v.reconnect(incarnation, since, &fids, MAX_RECONNECT_FIDS),
+                |a| a.unchanged.clone(),
+            )
+            .await?;
+        tracing::debug!(
+            volume,
+            since,
+            current = answer.current,
+            changed = answer.changed.as_ref().map(Vec::len),
+            granted = answer.unchanged.len(),
+            "reconnect"
+        );
+        Ok(Reply::Reconnected {
+            incarnation: answer.incarnation,
+            current: answer.current,
+            changed: answer.changed,
+        })
     }
 
     async fn lookup(&self, client: ClientId, dir: Fid, name: String) -> FsResult<Reply> {

@@ -27,6 +27,13 @@ pub const ENTRIES: TableDefinition<(u64, &str), (u64, u64)> = TableDefinition::n
 pub const STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("state");
 /// Key of the volume state in [`STATE`].
 pub const STATE_KEY: &str = "volume";
+/// Key of the volume's [`JournalState`] in [`STATE`] (a separate record so
+/// volumes written before the journal existed keep their [`VolumeState`]).
+pub const JOURNAL_KEY: &str = "journal";
+/// Volume: change journal, change number → the (vnode, uniquifier) pairs the
+/// change touched (a [`JournalEntry`]). Keys are exactly
+/// `JournalState::oldest..=JournalState::seq`.
+pub const JOURNAL: TableDefinition<u64, &[u8]> = TableDefinition::new("journal");
 
 /// Format version byte in front of every record.
 pub const RECORD_VERSION: u8 = 1;
@@ -56,6 +63,27 @@ pub struct VolumeState {
     /// Last change to anything in the volume.
     pub updated: Timestamp,
 }
+
+/// A volume's change numbering and the reach of its journal, kept in its own
+/// database beside [`VolumeState`] and written in the same transaction as
+/// every change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JournalState {
+    /// Random nonzero id of this incarnation of the volume: a new one is made
+    /// whenever the volume is created (or first opened by a server with a
+    /// journal), which voids every change number clients learned before.
+    pub incarnation: u64,
+    /// Change number of the last committed change (0: none yet).
+    pub seq: u64,
+    /// Lowest change number still in [`JOURNAL`] (`seq + 1` when it is empty).
+    /// Every change after `oldest - 1` is listed, so a client that is up to
+    /// date through change `since` can be told exactly what changed iff
+    /// `oldest - 1 <= since <= seq`.
+    pub oldest: u64,
+}
+
+/// One journal entry: the FIDs (as vnode, uniquifier) one change touched.
+pub type JournalEntry = Vec<(u64, u64)>;
 
 /// One vnode.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -145,5 +173,22 @@ mod tests {
         assert_eq!(decode::<VnodeRecord>(&bytes).unwrap(), rec);
         assert!(decode::<VnodeRecord>(&[9, 1, 2]).is_err());
         assert!(decode::<VnodeRecord>(&[]).is_err());
+    }
+
+    #[test]
+    fn golden_bytes_of_journal_records() {
+        let st = JournalState {
+            incarnation: 300,
+            seq: 2,
+            oldest: 1,
+        };
+        let bytes = encode(&st).unwrap();
+        // Changing this layout must bump RECORD_VERSION.
+        assert_eq!(bytes, vec![1, 251, 44, 1, 2, 1]);
+        assert_eq!(decode::<JournalState>(&bytes).unwrap(), st);
+        let entry: JournalEntry = vec![(1, 1), (5, 9)];
+        let bytes = encode(&entry).unwrap();
+        assert_eq!(bytes, vec![1, 2, 1, 1, 5, 9]);
+        assert_eq!(decode::<JournalEntry>(&bytes).unwrap(), entry);
     }
 }

@@ -1,6 +1,7 @@
 //! The server's storage: the VLDB (`vldb.redb`: volume names, ids and
 //! headers) and every open [`Volume`] under `volumes/<id>/`.
 
+use crate::config::DEFAULT_JOURNAL_LEN;
 use crate::error::{FsResult, rpc_err};
 use crate::schema::{self, NEXT_VOLUME_ID, VLDB_COUNTERS, VOLUME_HEADERS, VOLUME_IDS, VolumeHeader};
 use crate::volume::Volume;
@@ -20,11 +21,13 @@ pub const VOLUMES_DIR: &str = "volumes";
 pub struct Store {
     root: PathBuf,
     vldb: Database,
+    journal_len: u64,
     volumes: RwLock<HashMap<VolumeId, Arc<Volume>>>,
 }
 
 impl Store {
-    /// Creates an empty store in `root` (the VLDB must not exist yet).
+    /// Creates an empty store in `root` (the VLDB must not exist yet) whose
+    /// volumes keep the default journal length.
     pub fn create(root: &Path) -> FsResult<Self> {
         std::fs::create_dir_all(root.join(VOLUMES_DIR))?;
         let path = root.join(VLDB_FILE);
@@ -43,29 +46,27 @@ impl Store {
         Ok(Store {
             root: root.to_owned(),
             vldb,
+            journal_len: DEFAULT_JOURNAL_LEN,
             volumes: RwLock::new(HashMap::new()),
         })
     }
 
-    /// Opens the store in `root`: every volume in the VLDB is opened (and
-    /// cleaned of crash orphans); volume folders the VLDB does not know are deleted.
+    /// [`Store::open_with`] with the default journal length.
     pub fn open(root: &Path) -> FsResult<Self> {
+        Self::open_with(root, DEFAULT_JOURNAL_LEN)
+    }
+
+    /// Opens the store in `root`: every volume in the VLDB is opened (and
+    /// cleaned of crash orphans) with journals of at most `journal_len`
+    /// entries; volume folders the VLDB does not know are deleted.
+    pub fn open_with(root: &Path, journal_len: u64) -> FsResult<Self> {
         let vldb = Database::open(root.join(VLDB_FILE))?;
-        let headers = {
-            let txn = vldb.begin_read()?;
-            let table = txn.open_table(VOLUME_HEADERS)?;
-            let mut out = Vec::new();
-            for item in table.iter()? {
-                let (k, v) = item?;
-                out.push((k.value(), schema::decode::<VolumeHeader>(v.value())?));
-            }
-            out
-        };
+        let headers = Self::read_headers(&vldb)?;
         let vols_dir = root.join(VOLUMES_DIR);
         std::fs::create_dir_all(&vols_dir)?;
         let mut volumes = HashMap::new();
         for (id, header) in headers {
-            let vol = Volume::open(&vols_dir.join(id.to_string()), id, header.quota)?;
+            let vol = Volume::open(&vols_dir.join(id.to_string()), id, header.quota, journal_len)?;
             volumes.insert(id, Arc::new(vol));
         }
         for entry in std::fs::read_dir(&vols_dir)? {
@@ -83,8 +84,26 @@ impl Store {
         Ok(Store {
             root: root.to_owned(),
             vldb,
+            journal_len,
             volumes: RwLock::new(volumes),
         })
+    }
+
+    /// Every volume the VLDB of `root` lists, by id, without opening any.
+    pub fn list_headers(root: &Path) -> FsResult<Vec<(VolumeId, VolumeHeader)>> {
+        let vldb = Database::open(root.join(VLDB_FILE))?;
+        Self::read_headers(&vldb)
+    }
+
+    fn read_headers(vldb: &Database) -> FsResult<Vec<(VolumeId, VolumeHeader)>> {
+        let txn = vldb.begin_read()?;
+        let table = txn.open_table(VOLUME_HEADERS)?;
+        let mut out = Vec::new();
+        for item in table.iter()? {
+            let (k, v) = item?;
+            out.push((k.value(), schema::decode::<VolumeHeader>(v.value())?));
+        }
+        Ok(out)
     }
 
     fn volume_dir(&self, id: VolumeId) -> PathBuf {
@@ -150,7 +169,7 @@ impl Store {
             if dir.exists() {
                 std::fs::remove_dir_all(&dir)?;
             }
-            (id, Volume::create_new(&dir, id, quota)?)
+            (id, Volume::create_new(&dir, id, quota, self.journal_len)?)
         };
         if let Err(e) = txn.commit() {
             let _ = std::fs::remove_dir_all(self.volume_dir(id));

@@ -169,6 +169,8 @@ async fn loopback_end_to_end() {
             fid: r.fid,
             names: vec!["new".into()],
             deleted: false,
+            // The fourth change in root.cell: create, create, store, create.
+            seq: 4,
         }])
     );
     // The creator's own promise is not broken; a's change counts one break.

@@ -254,6 +254,14 @@ mod tests {
             name().prop_map(|name| Request::RemoveVolume { name }),
             (name(), any::<u64>()).prop_map(|(name, quota)| Request::SetQuota { name, quota }),
             (fid(), name(), name()).prop_map(|(dir, name, volume)| Request::MakeMount { dir, name, volume }),
+            (any::<(u64, u64, u64)>(), proptest::collection::vec(fid(), 0..5)).prop_map(
+                |((volume, incarnation, since), fids)| Request::Reconnect {
+                    volume,
+                    incarnation,
+                    since,
+                    fids
+                }
+            ),
         ];
         prop_oneof![a, b]
     }
@@ -302,6 +310,15 @@ mod tests {
             name().prop_map(Reply::Link),
             volume().prop_map(Reply::Volume),
             proptest::collection::vec(volume(), 0..3).prop_map(Reply::Volumes),
+            (
+                any::<(u64, u64)>(),
+                proptest::option::of(proptest::collection::vec(fid(), 0..5))
+            )
+                .prop_map(|((incarnation, current), changed)| Reply::Reconnected {
+                    incarnation,
+                    current,
+                    changed
+                }),
         ];
         prop_oneof![
             ok.prop_map(Ok),
@@ -312,8 +329,18 @@ mod tests {
     fn server_message() -> impl Strategy<Value = ServerMessage> {
         prop_oneof![
             proptest::collection::vec(
-                (fid(), proptest::collection::vec(name(), 0..3), any::<bool>())
-                    .prop_map(|(fid, names, deleted)| Break { fid, names, deleted }),
+                (
+                    fid(),
+                    proptest::collection::vec(name(), 0..3),
+                    any::<bool>(),
+                    any::<u64>()
+                )
+                    .prop_map(|(fid, names, deleted, seq)| Break {
+                        fid,
+                        names,
+                        deleted,
+                        seq
+                    }),
                 0..4
             )
             .prop_map(ServerMessage::Break),

@@ -13,6 +13,13 @@
 use crate::types::{DirEntry, Fid, SetAttr, Stats, Status, VolumeId, VolumeInfo};
 use serde::{Deserialize, Serialize};
 
+/// Most FIDs one `BulkStatus` may ask about (the reply must fit a frame);
+/// a client splits longer lists. More is refused with `BadRequest`.
+pub const MAX_BULK_FIDS: usize = 250_000;
+
+/// Most FIDs one `Reconnect` may list. More is refused with `BadRequest`.
+pub const MAX_RECONNECT_FIDS: usize = 1_000_000;
+
 /// Everything a client can ask a fileserver.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
@@ -26,7 +33,8 @@ pub enum Request {
     GetRoot { volume: String },
     /// Status of one vnode.
     FetchStatus { fid: Fid },
-    /// Status of many vnodes in one trip; each answered separately.
+    /// Status of many vnodes in one trip; each answered separately. At most
+    /// [`MAX_BULK_FIDS`].
     BulkStatus { fids: Vec<Fid> },
     /// Look a name up in a directory.
     Lookup { dir: Fid, name: String },
@@ -101,6 +109,18 @@ pub enum Request {
     SetQuota { name: String, quota: u64 },
     /// Admin: create a mount point `name` in `dir` for `volume`.
     MakeMount { dir: Fid, name: String, volume: String },
+    /// A client that lost contact asks what changed in `volume` since change
+    /// number `since` of the volume incarnation `incarnation` (both as learned
+    /// from an earlier `Reconnect` reply or from breaks; 0 when unknown). It
+    /// lists the FIDs it holds cached copies of; the server grants promises on
+    /// those that did not change. Answered with `Reply::Reconnected`. At most
+    /// [`MAX_RECONNECT_FIDS`] FIDs.
+    Reconnect {
+        volume: VolumeId,
+        incarnation: u64,
+        since: u64,
+        fids: Vec<Fid>,
+    },
 }
 
 impl Request {
@@ -134,6 +154,7 @@ impl Request {
             Request::RemoveVolume { .. } => "remove_volume",
             Request::SetQuota { .. } => "set_quota",
             Request::MakeMount { .. } => "make_mount",
+            Request::Reconnect { .. } => "reconnect",
         }
     }
 }
@@ -188,6 +209,20 @@ pub enum Reply {
     Volume(VolumeInfo),
     /// Many volumes.
     Volumes(Vec<VolumeInfo>),
+    /// Answer to `Reconnect`.
+    Reconnected {
+        /// The volume's incarnation: changes when the volume is recreated or
+        /// restored, which voids every change number of the old one.
+        incarnation: u64,
+        /// The volume's change number now.
+        current: u64,
+        /// The FIDs changed (content, status or entries) after `since`, or
+        /// `None` when the journal no longer reaches back that far or the
+        /// incarnation differs: the client must then check its FIDs in bulk
+        /// (`BulkStatus`). Every listed FID the client sent that is not in
+        /// `changed` now has a promise.
+        changed: Option<Vec<Fid>>,
+    },
 }
 
 /// One broken promise: the FID changed. For directories, `names` lists the
@@ -201,6 +236,9 @@ pub struct Break {
     pub names: Vec<String>,
     /// True when the vnode no longer exists.
     pub deleted: bool,
+    /// The volume's change number after this change, so a client knows how
+    /// far it is up to date when it later asks `Reconnect`.
+    pub seq: u64,
 }
 
 /// Messages a server sends on a stream it opens to a client. The client

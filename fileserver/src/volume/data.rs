@@ -195,7 +195,7 @@ impl Volume {
             sync_dir(&self.dir.join("data"))?;
         }
         let fid = pending.fid;
-        let status = self.write(|t| {
+        let change = self.write(|t| {
             let mut rec = t.vnode(fid)?;
             if rec.data_version != pending.old_dv {
                 return Err(rpc_err(ErrorCode::Io, format!("{fid} changed during a store")));
@@ -214,16 +214,13 @@ impl Volume {
                 apply_attr(t, &mut rec, attr);
             }
             t.put(fid.vnode, &rec)?;
-            Ok(t.status(fid.vnode, &rec))
+            Ok((t.status(fid.vnode, &rec), vec![brk(fid, Vec::new(), false)]))
         })?;
         pending.committed = true;
         if pending.old_path.as_ref() != Some(&pending.new_path) {
             self.collect_garbage(pending.old_path.take());
         }
-        Ok(Change {
-            value: status,
-            breaks: vec![brk(fid, Vec::new(), false)],
-        })
+        Ok(change)
     }
 
     /// `SetAttr`: a size change goes through the copy-on-write path, the rest

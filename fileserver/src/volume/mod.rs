@@ -11,13 +11,15 @@ pub use data::{CHUNK, MAX_FILE_SIZE, PendingStore, StorePlan};
 pub use namespace::{Created, Removed, Renamed};
 
 use crate::error::{FsResult, rpc_err};
-use crate::schema::{self, ENTRIES, STATE, STATE_KEY, VNODES, VnodeRecord, VolumeState};
+use crate::schema::{
+    self, ENTRIES, JOURNAL, JOURNAL_KEY, JournalState, STATE, STATE_KEY, VNODES, VnodeRecord, VolumeState,
+};
 use cellfs_protocol::message::Break;
 use cellfs_protocol::{DirEntry, ErrorCode, Fid, FileKind, Status, Timestamp, VolumeId};
-use redb::{Database, ReadableDatabase};
+use redb::{Database, ReadableDatabase, ReadableTable};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use txn::{Reader, VolTxn};
+pub use txn::{Reader, VolTxn};
 
 /// Bytes a directory's size grows per entry.
 pub const DIR_ENTRY_SIZE: u64 = 32;
@@ -35,6 +37,20 @@ pub struct Change<T> {
     pub breaks: Vec<Break>,
 }
 
+/// Answer of [`Volume::reconnect`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reconnection {
+    /// The volume's incarnation.
+    pub incarnation: u64,
+    /// The volume's change number now.
+    pub current: u64,
+    /// FIDs changed after the client's change number (plus listed FIDs that
+    /// no longer exist), sorted; `None` when the journal cannot tell.
+    pub changed: Option<Vec<Fid>>,
+    /// Listed FIDs that did not change and exist: the caller grants promises on them.
+    pub unchanged: Vec<Fid>,
+}
+
 /// An open volume.
 #[derive(Debug)]
 pub struct Volume {
@@ -42,6 +58,7 @@ pub struct Volume {
     dir: PathBuf,
     db: Database,
     quota: AtomicU64,
+    journal_len: u64,
     removed: AtomicBool,
     /// Serializes changes (write) against reads that grant promises (read).
     pub lock: tokio::sync::RwLock<()>,
@@ -51,9 +68,26 @@ fn now() -> Timestamp {
     Timestamp::now()
 }
 
+/// A random nonzero volume incarnation.
+pub fn new_incarnation() -> FsResult<u64> {
+    use ring::rand::SecureRandom;
+    let rng = ring::rand::SystemRandom::new();
+    loop {
+        let mut bytes = [0u8; 8];
+        rng.fill(&mut bytes)
+            .map_err(|_| rpc_err(ErrorCode::Io, "the system random source failed"))?;
+        let v = u64::from_le_bytes(bytes);
+        if v != 0 {
+            return Ok(v);
+        }
+    }
+}
+
 impl Volume {
-    /// Creates a new volume in `dir` (which must not exist) with an empty root directory.
-    pub fn create_new(dir: &Path, id: VolumeId, quota: u64) -> FsResult<Self> {
+    /// Creates a new volume in `dir` (which must not exist) with an empty root
+    /// directory, a new incarnation and an empty journal keeping at most
+    /// `journal_len` entries.
+    pub fn create_new(dir: &Path, id: VolumeId, quota: u64, journal_len: u64) -> FsResult<Self> {
         std::fs::create_dir_all(dir.join("data"))?;
         let db = Database::create(dir.join("meta.redb"))?;
         let t = now();
@@ -80,36 +114,99 @@ impl Volume {
             files: 1,
             updated: t,
         };
+        let journal = JournalState {
+            incarnation: new_incarnation()?,
+            seq: 0,
+            oldest: 1,
+        };
         let txn = db.begin_write()?;
         {
             let mut vnodes = txn.open_table(VNODES)?;
             vnodes.insert(Fid::ROOT_VNODE, schema::encode(&root)?.as_slice())?;
             txn.open_table(ENTRIES)?;
+            txn.open_table(JOURNAL)?;
             let mut st = txn.open_table(STATE)?;
             st.insert(STATE_KEY, schema::encode(&state)?.as_slice())?;
+            st.insert(JOURNAL_KEY, schema::encode(&journal)?.as_slice())?;
         }
         txn.commit()?;
         sync_dir(dir)?;
-        Self::from_db(dir, id, quota, db)
+        Self::from_db(dir, id, quota, journal_len, db)
     }
 
-    /// Opens an existing volume and deletes data files a crash left behind.
-    pub fn open(dir: &Path, id: VolumeId, quota: u64) -> FsResult<Self> {
-        let db = Database::open(dir.join("meta.redb"))?;
-        let vol = Self::from_db(dir, id, quota, db)?;
+    /// Opens an existing volume, gives it a journal if it has none (a new
+    /// incarnation, change number 0), trims the journal to `journal_len`
+    /// entries, and deletes data files a crash left behind.
+    pub fn open(dir: &Path, id: VolumeId, quota: u64, journal_len: u64) -> FsResult<Self> {
+        let vol = Self::open_no_cleanup(dir, id, quota, journal_len)?;
         vol.remove_orphans()?;
         Ok(vol)
     }
 
-    fn from_db(dir: &Path, id: VolumeId, quota: u64, db: Database) -> FsResult<Self> {
+    /// Like [`Volume::open`] but leaves the data folder alone (the salvager
+    /// reports orphan data files instead of silently deleting them).
+    pub fn open_no_cleanup(dir: &Path, id: VolumeId, quota: u64, journal_len: u64) -> FsResult<Self> {
+        let db = Database::open(dir.join("meta.redb"))?;
+        let vol = Self::from_db(dir, id, quota, journal_len, db)?;
+        vol.init_journal()?;
+        Ok(vol)
+    }
+
+    fn from_db(dir: &Path, id: VolumeId, quota: u64, journal_len: u64, db: Database) -> FsResult<Self> {
         Ok(Volume {
             id,
             dir: dir.to_owned(),
             db,
             quota: AtomicU64::new(quota),
+            journal_len,
             removed: AtomicBool::new(false),
             lock: tokio::sync::RwLock::new(()),
         })
+    }
+
+    /// Creates the journal of a volume written before journals existed, and
+    /// trims one that is longer than `journal_len` (the setting shrank).
+    fn init_journal(&self) -> FsResult<()> {
+        let txn = self.db.begin_write()?;
+        let changed = {
+            let mut st = txn.open_table(STATE)?;
+            let mut journal = txn.open_table(JOURNAL)?;
+            let existing = match st.get(JOURNAL_KEY)? {
+                Some(v) => Some(schema::decode::<JournalState>(v.value())?),
+                None => None,
+            };
+            let (mut js, mut changed) = match existing {
+                Some(js) => (js, false),
+                None => {
+                    // Entries of an older journal (if any) mean nothing under a new incarnation.
+                    journal.retain(|_, _| false)?;
+                    let js = JournalState {
+                        incarnation: new_incarnation()?,
+                        seq: 0,
+                        oldest: 1,
+                    };
+                    tracing::info!(
+                        volume = self.id,
+                        incarnation = js.incarnation,
+                        "volume gets a change journal"
+                    );
+                    (js, true)
+                }
+            };
+            let before = js.oldest;
+            txn::trim(&mut journal, &mut js, self.journal_len)?;
+            changed |= js.oldest != before;
+            if changed {
+                st.insert(JOURNAL_KEY, schema::encode(&js)?.as_slice())?;
+            }
+            changed
+        };
+        if changed {
+            txn.commit()?;
+        } else {
+            txn.abort()?;
+        }
+        Ok(())
     }
 
     /// The volume id.
@@ -153,8 +250,32 @@ impl Volume {
         Reader::new(self.id, self.db.begin_read()?)
     }
 
-    /// Runs `f` in one write transaction and commits it if `f` succeeds.
-    fn write<T>(&self, f: impl FnOnce(&mut VolTxn<'_>) -> FsResult<T>) -> FsResult<T> {
+    /// Runs `f` in one write transaction and commits it if `f` succeeds. `f`
+    /// returns its value and the breaks the change causes; unless there are
+    /// none, the change is numbered and journaled in the same transaction and
+    /// every break carries the new change number.
+    fn write<T>(&self, f: impl FnOnce(&mut VolTxn<'_>) -> FsResult<(T, Vec<Break>)>) -> FsResult<Change<T>> {
+        self.check_live()?;
+        let txn = self.db.begin_write()?;
+        let change = {
+            let mut vt = VolTxn::new(self.id, &txn)?;
+            let (value, mut breaks) = f(&mut vt)?;
+            if !breaks.is_empty() {
+                let seq = vt.log_change(breaks.iter().map(|b| b.fid), self.journal_len)?;
+                for b in &mut breaks {
+                    b.seq = seq;
+                }
+            }
+            vt.finish()?;
+            Change { value, breaks }
+        };
+        txn.commit()?;
+        Ok(change)
+    }
+
+    /// Runs `f` in one write transaction with full access to the tables (for
+    /// the salvager: the caller numbers its change with [`VolTxn::log_change`]).
+    pub fn write_raw<T>(&self, f: impl FnOnce(&mut VolTxn<'_>) -> FsResult<T>) -> FsResult<T> {
         self.check_live()?;
         let txn = self.db.begin_write()?;
         let value = {
@@ -167,9 +288,84 @@ impl Volume {
         Ok(value)
     }
 
+    /// A consistent read-only view of the whole volume.
+    pub fn read_view(&self) -> FsResult<Reader> {
+        self.reader()
+    }
+
+    /// Most journal entries kept.
+    pub fn journal_len(&self) -> u64 {
+        self.journal_len
+    }
+
     /// The volume's counters.
     pub fn state(&self) -> FsResult<VolumeState> {
         self.reader()?.state()
+    }
+
+    /// The volume's incarnation, change number and journal reach.
+    pub fn journal_state(&self) -> FsResult<JournalState> {
+        self.reader()?.journal_state()
+    }
+
+    /// What changed since change `since` of incarnation `incarnation`, for a
+    /// reconnecting client holding copies of `fids` (see `Request::Reconnect`).
+    ///
+    /// The journal covers `since` iff the incarnation matches and
+    /// `oldest - 1 <= since <= current`: every change numbered `since + 1 ..=
+    /// current` is then still listed. `changed` is those changes' FIDs plus
+    /// every listed FID that no longer exists (so the client drops it), and
+    /// `unchanged` the rest of `fids`. Otherwise (or when more than
+    /// `max_changed` FIDs changed, too many to be worth listing) `changed`
+    /// is `None` and nothing is unchanged. Read-only: callers hold the
+    /// volume lock's shared side so no change slips in before their grants.
+    pub fn reconnect(&self, incarnation: u64, since: u64, fids: &[Fid], max_changed: usize) -> FsResult<Reconnection> {
+        let r = self.reader()?;
+        let js = r.journal_state()?;
+        let mut answer = Reconnection {
+            incarnation: js.incarnation,
+            current: js.seq,
+            changed: None,
+            unchanged: Vec::new(),
+        };
+        let covered = incarnation == js.incarnation && since <= js.seq && since.saturating_add(1) >= js.oldest;
+        if !covered {
+            return Ok(answer);
+        }
+        let Some(mut changed) = r.changed_between(since.saturating_add(1), js.seq, max_changed)? else {
+            return Ok(answer);
+        };
+        for &fid in fids {
+            if changed.contains(&fid) {
+                continue;
+            }
+            let exists = fid.volume == self.id
+                && r.vnode_by_number_opt(fid.vnode)?
+                    .is_some_and(|rec| rec.unique == fid.unique);
+            if exists {
+                answer.unchanged.push(fid);
+            } else {
+                changed.insert(fid);
+            }
+        }
+        if changed.len() > max_changed {
+            answer.unchanged.clear();
+            return Ok(answer);
+        }
+        answer.unchanged.sort_unstable();
+        answer.unchanged.dedup();
+        answer.changed = Some(changed.into_iter().collect());
+        Ok(answer)
+    }
+
+    /// Statuses of many FIDs of this volume from one consistent read, each
+    /// answered separately.
+    pub fn statuses(&self, fids: &[Fid]) -> FsResult<Vec<FsResult<Status>>> {
+        let r = self.reader()?;
+        Ok(fids
+            .iter()
+            .map(|&fid| r.vnode(fid).map(|rec| r.status(fid.vnode, &rec)))
+            .collect())
     }
 
     /// Status of `fid`.
@@ -249,9 +445,15 @@ pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 
-/// Builds a `Break` for `fid`.
+/// Builds a `Break` for `fid`; its change number is filled in when the
+/// change commits.
 pub fn brk(fid: Fid, names: Vec<String>, deleted: bool) -> Break {
-    Break { fid, names, deleted }
+    Break {
+        fid,
+        names,
+        deleted,
+        seq: 0,
+    }
 }
 
 #[cfg(test)]

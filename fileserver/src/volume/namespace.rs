@@ -101,7 +101,7 @@ struct DropResult {
 
 impl Volume {
     fn make_node(&self, dir: Fid, name: &str, node: NewNode<'_>) -> FsResult<Change<Created>> {
-        let value = self.write(|t| {
+        self.write(|t| {
             let mut drec = t.dir(dir)?;
             if t.entry(dir.vnode, name)?.is_some() {
                 return Err(rpc_err(ErrorCode::Exists, format!("{name:?} exists")));
@@ -134,14 +134,11 @@ impl Volume {
             }
             dir_changed(t, &mut drec, 1);
             t.put(dir.vnode, &drec)?;
-            Ok(Created {
+            let created = Created {
                 dir: t.status(dir.vnode, &drec),
                 status: t.status(vnode, &rec),
-            })
-        })?;
-        Ok(Change {
-            value,
-            breaks: vec![brk(dir, vec![name.to_owned()], false)],
+            };
+            Ok((created, vec![brk(dir, vec![name.to_owned()], false)]))
         })
     }
 
@@ -229,7 +226,7 @@ impl Volume {
 
     /// Adds a hard link `name` in `dir` to `fid`.
     pub fn link(&self, dir: Fid, name: &str, fid: Fid) -> FsResult<Change<Created>> {
-        let value = self.write(|t| {
+        self.write(|t| {
             let mut drec = t.dir(dir)?;
             let mut rec = t.vnode(fid)?;
             if rec.kind == FileKind::Dir {
@@ -247,20 +244,18 @@ impl Volume {
             t.link(dir.vnode, name, fid.vnode, fid.unique)?;
             dir_changed(t, &mut drec, 1);
             t.put(dir.vnode, &drec)?;
-            Ok(Created {
+            let created = Created {
                 dir: t.status(dir.vnode, &drec),
                 status: t.status(fid.vnode, &rec),
-            })
-        })?;
-        Ok(Change {
-            value,
-            breaks: vec![brk(dir, vec![name.to_owned()], false), brk(fid, Vec::new(), false)],
+            };
+            let breaks = vec![brk(dir, vec![name.to_owned()], false), brk(fid, Vec::new(), false)];
+            Ok((created, breaks))
         })
     }
 
     /// Removes a non-directory entry.
     pub fn remove(&self, dir: Fid, name: &str) -> FsResult<Change<Removed>> {
-        let (value, victim_fid, garbage) = self.write(|t| {
+        let change = self.write(|t| {
             let mut drec = t.dir(dir)?;
             let (vnode, _) = t.entry(dir.vnode, name)?.ok_or_else(|| not_found(name))?;
             let rec = t.vnode_by_number(vnode)?;
@@ -271,26 +266,28 @@ impl Volume {
             let dropped = drop_link(t, self, vnode, rec)?;
             dir_changed(t, &mut drec, -1);
             t.put(dir.vnode, &drec)?;
+            let deleted = dropped.survivor.is_none();
             let value = Removed {
                 dir: t.status(dir.vnode, &drec),
                 victim: dropped.survivor,
             };
-            Ok((value, dropped.fid, dropped.garbage))
+            let breaks = vec![
+                brk(dir, vec![name.to_owned()], false),
+                brk(dropped.fid, Vec::new(), deleted),
+            ];
+            Ok(((value, dropped.garbage), breaks))
         })?;
+        let (value, garbage) = change.value;
         self.collect_garbage(garbage);
-        let deleted = value.victim.is_none();
         Ok(Change {
             value,
-            breaks: vec![
-                brk(dir, vec![name.to_owned()], false),
-                brk(victim_fid, Vec::new(), deleted),
-            ],
+            breaks: change.breaks,
         })
     }
 
     /// Removes an empty directory.
     pub fn remove_dir(&self, dir: Fid, name: &str) -> FsResult<Change<Removed>> {
-        let (value, victim) = self.write(|t| {
+        self.write(|t| {
             let mut drec = t.dir(dir)?;
             let (vnode, _) = t.entry(dir.vnode, name)?.ok_or_else(|| not_found(name))?;
             let rec = t.vnode_by_number(vnode)?;
@@ -306,17 +303,14 @@ impl Volume {
             dir_changed(t, &mut drec, -1);
             t.put(dir.vnode, &drec)?;
             let victim = t.status(vnode, &rec).fid;
+            let value = Removed {
+                dir: t.status(dir.vnode, &drec),
+                victim: None,
+            };
             Ok((
-                Removed {
-                    dir: t.status(dir.vnode, &drec),
-                    victim: None,
-                },
-                victim,
+                value,
+                vec![brk(dir, vec![name.to_owned()], false), brk(victim, Vec::new(), true)],
             ))
-        })?;
-        Ok(Change {
-            value,
-            breaks: vec![brk(dir, vec![name.to_owned()], false), brk(victim, Vec::new(), true)],
         })
     }
 
@@ -326,46 +320,43 @@ impl Volume {
         if from_dir.volume != to_dir.volume {
             return Err(rpc_err(ErrorCode::CrossVolume, "rename across volumes"));
         }
-        let done = self.write(|t| rename_in(t, self, from_dir, from_name, to_dir, to_name))?;
-        if done.noop {
-            return Ok(Change {
-                value: done.value,
-                breaks: Vec::new(),
-            });
-        }
-        self.collect_garbage(done.garbage);
-        let mut breaks = Vec::new();
-        if from_dir == to_dir {
-            let mut names = vec![from_name.to_owned()];
-            if to_name != from_name {
-                names.push(to_name.to_owned());
+        let change = self.write(|t| {
+            let done = rename_in(t, self, from_dir, from_name, to_dir, to_name)?;
+            if done.noop {
+                return Ok(((done.value, None), Vec::new()));
             }
-            breaks.push(brk(from_dir, names, false));
-        } else {
-            breaks.push(brk(from_dir, vec![from_name.to_owned()], false));
-            breaks.push(brk(to_dir, vec![to_name.to_owned()], false));
-        }
-        breaks.push(brk(done.value.moved.fid, Vec::new(), false));
-        if let Some(fid) = done.replaced {
-            breaks.push(brk(fid, Vec::new(), done.value.replaced.is_none()));
-        }
+            let mut breaks = Vec::new();
+            if from_dir == to_dir {
+                let mut names = vec![from_name.to_owned()];
+                if to_name != from_name {
+                    names.push(to_name.to_owned());
+                }
+                breaks.push(brk(from_dir, names, false));
+            } else {
+                breaks.push(brk(from_dir, vec![from_name.to_owned()], false));
+                breaks.push(brk(to_dir, vec![to_name.to_owned()], false));
+            }
+            breaks.push(brk(done.value.moved.fid, Vec::new(), false));
+            if let Some(fid) = done.replaced {
+                breaks.push(brk(fid, Vec::new(), done.value.replaced.is_none()));
+            }
+            Ok(((done.value, done.garbage), breaks))
+        })?;
+        let (value, garbage) = change.value;
+        self.collect_garbage(garbage);
         Ok(Change {
-            value: done.value,
-            breaks,
+            value,
+            breaks: change.breaks,
         })
     }
 
     /// chmod/chown/utimes (a size change goes through [`Volume::resize`]).
     pub fn set_attr(&self, fid: Fid, attr: &SetAttr) -> FsResult<Change<Status>> {
-        let value = self.write(|t| {
+        self.write(|t| {
             let mut rec = t.vnode(fid)?;
             apply_attr(t, &mut rec, attr);
             t.put(fid.vnode, &rec)?;
-            Ok(t.status(fid.vnode, &rec))
-        })?;
-        Ok(Change {
-            value,
-            breaks: vec![brk(fid, Vec::new(), false)],
+            Ok((t.status(fid.vnode, &rec), vec![brk(fid, Vec::new(), false)]))
         })
     }
 

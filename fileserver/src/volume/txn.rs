@@ -1,9 +1,12 @@
 //! Typed access to a volume's tables inside one read or write transaction.
 
 use crate::error::{FsResult, rpc_err};
-use crate::schema::{self, ENTRIES, STATE, STATE_KEY, VNODES, VnodeRecord, VolumeState};
+use crate::schema::{
+    self, ENTRIES, JOURNAL, JOURNAL_KEY, JournalEntry, JournalState, STATE, STATE_KEY, VNODES, VnodeRecord, VolumeState,
+};
 use cellfs_protocol::{ErrorCode, Fid, FileKind, Status, Timestamp, VolumeId};
 use redb::{ReadOnlyTable, ReadTransaction, ReadableTable, Table, WriteTransaction};
+use std::collections::BTreeSet;
 
 /// The status the wire carries for a vnode record.
 pub fn to_status(volume: VolumeId, vnode: u64, rec: &VnodeRecord) -> Status {
@@ -45,12 +48,20 @@ fn require_dir(fid: Fid, rec: VnodeRecord) -> FsResult<VnodeRecord> {
     }
 }
 
+fn read_journal_state(table: &impl ReadableTable<&'static str, &'static [u8]>) -> FsResult<JournalState> {
+    let v = table
+        .get(JOURNAL_KEY)?
+        .ok_or_else(|| rpc_err(ErrorCode::Io, "volume journal state missing"))?;
+    schema::decode(v.value())
+}
+
 /// A read transaction on a volume.
 pub struct Reader {
     volume: VolumeId,
     vnodes: ReadOnlyTable<u64, &'static [u8]>,
     entries: ReadOnlyTable<(u64, &'static str), (u64, u64)>,
     state: ReadOnlyTable<&'static str, &'static [u8]>,
+    journal: ReadOnlyTable<u64, &'static [u8]>,
 }
 
 impl Reader {
@@ -61,6 +72,7 @@ impl Reader {
             vnodes: txn.open_table(VNODES)?,
             entries: txn.open_table(ENTRIES)?,
             state: txn.open_table(STATE)?,
+            journal: txn.open_table(JOURNAL)?,
         })
     }
 
@@ -71,6 +83,55 @@ impl Reader {
             .get(STATE_KEY)?
             .ok_or_else(|| rpc_err(ErrorCode::Io, "volume state missing"))?;
         schema::decode(v.value())
+    }
+
+    /// The change numbering and journal reach.
+    pub fn journal_state(&self) -> FsResult<JournalState> {
+        read_journal_state(&self.state)
+    }
+
+    /// Every FID changed by a change numbered in `from..=to`, deduplicated.
+    /// Stops with `None` once more than `limit` distinct FIDs are collected.
+    pub fn changed_between(&self, from: u64, to: u64, limit: usize) -> FsResult<Option<BTreeSet<Fid>>> {
+        let mut out = BTreeSet::new();
+        if from > to {
+            return Ok(Some(out));
+        }
+        for item in self.journal.range(from..=to)? {
+            let (_, v) = item?;
+            let entry: JournalEntry = schema::decode(v.value())?;
+            out.extend(entry.into_iter().map(|(vnode, unique)| Fid {
+                volume: self.volume,
+                vnode,
+                unique,
+            }));
+            if out.len() > limit {
+                return Ok(None);
+            }
+        }
+        Ok(Some(out))
+    }
+
+    /// Every vnode number and record, in vnode order.
+    pub fn all_vnodes(&self) -> FsResult<Vec<(u64, VnodeRecord)>> {
+        let mut out = Vec::new();
+        for item in self.vnodes.iter()? {
+            let (k, v) = item?;
+            out.push((k.value(), schema::decode(v.value())?));
+        }
+        Ok(out)
+    }
+
+    /// Every directory entry as (directory vnode, name, vnode, uniquifier).
+    pub fn all_entries(&self) -> FsResult<Vec<(u64, String, u64, u64)>> {
+        let mut out = Vec::new();
+        for item in self.entries.iter()? {
+            let (k, v) = item?;
+            let (dir, name) = k.value();
+            let (vnode, unique) = v.value();
+            out.push((dir, name.to_owned(), vnode, unique));
+        }
+        Ok(out)
     }
 
     /// The record of a vnode number, if any.
@@ -118,14 +179,17 @@ impl Reader {
     }
 }
 
-/// A write transaction on a volume; the state record is written by [`VolTxn::finish`].
+/// A write transaction on a volume; the state records are written by [`VolTxn::finish`].
 pub struct VolTxn<'t> {
     volume: VolumeId,
     vnodes: Table<'t, u64, &'static [u8]>,
     entries: Table<'t, (u64, &'static str), (u64, u64)>,
     state_table: Table<'t, &'static str, &'static [u8]>,
+    journal: Table<'t, u64, &'static [u8]>,
     /// The volume counters, written back on finish.
     pub state: VolumeState,
+    /// The change numbering, written back on finish.
+    pub journal_state: JournalState,
     /// The time of this change.
     pub now: Timestamp,
 }
@@ -140,22 +204,42 @@ impl<'t> VolTxn<'t> {
                 .ok_or_else(|| rpc_err(ErrorCode::Io, "volume state missing"))?;
             schema::decode(v.value())?
         };
+        let journal_state = read_journal_state(&state_table)?;
         Ok(VolTxn {
             volume,
             vnodes: txn.open_table(VNODES)?,
             entries: txn.open_table(ENTRIES)?,
             state_table,
+            journal: txn.open_table(JOURNAL)?,
             state,
+            journal_state,
             now: Timestamp::now(),
         })
     }
 
-    /// Writes the state back (with `updated` set to now).
+    /// Writes the state records back (with `updated` set to now).
     pub fn finish(&mut self) -> FsResult<()> {
         self.state.updated = self.now;
         let bytes = schema::encode(&self.state)?;
         self.state_table.insert(STATE_KEY, bytes.as_slice())?;
+        let bytes = schema::encode(&self.journal_state)?;
+        self.state_table.insert(JOURNAL_KEY, bytes.as_slice())?;
         Ok(())
+    }
+
+    /// Numbers this change: bumps the change number, records which FIDs it
+    /// touched, and trims the journal to its newest `keep` entries. Returns
+    /// the new change number.
+    pub fn log_change(&mut self, fids: impl IntoIterator<Item = Fid>, keep: u64) -> FsResult<u64> {
+        let mut touched: Vec<(u64, u64)> = fids.into_iter().map(|f| (f.vnode, f.unique)).collect();
+        touched.sort_unstable();
+        touched.dedup();
+        let js = &mut self.journal_state;
+        js.seq += 1;
+        let seq = js.seq;
+        self.journal.insert(seq, schema::encode(&touched)?.as_slice())?;
+        trim(&mut self.journal, &mut self.journal_state, keep)?;
+        Ok(seq)
     }
 
     /// The record of a vnode number, if any.
@@ -180,6 +264,13 @@ impl<'t> VolTxn<'t> {
     /// The record of `fid`, which must be a directory.
     pub fn dir(&self, fid: Fid) -> FsResult<VnodeRecord> {
         require_dir(fid, self.vnode(fid)?)
+    }
+
+    /// Deletes a vnode record without touching the counters (salvage
+    /// recomputes them).
+    pub fn remove_record(&mut self, vnode: u64) -> FsResult<()> {
+        self.vnodes.remove(vnode)?;
+        Ok(())
     }
 
     /// Stores a record.
@@ -239,4 +330,13 @@ impl<'t> VolTxn<'t> {
     pub fn status(&self, vnode: u64, rec: &VnodeRecord) -> Status {
         to_status(self.volume, vnode, rec)
     }
+}
+
+/// Drops the oldest journal entries until at most `keep` remain.
+pub fn trim(journal: &mut Table<'_, u64, &'static [u8]>, js: &mut JournalState, keep: u64) -> FsResult<()> {
+    while js.seq.saturating_add(1).saturating_sub(js.oldest) > keep {
+        journal.remove(js.oldest)?;
+        js.oldest += 1;
+    }
+    Ok(())
 }
