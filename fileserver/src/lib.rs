@@ -10,6 +10,7 @@
 pub mod callbacks;
 pub mod config;
 pub mod error;
+pub mod lock;
 pub mod rpc;
 pub mod schema;
 pub mod server;
@@ -18,4 +19,4 @@ pub mod volume;
 
 pub use config::{InitOptions, InitReport, ServerConfig, init};
 pub use error::FsError;
-pub use server::{Server, ServerError, serve};
+pub use server::{ServeOptions, Server, ServerError, serve, serve_with};

@@ -1,6 +1,7 @@
 //! `cellfs-fileserver`: create a cell (`init`) and serve it (`serve`).
 
 use anyhow::Context as _;
+use cellfs_fileserver::ServeOptions;
 use cellfs_fileserver::config::{DEFAULT_PROMISE_SECS, InitOptions};
 use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
@@ -39,6 +40,10 @@ enum Command {
         /// Listen address overriding server.toml.
         #[arg(long)]
         listen: Option<SocketAddr>,
+        /// Changes each volume's journal remembers for reconnecting clients,
+        /// overriding server.toml's `journal_len` (default 100000).
+        #[arg(long, value_name = "N")]
+        journal_len: Option<u64>,
     },
 }
 
@@ -78,10 +83,15 @@ fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Serve { data, listen } => {
+        Command::Serve {
+            data,
+            listen,
+            journal_len,
+        } => {
             let rt = tokio::runtime::Runtime::new().context("cannot start the tokio runtime")?;
+            let opts = ServeOptions { listen, journal_len };
             rt.block_on(async {
-                cellfs_fileserver::serve(&data, listen, shutdown_signal())
+                cellfs_fileserver::serve_with(&data, &opts, shutdown_signal())
                     .await
                     .with_context(|| format!("cannot serve {}", data.display()))
             })

@@ -4,6 +4,7 @@
 use crate::callbacks::{Callbacks, ClientId};
 use crate::config::{CA_PEM, ConfigError, SERVER_KEY, SERVER_PEM, ServerConfig};
 use crate::error::FsError;
+use crate::lock::DataLock;
 use crate::rpc::{Context, Outcome};
 use crate::store::Store;
 use cellfs_protocol::codec::{CodecError, MAX_FRAME};
@@ -58,6 +59,9 @@ pub enum ServerError {
     /// The listen address does not resolve.
     #[error("cannot resolve listen address {0}")]
     Resolve(String),
+    /// Another server or a salvager is using the data folder.
+    #[error(transparent)]
+    Locked(#[from] crate::lock::LockError),
     /// The UDP socket could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -69,11 +73,21 @@ pub enum ServerError {
     },
 }
 
-/// A bound, ready fileserver.
+/// Settings that override `server.toml` for one run.
+#[derive(Debug, Clone, Default)]
+pub struct ServeOptions {
+    /// Listen address (instead of `listen`).
+    pub listen: Option<SocketAddr>,
+    /// Journal length per volume (instead of `journal_len`).
+    pub journal_len: Option<u64>,
+}
+
+/// A bound, ready fileserver. It holds the data folder lock until [`Server::run`] returns.
 pub struct Server {
     endpoint: quinn::Endpoint,
     ctx: Arc<Context>,
     local_addr: SocketAddr,
+    lock: DataLock,
 }
 
 fn read_pem(path: PathBuf) -> Result<String, ServerError> {
@@ -84,7 +98,22 @@ impl Server {
     /// Opens the cell in `data_dir` and binds its endpoint on `listen` (or the
     /// configured address). Must run inside a tokio runtime.
     pub async fn open(data_dir: &Path, listen: Option<SocketAddr>) -> Result<Self, ServerError> {
-        let config = ServerConfig::load(data_dir)?;
+        let opts = ServeOptions {
+            listen,
+            ..ServeOptions::default()
+        };
+        Self::open_with(data_dir, &opts).await
+    }
+
+    /// Opens the cell in `data_dir` with `opts` overriding `server.toml`.
+    /// Refuses (`Locked`) when another server or a salvager holds the folder.
+    pub async fn open_with(data_dir: &Path, opts: &ServeOptions) -> Result<Self, ServerError> {
+        let mut config = ServerConfig::load(data_dir)?;
+        let lock = DataLock::acquire(data_dir)?;
+        let listen = opts.listen;
+        if let Some(n) = opts.journal_len {
+            config.journal_len = n;
+        }
         let addr = match listen {
             Some(a) => a,
             None => transport::resolve(&config.listen).map_err(|_| ServerError::Resolve(config.listen.clone()))?,
@@ -96,7 +125,8 @@ impl Server {
         };
         let crypto = tls::server_crypto(&credential, &ca)?;
         let root = data_dir.to_owned();
-        let store = tokio::task::spawn_blocking(move || Store::open(&root))
+        let journal_len = config.journal_len;
+        let store = tokio::task::spawn_blocking(move || Store::open_with(&root, journal_len))
             .await
             .map_err(FsError::from)??;
         let endpoint = transport::server_endpoint(addr, crypto, credential.key_pem.as_bytes())
@@ -115,6 +145,7 @@ impl Server {
             endpoint,
             ctx,
             local_addr,
+            lock,
         })
     }
 
@@ -135,6 +166,7 @@ impl Server {
             endpoint,
             ctx,
             local_addr,
+            lock,
         } = self;
         tracing::info!("serving cell {} on {}", ctx.config.cell, local_addr);
         let limit = Arc::new(Semaphore::new(ctx.config.max_connections.max(1)));
@@ -187,6 +219,7 @@ impl Server {
         if drained.is_err() {
             tracing::warn!("shutdown grace period over; exiting with work in flight");
         }
+        drop(lock);
         Ok(())
     }
 }
@@ -198,6 +231,15 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
     Server::open(data_dir, listen).await?.run(shutdown).await
+}
+
+/// Opens the cell in `data_dir` with `opts` and serves it until `shutdown` completes.
+pub async fn serve_with(
+    data_dir: &Path,
+    opts: &ServeOptions,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServerError> {
+    Server::open_with(data_dir, opts).await?.run(shutdown).await
 }
 
 fn log_close(e: &quinn::ConnectionError) {

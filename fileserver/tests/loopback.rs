@@ -2,7 +2,7 @@
 //! protocol's own `Connector`.
 
 use cellfs_fileserver::config::{CA_PEM, InitOptions};
-use cellfs_fileserver::{Server, init};
+use cellfs_fileserver::{ServeOptions, Server, ServerError, init};
 use cellfs_protocol::message::{Break, Reply, Request, ServerMessage};
 use cellfs_protocol::tls::Credential;
 use cellfs_protocol::transport::{CallError, Connector, RpcClient};
@@ -28,7 +28,15 @@ impl Running {
 }
 
 async fn start(data: &Path) -> Running {
-    let server = Server::open(data, Some("127.0.0.1:0".parse().unwrap())).await.unwrap();
+    start_with(data, None).await
+}
+
+async fn start_with(data: &Path, journal_len: Option<u64>) -> Running {
+    let opts = ServeOptions {
+        listen: Some("127.0.0.1:0".parse().unwrap()),
+        journal_len,
+    };
+    let server = Server::open_with(data, &opts).await.unwrap();
     let addr = server.local_addr();
     let (tx, rx) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
@@ -236,5 +244,200 @@ async fn loopback_end_to_end() {
     assert_eq!(r2.fid, r.fid);
     assert_eq!(fetch(&c, big.fid).await, payload);
     c.close();
+    server.stop().await;
+}
+
+/// (incarnation, current, changed) of a `Reconnect`.
+async fn reconnect(
+    c: &RpcClient,
+    volume: u64,
+    incarnation: u64,
+    since: u64,
+    fids: &[Fid],
+) -> (u64, u64, Option<Vec<Fid>>) {
+    let req = Request::Reconnect {
+        volume,
+        incarnation,
+        since,
+        fids: fids.to_vec(),
+    };
+    match c.call(&req).await.unwrap() {
+        Reply::Reconnected {
+            incarnation,
+            current,
+            changed,
+        } => (incarnation, current, changed),
+        other => panic!("{other:?}"),
+    }
+}
+
+async fn stats(c: &RpcClient) -> cellfs_protocol::Stats {
+    match c.call(&Request::Stats).await.unwrap() {
+        Reply::Stats(s) => s,
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Waits for one server message on `c`, acknowledges it and returns it.
+fn next_message(c: &RpcClient) -> tokio::task::JoinHandle<ServerMessage> {
+    let c = c.clone();
+    tokio::spawn(async move {
+        let (msg, ack) = c.accept_server_message().await.unwrap();
+        ack.ack().await.unwrap();
+        msg
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconnect_covers_the_gap_and_grants_real_promises() {
+    let (_tmp, data) = new_cell();
+    let server = start(&data).await;
+    let a = client(&data, server.addr).await;
+    let r = root(&a).await;
+    let vol = r.fid.volume;
+    let x = create(&a, r.fid, "x").await.fid;
+    let y = create(&a, r.fid, "y").await.fid;
+    store(&a, x, b"one").await.unwrap();
+
+    // B learns the volume's incarnation and change number (no promises, no grants).
+    let b = client(&data, server.addr).await;
+    let (inc, since, changed) = reconnect(&b, vol, 0, 0, &[x, y]).await;
+    assert_ne!(inc, 0);
+    assert_eq!((since, changed), (3, None));
+    assert_eq!(stats(&a).await.promises, 3, "a: root, x, y; b: none");
+
+    // While B is away, A changes x (B holds no promise, so it hears nothing).
+    store(&a, x, b"two").await.unwrap();
+    let (inc2, current, changed) = reconnect(&b, vol, inc, since, &[x, y, r.fid]).await;
+    assert_eq!((inc2, current), (inc, 4));
+    assert_eq!(changed, Some(vec![x]));
+
+    // The promises on y and the root are real: A's next changes break them,
+    // each break numbered with the change that caused it.
+    let msg = next_message(&b);
+    store(&a, y, b"three").await.unwrap();
+    let msg = tokio::time::timeout(Duration::from_secs(2), msg)
+        .await
+        .unwrap()
+        .unwrap();
+    let want = Break {
+        fid: y,
+        names: vec![],
+        deleted: false,
+        seq: 5,
+    };
+    assert_eq!(msg, ServerMessage::Break(vec![want]));
+    let msg = next_message(&b);
+    create(&a, r.fid, "z").await;
+    let msg = tokio::time::timeout(Duration::from_secs(2), msg)
+        .await
+        .unwrap()
+        .unwrap();
+    let want = Break {
+        fid: r.fid,
+        names: vec!["z".into()],
+        deleted: false,
+        seq: 6,
+    };
+    assert_eq!(msg, ServerMessage::Break(vec![want]));
+    // x changed, so B got no promise on it: A's change of x breaks nothing.
+    let sent = stats(&a).await.breaks_sent;
+    store(&a, x, b"four").await.unwrap();
+    assert_eq!(stats(&a).await.breaks_sent, sent);
+
+    // Unknown volume, and too many FIDs.
+    let err = b
+        .call(&Request::Reconnect {
+            volume: 999,
+            incarnation: inc,
+            since: 0,
+            fids: vec![],
+        })
+        .await;
+    assert_eq!(code(err), Some(ErrorCode::Stale));
+    let many = vec![x; cellfs_protocol::message::MAX_BULK_FIDS + 1];
+    let err = b.call(&Request::BulkStatus { fids: many }).await;
+    assert_eq!(code(err), Some(ErrorCode::BadRequest));
+    let many = vec![x; cellfs_protocol::message::MAX_RECONNECT_FIDS + 1];
+    let err = b
+        .call(&Request::Reconnect {
+            volume: vol,
+            incarnation: inc,
+            since: 7,
+            fids: many,
+        })
+        .await;
+    assert_eq!(code(err), Some(ErrorCode::BadRequest));
+
+    a.close();
+    b.close();
+    server.stop().await;
+
+    // The journal survives a restart: B, up to date through change 7, still
+    // gets an exact answer and keeps its copies.
+    let server = start(&data).await;
+    let b = client(&data, server.addr).await;
+    let (inc3, current, changed) = reconnect(&b, vol, inc, 7, &[x, y]).await;
+    assert_eq!((inc3, current, changed), (inc, 7, Some(vec![])));
+    b.close();
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconnect_after_a_trimmed_gap_or_another_incarnation_gets_none() {
+    let (_tmp, data) = new_cell();
+    let server = start_with(&data, Some(2)).await;
+    let a = client(&data, server.addr).await;
+    let r = root(&a).await;
+    let vol = r.fid.volume;
+    let (inc, since, _) = reconnect(&a, vol, 0, 0, &[]).await;
+    assert_eq!(since, 0);
+    let x = create(&a, r.fid, "x").await.fid;
+    // Journal of 2: since 0 needs change 1, still there after two changes...
+    store(&a, x, b"1").await.unwrap();
+    let (_, current, changed) = reconnect(&a, vol, inc, 0, &[x]).await;
+    assert_eq!((current, changed.map(|c| c.len())), (2, Some(2)));
+    // ...and gone after three.
+    store(&a, x, b"2").await.unwrap();
+    let before = stats(&a).await.promises;
+    let (inc2, current, changed) = reconnect(&a, vol, inc, 0, &[x]).await;
+    assert_eq!((inc2, current, changed), (inc, 3, None));
+    assert_eq!(reconnect(&a, vol, inc, 1, &[x]).await.2, Some(vec![x]));
+    assert_eq!(reconnect(&a, vol, inc.wrapping_add(1), 3, &[x]).await.2, None);
+    // BulkStatus answers per FID (the fallback) and grants promises.
+    let gone = Fid { unique: 77, ..x };
+    match a
+        .call(&Request::BulkStatus {
+            fids: vec![x, gone, r.fid],
+        })
+        .await
+        .unwrap()
+    {
+        Reply::BulkStatus(v) => {
+            assert_eq!(v.len(), 3);
+            assert_eq!(v[0].as_ref().unwrap().size, 1);
+            assert_eq!(v[1].as_ref().unwrap_err().code, ErrorCode::Stale);
+            assert_eq!(v[2].as_ref().unwrap().fid, r.fid);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(stats(&a).await.promises >= before);
+    a.close();
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_server_on_the_same_folder_is_refused() {
+    let (_tmp, data) = new_cell();
+    let server = start(&data).await;
+    let err = match Server::open(&data, Some("127.0.0.1:0".parse().unwrap())).await {
+        Err(e) => e,
+        Ok(_) => panic!("a second server opened a folder in use"),
+    };
+    assert!(matches!(err, ServerError::Locked(_)), "{err}");
+    assert!(err.to_string().contains("in use by another cellfs-fileserver"), "{err}");
+    server.stop().await;
+    // Released when the first one stops.
+    let server = start(&data).await;
     server.stop().await;
 }

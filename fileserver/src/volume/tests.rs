@@ -311,3 +311,171 @@ fn chmod_updates_ctime_but_not_mtime_or_dv() {
     // The data version tracks content only: a cached copy stays valid.
     assert_eq!(s.data_version, f.data_version);
 }
+
+fn journal_entries(vol: &Volume) -> Vec<(u64, Vec<(u64, u64)>)> {
+    let txn = vol.db.begin_read().unwrap();
+    let t = txn.open_table(JOURNAL).unwrap();
+    t.iter()
+        .unwrap()
+        .map(|i| {
+            let (k, v) = i.unwrap();
+            (k.value(), schema::decode(v.value()).unwrap())
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn every_change_is_numbered_and_journaled_with_its_break_fids() {
+    let (_tmp, vol) = new_volume(0);
+    let js = vol.journal_state().unwrap();
+    assert_ne!(js.incarnation, 0);
+    assert_eq!((js.seq, js.oldest), (0, 1));
+    let c = vol.create(root(), "a", 0o644, 0, 0, true).unwrap();
+    let a = c.value.status.fid;
+    assert_eq!(c.breaks[0].seq, 1);
+    let s = store(&vol, a, 0, b"x", None).await.unwrap();
+    assert_eq!(s.size, 1);
+    let l = vol.link(root(), "b", a).unwrap();
+    assert!(l.breaks.iter().all(|b| b.seq == 3));
+    // A non-exclusive create of an existing file and a no-op rename change nothing.
+    assert!(vol.create(root(), "a", 0o644, 0, 0, false).unwrap().breaks.is_empty());
+    assert!(vol.rename(root(), "a", root(), "b").unwrap().breaks.is_empty());
+    let r = vol.remove(root(), "b").unwrap();
+    assert_eq!(r.breaks[0].seq, 4);
+    let js = vol.journal_state().unwrap();
+    assert_eq!((js.seq, js.oldest), (4, 1));
+    let (rv, ru) = (root().vnode, root().unique);
+    assert_eq!(
+        journal_entries(&vol),
+        vec![
+            (1, vec![(rv, ru)]),
+            (2, vec![(a.vnode, a.unique)]),
+            (3, vec![(rv, ru), (a.vnode, a.unique)]),
+            (4, vec![(rv, ru), (a.vnode, a.unique)]),
+        ]
+    );
+    // A refused change is not numbered.
+    assert!(vol.make_dir(root(), "a", 0o755, 0, 0).is_err());
+    assert_eq!(vol.journal_state().unwrap().seq, 4);
+}
+
+#[test]
+fn journal_is_trimmed_in_the_change_and_persists_across_reopen() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("7");
+    let vol = Volume::create_new(&dir, 7, 0, 3).unwrap();
+    for i in 0..5 {
+        vol.make_dir(root(), &format!("d{i}"), 0o755, 0, 0).unwrap();
+    }
+    let js = vol.journal_state().unwrap();
+    assert_eq!((js.seq, js.oldest), (5, 3));
+    let keys: Vec<u64> = journal_entries(&vol).into_iter().map(|(k, _)| k).collect();
+    assert_eq!(keys, vec![3, 4, 5]);
+    drop(vol);
+    // Same incarnation and numbering after a restart.
+    let vol = Volume::open(&dir, 7, 0, 3).unwrap();
+    assert_eq!(vol.journal_state().unwrap(), js);
+    vol.make_dir(root(), "e", 0o755, 0, 0).unwrap();
+    assert_eq!(vol.journal_state().unwrap().oldest, 4);
+    drop(vol);
+    // A shorter setting trims at open; a longer one keeps what there is.
+    let vol = Volume::open(&dir, 7, 0, 1).unwrap();
+    let js = vol.journal_state().unwrap();
+    assert_eq!((js.seq, js.oldest), (6, 6));
+    assert_eq!(journal_entries(&vol).len(), 1);
+    drop(vol);
+    let vol = Volume::open(&dir, 7, 0, 0).unwrap();
+    assert_eq!(vol.journal_state().unwrap().oldest, 7);
+    assert!(journal_entries(&vol).is_empty());
+    vol.make_dir(root(), "f", 0o755, 0, 0).unwrap();
+    let js = vol.journal_state().unwrap();
+    assert_eq!((js.seq, js.oldest), (7, 8));
+    assert!(journal_entries(&vol).is_empty());
+}
+
+#[test]
+fn a_volume_without_a_journal_gets_one_on_open() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("7");
+    let vol = Volume::create_new(&dir, 7, 0, JLEN).unwrap();
+    vol.make_dir(root(), "d", 0o755, 0, 0).unwrap();
+    let before = vol.journal_state().unwrap();
+    // What a volume written before the journal existed looks like.
+    {
+        let txn = vol.db.begin_write().unwrap();
+        txn.open_table(STATE).unwrap().remove(JOURNAL_KEY).unwrap();
+        txn.delete_table(JOURNAL).unwrap();
+        txn.commit().unwrap();
+    }
+    drop(vol);
+    let vol = Volume::open(&dir, 7, 0, JLEN).unwrap();
+    let js = vol.journal_state().unwrap();
+    assert_ne!(js.incarnation, before.incarnation);
+    assert_ne!(js.incarnation, 0);
+    assert_eq!((js.seq, js.oldest), (0, 1));
+    assert_eq!(vol.lookup(root(), "d").unwrap().kind, FileKind::Dir);
+    // The old client's numbering means nothing now.
+    let r = vol.reconnect(before.incarnation, before.seq, &[], 100).unwrap();
+    assert_eq!(r.changed, None);
+    assert_eq!(r.incarnation, js.incarnation);
+}
+
+#[tokio::test]
+async fn reconnect_lists_exactly_what_changed_and_its_boundaries() {
+    let tmp = tempfile::tempdir().unwrap();
+    let vol = Volume::create_new(&tmp.path().join("7"), 7, 0, 3).unwrap();
+    let inc = vol.journal_state().unwrap().incarnation;
+    let a = vol.create(root(), "a", 0o644, 0, 0, true).unwrap().value.status.fid; // 1
+    let b = vol.create(root(), "b", 0o644, 0, 0, true).unwrap().value.status.fid; // 2
+    let gone = vol.create(root(), "c", 0o644, 0, 0, true).unwrap().value.status.fid; // 3
+    let since = vol.journal_state().unwrap().seq;
+    assert_eq!(since, 3);
+    store(&vol, a, 0, b"new", None).await.unwrap(); // 4: a
+    vol.remove(root(), "c").unwrap(); // 5: root, c
+    let js = vol.journal_state().unwrap();
+    assert_eq!((js.seq, js.oldest), (5, 3));
+    let never = Fid {
+        volume: 7,
+        vnode: 999,
+        unique: 1,
+    };
+    let other_volume = Fid { volume: 8, ..b };
+    let listed = [a, b, gone, root(), never, other_volume, b];
+    let r = vol.reconnect(inc, since, &listed, 100).unwrap();
+    assert_eq!((r.incarnation, r.current), (inc, 5));
+    let mut want = vec![root(), a, gone, never, other_volume];
+    want.sort();
+    assert_eq!(r.changed, Some(want));
+    assert_eq!(r.unchanged, vec![b]);
+    // Up to date: nothing changed, everything listed that exists is granted.
+    let r = vol.reconnect(inc, 5, &[a, b], 100).unwrap();
+    assert_eq!(r.changed, Some(vec![]));
+    assert_eq!(r.unchanged, vec![a, b]);
+    // The oldest entry is 3, so since = 2 (changes 3..=5 needed) is covered...
+    let r = vol.reconnect(inc, 2, &[a, b], 100).unwrap();
+    let mut want = vec![root(), a, gone];
+    want.sort();
+    assert_eq!(r.changed, Some(want));
+    assert_eq!(r.unchanged, vec![b]);
+    // ...and since = 1 (change 2 trimmed) is not.
+    let r = vol.reconnect(inc, 1, &[a, b], 100).unwrap();
+    assert_eq!((r.changed, r.unchanged.len(), r.current), (None, 0, 5));
+    // A change number from the future or another incarnation: no answer.
+    assert_eq!(vol.reconnect(inc, 6, &[b], 100).unwrap().changed, None);
+    assert_eq!(vol.reconnect(inc ^ 1, 5, &[b], 100).unwrap().changed, None);
+    assert_eq!(vol.reconnect(0, 0, &[b], 100).unwrap().changed, None);
+    // Too many changes to list: fall back to bulk.
+    let r = vol.reconnect(inc, 2, &[a, b], 2).unwrap();
+    assert_eq!((r.changed, r.unchanged.len()), (None, 0));
+}
+
+#[test]
+fn statuses_answer_each_fid_separately() {
+    let (_tmp, vol) = new_volume(0);
+    let a = vol.create(root(), "a", 0o644, 0, 0, true).unwrap().value.status.fid;
+    let stale = Fid { unique: 99, ..a };
+    let out = vol.statuses(&[a, stale, root()]).unwrap();
+    assert_eq!(out[0].as_ref().unwrap().fid, a);
+    assert_eq!(out[1].as_ref().unwrap_err().to_rpc().code, ErrorCode::Stale);
+    assert_eq!(out[2].as_ref().unwrap().kind, FileKind::Dir);
+}
