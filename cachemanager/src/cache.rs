@@ -10,7 +10,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 /// One cached file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CacheEntry {
     /// Data version the local copy holds.
     pub data_version: u64,
@@ -20,6 +20,7 @@ pub struct CacheEntry {
 
 /// Size-bounded LRU index of the cache folder's data files.
 pub struct DiskCache {
+    root: PathBuf,
     dir: PathBuf,
     limit: u64,
     used: u64,
@@ -28,25 +29,73 @@ pub struct DiskCache {
 }
 
 impl DiskCache {
-    /// Opens (and empties) the cache folder `dir` with a size limit in bytes.
-    pub fn open(dir: &Path, limit: u64) -> io::Result<Self> {
+    /// Opens the cache folder `dir` with a size limit in bytes, keeping the
+    /// copies in `known` (from the saved index, least recently used first)
+    /// whose data file is there with the recorded length. Every other file in
+    /// the data folder (partial fetches, copies the index does not vouch for)
+    /// is deleted.
+    pub fn open(dir: &Path, limit: u64, known: Vec<(Fid, CacheEntry)>) -> io::Result<Self> {
         let data = dir.join("data");
-        if data.exists() {
-            std::fs::remove_dir_all(&data)?;
-        }
         std::fs::create_dir_all(&data)?;
-        Ok(DiskCache {
+        let mut cache = DiskCache {
+            root: dir.to_owned(),
             dir: data,
             limit,
             used: 0,
             entries: LruCache::unbounded(),
             open: HashMap::new(),
-        })
+        };
+        let mut discarded = 0usize;
+        for (fid, entry) in known {
+            match std::fs::metadata(cache.path(fid)) {
+                Ok(md) if md.is_file() && md.len() == entry.size => cache.insert(fid, entry),
+                _ => discarded += 1,
+            }
+        }
+        let vouched: std::collections::HashSet<PathBuf> = cache.entries.iter().map(|(f, _)| cache.path(*f)).collect();
+        for file in std::fs::read_dir(&cache.dir)?.flatten() {
+            if !vouched.contains(&file.path()) {
+                discarded += 1;
+                std::fs::remove_file(file.path())?;
+            }
+        }
+        if discarded > 0 {
+            tracing::info!(
+                discarded,
+                kept = cache.entries.len(),
+                "cache check: discarded copies the index does not vouch for"
+            );
+        }
+        Ok(cache)
+    }
+
+    /// The cache folder.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Every cached copy, least recently used first (for the saved index).
+    pub fn entries(&self) -> Vec<(Fid, CacheEntry)> {
+        self.entries.iter().rev().map(|(f, e)| (*f, *e)).collect()
     }
 
     /// Where the copy of `fid` lives.
     pub fn path(&self, fid: Fid) -> PathBuf {
         self.dir.join(format!("{}.{}.{}", fid.volume, fid.vnode, fid.unique))
+    }
+
+    /// Saves the local copy of `fid` under `lost+found/` in the cache folder,
+    /// for bytes that could not be stored on the server; returns where.
+    pub fn save_lost(&self, fid: Fid) -> io::Result<PathBuf> {
+        let dir = self.root.join("lost+found");
+        std::fs::create_dir_all(&dir)?;
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_micros())
+            .unwrap_or(0);
+        let dest = dir.join(format!("{}.{}.{}-{stamp}", fid.volume, fid.vnode, fid.unique));
+        std::fs::copy(self.path(fid), &dest)?;
+        Ok(dest)
     }
 
     /// A fresh temporary path in the cache folder for a fetch in progress.
@@ -60,6 +109,11 @@ impl DiskCache {
     /// The cached copy of `fid`, if any, marking it most recently used.
     pub fn get(&mut self, fid: Fid) -> Option<CacheEntry> {
         self.entries.get(&fid).copied()
+    }
+
+    /// Whether a copy of `fid` is cached (without touching its recency).
+    pub fn contains(&self, fid: Fid) -> bool {
+        self.entries.contains(&fid)
     }
 
     /// Records that the file at `path(fid)` now holds `entry` (after a fetch,
@@ -131,6 +185,16 @@ impl DiskCache {
         self.used
     }
 
+    /// Number of cached copies.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True when nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
     /// The configured limit in bytes.
     pub fn limit(&self) -> u64 {
         self.limit
@@ -181,7 +245,7 @@ mod tests {
     #[test]
     fn evicts_least_recently_used_but_never_open_files() {
         let dir = tempfile::tempdir().unwrap();
-        let mut cache = DiskCache::open(dir.path(), 100).unwrap();
+        let mut cache = DiskCache::open(dir.path(), 100, Vec::new()).unwrap();
         put(&mut cache, 1, 40);
         put(&mut cache, 2, 40);
         cache.pin(fid(1));
@@ -200,7 +264,7 @@ mod tests {
     #[test]
     fn advance_keeps_current_copies_and_drops_stale_ones() {
         let dir = tempfile::tempdir().unwrap();
-        let mut cache = DiskCache::open(dir.path(), 1000).unwrap();
+        let mut cache = DiskCache::open(dir.path(), 1000, Vec::new()).unwrap();
         put(&mut cache, 1, 10);
         assert!(cache.advance(fid(1), 1, 2));
         assert_eq!(cache.get(fid(1)).unwrap().data_version, 2);
@@ -235,7 +299,7 @@ mod tests {
         #[test]
         fn cache_matches_model(ops in proptest::collection::vec(op(), 1..60)) {
             let dir = tempfile::tempdir().unwrap();
-            let mut cache = DiskCache::open(dir.path(), 1000).unwrap();
+            let mut cache = DiskCache::open(dir.path(), 1000, Vec::new()).unwrap();
             let mut pins: HashMap<u64, u32> = HashMap::new();
             for op in ops {
                 match op {

@@ -9,9 +9,11 @@ use crate::cache::{CacheEntry, DiskCache};
 use crate::error::{FsError, FsResult};
 use crate::link::{LinkError, LinkEvent, ServerLink};
 use crate::nodes::{Listing, Node, NodeTable, Promise, ROOT_INO};
+use crate::persist::{self, Snapshot};
 use cellfs_protocol::message::{Break, ServerMessage};
-use cellfs_protocol::{Fid, FileKind, Reply, Request, SetAttr, Status, VolumeInfo};
-use std::collections::HashMap;
+use cellfs_protocol::transport::CallError;
+use cellfs_protocol::{Fid, FileKind, Reply, Request, SetAttr, Status, VolumeId, VolumeInfo};
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
@@ -22,6 +24,12 @@ use tokio::sync::mpsc;
 /// Longest wait for the kernel to apply a break's invalidations before the
 /// break is acknowledged anyway.
 const ACK_WAIT: Duration = Duration::from_millis(250);
+
+/// How often an unreachable fileserver is probed.
+const PROBE_INTERVAL: Duration = Duration::from_millis(500);
+
+/// FIDs per `BulkStatus` when revalidating without a journal.
+const BULK_CHUNK: usize = 1000;
 
 /// How the core tells the kernel to drop what it cached (implemented over
 /// fuser's `Notifier`; never called from inside a FUSE request).
@@ -76,6 +84,9 @@ struct State {
     files: HashMap<u64, Arc<OpenFile>>,
     dirs: HashMap<u64, Arc<Vec<DirItem>>>,
     next_fh: u64,
+    /// Per volume: (incarnation, change number) up to which our promises
+    /// are known to reflect the server; where a reconnect asks from.
+    baselines: HashMap<VolumeId, (u64, u64)>,
 }
 
 /// The cache manager core for one mount.
@@ -84,47 +95,132 @@ pub struct Core {
     rt: tokio::runtime::Handle,
     state: Mutex<State>,
     kernel: OnceLock<Box<dyn KernelCache>>,
+    cell: OnceLock<String>,
+    last_revalidation: Mutex<Option<Revalidation>>,
     closing: std::sync::atomic::AtomicBool,
+    probing: std::sync::atomic::AtomicBool,
 }
 
 impl Core {
-    /// Connects through `link`, resolves the cell's root volume and opens the
-    /// disk cache in `cache_dir` limited to `cache_size` bytes.
+    /// Opens the disk cache in `cache_dir` (limited to `cache_size` bytes) with
+    /// the index saved by the last run, connects through `link` and resolves
+    /// the cell's root volume. When the fileserver cannot be reached but the
+    /// cache holds an index of cell `cell`, it starts disconnected and serves
+    /// the cache; the link probes in the background.
     pub fn start(
         link: ServerLink,
         rt: tokio::runtime::Handle,
         cache_dir: &Path,
         cache_size: u64,
+        cell: &str,
     ) -> anyhow::Result<Arc<Self>> {
-        let cache = DiskCache::open(cache_dir, cache_size)?;
-        let (root, promise) = rt.block_on(async {
+        let saved = match persist::load(cache_dir) {
+            Ok(s) => s.filter(|s| s.cell == cell),
+            Err(e) => {
+                tracing::warn!(error = %e, "ignoring the saved cache index");
+                None
+            }
+        };
+        let copies = saved.as_ref().map(|s| s.copies.clone()).unwrap_or_default();
+        let cache = DiskCache::open(cache_dir, cache_size, copies)?;
+        let online = rt.block_on(async {
             link.client().await?;
             let root_volume = link.info().map(|i| i.root_volume).unwrap_or_else(|| "root.cell".into());
             let sent = Instant::now();
             let reply = link.call(&Request::GetRoot { volume: root_volume }).await?;
             Ok::<_, LinkError>((reply, sent))
-        })?;
-        let Reply::Status(root) = root else {
-            anyhow::bail!("unexpected reply to GetRoot")
+        });
+        let now = Instant::now();
+        let restore = |snap: Snapshot, root: Fid| {
+            let baselines = snap.baselines.into_iter().collect();
+            NodeTable::import(root, snap.nodes, snap.mounts, now).map(|t| (t, baselines))
         };
-        let core = Core {
+        let (nodes, baselines, root_reply, warm) = match (online, saved) {
+            (Ok((Reply::Status(root), sent)), saved) => {
+                let restored = saved.filter(|s| s.root == root.fid).and_then(|s| restore(s, root.fid));
+                let warm = restored.is_some();
+                let (nodes, baselines) =
+                    restored.unwrap_or_else(|| (NodeTable::new(root.clone(), None), HashMap::new()));
+                (nodes, baselines, Some((root, sent)), warm)
+            }
+            (Ok(_), _) => anyhow::bail!("unexpected reply to GetRoot"),
+            (Err(e), Some(snap)) => {
+                let root = snap.root;
+                let (nodes, baselines) =
+                    restore(snap, root).ok_or_else(|| anyhow::anyhow!("the saved cache index has no root"))?;
+                tracing::warn!(error = %e, "fileserver unreachable at start: serving the cache of the last run read-only");
+                (nodes, baselines, None, true)
+            }
+            (Err(e), None) => {
+                return Err(anyhow::Error::new(e)
+                    .context("the fileserver is unreachable and the cache holds no index to serve"));
+            }
+        };
+        let core = Arc::new(Core {
             state: Mutex::new(State {
-                nodes: NodeTable::new(root, None),
+                nodes,
                 cache,
                 files: HashMap::new(),
                 dirs: HashMap::new(),
                 next_fh: 1,
+                baselines,
             }),
             link,
             rt,
             kernel: OnceLock::new(),
+            cell: OnceLock::from(cell.to_owned()),
+            last_revalidation: Mutex::new(None),
             closing: std::sync::atomic::AtomicBool::new(false),
-        };
-        let p = core.promise_from(promise);
-        if let Some(n) = core.lock().nodes.get_mut(ROOT_INO) {
-            n.promise = p;
+            probing: std::sync::atomic::AtomicBool::new(false),
+        });
+        if let Some((root, sent)) = root_reply {
+            let volume = root.fid.volume;
+            let promise = core.promise_from(sent);
+            core.lock().nodes.upsert(root, promise);
+            if warm {
+                // Bring the saved state up to date before serving.
+                core.revalidate();
+            }
+            core.learn_baseline(volume);
         }
-        Ok(Arc::new(core))
+        Ok(core)
+    }
+
+    /// What the saved index should hold now.
+    fn snapshot(&self) -> Option<Snapshot> {
+        let st = self.lock();
+        let cell = self.link.info().map(|i| i.cell).or_else(|| self.cell.get().cloned())?;
+        let root = st.nodes.get(ROOT_INO)?.fid;
+        let (nodes, mounts) = st.nodes.export(self.link.epoch(), Instant::now());
+        let dirty: HashSet<Fid> = st
+            .nodes
+            .iter()
+            .filter(|(_, n)| n.dirty.is_some())
+            .map(|(_, n)| n.fid)
+            .collect();
+        let copies = st
+            .cache
+            .entries()
+            .into_iter()
+            .filter(|(f, _)| !dirty.contains(f))
+            .collect();
+        Some(Snapshot {
+            cell,
+            root,
+            nodes,
+            mounts,
+            baselines: st.baselines.iter().map(|(v, b)| (*v, *b)).collect(),
+            copies,
+        })
+    }
+
+    /// Saves the cache index so the next start comes back warm.
+    pub fn save_index(&self) {
+        let Some(snap) = self.snapshot() else { return };
+        let dir = self.lock().cache.root().to_owned();
+        if let Err(e) = persist::save(&dir, &snap) {
+            tracing::warn!(error = %e, "cannot save the cache index");
+        }
     }
 
     /// Installs the kernel notifier (once the FUSE session exists).
@@ -151,37 +247,36 @@ impl Core {
                     }
                 }
                 LinkEvent::Lost => {
-                    let core = self.clone();
-                    tokio::spawn(async move { core.reconnect().await });
+                    if !self.probing.swap(true, std::sync::atomic::Ordering::AcqRel) {
+                        let core = self.clone();
+                        tokio::spawn(async move { core.probe_until_up().await });
+                    }
                 }
                 LinkEvent::Reconnected => {
                     let core = self.clone();
-                    let _ = tokio::task::spawn_blocking(move || core.invalidate_everything()).await;
+                    let _ = tokio::task::spawn_blocking(move || core.revalidate()).await;
                 }
             }
         }
     }
 
-    /// Reconnects in the background after the connection was lost, so that
-    /// promises are re-established without waiting for a file operation.
-    async fn reconnect(&self) {
-        let mut delay = Duration::from_millis(100);
+    /// Probes the fileserver in the background after the connection was lost
+    /// or the server stopped answering, until it answers again; the new
+    /// connection then triggers [`Core::revalidate`].
+    async fn probe_until_up(&self) {
         loop {
-            if self.closing.load(std::sync::atomic::Ordering::Acquire) {
-                return;
+            if self.closing.load(std::sync::atomic::Ordering::Acquire) || self.link.probe().await {
+                break;
             }
-            match self.link.client().await {
-                Ok(_) => return,
-                Err(e) => tracing::debug!(error = %e, "fileserver not reachable yet"),
-            }
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(2));
+            tokio::time::sleep(PROBE_INTERVAL).await;
         }
+        self.probing.store(false, std::sync::atomic::Ordering::Release);
     }
 
     /// Closes the server connection.
     pub fn shutdown(&self) {
         self.closing.store(true, std::sync::atomic::Ordering::Release);
+        self.save_index();
         self.rt.block_on(self.link.close());
     }
 
@@ -189,10 +284,42 @@ impl Core {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// A request that only reads: while the server is unreachable it fails
+    /// at once with [`DISCONNECTED_ERRNO`].
     fn call(&self, req: Request) -> FsResult<(Reply, Option<Promise>)> {
         let sent = Instant::now();
         let reply = self.rt.block_on(self.link.call(&req))?;
         Ok((reply, self.promise_from(sent)))
+    }
+
+    /// A request that changes the cell: refused with `EROFS` at once while
+    /// the cell is disconnected.
+    fn change(&self, req: Request) -> FsResult<(Reply, Option<Promise>)> {
+        if self.link.is_down() {
+            return Err(disconnected(req.op_name()));
+        }
+        let sent = Instant::now();
+        match self.rt.block_on(self.link.call(&req)) {
+            Ok(reply) => Ok((reply, self.promise_from(sent))),
+            Err(e) if e.is_unreachable() => Err(disconnected(req.op_name())),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Whether what we cached of `n` may be served without asking the server:
+    /// under a valid promise, or, while the server is unreachable, whatever
+    /// we last knew (a web node keeps serving its cache).
+    fn usable(&self, n: &Node) -> bool {
+        n.valid_for(self.link.epoch(), Instant::now()).is_some() || self.link.is_down()
+    }
+
+    /// `r`, or when it failed because the server became unreachable, what
+    /// `cached` finds in our state.
+    fn or_cached<T>(&self, r: FsResult<T>, cached: impl FnOnce(&State) -> Option<T>) -> FsResult<T> {
+        match r {
+            Err(e) if self.link.is_down() => cached(&self.lock()).ok_or(e),
+            other => other,
+        }
     }
 
     fn promise_from(&self, sent: Instant) -> Option<Promise> {
@@ -243,12 +370,15 @@ impl Core {
             if n.status.kind != FileKind::Dir {
                 return Err(FsError::new(libc::ENOTDIR, "not a directory"));
             }
-            if let (Some(l), Some(_)) = (&n.listing, n.valid_for(self.link.epoch(), Instant::now())) {
+            if let Some(l) = n.listing.as_ref().filter(|_| self.usable(n)) {
                 return Ok(l.clone());
             }
             n.fid
         };
-        let (reply, promise) = self.call(Request::ReadDir { dir: fid })?;
+        let (reply, promise) = match self.call(Request::ReadDir { dir: fid }) {
+            Ok(r) => r,
+            Err(e) => return self.or_cached(Err(e), |st| st.nodes.get(ino).and_then(|n| n.listing.clone())),
+        };
         let Reply::Dir { dir, entries } = reply else {
             return Err(unexpected("read_dir"));
         };
@@ -304,6 +434,7 @@ impl Core {
         let Reply::Status(root) = reply else {
             return Err(unexpected("get_root"));
         };
+        self.learn_baseline(root.fid.volume);
         let mut st = self.lock();
         st.nodes.set_mount_target(mount_point, root.fid);
         let ino = st.nodes.upsert(root, promise);
@@ -366,12 +497,15 @@ impl Core {
                 .nodes
                 .get(ino)
                 .ok_or_else(|| FsError::not_found(format!("inode {ino}")))?;
-            if n.valid_for(self.link.epoch(), Instant::now()).is_some() || n.dirty.is_some() {
+            if self.usable(n) || n.dirty.is_some() {
                 return self.entry(&st, ino);
             }
             n.fid
         };
-        let (reply, promise) = self.call(Request::FetchStatus { fid })?;
+        let (reply, promise) = match self.call(Request::FetchStatus { fid }) {
+            Ok(r) => r,
+            Err(e) => return self.or_cached(Err(e), |st| self.entry(st, ino).ok()),
+        };
         let Reply::Status(status) = reply else {
             return Err(unexpected("fetch_status"));
         };
@@ -387,7 +521,7 @@ impl Core {
             // Unstored writes go first, so the truncate applies after them.
             self.flush_ino(ino)?;
         }
-        let (reply, promise) = self.call(Request::SetAttr {
+        let (reply, promise) = self.change(Request::SetAttr {
             fid,
             attr: attr.clone(),
         })?;
@@ -426,12 +560,15 @@ impl Core {
                 .nodes
                 .get(ino)
                 .ok_or_else(|| FsError::not_found(format!("inode {ino}")))?;
-            if let (Some(t), Some(_)) = (&n.target, n.valid_for(self.link.epoch(), Instant::now())) {
+            if let Some(t) = n.target.as_ref().filter(|_| self.usable(n)) {
                 return Ok(t.clone());
             }
             n.fid
         };
-        let (reply, _) = self.call(Request::ReadLink { fid })?;
+        let (reply, _) = match self.call(Request::ReadLink { fid }) {
+            Ok(r) => r,
+            Err(e) => return self.or_cached(Err(e), |st| st.nodes.get(ino).and_then(|n| n.target.clone())),
+        };
         let Reply::Link(target) = reply else {
             return Err(unexpected("read_link"));
         };
@@ -476,7 +613,7 @@ impl Core {
     /// mkdir.
     pub fn mkdir(&self, parent: u64, name: &str, mode: u32, uid: u32, gid: u32) -> FsResult<Entry> {
         let dir = self.dir_fid(parent)?;
-        let (reply, p) = self.call(Request::MakeDir {
+        let (reply, p) = self.change(Request::MakeDir {
             dir,
             name: name.into(),
             mode,
@@ -489,7 +626,7 @@ impl Core {
     /// symlink.
     pub fn symlink(&self, parent: u64, name: &str, target: &str, uid: u32, gid: u32) -> FsResult<Entry> {
         let dir = self.dir_fid(parent)?;
-        let (reply, p) = self.call(Request::Symlink {
+        let (reply, p) = self.change(Request::Symlink {
             dir,
             name: name.into(),
             target: target.into(),
@@ -506,7 +643,7 @@ impl Core {
         if fid.volume != dir.volume {
             return Err(FsError::new(libc::EXDEV, "link across volumes"));
         }
-        let (reply, p) = self.call(Request::Link {
+        let (reply, p) = self.change(Request::Link {
             dir,
             name: name.into(),
             fid,
@@ -525,7 +662,7 @@ impl Core {
         exclusive: bool,
     ) -> FsResult<(Entry, u64)> {
         let dir = self.dir_fid(parent)?;
-        let (reply, p) = self.call(Request::Create {
+        let (reply, p) = self.change(Request::Create {
             dir,
             name: name.into(),
             mode,
@@ -549,7 +686,7 @@ impl Core {
                 );
             }
         }
-        let (fh, _) = self.open(entry.ino)?;
+        let (fh, _) = self.open(entry.ino, true)?;
         Ok((entry, fh))
     }
 
@@ -561,7 +698,7 @@ impl Core {
         } else {
             Request::Remove { dir, name: name.into() }
         };
-        let (reply, p) = self.call(req)?;
+        let (reply, p) = self.change(req)?;
         let Reply::Removed { dir, victim } = reply else {
             return Err(unexpected("remove"));
         };
@@ -608,7 +745,7 @@ impl Core {
             to_dir,
             to_name: new_name.into(),
         };
-        let (reply, p) = self.call(req)?;
+        let (reply, p) = self.change(req)?;
         let Reply::Renamed {
             from_dir,
             to_dir,
@@ -659,15 +796,24 @@ impl Core {
             if n.status.kind == FileKind::Dir {
                 return Err(FsError::new(libc::EISDIR, "is a directory"));
             }
-            if valid && st.cache.get(fid).is_some_and(|c| c.data_version == dv) {
+            let cached = st.cache.get(fid);
+            if valid && cached.is_some_and(|c| c.data_version == dv) {
+                return Ok(true);
+            }
+            if self.link.is_down() && cached.is_some() {
+                // Disconnected: serve the last content we have.
                 return Ok(true);
             }
             (fid, valid)
         };
+        let have_copy = |st: &State| st.cache.contains(fid).then_some(true);
         if !valid {
             // Revalidate by data version before fetching.
             let old = self.lock().cache.get(fid).map(|c| c.data_version);
-            let (reply, p) = self.call(Request::FetchStatus { fid })?;
+            let (reply, p) = match self.call(Request::FetchStatus { fid }) {
+                Ok(r) => r,
+                Err(e) => return self.or_cached(Err(e), have_copy),
+            };
             let Reply::Status(status) = reply else {
                 return Err(unexpected("fetch_status"));
             };
@@ -677,15 +823,23 @@ impl Core {
                 return Ok(true);
             }
         }
-        self.fetch(fid)?;
-        Ok(false)
+        self.or_cached(self.fetch(fid).map(|()| false), have_copy)
     }
 
     /// Fetches the whole file into the cache.
     fn fetch(&self, fid: Fid) -> FsResult<()> {
-        let tmp = self.lock().cache.temp_path(fid);
+        let (tmp, size) = {
+            let st = self.lock();
+            let size = st
+                .nodes
+                .ino_of(fid)
+                .and_then(|i| st.nodes.get(i))
+                .map(|n| n.status.size)
+                .unwrap_or(0);
+            (st.cache.temp_path(fid), size)
+        };
         let sent = Instant::now();
-        let status = match self.rt.block_on(self.link.fetch_to(fid, &tmp)) {
+        let status = match self.rt.block_on(self.link.fetch_to(fid, size, &tmp)) {
             Ok(s) => s,
             Err(e) => {
                 let _ = std::fs::remove_file(&tmp);
@@ -707,8 +861,12 @@ impl Core {
         Ok(())
     }
 
-    /// Opens file `ino`; returns the handle and whether the kernel may keep its pages.
-    pub fn open(&self, ino: u64) -> FsResult<(u64, bool)> {
+    /// Opens file `ino` (for writing if `write`); returns the handle and
+    /// whether the kernel may keep its pages.
+    pub fn open(&self, ino: u64, write: bool) -> FsResult<(u64, bool)> {
+        if write && self.link.is_down() {
+            return Err(disconnected("open for writing"));
+        }
         let (fid, _) = self.node_fid(ino)?;
         // Pinned before the fetch, so a file larger than the cache survives
         // the eviction its own arrival triggers.
@@ -781,15 +939,15 @@ impl Core {
     }
 
     fn flush_ino(&self, ino: u64) -> FsResult<()> {
-        let (fid, range, size, mtime, was_valid) = {
+        let (fid, range, mtime, was_valid) = {
             let mut st = self.lock();
             let epoch = self.link.epoch();
             let Some(n) = st.nodes.get_mut(ino) else { return Ok(()) };
             let Some(range) = n.dirty.take() else { return Ok(()) };
             let valid = n.valid_for(epoch, Instant::now()).is_some();
-            (n.fid, range, n.status.size, n.status.mtime, valid)
+            (n.fid, range, n.status.mtime, valid)
         };
-        let result = self.store_range(fid, range, size, mtime);
+        let result = self.store_range(fid, range, mtime);
         let mut st = self.lock();
         match result {
             Ok((status, promise)) => {
@@ -802,6 +960,24 @@ impl Core {
                 st.nodes.upsert(status, promise);
                 Ok(())
             }
+            Err(e) if e.is_unreachable() => {
+                // The server went away with this write in progress: keep the
+                // bytes where an admin finds them, and say EIO.
+                let saved = st.cache.save_lost(fid);
+                st.cache.remove(fid);
+                if let Some(n) = st.nodes.get_mut(ino) {
+                    n.promise = None;
+                }
+                match saved {
+                    Ok(path) => {
+                        tracing::error!(%fid, path = %path.display(), "the cell is disconnected: this write could not be stored; its bytes are kept in lost+found")
+                    }
+                    Err(le) => {
+                        tracing::error!(%fid, error = %le, "the cell is disconnected and the unstored bytes could not be saved to lost+found")
+                    }
+                }
+                Err(FsError::new(libc::EIO, format!("store of {fid} failed: {e}")))
+            }
             Err(e) => {
                 if let Some(n) = st.nodes.get_mut(ino) {
                     n.dirty = Some(match n.dirty {
@@ -809,8 +985,8 @@ impl Core {
                         None => range,
                     });
                 }
-                tracing::warn!(%fid, error = %e.message, "store failed; data kept in the local copy");
-                Err(e)
+                tracing::warn!(%fid, error = %e, "store failed; data kept in the local copy");
+                Err(e.into())
             }
         }
     }
@@ -819,14 +995,12 @@ impl Core {
         &self,
         fid: Fid,
         (start, end): (u64, u64),
-        size: u64,
         mtime: cellfs_protocol::Timestamp,
-    ) -> FsResult<(Status, Option<Promise>)> {
+    ) -> Result<(Status, Option<Promise>), LinkError> {
         let path = self.lock().cache.path(fid);
-        let local_len = std::fs::metadata(&path).map_err(|e| FsError::local("stat", e))?.len();
+        let local_len = std::fs::metadata(&path).map_err(CallError::Io)?.len();
         let end = end.min(local_len);
         let start = start.min(end);
-        let _ = size;
         let req = Request::StoreData {
             fid,
             offset: start,
@@ -858,7 +1032,10 @@ impl Core {
             let mut st = self.lock();
             match msg {
                 ServerMessage::Break(breaks) => {
-                    for Break { fid, names, deleted } in breaks {
+                    for Break {
+                        fid, names, deleted, ..
+                    } in breaks
+                    {
                         tracing::debug!(%fid, ?names, deleted, "callback break");
                         let Some(ino) = st.nodes.ino_of(fid) else { continue };
                         if let Some(n) = st.nodes.get_mut(ino) {
@@ -886,28 +1063,164 @@ impl Core {
         self.notify_kernel(&inodes, &entries);
     }
 
-    /// After a reconnect every promise is void: tell the kernel to forget
-    /// everything it cached, so nothing older than the server is served.
-    fn invalidate_everything(&self) {
-        let (inodes, entries): (Vec<u64>, Vec<(u64, String)>) = {
-            let st = self.lock();
-            let inodes = st.nodes.iter().map(|(i, _)| i).collect();
-            let entries = st
-                .nodes
-                .iter()
-                .flat_map(|(i, n)| {
-                    n.listing
-                        .iter()
-                        .flat_map(move |l| l.entries.keys().map(move |k| (i, k.clone())))
-                })
-                .collect();
-            (inodes, entries)
+    /// Learns where volume `volume`'s change journal stands, before anything
+    /// of it is cached, so a later reconnect can ask what changed since.
+    fn learn_baseline(&self, volume: VolumeId) {
+        if self.lock().baselines.contains_key(&volume) {
+            return;
+        }
+        let req = Request::Reconnect {
+            volume,
+            incarnation: 0,
+            since: 0,
+            fids: Vec::new(),
         };
+        match self.call(req) {
+            Ok((
+                Reply::Reconnected {
+                    incarnation, current, ..
+                },
+                _,
+            )) => {
+                self.lock().baselines.entry(volume).or_insert((incarnation, current));
+            }
+            Ok(_) => tracing::warn!(volume, "unexpected reply to reconnect"),
+            Err(e) => tracing::debug!(volume, error = %e.message, "cannot learn the volume's change number"),
+        }
+    }
+
+    /// After a new connection, every promise is void. Promises that were
+    /// still good when the old connection was lost are restored for what did
+    /// not change, asking each volume's change journal what changed since our
+    /// baseline; where the journal does not reach back, their statuses are
+    /// checked in bulk. Exactly what changed is dropped here and in the kernel.
+    fn revalidate(&self) {
+        let lost_at = self.link.lost_at().unwrap_or_else(Instant::now);
+        let held: HashMap<VolumeId, Vec<Fid>> = {
+            let st = self.lock();
+            let mut held: HashMap<VolumeId, Vec<Fid>> = HashMap::new();
+            for (_, n) in st.nodes.iter() {
+                if n.promise.is_some_and(|p| p.until > lost_at) {
+                    held.entry(n.fid.volume).or_default().push(n.fid);
+                }
+            }
+            held
+        };
+        let started = Instant::now();
+        let mut stale = Vec::new();
+        let (mut journal, mut bulk) = (0usize, 0usize);
+        for (volume, fids) in held {
+            let (incarnation, since) = self.lock().baselines.get(&volume).copied().unwrap_or((0, 0));
+            let req = Request::Reconnect {
+                volume,
+                incarnation,
+                since,
+                fids: fids.clone(),
+            };
+            let result = match self.call(req) {
+                Ok((
+                    Reply::Reconnected {
+                        incarnation,
+                        current,
+                        changed,
+                    },
+                    promise,
+                )) => {
+                    let outcome = match changed {
+                        Some(changed) => {
+                            journal += fids.len();
+                            let changed: HashSet<Fid> = changed.into_iter().collect();
+                            let mut st = self.lock();
+                            for fid in fids {
+                                if changed.contains(&fid) {
+                                    stale.push(fid);
+                                } else if let Some(n) = st.nodes.ino_of(fid).and_then(|i| st.nodes.get_mut(i)) {
+                                    n.promise = promise;
+                                }
+                            }
+                            Ok(())
+                        }
+                        None => {
+                            bulk += fids.len();
+                            self.bulk_revalidate(&fids, &mut stale)
+                        }
+                    };
+                    outcome.map(|()| {
+                        self.lock().baselines.insert(volume, (incarnation, current));
+                    })
+                }
+                Ok(_) => Err(unexpected("reconnect")),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = result {
+                tracing::warn!(volume, error = %e.message, "revalidation after reconnect interrupted");
+                return;
+            }
+        }
+        let (inodes, entries) = self.drop_stale(&stale);
+        self.link.revalidated();
+        *self.last_revalidation.lock().unwrap_or_else(|p| p.into_inner()) = Some(Revalidation {
+            at: unix_secs(std::time::SystemTime::now()),
+            journal: journal as u64,
+            bulk: bulk as u64,
+            changed: stale.len() as u64,
+            took_ms: started.elapsed().as_millis() as u64,
+        });
         tracing::info!(
-            inodes = inodes.len(),
-            "reconnected: revalidating everything by data version"
+            journal,
+            bulk,
+            changed = stale.len(),
+            took = ?started.elapsed(),
+            "reconnected: cache revalidated"
         );
         self.notify_kernel(&inodes, &entries);
+    }
+
+    /// Checks `fids` with `BulkStatus`; those whose data version moved or that
+    /// are gone go to `stale`, the rest get new promises.
+    fn bulk_revalidate(&self, fids: &[Fid], stale: &mut Vec<Fid>) -> FsResult<()> {
+        for chunk in fids.chunks(BULK_CHUNK) {
+            let (reply, promise) = self.call(Request::BulkStatus { fids: chunk.to_vec() })?;
+            let Reply::BulkStatus(results) = reply else {
+                return Err(unexpected("bulk_status"));
+            };
+            let mut st = self.lock();
+            for (fid, result) in chunk.iter().zip(results) {
+                let known = st
+                    .nodes
+                    .ino_of(*fid)
+                    .and_then(|i| st.nodes.get(i))
+                    .map(|n| n.status.clone());
+                match result {
+                    Ok(status) if known.as_ref() == Some(&status) => {
+                        st.nodes.upsert(status, promise);
+                    }
+                    _ => stale.push(*fid),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Forgets what we knew of `fids` (status promise, listing, link target)
+    /// and returns what the kernel must drop: their inodes and the names of
+    /// the listings we dropped.
+    fn drop_stale(&self, fids: &[Fid]) -> (Vec<u64>, Vec<(u64, String)>) {
+        let mut st = self.lock();
+        let mut inodes = Vec::new();
+        let mut entries = Vec::new();
+        for fid in fids {
+            let Some(ino) = st.nodes.ino_of(*fid) else { continue };
+            if let Some(n) = st.nodes.get_mut(ino) {
+                n.promise = None;
+                n.target = None;
+                if let Some(l) = n.listing.take() {
+                    entries.extend(l.entries.into_keys().map(|name| (ino, name)));
+                }
+            }
+            inodes.push(ino);
+        }
+        (inodes, entries)
     }
 
     fn notify_kernel(&self, inodes: &[u64], entries: &[(u64, String)]) {
@@ -920,11 +1233,77 @@ impl Core {
         }
     }
 
-    /// Bytes used by the disk cache and its limit.
-    pub fn cache_usage(&self) -> (u64, u64) {
+    /// What `cellfs-cachemanager status` shows.
+    pub fn status(&self) -> NodeStatus {
         let st = self.lock();
-        (st.cache.used(), st.cache.limit())
+        let (epoch, now) = (self.link.epoch(), Instant::now());
+        let last = self.last_revalidation.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        NodeStatus {
+            server: self.link.server().to_string(),
+            up: !self.link.is_down(),
+            down_since: self.link.down_since().map(unix_secs),
+            cache_used: st.cache.used(),
+            cache_limit: st.cache.limit(),
+            files_cached: st.cache.len() as u64,
+            promises_held: st
+                .nodes
+                .iter()
+                .filter(|(_, n)| n.valid_for(epoch, now).is_some())
+                .count() as u64,
+            last_revalidation: last,
+        }
     }
+}
+
+/// One node's state as `cellfs-cachemanager status` reports it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct NodeStatus {
+    /// Fileserver address.
+    pub server: String,
+    /// Whether the fileserver is reachable.
+    pub up: bool,
+    /// Since when it is down (Unix seconds).
+    pub down_since: Option<u64>,
+    /// Bytes held by cached copies.
+    pub cache_used: u64,
+    /// Cache size limit.
+    pub cache_limit: u64,
+    /// Number of cached copies.
+    pub files_cached: u64,
+    /// Callback promises currently valid.
+    pub promises_held: u64,
+    /// The last revalidation after a reconnect, if any.
+    pub last_revalidation: Option<Revalidation>,
+}
+
+/// What the last revalidation after a reconnect did.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Revalidation {
+    /// When it finished (Unix seconds).
+    pub at: u64,
+    /// FIDs confirmed through the change journal.
+    pub journal: u64,
+    /// FIDs checked in bulk.
+    pub bulk: u64,
+    /// FIDs found changed and dropped.
+    pub changed: u64,
+    /// How long it took, in milliseconds.
+    pub took_ms: u64,
+}
+
+fn unix_secs(t: std::time::SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// `EROFS` for a change attempted while the cell is disconnected.
+fn disconnected(op: &str) -> FsError {
+    tracing::warn!(
+        op,
+        "the cell is disconnected: changes are refused (read-only) until the fileserver is back"
+    );
+    FsError::new(libc::EROFS, format!("{op}: the cell is disconnected"))
 }
 
 fn unexpected(op: &'static str) -> FsError {

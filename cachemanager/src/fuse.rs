@@ -259,8 +259,9 @@ impl Filesystem for CellFs {
         }
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        match self.core.open(ino.0) {
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let write = !matches!(flags.acc_mode(), fuser::OpenAccMode::O_RDONLY);
+        match self.core.open(ino.0, write) {
             Ok((fh, keep)) => {
                 let flags = if keep {
                     FopenFlags::FOPEN_KEEP_CACHE

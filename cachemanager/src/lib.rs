@@ -3,9 +3,11 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod cache;
+pub mod control;
 pub mod core;
 pub mod error;
 pub mod fuse;
 pub mod link;
 pub mod mount;
 pub mod nodes;
+pub mod persist;

@@ -1,6 +1,8 @@
 //! The cache manager's link to its fileserver: one QUIC connection, made
-//! again after it is lost, with callback breaks from the server handed to the
-//! core through a channel.
+//! again after it is lost, every request bounded in time, and a "down" state
+//! in which nothing waits on the network at all.
+//!
+//! Callback breaks from the server are handed to the core through a channel.
 
 use cellfs_protocol::message::ServerMessage;
 use cellfs_protocol::transport::{CallError, ConnectError, Connector, RpcClient, ServerMessageAck};
@@ -8,8 +10,15 @@ use cellfs_protocol::{Fid, Reply, Request, Status};
 use std::path::Path;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
 use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 use tokio::sync::mpsc;
+
+/// Default bound on one request (and on connecting).
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Slowest data rate a transfer may have before it counts as a dead server.
+const MIN_TRANSFER_RATE: u64 = 1 << 20;
 
 /// Something the server told us, or a change of connection.
 pub enum LinkEvent {
@@ -17,8 +26,8 @@ pub enum LinkEvent {
     Message(ServerMessage, ServerMessageAck),
     /// A new connection replaced a lost one: promises from before are void.
     Reconnected,
-    /// The connection ended; the core should reconnect in the background so
-    /// that it hears about changes again.
+    /// The connection ended or the server stopped answering; the core should
+    /// probe in the background until it answers again.
     Lost,
 }
 
@@ -33,24 +42,41 @@ pub struct CellInfo {
     pub promise_secs: u64,
 }
 
-/// A connection to one fileserver that reconnects on demand.
+/// Whether the server is reachable, as the link last saw it.
+#[derive(Debug, Clone, Copy)]
+struct Health {
+    /// Since when the server is considered down, if it is.
+    down_since: Option<(Instant, SystemTime)>,
+    /// When the last connection was lost (promises held then were current).
+    lost_at: Option<Instant>,
+}
+
+/// A connection to one fileserver.
 pub struct ServerLink {
     connector: Connector,
     current: tokio::sync::Mutex<Option<RpcClient>>,
     epoch: AtomicU64,
     events: mpsc::UnboundedSender<LinkEvent>,
     info: Mutex<Option<CellInfo>>,
+    health: Mutex<Health>,
+    timeout: Duration,
 }
 
 impl ServerLink {
-    /// A link that is not connected yet; events go to `events`.
-    pub fn new(connector: Connector, events: mpsc::UnboundedSender<LinkEvent>) -> Self {
+    /// A link that is not connected yet; events go to `events`; every request
+    /// and connection attempt is bounded by `timeout`.
+    pub fn new(connector: Connector, events: mpsc::UnboundedSender<LinkEvent>, timeout: Duration) -> Self {
         ServerLink {
             connector,
             current: tokio::sync::Mutex::new(None),
             epoch: AtomicU64::new(0),
             events,
             info: Mutex::new(None),
+            health: Mutex::new(Health {
+                down_since: None,
+                lost_at: None,
+            }),
+            timeout,
         }
     }
 
@@ -65,14 +91,86 @@ impl ServerLink {
         self.info.lock().ok().and_then(|i| i.clone())
     }
 
-    /// The live client, connecting (and saying `Hello`) if there is none.
+    fn health(&self) -> std::sync::MutexGuard<'_, Health> {
+        self.health.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The fileserver's address.
+    pub fn server(&self) -> std::net::SocketAddr {
+        self.connector.addr()
+    }
+
+    /// True while the server is known to be unreachable.
+    pub fn is_down(&self) -> bool {
+        self.health().down_since.is_some()
+    }
+
+    /// Since when the server is down (wall clock), if it is.
+    pub fn down_since(&self) -> Option<SystemTime> {
+        self.health().down_since.map(|(_, t)| t)
+    }
+
+    /// When the previous connection was lost, if one was.
+    pub fn lost_at(&self) -> Option<Instant> {
+        self.health().lost_at
+    }
+
+    /// Marks the server down: from now on requests fail at once until a
+    /// probe reconnects.
+    fn mark_down(&self, why: &str) {
+        let newly = {
+            let mut h = self.health();
+            let newly = h.down_since.is_none();
+            if newly {
+                h.down_since = Some((Instant::now(), SystemTime::now()));
+                h.lost_at.get_or_insert_with(Instant::now);
+            }
+            newly
+        };
+        if newly {
+            tracing::warn!(server = %self.connector.addr(), why, "fileserver unreachable: the cell is disconnected; serving cached data read-only");
+            let _ = self.events.send(LinkEvent::Lost);
+        }
+    }
+
+    /// The live client. Fails at once while the server is down; otherwise
+    /// connects (bounded) if the connection is gone.
     pub async fn client(&self) -> Result<RpcClient, LinkError> {
+        if self.is_down() {
+            return Err(LinkError::Down);
+        }
+        match tokio::time::timeout(self.timeout, self.connect_if_needed()).await {
+            Ok(Ok(c)) => Ok(c),
+            Ok(Err(e)) => {
+                self.mark_down(&e.to_string());
+                Err(e)
+            }
+            Err(_) => {
+                self.mark_down("connect timed out");
+                Err(LinkError::Down)
+            }
+        }
+    }
+
+    /// Tries to reach the server once, even while it is marked down; on
+    /// success the link is up again. Returns whether it is up.
+    pub async fn probe(&self) -> bool {
+        let probe = async {
+            let c = self.connect_if_needed().await?;
+            c.call(&Request::Ping).await?;
+            Ok::<_, LinkError>(())
+        };
+        matches!(tokio::time::timeout(self.timeout, probe).await, Ok(Ok(())))
+    }
+
+    async fn connect_if_needed(&self) -> Result<RpcClient, LinkError> {
         let mut current = self.current.lock().await;
         if let Some(c) = current.as_ref() {
             if c.connection().close_reason().is_none() {
                 return Ok(c.clone());
             }
-            tracing::warn!(reason = ?c.connection().close_reason(), "connection to fileserver lost; reconnecting");
+            tracing::info!(reason = ?c.connection().close_reason(), "connection to fileserver lost; reconnecting");
+            self.health().lost_at.get_or_insert_with(Instant::now);
         }
         let client = self.connector.connect().await?;
         let hello = client.call(&Request::Hello).await?;
@@ -94,13 +192,25 @@ impl ServerLink {
         }
         let first = current.is_none();
         self.epoch.fetch_add(1, Ordering::AcqRel);
+        // Up again before anyone hears of the new connection, so that the
+        // revalidation it triggers can use it.
+        let was_down = self.health().down_since.take();
+        if let Some((since, _)) = was_down {
+            tracing::info!(server = %self.connector.addr(), down_for = ?since.elapsed(), "fileserver reachable again");
+        }
         self.spawn_listener(client.clone());
-        if !first {
+        if !first || was_down.is_some() {
+            // Promises from before (or from the saved index) need revalidating.
             let _ = self.events.send(LinkEvent::Reconnected);
         }
         tracing::info!(server = %self.connector.addr(), "connected to fileserver");
         *current = Some(client.clone());
         Ok(client)
+    }
+
+    /// Called by the core once a reconnection has been fully revalidated.
+    pub fn revalidated(&self) {
+        self.health().lost_at = None;
     }
 
     fn spawn_listener(&self, client: RpcClient) {
@@ -123,20 +233,36 @@ impl ServerLink {
         });
     }
 
-    /// Runs `op` on the live connection. When the connection turns out to be
-    /// dead it is retried once on a new one, if `req` changes nothing or the
-    /// server reset the connection (a restarted server never saw the request).
-    async fn with_retry<T, F, Fut>(&self, req: &Request, op: F) -> Result<T, LinkError>
+    /// Runs `op` on the live connection within `limit`. When the connection
+    /// turns out to be dead it is retried once on a new one, if `req` changes
+    /// nothing or the server reset the connection (a restarted server never
+    /// saw the request). A server that does not answer in time is marked down.
+    async fn with_retry<T, F, Fut>(&self, req: &Request, limit: Duration, op: F) -> Result<T, LinkError>
     where
         F: Fn(RpcClient) -> Fut,
         Fut: std::future::Future<Output = Result<T, CallError>>,
     {
         let client = self.client().await?;
-        match op(client.clone()).await {
+        let first = match tokio::time::timeout(limit, op(client.clone())).await {
+            Ok(r) => r,
+            Err(_) => {
+                self.mark_down(&format!("{} not answered in {limit:?}", req.op_name()));
+                client.close();
+                return Err(LinkError::Down);
+            }
+        };
+        match first {
             Err(e) if e.is_transport() && (is_idempotent(req) || client.was_reset()) => {
                 tracing::debug!(error = %e, op = req.op_name(), "retrying on a new connection");
                 let client = self.client().await?;
-                Ok(op(client).await?)
+                match tokio::time::timeout(limit, op(client.clone())).await {
+                    Ok(r) => Ok(r?),
+                    Err(_) => {
+                        self.mark_down(&format!("{} not answered in {limit:?}", req.op_name()));
+                        client.close();
+                        Err(LinkError::Down)
+                    }
+                }
             }
             other => Ok(other?),
         }
@@ -144,12 +270,13 @@ impl ServerLink {
 
     /// Sends `req` and returns the reply.
     pub async fn call(&self, req: &Request) -> Result<Reply, LinkError> {
-        self.with_retry(req, |c| async move { c.call(req).await }).await
+        self.with_retry(req, self.timeout, |c| async move { c.call(req).await })
+            .await
     }
 
-    /// Fetches the whole content of `fid` into a new file at `path`.
-    pub async fn fetch_to(&self, fid: Fid, path: &Path) -> Result<Status, LinkError> {
-        self.with_retry(&Request::FetchData { fid }, |c| async move {
+    /// Fetches the whole content of `fid` (about `size` bytes) into a new file at `path`.
+    pub async fn fetch_to(&self, fid: Fid, size: u64, path: &Path) -> Result<Status, LinkError> {
+        self.with_retry(&Request::FetchData { fid }, self.transfer_limit(size), |c| async move {
             let mut file = tokio::fs::File::create(path).await?;
             let status = c.fetch_data(fid, &mut file).await?;
             file.flush().await?;
@@ -160,12 +287,22 @@ impl ServerLink {
 
     /// Sends a `StoreData` whose bytes start at `start` in the file at `path`.
     pub async fn store_from(&self, req: &Request, path: &Path, start: u64) -> Result<Status, LinkError> {
-        self.with_retry(req, |c| async move {
+        let len = match req {
+            Request::StoreData { len, .. } => *len,
+            _ => 0,
+        };
+        self.with_retry(req, self.transfer_limit(len), |c| async move {
             let mut file = tokio::fs::File::open(path).await?;
             file.seek(std::io::SeekFrom::Start(start)).await?;
             c.store_data(req, &mut file).await
         })
         .await
+    }
+
+    /// Time allowed for moving `bytes`: the request bound plus the bytes at
+    /// the slowest rate we accept.
+    fn transfer_limit(&self, bytes: u64) -> Duration {
+        self.timeout + Duration::from_secs(bytes / MIN_TRANSFER_RATE)
     }
 
     /// Closes the connection.
@@ -194,12 +331,16 @@ pub fn is_idempotent(req: &Request) -> bool {
             | Request::GetVolumeStatus { .. }
             | Request::ListVolumes
             | Request::ExamineVolume { .. }
+            | Request::Reconnect { .. }
     )
 }
 
 /// Errors reaching the server or from its answer.
 #[derive(Debug, thiserror::Error)]
 pub enum LinkError {
+    /// The fileserver is unreachable (known down, or it just stopped answering).
+    #[error("the fileserver is unreachable (cell disconnected)")]
+    Down,
     /// No connection could be made.
     #[error(transparent)]
     Connect(#[from] ConnectError),
@@ -208,12 +349,24 @@ pub enum LinkError {
     Call(#[from] CallError),
 }
 
+/// The errno of reads that need the server while it is unreachable.
+pub const DISCONNECTED_ERRNO: i32 = libc::EHOSTDOWN;
+
 impl LinkError {
-    /// The errno an application should see.
+    /// The errno an application should see for a read.
     pub fn errno(&self) -> i32 {
         match self {
-            LinkError::Connect(_) => libc::EIO,
+            LinkError::Down | LinkError::Connect(_) => DISCONNECTED_ERRNO,
             LinkError::Call(e) => e.errno(),
+        }
+    }
+
+    /// True when the server could not be reached (as opposed to answering
+    /// with an error).
+    pub fn is_unreachable(&self) -> bool {
+        match self {
+            LinkError::Down | LinkError::Connect(_) => true,
+            LinkError::Call(e) => e.is_transport(),
         }
     }
 }

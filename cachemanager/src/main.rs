@@ -15,6 +15,17 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Show the state of the running cache manager that uses a cache folder:
+    /// server up/down and since when, cache used/limit, files cached,
+    /// promises held, last revalidation.
+    Status {
+        /// The cache folder the mount was started with.
+        #[arg(long, value_name = "DIR")]
+        cache: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
     /// Mount the cell and serve it in the foreground until SIGINT/SIGTERM.
     Mount {
         /// The cell config (the client bundle's cell.toml).
@@ -29,9 +40,62 @@ enum Command {
         /// FUSE worker threads.
         #[arg(long, default_value_t = 4)]
         threads: usize,
+        /// Seconds a request may take before the fileserver counts as down and
+        /// the node serves its cache read-only.
+        #[arg(long, value_name = "SECONDS", default_value_t = 2.0, value_parser = parse_timeout)]
+        request_timeout: f64,
         /// Where to mount.
         mountpoint: PathBuf,
     },
+}
+
+/// Output formats.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Format {
+    /// For people.
+    Text,
+    /// For scripts.
+    Json,
+}
+
+fn status(cache: &std::path::Path, format: Format) -> anyhow::Result<()> {
+    use cellfs_cachemanager::control::{ControlReply, ControlRequest, query};
+    let s = match query(cache, &ControlRequest::Status)? {
+        ControlReply::Status(s) => s,
+        ControlReply::Error(e) => anyhow::bail!("the cache manager refused: {e}"),
+    };
+    if format == Format::Json {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+        return Ok(());
+    }
+    let state = match s.down_since {
+        None if s.up => "up".to_owned(),
+        Some(t) => format!("DOWN since {t} (unix seconds)"),
+        None => "down".to_owned(),
+    };
+    println!("server {}: {state}", s.server);
+    println!(
+        "cache: {} of {} used, {} files",
+        bytesize::ByteSize(s.cache_used),
+        bytesize::ByteSize(s.cache_limit),
+        s.files_cached
+    );
+    println!("promises held: {}", s.promises_held);
+    match s.last_revalidation {
+        Some(r) => println!(
+            "last revalidation: at {} (unix seconds), {} by journal, {} in bulk, {} changed, {} ms",
+            r.at, r.journal, r.bulk, r.changed, r.took_ms
+        ),
+        None => println!("last revalidation: none since start"),
+    }
+    Ok(())
+}
+
+fn parse_timeout(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v > 0.0 && v <= 3600.0 => Ok(v),
+        _ => Err(format!("{s:?} is not a number of seconds between 0 and 3600")),
+    }
 }
 
 fn main() -> anyhow::Result<()> {
@@ -43,11 +107,13 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {
+        Command::Status { cache, format } => status(&cache, format),
         Command::Mount {
             config,
             cache,
             cache_size,
             threads,
+            request_timeout,
             mountpoint,
         } => run(MountOptions {
             config,
@@ -55,6 +121,7 @@ fn main() -> anyhow::Result<()> {
             cache_size: cache_size.as_u64(),
             mountpoint,
             threads,
+            request_timeout: std::time::Duration::from_secs_f64(request_timeout),
         })
         .context("cellfs-cachemanager mount"),
     }

@@ -10,6 +10,9 @@ use cellfs_protocol::transport::Connector;
 use std::path::{Path, PathBuf};
 use tokio::sync::mpsc;
 
+/// How often the cache index is saved (also at unmount).
+const INDEX_SAVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// What `mount` needs.
 #[derive(Debug, Clone)]
 pub struct MountOptions {
@@ -23,6 +26,8 @@ pub struct MountOptions {
     pub mountpoint: PathBuf,
     /// FUSE worker threads.
     pub threads: usize,
+    /// Bound on one request to the fileserver; past it the cell is disconnected.
+    pub request_timeout: std::time::Duration,
 }
 
 /// Mounts the cell and serves it until the mount ends or a signal arrives.
@@ -39,12 +44,27 @@ pub fn run(opts: MountOptions) -> anyhow::Result<()> {
         Connector::from_config(&cfg).context("preparing the connection to the fileserver")?
     };
     let (tx, rx) = mpsc::unbounded_channel();
-    let link = ServerLink::new(connector, tx);
+    let link = ServerLink::new(connector, tx, opts.request_timeout);
     std::fs::create_dir_all(&opts.cache_dir)
         .with_context(|| format!("creating cache folder {}", opts.cache_dir.display()))?;
-    let core = Core::start(link, rt.handle().clone(), &opts.cache_dir, opts.cache_size)
+    let core = Core::start(link, rt.handle().clone(), &opts.cache_dir, opts.cache_size, &cfg.cell)
         .with_context(|| format!("connecting to cell {} at {}", cfg.cell, cfg.servers.join(",")))?;
     rt.spawn(core.clone().run_events(rx));
+    let control = core.clone();
+    let cache_dir = opts.cache_dir.clone();
+    rt.spawn(async move {
+        if let Err(e) = crate::control::serve(control, cache_dir).await {
+            tracing::warn!(error = %e, "control socket unavailable: status commands will not reach this mount");
+        }
+    });
+    let saver = core.clone();
+    rt.spawn(async move {
+        loop {
+            tokio::time::sleep(INDEX_SAVE_INTERVAL).await;
+            let core = saver.clone();
+            let _ = tokio::task::spawn_blocking(move || core.save_index()).await;
+        }
+    });
 
     let mut config = fuser::Config::default();
     config.mount_options = vec![

@@ -2,6 +2,7 @@
 //! each, the callback promise that keeps it valid, and cached directory
 //! listings.
 
+use crate::persist::SavedNode;
 use cellfs_protocol::{Fid, Status};
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
@@ -29,7 +30,7 @@ impl Promise {
 }
 
 /// A directory's names, valid for the directory's data version.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Listing {
     /// Data version of the directory this listing reflects.
     pub data_version: u64,
@@ -169,6 +170,45 @@ impl NodeTable {
         self.nodes.values_mut()
     }
 
+    /// Everything worth saving: nodes (with the promise time left at `now`
+    /// under `epoch`) and mount point resolutions.
+    pub fn export(&self, epoch: u64, now: Instant) -> (Vec<SavedNode>, Vec<(Fid, Fid)>) {
+        let mut inos: Vec<u64> = self.nodes.keys().copied().collect();
+        inos.sort_unstable();
+        let nodes = inos
+            .into_iter()
+            .filter_map(|ino| self.nodes.get(&ino))
+            .map(|n| SavedNode {
+                status: n.status.clone(),
+                listing: n.listing.clone(),
+                target: n.target.clone(),
+                promise_left_ms: n.valid_for(epoch, now).map(|d| d.as_millis() as u64).unwrap_or(0),
+            })
+            .collect();
+        (nodes, self.mounts.iter().map(|(m, r)| (*m, *r)).collect())
+    }
+
+    /// Rebuilds a table from a saved index whose root is `root`. Saved
+    /// promises come back under epoch 0, which no connection has: they only
+    /// tell [`crate::core::Core`]'s revalidation what was current when saved.
+    pub fn import(root: Fid, saved: Vec<SavedNode>, mounts: Vec<(Fid, Fid)>, now: Instant) -> Option<Self> {
+        let root_node = saved.iter().find(|n| n.status.fid == root)?.clone();
+        let mut t = NodeTable::new(root_node.status.clone(), None);
+        for n in std::iter::once(root_node).chain(saved.into_iter().filter(|n| n.status.fid != root)) {
+            let promise = (n.promise_left_ms > 0).then(|| Promise {
+                epoch: 0,
+                until: now + Duration::from_millis(n.promise_left_ms),
+            });
+            let ino = t.upsert(n.status, promise);
+            if let Some(node) = t.nodes.get_mut(&ino) {
+                node.listing = n.listing;
+                node.target = n.target;
+            }
+        }
+        t.mounts = mounts.into_iter().collect();
+        Some(t)
+    }
+
     /// Applies a directory change this client made: `after` is the directory's
     /// status the server returned. When the change is the only one since our
     /// listing (`after.dv == listing.dv + 1`), `edit` patches the listing;
@@ -249,6 +289,33 @@ mod tests {
         assert_eq!((l.data_version, l.entries.len()), (2, 1));
         t.apply_dir_change(status(1, 4), None, |_| {});
         assert!(t.get(ROOT_INO).unwrap().listing.is_none());
+    }
+
+    #[test]
+    fn export_import_round_trip_keeps_root_listings_and_promises() {
+        let now = Instant::now();
+        let mut t = NodeTable::new(
+            status(1, 1),
+            Some(Promise {
+                epoch: 2,
+                until: now + Duration::from_secs(30),
+            }),
+        );
+        let child = t.upsert(status(7, 4), None);
+        t.get_mut(ROOT_INO).unwrap().listing = Some(Listing {
+            data_version: 1,
+            entries: [("a".to_owned(), status(7, 4).fid)].into(),
+        });
+        t.set_mount_target(status(9, 1).fid, status(7, 4).fid);
+        let (saved, mounts) = t.export(2, now);
+        let back = NodeTable::import(status(1, 1).fid, saved, mounts, now).unwrap();
+        let root = back.get(ROOT_INO).unwrap();
+        assert_eq!(root.listing.as_ref().unwrap().entries.len(), 1);
+        assert!(root.promise.is_some_and(|p| p.epoch == 0));
+        assert_eq!(back.get(child).unwrap().status.data_version, 4);
+        assert!(back.get(child).unwrap().promise.is_none());
+        assert_eq!(back.mount_target(status(9, 1).fid), Some(status(7, 4).fid));
+        assert!(NodeTable::import(status(5, 1).fid, Vec::new(), Vec::new(), now).is_none());
     }
 
     #[test]
