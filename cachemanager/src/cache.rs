@@ -26,6 +26,8 @@ pub struct DiskCache {
     used: u64,
     entries: LruCache<Fid, CacheEntry>,
     open: HashMap<Fid, u32>,
+    /// Hoarded FIDs (`cellfs-cachemanager pin`): never evicted.
+    hoarded: std::collections::HashSet<Fid>,
 }
 
 impl DiskCache {
@@ -44,6 +46,7 @@ impl DiskCache {
             used: 0,
             entries: LruCache::unbounded(),
             open: HashMap::new(),
+            hoarded: std::collections::HashSet::new(),
         };
         let mut discarded = 0usize;
         for (fid, entry) in known {
@@ -185,6 +188,36 @@ impl DiskCache {
         self.used
     }
 
+    /// Keeps `fid` from eviction until [`DiskCache::unhoard`].
+    pub fn hoard(&mut self, fid: Fid) {
+        self.hoarded.insert(fid);
+    }
+
+    /// Lets `fid` be evicted again.
+    pub fn unhoard(&mut self, fid: Fid) {
+        self.hoarded.remove(&fid);
+        self.evict();
+    }
+
+    /// Whether `fid` is hoarded.
+    pub fn is_hoarded(&self, fid: Fid) -> bool {
+        self.hoarded.contains(&fid)
+    }
+
+    /// Hoarded FIDs.
+    pub fn hoarded(&self) -> Vec<Fid> {
+        self.hoarded.iter().copied().collect()
+    }
+
+    /// Bytes of hoarded copies (they count against the limit).
+    pub fn hoarded_bytes(&self) -> u64 {
+        self.hoarded
+            .iter()
+            .filter_map(|f| self.entries.peek(f))
+            .map(|e| e.size)
+            .sum()
+    }
+
     /// Number of cached copies.
     pub fn len(&self) -> usize {
         self.entries.len()
@@ -212,7 +245,7 @@ impl DiskCache {
                 .iter()
                 .rev()
                 .map(|(f, _)| *f)
-                .find(|f| !self.open.contains_key(f));
+                .find(|f| !self.open.contains_key(f) && !self.hoarded.contains(f));
             match victim {
                 Some(fid) => {
                     tracing::debug!(%fid, "evicting from cache");
@@ -259,6 +292,21 @@ mod tests {
         put(&mut cache, 4, 40); // now 1 is evictable and least recent
         assert!(cache.get(fid(1)).is_none());
         assert_eq!(cache.used(), 80);
+    }
+
+    #[test]
+    fn hoarded_copies_are_never_evicted() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cache = DiskCache::open(dir.path(), 100, Vec::new()).unwrap();
+        put(&mut cache, 1, 60);
+        cache.hoard(fid(1));
+        put(&mut cache, 2, 60);
+        assert!(cache.entries.contains(&fid(1)));
+        assert!(!cache.entries.contains(&fid(2)));
+        assert_eq!(cache.hoarded_bytes(), 60);
+        cache.unhoard(fid(1));
+        put(&mut cache, 3, 60);
+        assert!(!cache.entries.contains(&fid(1)));
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! through which `cellfs-cachemanager status` and later fs-style commands
 //! talk to it: one JSON request line, one JSON reply line.
 
-use crate::core::{Core, NodeStatus};
+use crate::core::{Core, NodeStatus, PinSummary};
 use serde::{Deserialize, Serialize};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -18,6 +18,10 @@ const MAX_LINE: u64 = 64 << 10;
 pub enum ControlRequest {
     /// The node's state.
     Status,
+    /// Hoard the subtree at a path relative to the mount root.
+    Pin(String),
+    /// Stop hoarding the subtree at a path relative to the mount root.
+    Unpin(String),
 }
 
 /// What the cache manager answers.
@@ -25,6 +29,11 @@ pub enum ControlRequest {
 pub enum ControlReply {
     /// Answer to `Status`.
     Status(NodeStatus),
+    /// Progress of a `Pin`: files done, files in all, bytes done (zero or more
+    /// of these precede the final answer).
+    Progress(u64, u64, u64),
+    /// Final answer to `Pin`/`Unpin`.
+    Pinned(PinSummary),
     /// The request was not understood.
     Error(String),
 }
@@ -68,38 +77,77 @@ pub async fn serve(core: Arc<Core>, cache_dir: PathBuf) -> std::io::Result<()> {
             if reader.read_line(&mut line).await.is_err() {
                 return;
             }
-            let reply = match serde_json::from_str::<ControlRequest>(line.trim()) {
-                Ok(ControlRequest::Status) => {
-                    let core = core.clone();
-                    match tokio::task::spawn_blocking(move || core.status()).await {
-                        Ok(s) => ControlReply::Status(s),
-                        Err(e) => ControlReply::Error(e.to_string()),
-                    }
-                }
-                Err(e) => ControlReply::Error(format!("bad request: {e}")),
-            };
-            if let Ok(mut out) = serde_json::to_vec(&reply) {
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<ControlReply>();
+            let request = serde_json::from_str::<ControlRequest>(line.trim());
+            let work = tokio::task::spawn_blocking(move || answer(&core, request, &tx));
+            while let Some(reply) = rx.recv().await {
+                let Ok(mut out) = serde_json::to_vec(&reply) else { break };
                 out.push(b'\n');
-                let _ = write.write_all(&out).await;
+                if write.write_all(&out).await.is_err() {
+                    break;
+                }
             }
+            let _ = work.await;
         });
     }
 }
 
-/// Sends `req` to the cache manager using `cache_dir` and returns its answer.
-pub fn query(cache_dir: &Path, req: &ControlRequest) -> Result<ControlReply, ControlError> {
+/// Carries out one request, sending progress and the final reply to `tx`.
+fn answer(
+    core: &Core,
+    request: Result<ControlRequest, serde_json::Error>,
+    tx: &tokio::sync::mpsc::UnboundedSender<ControlReply>,
+) {
+    let reply = match request {
+        Ok(ControlRequest::Status) => ControlReply::Status(core.status()),
+        Ok(ControlRequest::Pin(path)) => {
+            let mut progress = |done, total, bytes| {
+                let _ = tx.send(ControlReply::Progress(done, total, bytes));
+            };
+            match core.pin(&path, &mut progress) {
+                Ok(s) => ControlReply::Pinned(s),
+                Err(e) => ControlReply::Error(e.message),
+            }
+        }
+        Ok(ControlRequest::Unpin(path)) => match core.unpin(&path) {
+            Ok(s) => ControlReply::Pinned(s),
+            Err(e) => ControlReply::Error(e.message),
+        },
+        Err(e) => ControlReply::Error(format!("bad request: {e}")),
+    };
+    let _ = tx.send(reply);
+}
+
+/// Sends `req` to the cache manager using `cache_dir` and returns its final
+/// answer; `Progress` lines before it go to `on_progress`.
+pub fn query(
+    cache_dir: &Path,
+    req: &ControlRequest,
+    on_progress: &mut dyn FnMut(u64, u64, u64),
+) -> Result<ControlReply, ControlError> {
     let path = socket_path(cache_dir);
     let mut stream = std::os::unix::net::UnixStream::connect(&path).map_err(|source| ControlError::Connect {
         path: path.clone(),
         dir: cache_dir.display().to_string(),
         source,
     })?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    stream.set_read_timeout(Some(Duration::from_secs(120)))?;
     stream.set_write_timeout(Some(Duration::from_secs(10)))?;
     let mut line = serde_json::to_vec(req)?;
     line.push(b'\n');
     stream.write_all(&line)?;
-    let mut answer = String::new();
-    BufReader::new(stream).read_line(&mut answer)?;
-    Ok(serde_json::from_str(answer.trim())?)
+    let mut reader = BufReader::new(stream);
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 {
+            return Err(ControlError::Io(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the cache manager closed the control connection without an answer",
+            )));
+        }
+        match serde_json::from_str(line.trim())? {
+            ControlReply::Progress(done, total, bytes) => on_progress(done, total, bytes),
+            reply => return Ok(reply),
+        }
+    }
 }

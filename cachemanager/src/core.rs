@@ -96,6 +96,7 @@ pub struct Core {
     state: Mutex<State>,
     kernel: OnceLock<Box<dyn KernelCache>>,
     cell: OnceLock<String>,
+    mountpoint: OnceLock<std::path::PathBuf>,
     last_revalidation: Mutex<Option<Revalidation>>,
     closing: std::sync::atomic::AtomicBool,
     probing: std::sync::atomic::AtomicBool,
@@ -122,7 +123,10 @@ impl Core {
             }
         };
         let copies = saved.as_ref().map(|s| s.copies.clone()).unwrap_or_default();
-        let cache = DiskCache::open(cache_dir, cache_size, copies)?;
+        let mut cache = DiskCache::open(cache_dir, cache_size, copies)?;
+        for fid in saved.iter().flat_map(|s| s.hoarded.iter()) {
+            cache.hoard(*fid);
+        }
         let online = rt.block_on(async {
             link.client().await?;
             let root_volume = link.info().map(|i| i.root_volume).unwrap_or_else(|| "root.cell".into());
@@ -170,6 +174,7 @@ impl Core {
             kernel: OnceLock::new(),
             cell: OnceLock::from(cell.to_owned()),
             last_revalidation: Mutex::new(None),
+            mountpoint: OnceLock::new(),
             closing: std::sync::atomic::AtomicBool::new(false),
             probing: std::sync::atomic::AtomicBool::new(false),
         });
@@ -211,6 +216,7 @@ impl Core {
             mounts,
             baselines: st.baselines.iter().map(|(v, b)| (*v, *b)).collect(),
             copies,
+            hoarded: st.cache.hoarded(),
         })
     }
 
@@ -221,6 +227,11 @@ impl Core {
         if let Err(e) = persist::save(&dir, &snap) {
             tracing::warn!(error = %e, "cannot save the cache index");
         }
+    }
+
+    /// Records where the cell is mounted (for status and pin).
+    pub fn set_mountpoint(&self, path: std::path::PathBuf) {
+        let _ = self.mountpoint.set(path);
     }
 
     /// Installs the kernel notifier (once the FUSE session exists).
@@ -1233,6 +1244,111 @@ impl Core {
         }
     }
 
+    /// The inode at `path` (relative to the mount root), crossing mount points.
+    pub fn resolve(&self, path: &str) -> FsResult<u64> {
+        let mut ino = ROOT_INO;
+        for part in path.split('/').filter(|p| !p.is_empty() && *p != ".") {
+            match self.lookup(ino, part)? {
+                Lookup::Found(e) => ino = e.ino,
+                Lookup::Missing(_) => return Err(FsError::not_found(path)),
+            }
+        }
+        Ok(ino)
+    }
+
+    /// Every file under `ino` and the number of directories.
+    fn subtree(&self, ino: u64) -> FsResult<(Vec<SubtreeFile>, u64)> {
+        let mut files = Vec::new();
+        let mut dirs = 0;
+        let mut queue = vec![ino];
+        while let Some(dir) = queue.pop() {
+            let e = self.getattr(dir)?;
+            if e.status.kind != FileKind::Dir {
+                files.push((dir, e.status.fid, e.status.size));
+                continue;
+            }
+            dirs += 1;
+            for name in self.listing(dir)?.entries.keys() {
+                let Lookup::Found(e) = self.lookup(dir, name)? else {
+                    continue;
+                };
+                match e.status.kind {
+                    FileKind::Dir => queue.push(e.ino),
+                    FileKind::File => files.push((e.ino, e.status.fid, e.status.size)),
+                    FileKind::Symlink => {
+                        self.readlink(e.ino)?;
+                    }
+                    FileKind::MountPoint => {}
+                }
+            }
+        }
+        Ok((files, dirs))
+    }
+
+    /// Hoards the subtree at `path`: fetches every file and keeps it from
+    /// eviction. Refused when the pinned bytes would exceed the cache size.
+    /// `progress` is told (files done, files in all, bytes done).
+    pub fn pin(&self, path: &str, progress: &mut dyn FnMut(u64, u64, u64)) -> FsResult<PinSummary> {
+        let ino = self.resolve(path)?;
+        let (files, dirs) = self.subtree(ino)?;
+        {
+            let st = self.lock();
+            let more: u64 = files
+                .iter()
+                .filter(|(_, f, _)| !st.cache.is_hoarded(*f))
+                .map(|(_, _, s)| s)
+                .sum();
+            let (pinned, limit) = (st.cache.hoarded_bytes(), st.cache.limit());
+            if pinned + more > limit {
+                return Err(FsError::new(
+                    libc::ENOSPC,
+                    format!(
+                        "pinning {path} needs {more} more bytes, but {pinned} of the cache's {limit} bytes are pinned already; raise --cache-size or unpin something"
+                    ),
+                ));
+            }
+        }
+        let total = files.len() as u64;
+        let mut summary = PinSummary {
+            files: total,
+            dirs,
+            ..PinSummary::default()
+        };
+        for (i, (ino, fid, size)) in files.into_iter().enumerate() {
+            self.lock().cache.pin(fid);
+            let kept = self.ensure_data(ino);
+            let mut st = self.lock();
+            if kept.is_ok() {
+                st.cache.hoard(fid);
+            }
+            st.cache.unpin(fid);
+            drop(st);
+            if !kept? {
+                summary.fetched += 1;
+            }
+            summary.bytes += size;
+            progress(i as u64 + 1, total, summary.bytes);
+        }
+        Ok(summary)
+    }
+
+    /// Lets the subtree at `path` be evicted again.
+    pub fn unpin(&self, path: &str) -> FsResult<PinSummary> {
+        let ino = self.resolve(path)?;
+        let (files, dirs) = self.subtree(ino)?;
+        let mut st = self.lock();
+        let mut summary = PinSummary {
+            files: files.len() as u64,
+            dirs,
+            ..PinSummary::default()
+        };
+        for (_, fid, size) in files {
+            st.cache.unhoard(fid);
+            summary.bytes += size;
+        }
+        Ok(summary)
+    }
+
     /// What `cellfs-cachemanager status` shows.
     pub fn status(&self) -> NodeStatus {
         let st = self.lock();
@@ -1245,6 +1361,8 @@ impl Core {
             cache_used: st.cache.used(),
             cache_limit: st.cache.limit(),
             files_cached: st.cache.len() as u64,
+            pinned_bytes: st.cache.hoarded_bytes(),
+            mountpoint: self.mountpoint.get().cloned().unwrap_or_default(),
             promises_held: st
                 .nodes
                 .iter()
@@ -1270,10 +1388,30 @@ pub struct NodeStatus {
     pub cache_limit: u64,
     /// Number of cached copies.
     pub files_cached: u64,
+    /// Bytes of pinned (hoarded) copies.
+    pub pinned_bytes: u64,
+    /// Where the cell is mounted.
+    pub mountpoint: std::path::PathBuf,
     /// Callback promises currently valid.
     pub promises_held: u64,
     /// The last revalidation after a reconnect, if any.
     pub last_revalidation: Option<Revalidation>,
+}
+
+/// A file found under a pinned path: inode, FID, size.
+type SubtreeFile = (u64, Fid, u64);
+
+/// What a pin or unpin covered.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct PinSummary {
+    /// Files in the subtree.
+    pub files: u64,
+    /// Directories in the subtree.
+    pub dirs: u64,
+    /// Bytes of those files.
+    pub bytes: u64,
+    /// Files that had to be fetched.
+    pub fetched: u64,
 }
 
 /// What the last revalidation after a reconnect did.

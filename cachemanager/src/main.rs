@@ -18,6 +18,23 @@ enum Command {
     /// Show the state of the running cache manager that uses a cache folder:
     /// server up/down and since when, cache used/limit, files cached,
     /// promises held, last revalidation.
+    /// Fetch the subtree at PATH completely and keep it from eviction, so the
+    /// node can serve it while the fileserver is unreachable.
+    Pin {
+        /// The cache folder the mount was started with.
+        #[arg(long, value_name = "DIR")]
+        cache: PathBuf,
+        /// A file or directory inside the mount.
+        path: PathBuf,
+    },
+    /// Let a pinned subtree be evicted again.
+    Unpin {
+        /// The cache folder the mount was started with.
+        #[arg(long, value_name = "DIR")]
+        cache: PathBuf,
+        /// A file or directory inside the mount.
+        path: PathBuf,
+    },
     Status {
         /// The cache folder the mount was started with.
         #[arg(long, value_name = "DIR")]
@@ -49,6 +66,66 @@ enum Command {
     },
 }
 
+/// `pin` / `unpin`: hoard or release the subtree at `path` of the mount that uses `cache`.
+fn pin(cache: &std::path::Path, path: &std::path::Path, hoard: bool) -> anyhow::Result<()> {
+    use cellfs_cachemanager::control::{ControlReply, ControlRequest, query};
+    use std::io::{IsTerminal, Write};
+    let mountpoint = match query(cache, &ControlRequest::Status, &mut |_, _, _| {})? {
+        ControlReply::Status(s) => s.mountpoint,
+        other => anyhow::bail!("unexpected answer from the cache manager: {other:?}"),
+    };
+    let abs = std::path::absolute(path).with_context(|| format!("resolving {}", path.display()))?;
+    let rel = abs
+        .strip_prefix(&mountpoint)
+        .map_err(|_| anyhow::anyhow!("{} is not inside the mount at {}", path.display(), mountpoint.display()))?;
+    let rel = rel
+        .to_str()
+        .ok_or_else(|| anyhow::anyhow!("{} is not valid UTF-8", path.display()))?
+        .to_owned();
+    let tty = std::io::stderr().is_terminal();
+    let mut progress = |done: u64, total: u64, bytes: u64| {
+        if tty {
+            let width = 30;
+            let filled = (done * width).checked_div(total).unwrap_or(width) as usize;
+            eprint!(
+                "\r[{}{}] {done}/{total} files, {}",
+                "#".repeat(filled),
+                " ".repeat(width as usize - filled),
+                bytesize::ByteSize(bytes)
+            );
+            let _ = std::io::stderr().flush();
+        }
+    };
+    let req = if hoard {
+        ControlRequest::Pin(rel)
+    } else {
+        ControlRequest::Unpin(rel)
+    };
+    let reply = query(cache, &req, &mut progress)?;
+    if tty {
+        eprintln!();
+    }
+    match reply {
+        ControlReply::Pinned(s) if hoard => println!(
+            "pinned {}: {} files in {} directories, {} ({} fetched now)",
+            path.display(),
+            s.files,
+            s.dirs,
+            bytesize::ByteSize(s.bytes),
+            s.fetched
+        ),
+        ControlReply::Pinned(s) => println!(
+            "unpinned {}: {} files, {} may be evicted again",
+            path.display(),
+            s.files,
+            bytesize::ByteSize(s.bytes)
+        ),
+        ControlReply::Error(e) => anyhow::bail!("{e}"),
+        other => anyhow::bail!("unexpected answer from the cache manager: {other:?}"),
+    }
+    Ok(())
+}
+
 /// Output formats.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 enum Format {
@@ -60,9 +137,10 @@ enum Format {
 
 fn status(cache: &std::path::Path, format: Format) -> anyhow::Result<()> {
     use cellfs_cachemanager::control::{ControlReply, ControlRequest, query};
-    let s = match query(cache, &ControlRequest::Status)? {
+    let s = match query(cache, &ControlRequest::Status, &mut |_, _, _| {})? {
         ControlReply::Status(s) => s,
         ControlReply::Error(e) => anyhow::bail!("the cache manager refused: {e}"),
+        other => anyhow::bail!("unexpected answer from the cache manager: {other:?}"),
     };
     if format == Format::Json {
         println!("{}", serde_json::to_string_pretty(&s)?);
@@ -80,6 +158,7 @@ fn status(cache: &std::path::Path, format: Format) -> anyhow::Result<()> {
         bytesize::ByteSize(s.cache_limit),
         s.files_cached
     );
+    println!("pinned: {}", bytesize::ByteSize(s.pinned_bytes));
     println!("promises held: {}", s.promises_held);
     match s.last_revalidation {
         Some(r) => println!(
@@ -108,6 +187,8 @@ fn main() -> anyhow::Result<()> {
         .init();
     match Cli::parse().command {
         Command::Status { cache, format } => status(&cache, format),
+        Command::Pin { cache, path } => pin(&cache, &path, true),
+        Command::Unpin { cache, path } => pin(&cache, &path, false),
         Command::Mount {
             config,
             cache,

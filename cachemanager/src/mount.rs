@@ -74,9 +74,15 @@ pub fn run(opts: MountOptions) -> anyhow::Result<()> {
     ];
     config.acl = fuser::SessionACL::All;
     config.n_threads = Some(opts.threads.max(1));
+    // Resolved before mounting: afterwards the path leads into the mount.
+    let mountpoint_abs = opts
+        .mountpoint
+        .canonicalize()
+        .unwrap_or_else(|_| opts.mountpoint.clone());
     let mut session = fuser::Session::new(CellFs::new(core.clone()), &opts.mountpoint, &config)
         .with_context(|| format!("mounting on {}", opts.mountpoint.display()))?;
     core.set_kernel_cache(Box::new(NotifierCache(session.notifier())));
+    core.set_mountpoint(mountpoint_abs);
     let mut unmounter = session.unmount_callable();
     let mountpoint = opts.mountpoint.clone();
     rt.spawn(async move {

@@ -20,7 +20,7 @@ const INDEX_FILE: &str = "index.bin";
 /// Leading bytes of the index file.
 const MAGIC: &[u8; 8] = b"CELLFSIX";
 /// Format version; bump on any change to [`Snapshot`].
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 
 /// One node as saved.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -50,6 +50,8 @@ pub struct Snapshot {
     pub baselines: Vec<(VolumeId, (u64, u64))>,
     /// Complete cached copies, least recently used first.
     pub copies: Vec<(Fid, CacheEntry)>,
+    /// Hoarded (pinned) FIDs.
+    pub hoarded: Vec<Fid>,
 }
 
 /// Errors saving or loading the index.
@@ -148,6 +150,7 @@ mod tests {
                     size: 10,
                 },
             )],
+            hoarded: vec![fid],
         }
     }
 
@@ -172,7 +175,7 @@ mod tests {
         save(dir.path(), &snapshot()).unwrap();
         let bytes = std::fs::read(dir.path().join(INDEX_FILE)).unwrap();
         // A change to the format must bump VERSION.
-        assert_eq!(&bytes[..12], b"CELLFSIX\x01\x00\x00\x00");
+        assert_eq!(&bytes[..12], b"CELLFSIX\x02\x00\x00\x00");
         assert_eq!(bytes.len(), 12 + bincode::serialize(&snapshot()).unwrap().len());
     }
 }
