@@ -89,6 +89,15 @@ struct State {
     baselines: HashMap<VolumeId, (u64, u64)>,
 }
 
+impl State {
+    /// The node of `ino`, or `ENOENT`.
+    fn node(&self, ino: u64) -> FsResult<&Node> {
+        self.nodes
+            .get(ino)
+            .ok_or_else(|| FsError::not_found(format!("inode {ino}")))
+    }
+}
+
 /// The cache manager core for one mount.
 pub struct Core {
     link: ServerLink,
@@ -347,10 +356,7 @@ impl Core {
     }
 
     fn entry(&self, st: &State, ino: u64) -> FsResult<Entry> {
-        let node = st
-            .nodes
-            .get(ino)
-            .ok_or_else(|| FsError::not_found(format!("inode {ino}")))?;
+        let node = st.node(ino)?;
         Ok(Entry {
             ino,
             status: node.status.clone(),
@@ -360,10 +366,7 @@ impl Core {
 
     fn node_fid(&self, ino: u64) -> FsResult<(Fid, FileKind)> {
         let st = self.lock();
-        let n = st
-            .nodes
-            .get(ino)
-            .ok_or_else(|| FsError::not_found(format!("inode {ino}")))?;
+        let n = st.node(ino)?;
         Ok((n.fid, n.status.kind))
     }
 
@@ -374,10 +377,7 @@ impl Core {
     fn listing(&self, ino: u64) -> FsResult<Listing> {
         let fid = {
             let st = self.lock();
-            let n = st
-                .nodes
-                .get(ino)
-                .ok_or_else(|| FsError::not_found(format!("inode {ino}")))?;
+            let n = st.node(ino)?;
             if n.status.kind != FileKind::Dir {
                 return Err(FsError::new(libc::ENOTDIR, "not a directory"));
             }
@@ -504,10 +504,7 @@ impl Core {
     pub fn getattr(&self, ino: u64) -> FsResult<Entry> {
         let fid = {
             let st = self.lock();
-            let n = st
-                .nodes
-                .get(ino)
-                .ok_or_else(|| FsError::not_found(format!("inode {ino}")))?;
+            let n = st.node(ino)?;
             if self.usable(n) || n.dirty.is_some() {
                 return self.entry(&st, ino);
             }
@@ -567,10 +564,7 @@ impl Core {
     pub fn readlink(&self, ino: u64) -> FsResult<String> {
         let fid = {
             let st = self.lock();
-            let n = st
-                .nodes
-                .get(ino)
-                .ok_or_else(|| FsError::not_found(format!("inode {ino}")))?;
+            let n = st.node(ino)?;
             if let Some(t) = n.target.as_ref().filter(|_| self.usable(n)) {
                 return Ok(t.clone());
             }
@@ -798,10 +792,7 @@ impl Core {
     fn ensure_data(&self, ino: u64) -> FsResult<bool> {
         let (fid, valid) = {
             let mut st = self.lock();
-            let n = st
-                .nodes
-                .get(ino)
-                .ok_or_else(|| FsError::not_found(format!("inode {ino}")))?;
+            let n = st.node(ino)?;
             let (fid, dv) = (n.fid, n.status.data_version);
             let valid = n.valid_for(self.link.epoch(), Instant::now()).is_some() || n.dirty.is_some();
             if n.status.kind == FileKind::Dir {
