@@ -7,9 +7,17 @@
 //! mount and deletes the folders. Every wait is bounded, and a failure to start
 //! panics with the tail of the process's log.
 //!
+//! [`Proxy`] is a fault-injection UDP proxy to put between mounts and the
+//! fileserver ([`Cell::client_config_via`], [`Mount::with_config`]) to cut,
+//! half-cut or delay the network without killing anything.
+//!
 //! The binaries are found next to the test executable (`target/<profile>/`);
 //! build the workspace first (`cargo build --workspace`, or `scripts/test`).
 #![deny(clippy::undocumented_unsafe_blocks)]
+
+mod proxy;
+
+pub use proxy::{Proxy, ProxyMode, ProxyStats};
 
 use cellfs_protocol::config::CellConfig;
 use cellfs_protocol::transport::{CallError, ConnectError, Connector};
@@ -284,6 +292,21 @@ impl Cell {
         CellConfig::load(&self.config_path()).unwrap_or_else(|e| panic!("{e}"))
     }
 
+    /// Writes a copy of the client config that sends to `addr` instead of the
+    /// fileserver (e.g. a [`Proxy::addr`]), with the same credential (absolute
+    /// paths), and returns its path (in the cell's folder, named after `addr`).
+    /// Mount with it through [`Mount::with_config`].
+    pub fn client_config_via(&self, addr: SocketAddr) -> PathBuf {
+        let mut cfg = self.config();
+        cfg.servers = vec![addr.to_string()];
+        let path = self
+            .tmp
+            .path()
+            .join(format!("cell-via-{}-{}.toml", addr.ip(), addr.port()));
+        std::fs::write(&path, cfg.to_toml()).unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+        path
+    }
+
     /// The fileserver's UDP address.
     pub fn addr(&self) -> SocketAddr {
         self.addr
@@ -474,6 +497,26 @@ fn unescape_mountinfo(field: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Starts `cellfs-cachemanager mount`, its output appended to `log`.
+fn spawn_cachemanager(config: &Path, cache: &Path, cache_size: &str, mnt: &Path, log: &Path) -> Child {
+    let (out, err) = open_log(log);
+    Command::new(bin("cellfs-cachemanager"))
+        .arg("mount")
+        .arg("--config")
+        .arg(config)
+        .arg("--cache")
+        .arg(cache)
+        .args(["--cache-size", cache_size])
+        .arg(mnt)
+        .env("RUST_BACKTRACE", "1")
+        .env("RUST_LIB_BACKTRACE", "0")
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start cellfs-cachemanager mount: {e}"))
+}
+
 /// A running cache manager: `cellfs-cachemanager mount` on a fresh mount point
 /// with its own cache folder. Dropping it unmounts (SIGTERM, then SIGKILL and
 /// `umount -l` as a fallback) and deletes the folders.
@@ -493,6 +536,13 @@ impl Mount {
 
     /// Mounts `cell` with an empty cache limited to `cache_size` (e.g. `"1MiB"`).
     pub fn with_cache_size(cell: &Cell, cache_size: &str) -> Self {
+        Self::with_config(cell, &cell.config_path(), cache_size)
+    }
+
+    /// Mounts `cell` using the client config at `config` (e.g. from
+    /// [`Cell::client_config_via`], to go through a [`Proxy`]) with an empty
+    /// cache limited to `cache_size`. `cell` must outlive the mount.
+    pub fn with_config(_cell: &Cell, config: &Path, cache_size: &str) -> Self {
         let tmp = tempfile::Builder::new()
             .prefix("cellfs-mount-")
             .tempdir()
@@ -503,22 +553,7 @@ impl Mount {
         std::fs::create_dir(&mnt).expect("cannot create the mount point");
         std::fs::create_dir(&cache).expect("cannot create the cache folder");
         let log = root.join("cachemanager.log");
-        let (out, err) = open_log(&log);
-        let child = Command::new(bin("cellfs-cachemanager"))
-            .arg("mount")
-            .arg("--config")
-            .arg(cell.config_path())
-            .arg("--cache")
-            .arg(&cache)
-            .args(["--cache-size", cache_size])
-            .arg(&mnt)
-            .env("RUST_BACKTRACE", "1")
-            .env("RUST_LIB_BACKTRACE", "0")
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start cellfs-cachemanager mount: {e}"));
+        let child = spawn_cachemanager(config, &cache, cache_size, &mnt, &log);
         let mut mount = Mount {
             tmp,
             mnt,
@@ -562,6 +597,12 @@ impl Mount {
     /// The cache manager's cache folder.
     pub fn cache_dir(&self) -> &Path {
         &self.cache
+    }
+
+    /// Where the cache manager keeps the bytes of writes it could not store
+    /// (disconnected operation): `lost+found/` in the cache folder.
+    pub fn lost_found_dir(&self) -> PathBuf {
+        self.cache.join("lost+found")
     }
 
     /// The temporary folder holding the mount point, cache and log.
