@@ -589,6 +589,24 @@ impl Mount {
         }
     }
 
+    /// Starts the cache manager again on the same mount point and cache
+    /// folder (after [`Mount::unmount`]), as a node restarting would, and
+    /// waits until it mounts. With the fileserver down this is an offline start.
+    pub fn mount_again(&mut self, config: &Path, cache_size: &str) {
+        assert!(
+            self.child.is_none(),
+            "mount_again needs the previous cache manager stopped"
+        );
+        self.child = Some(spawn_cachemanager(
+            config,
+            &self.cache,
+            cache_size,
+            &self.mnt,
+            &self.log,
+        ));
+        self.wait_mounted();
+    }
+
     /// The mount point: the cell's root directory.
     pub fn path(&self) -> &Path {
         &self.mnt
