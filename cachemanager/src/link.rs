@@ -17,6 +17,12 @@ use tokio::sync::mpsc;
 /// Default bound on one request (and on connecting).
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// Bound on the quick ping that tells a slow server from a gone one.
+const PING_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// How many request-timeout slices a request answered by a live server may take.
+const MAX_SLOW_WAITS: u32 = 10;
+
 /// Slowest data rate a transfer may have before it counts as a dead server.
 const MIN_TRANSFER_RATE: u64 = 1 << 20;
 
@@ -233,39 +239,57 @@ impl ServerLink {
         });
     }
 
-    /// Runs `op` on the live connection within `limit`. When the connection
-    /// turns out to be dead it is retried once on a new one, if `req` changes
-    /// nothing or the server reset the connection (a restarted server never
-    /// saw the request). A server that does not answer in time is marked down.
+    /// Runs `op` on the live connection. When the connection turns out to be
+    /// dead it is retried once on a new one, if `req` changes nothing or the
+    /// server reset the connection (a restarted server never saw the request).
     async fn with_retry<T, F, Fut>(&self, req: &Request, limit: Duration, op: F) -> Result<T, LinkError>
     where
         F: Fn(RpcClient) -> Fut,
         Fut: std::future::Future<Output = Result<T, CallError>>,
     {
         let client = self.client().await?;
-        let first = match tokio::time::timeout(limit, op(client.clone())).await {
-            Ok(r) => r,
-            Err(_) => {
-                self.mark_down(&format!("{} not answered in {limit:?}", req.op_name()));
-                client.close();
-                return Err(LinkError::Down);
-            }
-        };
-        match first {
+        match self.bounded(req, limit, &client, op(client.clone())).await? {
             Err(e) if e.is_transport() && (is_idempotent(req) || client.was_reset()) => {
                 tracing::debug!(error = %e, op = req.op_name(), "retrying on a new connection");
                 let client = self.client().await?;
-                match tokio::time::timeout(limit, op(client.clone())).await {
-                    Ok(r) => Ok(r?),
-                    Err(_) => {
-                        self.mark_down(&format!("{} not answered in {limit:?}", req.op_name()));
-                        client.close();
-                        Err(LinkError::Down)
-                    }
-                }
+                Ok(self.bounded(req, limit, &client, op(client.clone())).await??)
             }
             other => Ok(other?),
         }
+    }
+
+    /// Waits for `fut` in slices of `limit`. When a slice passes without an
+    /// answer, a quick ping tells a slow server (a change waiting for another
+    /// client's break acknowledgement, a big directory) from a gone one: only
+    /// a server that does not answer the ping either, or that keeps a request
+    /// past [`MAX_SLOW_WAITS`] slices, is marked down.
+    async fn bounded<T>(
+        &self,
+        req: &Request,
+        limit: Duration,
+        client: &RpcClient,
+        fut: impl std::future::Future<Output = Result<T, CallError>>,
+    ) -> Result<Result<T, CallError>, LinkError> {
+        tokio::pin!(fut);
+        for _ in 0..MAX_SLOW_WAITS {
+            if let Ok(r) = tokio::time::timeout(limit, &mut fut).await {
+                return Ok(r);
+            }
+            let ping = tokio::time::timeout(PING_TIMEOUT, client.call(&Request::Ping)).await;
+            if !matches!(ping, Ok(Ok(_))) {
+                break;
+            }
+            tracing::debug!(
+                op = req.op_name(),
+                "request slow but the server answers pings; waiting on"
+            );
+        }
+        self.mark_down(&format!(
+            "{} not answered in {limit:?} and the server does not answer pings",
+            req.op_name()
+        ));
+        client.close();
+        Err(LinkError::Down)
     }
 
     /// Sends `req` and returns the reply.

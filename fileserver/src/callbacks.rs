@@ -54,16 +54,30 @@ impl Shared {
                 self.breaks_sent.fetch_add(count, Ordering::Relaxed);
             }
             Ok(Err(e)) => {
-                tracing::warn!(client, error = %e, "callback break failed; dropping the client's promises");
-                drop_promises_of(&mut self.lock(), client);
+                tracing::warn!(client, error = %e, "callback break failed; disconnecting the client");
+                self.cut_off(client);
             }
             Err(_) => {
                 tracing::warn!(
                     client,
-                    "callback break not acknowledged in 2 s; dropping the client's promises"
+                    "callback break not acknowledged in 2 s; disconnecting the client"
                 );
-                drop_promises_of(&mut self.lock(), client);
+                self.cut_off(client);
             }
+        }
+    }
+
+    /// A client that missed a break must not go on trusting its promises:
+    /// they are dropped here and its connection is closed, so it reconnects
+    /// and revalidates through the change journal.
+    fn cut_off(&self, client: ClientId) {
+        let conn = {
+            let mut inner = self.lock();
+            drop_promises_of(&mut inner, client);
+            inner.clients.remove(&client)
+        };
+        if let Some(conn) = conn {
+            conn.close(quinn::VarInt::from_u32(1), b"callback break not acknowledged");
         }
     }
 }
