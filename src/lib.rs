@@ -322,6 +322,17 @@ impl Cell {
     /// # Panics
     /// When it is already running, exits, or does not answer within [`SERVER_START_TIMEOUT`].
     pub fn start(&mut self) {
+        self.start_with_args(&[]);
+    }
+
+    /// Kills the fileserver (SIGKILL) and starts it again on the same data
+    /// folder and address with extra `serve` arguments (e.g. `--journal-len 10`).
+    pub fn restart_with_args(&mut self, extra: &[&str]) {
+        self.kill();
+        self.start_with_args(extra);
+    }
+
+    fn start_with_args(&mut self, extra: &[&str]) {
         assert!(self.child.is_none(), "fileserver already running");
         let (out, err) = open_log(&self.log);
         let child = Command::new(bin("cellfs-fileserver"))
@@ -330,6 +341,7 @@ impl Cell {
             .arg(&self.data)
             .arg("--listen")
             .arg(self.addr.to_string())
+            .args(extra)
             .env("RUST_BACKTRACE", "1")
             .env("RUST_LIB_BACKTRACE", "0")
             .stdin(Stdio::null())

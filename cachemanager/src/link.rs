@@ -166,7 +166,11 @@ impl ServerLink {
             c.call(&Request::Ping).await?;
             Ok::<_, LinkError>(())
         };
-        matches!(tokio::time::timeout(self.timeout, probe).await, Ok(Ok(())))
+        let up = matches!(tokio::time::timeout(self.timeout, probe).await, Ok(Ok(())));
+        if !up {
+            self.mark_down("the connection was lost and the server does not answer");
+        }
+        up
     }
 
     async fn connect_if_needed(&self) -> Result<RpcClient, LinkError> {
