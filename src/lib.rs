@@ -601,6 +601,29 @@ impl Mount {
         }
     }
 
+    /// Kills the cache manager with SIGKILL (a node crash) and detaches its
+    /// dead mount, leaving the cache folder as the crash left it.
+    pub fn crash(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = wait_timeout(&mut child, Duration::from_secs(10));
+        }
+        let deadline = Instant::now() + UNMOUNT_TIMEOUT;
+        while is_mounted(&self.mnt) && Instant::now() < deadline {
+            let _ = Command::new("umount")
+                .arg("-l")
+                .arg(&self.mnt)
+                .stdin(Stdio::null())
+                .status();
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(
+            !is_mounted(&self.mnt),
+            "the dead mount {} could not be detached",
+            self.mnt.display()
+        );
+    }
+
     /// Starts the cache manager again on the same mount point and cache
     /// folder (after [`Mount::unmount`]), as a node restarting would, and
     /// waits until it mounts. With the fileserver down this is an offline start.
