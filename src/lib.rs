@@ -554,16 +554,28 @@ impl Mount {
     /// Mounts `cell` using the client config at `config` (e.g. from
     /// [`Cell::client_config_via`], to go through a [`Proxy`]) with an empty
     /// cache limited to `cache_size`. `cell` must outlive the mount.
-    pub fn with_config(_cell: &Cell, config: &Path, cache_size: &str) -> Self {
+    pub fn with_config(cell: &Cell, config: &Path, cache_size: &str) -> Self {
+        Self::with_cache_folder(cell, config, None, cache_size)
+    }
+
+    /// Mounts with the cache in `cache` (an existing folder the caller owns,
+    /// e.g. on a small tmpfs) instead of a fresh one, when given.
+    pub fn with_cache_folder(_cell: &Cell, config: &Path, cache: Option<&Path>, cache_size: &str) -> Self {
         let tmp = tempfile::Builder::new()
             .prefix("cellfs-mount-")
             .tempdir()
             .expect("cannot create a temporary folder");
         let root = tmp.path().canonicalize().expect("cannot resolve the temporary folder");
         let mnt = root.join("mnt");
-        let cache = root.join("cache");
         std::fs::create_dir(&mnt).expect("cannot create the mount point");
-        std::fs::create_dir(&cache).expect("cannot create the cache folder");
+        let cache = match cache {
+            Some(c) => c.to_owned(),
+            None => {
+                let c = root.join("cache");
+                std::fs::create_dir(&c).expect("cannot create the cache folder");
+                c
+            }
+        };
         let log = root.join("cachemanager.log");
         let child = spawn_cachemanager(config, &cache, cache_size, &mnt, &log);
         let mut mount = Mount {

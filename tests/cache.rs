@@ -105,3 +105,50 @@ fn bad_names_are_refused() {
     File::create(mount.path().join(&ok)).unwrap();
     assert!(mount.path().join(&ok).exists());
 }
+
+/// A tmpfs of a few MiB mounted for one test, unmounted on drop.
+struct SmallDisk(tempfile::TempDir);
+
+impl SmallDisk {
+    fn new(size: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "cannot mount a tmpfs for the cache");
+        SmallDisk(dir)
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.0.path())
+            .status();
+    }
+}
+
+#[test]
+fn a_full_cache_disk_gives_enospc_to_the_writer_and_corrupts_nothing() {
+    let cell = Cell::new();
+    let a = Mount::new(&cell);
+    let kept = pattern(256 << 10, 3);
+    fs::write(a.path().join("kept"), &kept).unwrap();
+    let disk = SmallDisk::new("4m");
+    let b = Mount::with_cache_folder(&cell, &cell.config_path(), Some(disk.0.path()), "1GiB");
+    assert_eq!(sha256_file(&b.path().join("kept")), sha256(&kept));
+    let err = fs::write(b.path().join("huge"), pattern(16 << 20, 4)).expect_err("16 MiB cannot fit a 4 MiB cache disk");
+    assert_eq!(err.raw_os_error(), Some(libc::ENOSPC), "{err}");
+    // What was there is intact on both nodes, and B keeps working.
+    assert_eq!(sha256_file(&b.path().join("kept")), sha256(&kept));
+    assert_eq!(sha256_file(&a.path().join("kept")), sha256(&kept));
+    let small = pattern(4096, 5);
+    fs::remove_file(b.path().join("huge")).unwrap();
+    fs::write(b.path().join("small"), &small).unwrap();
+    assert_eq!(sha256_file(&a.path().join("small")), sha256(&small));
+    drop(b);
+}

@@ -915,9 +915,15 @@ impl Core {
     /// Writes to the local copy; stored on the server at flush/fsync/close.
     pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
         let h = self.handle(fh)?;
-        h.file
-            .write_all_at(data, offset)
-            .map_err(|e| FsError::local("write", e))?;
+        if let Err(e) = h.file.write_all_at(data, offset) {
+            // A full cache disk: undo any growth so a later store cannot
+            // send bytes that were never written; the writer sees ENOSPC.
+            let size = self.lock().nodes.get(h.ino).map(|n| n.status.size);
+            if let Some(size) = size {
+                let _ = h.file.set_len(size);
+            }
+            return Err(FsError::local("write", e));
+        }
         let end = offset + data.len() as u64;
         let mut st = self.lock();
         let mut size = end;

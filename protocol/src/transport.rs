@@ -42,6 +42,9 @@ impl CallError {
     pub fn errno(&self) -> i32 {
         match self {
             CallError::Rpc(e) => e.code.errno(),
+            // A local failure (the cache disk full: ENOSPC) keeps its errno;
+            // stream errors carry none and are EIO.
+            CallError::Io(e) => e.raw_os_error().unwrap_or(libc::EIO),
             _ => libc::EIO,
         }
     }
