@@ -3,7 +3,7 @@
 
 mod common;
 
-use cellfs::{Cell, Mount, bin, output_with_timeout};
+use cellfs::{Cell, Mount, Proxy, bin, output_with_timeout};
 use common::{pattern, sha256, sha256_file};
 use std::fs;
 use std::path::Path;
@@ -80,12 +80,13 @@ fn a_node_restarted_while_the_server_is_down_serves_its_cache() {
 }
 
 #[test]
-fn pinned_files_survive_eviction_and_serve_while_the_server_is_down() {
-    let mut cell = Cell::new();
+fn pinned_files_survive_eviction_and_serve_while_the_network_is_cut() {
+    let cell = Cell::new();
     let writer = Mount::new(&cell);
     let files = tree(writer.path(), 30); // 450 KiB
     fs::write(writer.path().join("other"), pattern(600 << 10, 99)).unwrap();
-    let node = Mount::with_cache_size(&cell, "1MiB");
+    let proxy = Proxy::new(cell.addr());
+    let node = Mount::with_config(&cell, &cell.client_config_via(proxy.addr()), "1MiB");
     let out = cachemanager(&["pin"], node.cache_dir());
     assert!(!out.status.success(), "pin without a path is refused");
     let mut cmd = Command::new(bin("cellfs-cachemanager"));
@@ -120,11 +121,12 @@ fn pinned_files_survive_eviction_and_serve_while_the_server_is_down() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    cell.kill();
+    proxy.drop_all();
     for (rel, hash) in &files {
         let got = timed(rel, || sha256_file(&node.path().join(rel)));
-        assert_eq!(got, *hash, "pinned {rel} served while the server is down");
+        assert_eq!(got, *hash, "pinned {rel} served while the network is cut");
     }
+    assert!(proxy.stats().to_server > 0, "the node really went through the proxy");
 
     let mut cmd = Command::new(bin("cellfs-cachemanager"));
     cmd.arg("unpin")
