@@ -7,29 +7,12 @@
 //! `cargo bench --bench reconnect` (build the workspace in release first);
 //! `CELLFS_BENCH_FILES` sets N (default 20000).
 
-use cellfs::{Cell, Mount, Proxy, bin, output_with_timeout};
+use cellfs::{Cell, Mount, Proxy, wait_for};
 use std::fs;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 const DIRS: usize = 100;
 const CHANGED: usize = 100;
-
-fn status(mount: &Mount) -> serde_json::Value {
-    let mut cmd = Command::new(bin("cellfs-cachemanager"));
-    cmd.args(["status", "--format", "json", "--cache"])
-        .arg(mount.cache_dir());
-    let out = output_with_timeout(&mut cmd, Duration::from_secs(30));
-    serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
-}
-
-fn wait_for(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !ok() {
-        assert!(start.elapsed() < limit, "{what} did not happen within {limit:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 fn path(root: &std::path::Path, i: usize) -> std::path::PathBuf {
     root.join(format!("d{:03}/f{i:06}", i % DIRS))
@@ -64,17 +47,17 @@ fn main() {
             // A journal shorter than the changes to come: B must fall back.
             cell.restart_with_args(&["--journal-len", "10"]);
             wait_for("B reconnecting after the restart", Duration::from_secs(30), || {
-                status(&b)["up"] == true
+                b.status()["up"] == true
             });
             wait_for("B's revalidation after the restart", Duration::from_secs(60), || {
-                !status(&b)["last_revalidation"].is_null()
+                !b.status()["last_revalidation"].is_null()
             });
         }
-        let before_rev = status(&b)["last_revalidation"]["at"].clone();
+        let before_rev = b.status()["last_revalidation"]["at"].clone();
         proxy.drop_all();
         let cut = Instant::now();
         wait_for("B noticing the cut", Duration::from_secs(60), || {
-            status(&b)["up"] == false
+            b.status()["up"] == false
         });
         let noticed = cut.elapsed();
         for i in 0..CHANGED {
@@ -84,11 +67,11 @@ fn main() {
         let healed = Instant::now();
         proxy.pass();
         wait_for("B revalidating", Duration::from_secs(300), || {
-            let s = status(&b);
+            let s = b.status();
             s["up"] == true && s["last_revalidation"]["at"] != before_rev && !s["last_revalidation"].is_null()
         });
         let back = healed.elapsed();
-        let rev = status(&b)["last_revalidation"].clone();
+        let rev = b.status()["last_revalidation"].clone();
         let rpcs = cell.stats().rpcs - rpcs_before;
         println!(
             "{label}: cut noticed after {noticed:?}; after the heal B revalidated in {back:?} (status polling included): \

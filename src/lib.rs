@@ -509,6 +509,16 @@ fn unescape_mountinfo(field: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Polls `ok` every 50 ms until it holds, panicking after `limit`. Only for
+/// what is asynchronous by design (reconnection), never for coherence.
+pub fn wait_for(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !ok() {
+        assert!(start.elapsed() < limit, "{what} did not happen within {limit:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Starts `cellfs-cachemanager mount`, its output appended to `log`.
 fn spawn_cachemanager(config: &Path, cache: &Path, cache_size: &str, mnt: &Path, log: &Path) -> Child {
     let (out, err) = open_log(log);
@@ -634,6 +644,28 @@ impl Mount {
             "the dead mount {} could not be detached",
             self.mnt.display()
         );
+    }
+
+    /// `cellfs-cachemanager status --format json` of this mount, parsed.
+    pub fn status(&self) -> serde_json::Value {
+        let out = self.command(&["status", "--format", "json"], None);
+        assert!(
+            out.status.success(),
+            "status failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("status --format json prints JSON")
+    }
+
+    /// Runs `cellfs-cachemanager VERB --cache <this mount's cache> [PATH]`
+    /// (status, pin, unpin) with a time limit.
+    pub fn command(&self, verb: &[&str], path: Option<&Path>) -> Output {
+        let mut cmd = Command::new(bin("cellfs-cachemanager"));
+        cmd.args(verb).arg("--cache").arg(&self.cache);
+        if let Some(p) = path {
+            cmd.arg(p);
+        }
+        output_with_timeout(&mut cmd, Duration::from_secs(120))
     }
 
     /// Starts the cache manager again on the same mount point and cache

@@ -3,31 +3,14 @@
 
 mod common;
 
-use cellfs::{Cell, Mount, Proxy, bin, output_with_timeout};
+use cellfs::{Cell, Mount, Proxy};
 use common::{pattern, sha256, sha256_file};
 use std::fs;
 use std::path::Path;
-use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 /// Generous bound for one file operation while the server is down (a hang check).
 const OP_BOUND: Duration = Duration::from_secs(5);
-
-fn cachemanager(args: &[&str], cache: &Path) -> Output {
-    let mut cmd = Command::new(bin("cellfs-cachemanager"));
-    cmd.args(args).arg("--cache").arg(cache);
-    output_with_timeout(&mut cmd, Duration::from_secs(60))
-}
-
-fn status_json(mount: &Mount) -> serde_json::Value {
-    let out = cachemanager(&["status", "--format", "json"], mount.cache_dir());
-    assert!(
-        out.status.success(),
-        "status failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("status --format json prints JSON")
-}
 
 /// Writes `n` files of 15 KiB under `dir` and returns (relative path, hash).
 fn tree(dir: &Path, n: usize) -> Vec<(String, String)> {
@@ -76,7 +59,7 @@ fn a_node_restarted_while_the_server_is_down_serves_its_cache() {
     assert_eq!(listed, 21, "www holds 20 files and inc/");
     let err = timed("create", || fs::write(node.path().join("www/new.php"), b"x")).unwrap_err();
     assert_eq!(err.raw_os_error(), Some(libc::EROFS));
-    assert_eq!(status_json(&node)["up"], false);
+    assert_eq!(node.status()["up"], false);
 }
 
 #[test]
@@ -87,14 +70,9 @@ fn pinned_files_survive_eviction_and_serve_while_the_network_is_cut() {
     fs::write(writer.path().join("other"), pattern(600 << 10, 99)).unwrap();
     let proxy = Proxy::new(cell.addr());
     let node = Mount::with_config(&cell, &cell.client_config_via(proxy.addr()), "1MiB");
-    let out = cachemanager(&["pin"], node.cache_dir());
+    let out = node.command(&["pin"], None);
     assert!(!out.status.success(), "pin without a path is refused");
-    let mut cmd = Command::new(bin("cellfs-cachemanager"));
-    cmd.arg("pin")
-        .arg("--cache")
-        .arg(node.cache_dir())
-        .arg(node.path().join("www"));
-    let out = output_with_timeout(&mut cmd, Duration::from_secs(60));
+    let out = node.command(&["pin"], Some(&node.path().join("www")));
     assert!(
         out.status.success(),
         "pin failed: {}",
@@ -102,18 +80,13 @@ fn pinned_files_survive_eviction_and_serve_while_the_network_is_cut() {
     );
     let summary = String::from_utf8_lossy(&out.stdout);
     assert!(summary.contains("30 files"), "{summary}");
-    let status = status_json(&node);
+    let status = node.status();
     assert_eq!(status["pinned_bytes"], 30 * (15 << 10));
 
     // Reading a 600 KiB file through the 1 MiB cache must evict unpinned data only.
     fs::read(node.path().join("other")).unwrap();
     // Pinning more than fits is refused with a clear message.
-    let mut cmd = Command::new(bin("cellfs-cachemanager"));
-    cmd.arg("pin")
-        .arg("--cache")
-        .arg(node.cache_dir())
-        .arg(node.path().join("other"));
-    let out = output_with_timeout(&mut cmd, Duration::from_secs(60));
+    let out = node.command(&["pin"], Some(&node.path().join("other")));
     assert!(!out.status.success());
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("pinned already"),
@@ -128,16 +101,11 @@ fn pinned_files_survive_eviction_and_serve_while_the_network_is_cut() {
     }
     assert!(proxy.stats().to_server > 0, "the node really went through the proxy");
 
-    let mut cmd = Command::new(bin("cellfs-cachemanager"));
-    cmd.arg("unpin")
-        .arg("--cache")
-        .arg(node.cache_dir())
-        .arg(node.path().join("www"));
-    let out = output_with_timeout(&mut cmd, Duration::from_secs(60));
+    let out = node.command(&["unpin"], Some(&node.path().join("www")));
     assert!(
         out.status.success(),
         "unpin failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(status_json(&node)["pinned_bytes"], 0);
+    assert_eq!(node.status()["pinned_bytes"], 0);
 }
