@@ -12,6 +12,7 @@ pub mod config;
 pub mod error;
 pub mod lock;
 pub mod rpc;
+pub mod salvage;
 pub mod schema;
 pub mod server;
 pub mod store;

@@ -45,6 +45,18 @@ enum Command {
         #[arg(long, value_name = "N")]
         journal_len: Option<u64>,
     },
+    /// Check every volume's metadata against its data files, like the AFS
+    /// salvager, and with --repair fix what is found. Refuses to run while a
+    /// server serves the same folder. Exit status: 0 when clean (or clean after
+    /// repair), 1 when problems remain.
+    Salvage {
+        /// Data folder made by `init`.
+        #[arg(long)]
+        data: PathBuf,
+        /// Fix what is found (otherwise only report).
+        #[arg(long)]
+        repair: bool,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -81,6 +93,16 @@ fn main() -> anyhow::Result<()> {
                 data.join("client").display(),
                 report.client_config.display()
             );
+            Ok(())
+        }
+        Command::Salvage { data, repair } => {
+            let opts = cellfs_fileserver::salvage::SalvageOptions { repair };
+            let report = cellfs_fileserver::salvage::salvage(&data, &opts)
+                .with_context(|| format!("cannot salvage {}", data.display()))?;
+            print!("{report}");
+            if !report.clean_now() {
+                std::process::exit(1);
+            }
             Ok(())
         }
         Command::Serve {
