@@ -7,6 +7,7 @@
 //! either version committed; the other is removed as an orphan at start.
 
 use super::namespace::apply_attr;
+use super::txn::VnodeAccess;
 use super::{Change, Volume, brk, sync_dir};
 use crate::error::{FsResult, rpc_err};
 use cellfs_protocol::{ErrorCode, Fid, FileKind, SetAttr, Status, Timestamp};

@@ -7,6 +7,8 @@ mod data;
 mod namespace;
 mod txn;
 
+use txn::VnodeAccess;
+
 pub use data::{CHUNK, MAX_FILE_SIZE, PendingStore, StorePlan};
 pub use namespace::{Created, Removed, Renamed};
 

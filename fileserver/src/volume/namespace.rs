@@ -1,7 +1,7 @@
 //! Directory changes: create, mkdir, symlink, mount point, link, remove,
 //! rmdir, rename, and attribute changes that do not touch file content.
 
-use super::txn::VolTxn;
+use super::txn::{VnodeAccess, VolTxn};
 use super::{Change, DIR_ENTRY_SIZE, MAX_LINKS, MAX_TARGET_LEN, Volume, brk};
 use crate::error::{FsResult, rpc_err};
 use crate::schema::VnodeRecord;

@@ -8,6 +8,58 @@ use cellfs_protocol::{ErrorCode, Fid, FileKind, Status, Timestamp, VolumeId};
 use redb::{ReadOnlyTable, ReadTransaction, ReadableTable, Table, WriteTransaction};
 use std::collections::BTreeSet;
 
+/// Reading vnode records, the same in a read and a write transaction.
+pub trait VnodeAccess {
+    /// The volume the transaction is in.
+    fn volume_id(&self) -> VolumeId;
+
+    /// The record of a vnode number, if any.
+    fn vnode_by_number_opt(&self, vnode: u64) -> FsResult<Option<VnodeRecord>>;
+
+    /// The record of a vnode number named by a directory entry.
+    fn vnode_by_number(&self, vnode: u64) -> FsResult<VnodeRecord> {
+        self.vnode_by_number_opt(vnode)?
+            .ok_or_else(|| rpc_err(ErrorCode::Io, format!("dangling entry to vnode {vnode}")))
+    }
+
+    /// The record of `fid` (`Stale` if gone or reused).
+    fn vnode(&self, fid: Fid) -> FsResult<VnodeRecord> {
+        check_fid(self.volume_id(), fid, self.vnode_by_number_opt(fid.vnode)?)
+    }
+
+    /// The record of `fid`, which must be a directory.
+    fn dir(&self, fid: Fid) -> FsResult<VnodeRecord> {
+        require_dir(fid, self.vnode(fid)?)
+    }
+}
+
+fn decode_vnode(table: &impl ReadableTable<u64, &'static [u8]>, vnode: u64) -> FsResult<Option<VnodeRecord>> {
+    match table.get(vnode)? {
+        Some(v) => Ok(Some(schema::decode(v.value())?)),
+        None => Ok(None),
+    }
+}
+
+impl VnodeAccess for Reader {
+    fn volume_id(&self) -> VolumeId {
+        self.volume
+    }
+
+    fn vnode_by_number_opt(&self, vnode: u64) -> FsResult<Option<VnodeRecord>> {
+        decode_vnode(&self.vnodes, vnode)
+    }
+}
+
+impl VnodeAccess for VolTxn<'_> {
+    fn volume_id(&self) -> VolumeId {
+        self.volume
+    }
+
+    fn vnode_by_number_opt(&self, vnode: u64) -> FsResult<Option<VnodeRecord>> {
+        decode_vnode(&self.vnodes, vnode)
+    }
+}
+
 /// The status the wire carries for a vnode record.
 pub fn to_status(volume: VolumeId, vnode: u64, rec: &VnodeRecord) -> Status {
     Status {
@@ -134,30 +186,6 @@ impl Reader {
         Ok(out)
     }
 
-    /// The record of a vnode number, if any.
-    pub fn vnode_by_number_opt(&self, vnode: u64) -> FsResult<Option<VnodeRecord>> {
-        match self.vnodes.get(vnode)? {
-            Some(v) => Ok(Some(schema::decode(v.value())?)),
-            None => Ok(None),
-        }
-    }
-
-    /// The record of a vnode number named by a directory entry.
-    pub fn vnode_by_number(&self, vnode: u64) -> FsResult<VnodeRecord> {
-        self.vnode_by_number_opt(vnode)?
-            .ok_or_else(|| rpc_err(ErrorCode::Io, format!("dangling entry to vnode {vnode}")))
-    }
-
-    /// The record of `fid` (`Stale` if gone or reused).
-    pub fn vnode(&self, fid: Fid) -> FsResult<VnodeRecord> {
-        check_fid(self.volume, fid, self.vnode_by_number_opt(fid.vnode)?)
-    }
-
-    /// The record of `fid`, which must be a directory.
-    pub fn dir(&self, fid: Fid) -> FsResult<VnodeRecord> {
-        require_dir(fid, self.vnode(fid)?)
-    }
-
     /// One directory entry.
     pub fn entry(&self, dir: u64, name: &str) -> FsResult<Option<(u64, u64)>> {
         Ok(self.entries.get((dir, name))?.map(|v| v.value()))
@@ -240,30 +268,6 @@ impl<'t> VolTxn<'t> {
         self.journal.insert(seq, schema::encode(&touched)?.as_slice())?;
         trim(&mut self.journal, &mut self.journal_state, keep)?;
         Ok(seq)
-    }
-
-    /// The record of a vnode number, if any.
-    pub fn vnode_by_number_opt(&self, vnode: u64) -> FsResult<Option<VnodeRecord>> {
-        match self.vnodes.get(vnode)? {
-            Some(v) => Ok(Some(schema::decode(v.value())?)),
-            None => Ok(None),
-        }
-    }
-
-    /// The record of a vnode number named by a directory entry.
-    pub fn vnode_by_number(&self, vnode: u64) -> FsResult<VnodeRecord> {
-        self.vnode_by_number_opt(vnode)?
-            .ok_or_else(|| rpc_err(ErrorCode::Io, format!("dangling entry to vnode {vnode}")))
-    }
-
-    /// The record of `fid` (`Stale` if gone or reused).
-    pub fn vnode(&self, fid: Fid) -> FsResult<VnodeRecord> {
-        check_fid(self.volume, fid, self.vnode_by_number_opt(fid.vnode)?)
-    }
-
-    /// The record of `fid`, which must be a directory.
-    pub fn dir(&self, fid: Fid) -> FsResult<VnodeRecord> {
-        require_dir(fid, self.vnode(fid)?)
     }
 
     /// Deletes a vnode record without touching the counters (salvage
