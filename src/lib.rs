@@ -307,6 +307,11 @@ impl Cell {
         path
     }
 
+    /// Process id of the running fileserver (for `/proc` measurements).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// The fileserver's UDP address.
     pub fn addr(&self) -> SocketAddr {
         self.addr
@@ -689,6 +694,11 @@ impl Mount {
     /// The mount point: the cell's root directory.
     pub fn path(&self) -> &Path {
         &self.mnt
+    }
+
+    /// Process id of the running cache manager (for `/proc` measurements).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// The cache manager's cache folder.
