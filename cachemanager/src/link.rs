@@ -26,6 +26,10 @@ const MAX_SLOW_WAITS: u32 = 10;
 /// Slowest data rate a transfer may have before it counts as a dead server.
 const MIN_TRANSFER_RATE: u64 = 1 << 20;
 
+/// Buffer between a cache file and a transfer stream: each blocking file
+/// operation the async runtime hands to a thread moves this much.
+const FILE_IO_BUF: usize = 1 << 20;
+
 /// Something the server told us, or a change of connection.
 pub enum LinkEvent {
     /// A callback message to act on, then acknowledge.
@@ -305,7 +309,8 @@ impl ServerLink {
     /// Fetches the whole content of `fid` (about `size` bytes) into a new file at `path`.
     pub async fn fetch_to(&self, fid: Fid, size: u64, path: &Path) -> Result<Status, LinkError> {
         self.with_retry(&Request::FetchData { fid }, self.transfer_limit(size), |c| async move {
-            let mut file = tokio::fs::File::create(path).await?;
+            let file = tokio::fs::File::create(path).await?;
+            let mut file = tokio::io::BufWriter::with_capacity(FILE_IO_BUF, file);
             let status = c.fetch_data(fid, &mut file).await?;
             file.flush().await?;
             Ok(status)
@@ -322,6 +327,7 @@ impl ServerLink {
         self.with_retry(req, self.transfer_limit(len), |c| async move {
             let mut file = tokio::fs::File::open(path).await?;
             file.seek(std::io::SeekFrom::Start(start)).await?;
+            let mut file = tokio::io::BufReader::with_capacity(FILE_IO_BUF, file);
             c.store_data(req, &mut file).await
         })
         .await

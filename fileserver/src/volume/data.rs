@@ -20,7 +20,7 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 /// Largest file size the server keeps.
 pub const MAX_FILE_SIZE: u64 = i64::MAX as u64;
 /// Size of the chunks moved between the network and data files.
-pub const CHUNK: usize = 256 * 1024;
+pub const CHUNK: usize = 1024 * 1024;
 
 /// What a content change will do, before any byte is written.
 #[derive(Debug, Clone, Copy)]
@@ -69,13 +69,20 @@ impl PendingStore {
         let mut done = 0u64;
         let mut buf = vec![0u8; CHUNK.min(usize::try_from(len).unwrap_or(CHUNK))];
         while done < len {
+            // Fill a whole chunk before handing it to a blocking write: the
+            // stream yields packet-sized pieces.
             let want = usize::try_from(len - done).unwrap_or(usize::MAX).min(buf.len());
-            let n = src.read(&mut buf[..want]).await?;
-            if n == 0 {
-                return Err(rpc_err(
-                    ErrorCode::BadRequest,
-                    format!("data ended after {done} of {len} bytes"),
-                ));
+            let mut n = 0;
+            while n < want {
+                match src.read(&mut buf[n..want]).await? {
+                    0 => {
+                        return Err(rpc_err(
+                            ErrorCode::BadRequest,
+                            format!("data ended after {} of {len} bytes", done + n as u64),
+                        ));
+                    }
+                    got => n += got,
+                }
             }
             let chunk = buf[..n].to_vec();
             let f = file.clone();
