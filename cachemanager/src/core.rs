@@ -60,12 +60,33 @@ pub enum Lookup {
     Missing(Duration),
 }
 
+/// An opened file as the FUSE layer needs it.
+#[derive(Debug)]
+pub struct Opened {
+    /// The file handle.
+    pub fh: u64,
+    /// Whether the kernel's cached pages of the file are still good.
+    pub keep_cache: bool,
+    /// A descriptor of the local copy, for FUSE passthrough.
+    pub file: File,
+}
+
+/// (mtime in ns, size) of an open local copy: how passthrough writes show.
+fn stamp(file: &File) -> std::io::Result<(i128, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = file.metadata()?;
+    Ok((
+        i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
+        m.len(),
+    ))
+}
+
 /// One row of a directory listing handed to readdir.
 #[derive(Debug, Clone)]
 pub struct DirItem {
     /// Inode of the entry.
     pub ino: u64,
-    /// Kind to report (mount points show as directories).
+    /// Kind of the entry (a mount point is shown as a directory).
     pub kind: FileKind,
     /// Entry name.
     pub name: String,
@@ -76,13 +97,21 @@ struct OpenFile {
     ino: u64,
     fid: Fid,
     file: File,
+    /// Opened for writing.
+    write: bool,
+    /// The kernel writes the local copy itself (FUSE passthrough): changes
+    /// are found by comparing the file's (mtime, size) with `seen`.
+    passthrough: std::sync::atomic::AtomicBool,
+    /// (mtime ns, size) of the local copy when last checked.
+    seen: Mutex<(i128, u64)>,
 }
 
 struct State {
     nodes: NodeTable,
     cache: DiskCache,
     files: HashMap<u64, Arc<OpenFile>>,
-    dirs: HashMap<u64, Arc<Vec<DirItem>>>,
+    /// Readdir rows of each directory, built from (and valid with) one listing.
+    dir_items: HashMap<u64, (Arc<Listing>, Arc<Vec<DirItem>>)>,
     next_fh: u64,
     /// Per volume: (incarnation, change number) up to which our promises
     /// are known to reflect the server; where a reconnect asks from.
@@ -174,7 +203,7 @@ impl Core {
                 nodes,
                 cache,
                 files: HashMap::new(),
-                dirs: HashMap::new(),
+                dir_items: HashMap::new(),
                 next_fh: 1,
                 baselines,
             }),
@@ -374,7 +403,7 @@ impl Core {
 
     /// The listing of directory `ino`, fetched (with every entry's status) when
     /// we hold no valid promise on it.
-    fn listing(&self, ino: u64) -> FsResult<Listing> {
+    fn listing(&self, ino: u64) -> FsResult<Arc<Listing>> {
         let fid = {
             let st = self.lock();
             let n = st.node(ino)?;
@@ -394,10 +423,10 @@ impl Core {
             return Err(unexpected("read_dir"));
         };
         let mut st = self.lock();
-        let listing = Listing {
+        let listing = Arc::new(Listing {
             data_version: dir.data_version,
             entries: entries.iter().map(|e| (e.name.clone(), e.status.fid)).collect(),
-        };
+        });
         for e in entries {
             st.nodes.upsert(e.status, promise);
         }
@@ -452,50 +481,39 @@ impl Core {
         self.entry(&st, ino)
     }
 
-    /// Opens directory `ino`: a snapshot of its entries for readdir, and
-    /// whether the kernel's cached listing is still good.
-    pub fn opendir(&self, ino: u64) -> FsResult<(u64, bool)> {
-        let before = self
-            .lock()
-            .nodes
-            .get(ino)
-            .and_then(|n| n.listing.as_ref().map(|l| l.data_version));
+    /// The entries of directory `ino` for readdir, in a stable order, built
+    /// once per listing (the kernel reads a large directory a page at a time).
+    pub fn dir_items(&self, ino: u64) -> FsResult<Arc<Vec<DirItem>>> {
         let listing = self.listing(ino)?;
         let mut st = self.lock();
-        let items: Vec<DirItem> = listing
-            .entries
-            .iter()
-            .filter_map(|(name, fid)| {
-                let ino = st.nodes.ino_of(*fid)?;
-                let kind = match st.nodes.get(ino)?.status.kind {
-                    FileKind::MountPoint => FileKind::Dir,
-                    k => k,
-                };
-                Some(DirItem {
-                    ino,
-                    kind,
-                    name: name.clone(),
+        if let Some((l, items)) = st.dir_items.get(&ino)
+            && Arc::ptr_eq(l, &listing)
+        {
+            return Ok(items.clone());
+        }
+        let items: Arc<Vec<DirItem>> = Arc::new(
+            listing
+                .entries
+                .iter()
+                .filter_map(|(name, fid)| {
+                    let ino = st.nodes.ino_of(*fid)?;
+                    Some(DirItem {
+                        ino,
+                        kind: st.nodes.get(ino)?.status.kind,
+                        name: name.clone(),
+                    })
                 })
-            })
-            .collect();
-        let fh = st.next_fh;
-        st.next_fh += 1;
-        st.dirs.insert(fh, Arc::new(items));
-        Ok((fh, before == Some(listing.data_version)))
+                .collect(),
+        );
+        st.dir_items.insert(ino, (listing, items.clone()));
+        Ok(items)
     }
 
-    /// The snapshot taken by `opendir`.
-    pub fn dir_items(&self, fh: u64) -> FsResult<Arc<Vec<DirItem>>> {
-        self.lock()
-            .dirs
-            .get(&fh)
-            .cloned()
-            .ok_or_else(|| FsError::bad_handle(fh))
-    }
-
-    /// Closes a directory handle.
-    pub fn releasedir(&self, fh: u64) {
-        self.lock().dirs.remove(&fh);
+    /// Current attributes of `items` for readdirplus (`None` for an entry
+    /// whose node is gone).
+    pub fn entries_of(&self, items: &[DirItem]) -> Vec<Option<Entry>> {
+        let st = self.lock();
+        items.iter().map(|i| self.entry(&st, i.ino).ok()).collect()
     }
 
     // ---- attributes --------------------------------------------------------
@@ -525,8 +543,13 @@ impl Core {
     /// chmod/chown/utimes/truncate.
     pub fn setattr(&self, ino: u64, attr: SetAttr) -> FsResult<Entry> {
         let (fid, _) = self.node_fid(ino)?;
-        if attr.size.is_some() {
-            // Unstored writes go first, so the truncate applies after them.
+        if attr.size.is_some() || attr.mtime.is_some() {
+            // Unstored writes go first, so the truncate or the explicit time
+            // (tar and cp -p set it after writing) applies after them.
+            let handles: Vec<Arc<OpenFile>> = self.lock().files.values().filter(|h| h.ino == ino).cloned().collect();
+            for h in handles {
+                self.note_direct_writes(&h)?;
+            }
             self.flush_ino(ino)?;
         }
         let (reply, promise) = self.change(Request::SetAttr {
@@ -665,7 +688,7 @@ impl Core {
         uid: u32,
         gid: u32,
         exclusive: bool,
-    ) -> FsResult<(Entry, u64)> {
+    ) -> FsResult<(Entry, Opened)> {
         let dir = self.dir_fid(parent)?;
         let (reply, p) = self.change(Request::Create {
             dir,
@@ -691,8 +714,8 @@ impl Core {
                 );
             }
         }
-        let (fh, _) = self.open(entry.ino, true)?;
-        Ok((entry, fh))
+        let opened = self.open(entry.ino, true)?;
+        Ok((entry, opened))
     }
 
     /// unlink / rmdir.
@@ -863,9 +886,8 @@ impl Core {
         Ok(())
     }
 
-    /// Opens file `ino` (for writing if `write`); returns the handle and
-    /// whether the kernel may keep its pages.
-    pub fn open(&self, ino: u64, write: bool) -> FsResult<(u64, bool)> {
+    /// Opens file `ino` (for writing if `write`).
+    pub fn open(&self, ino: u64, write: bool) -> FsResult<Opened> {
         if write && self.link.is_down() {
             return Err(disconnected("open for writing"));
         }
@@ -873,18 +895,69 @@ impl Core {
         // Pinned before the fetch, so a file larger than the cache survives
         // the eviction its own arrival triggers.
         self.lock().cache.pin(fid);
-        let opened = self.ensure_data(ino).and_then(|keep| {
+        let opened = self.ensure_data(ino).and_then(|keep_cache| {
             let mut st = self.lock();
-            let file = st.cache.open_file(fid).map_err(|e| FsError::local("open", e))?;
+            let local = |e| FsError::local("open", e);
+            let file = st.cache.open_file(fid).map_err(local)?;
+            let copy = file.try_clone().map_err(local)?;
+            let seen = Mutex::new(stamp(&file).map_err(local)?);
             let fh = st.next_fh;
             st.next_fh += 1;
-            st.files.insert(fh, Arc::new(OpenFile { ino, fid, file }));
-            Ok((fh, keep))
+            let handle = OpenFile {
+                ino,
+                fid,
+                file,
+                write,
+                passthrough: false.into(),
+                seen,
+            };
+            st.files.insert(fh, Arc::new(handle));
+            Ok(Opened {
+                fh,
+                keep_cache,
+                file: copy,
+            })
         });
         if opened.is_err() {
             self.lock().cache.unpin(fid);
         }
         opened
+    }
+
+    /// Records that the kernel reads and writes `fh`'s local copy directly
+    /// (FUSE passthrough): its writes are found at flush by the file's stamp.
+    pub fn set_passthrough(&self, fh: u64) {
+        if let Ok(h) = self.handle(fh) {
+            h.passthrough.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// For a passthrough handle open for writing: when the local copy
+    /// changed since last seen, marks the whole file dirty.
+    fn note_direct_writes(&self, h: &OpenFile) -> FsResult<()> {
+        if !h.write || !h.passthrough.load(std::sync::atomic::Ordering::Relaxed) {
+            return Ok(());
+        }
+        let now = stamp(&h.file).map_err(|e| FsError::local("stat", e))?;
+        {
+            let mut seen = h.seen.lock().unwrap_or_else(|p| p.into_inner());
+            if *seen == now {
+                return Ok(());
+            }
+            *seen = now;
+        }
+        let size = now.1;
+        let mut st = self.lock();
+        if let Some(n) = st.nodes.get_mut(h.ino) {
+            n.dirty = Some(match n.dirty {
+                Some((_, b)) => (0, b.max(size)),
+                None => (0, size),
+            });
+            n.status.size = size;
+            n.status.mtime = cellfs_protocol::Timestamp::now();
+        }
+        st.cache.resize(h.fid, size);
+        Ok(())
     }
 
     fn handle(&self, fh: u64) -> FsResult<Arc<OpenFile>> {
@@ -943,6 +1016,7 @@ impl Core {
     /// Stores what was written to `fh`'s file since the last store.
     pub fn flush(&self, fh: u64) -> FsResult<()> {
         let h = self.handle(fh)?;
+        self.note_direct_writes(&h)?;
         self.flush_ino(h.ino)
     }
 
@@ -1223,7 +1297,7 @@ impl Core {
                 n.promise = None;
                 n.target = None;
                 if let Some(l) = n.listing.take() {
-                    entries.extend(l.entries.into_keys().map(|name| (ino, name)));
+                    entries.extend(l.entries.keys().map(|name| (ino, name.clone())));
                 }
             }
             inodes.push(ino);

@@ -1,28 +1,41 @@
 //! The only module that touches fuser: translates kernel requests into core
 //! calls and core results into replies.
 
-use crate::core::{Core, Entry, KernelCache, Lookup};
+use crate::core::{Core, DirItem, Entry, KernelCache, Lookup};
 use crate::error::FsError;
+use crate::passthrough::{Backings, Mode};
 use cellfs_protocol::{FileKind, SetAttr, Timestamp};
 use fuser::{
-    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, KernelConfig, LockOwner,
-    Notifier, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry,
-    ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow, WriteFlags,
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig,
+    LockOwner, Notifier, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus,
+    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow, WriteFlags,
 };
 use std::ffi::OsStr;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 /// The fuser filesystem over a [`Core`].
 pub struct CellFs {
     core: Arc<Core>,
+    /// The kernel accepted ENOSYS for opendir (no directory open messages).
+    no_opendir: AtomicBool,
+    /// Whether to ask for passthrough at init.
+    passthrough: bool,
+    /// Passthrough backing files.
+    backings: Backings,
 }
 
 impl CellFs {
-    /// Wraps a core.
-    pub fn new(core: Arc<Core>) -> Self {
-        CellFs { core }
+    /// Wraps a core; `passthrough` asks the kernel for FUSE passthrough.
+    pub fn new(core: Arc<Core>, passthrough: bool) -> Self {
+        CellFs {
+            core,
+            passthrough,
+            no_opendir: AtomicBool::new(false),
+            backings: Backings::default(),
+        }
     }
 }
 
@@ -41,6 +54,43 @@ impl KernelCache for NotifierCache {
             tracing::debug!(parent, name, error = %e, "inval_entry");
         }
     }
+}
+
+/// Rows of readdirplus attributes gathered per reply (more than a reply
+/// buffer holds).
+const READDIR_BATCH: usize = 256;
+
+/// One readdir row: inode, kind, name.
+struct Row<'a> {
+    ino: u64,
+    kind: FileKind,
+    name: &'a str,
+}
+
+/// Readdir rows from `offset` on, each with the offset of the next:
+/// 1 = ".", 2 = "..", 3.. = entries.
+fn rows(dir: u64, items: &[DirItem], offset: u64) -> impl Iterator<Item = (u64, Row<'_>)> {
+    let dots = [(1, "."), (2, "..")].into_iter().map(move |(off, name)| {
+        (
+            off,
+            Row {
+                ino: dir,
+                kind: FileKind::Dir,
+                name,
+            },
+        )
+    });
+    let entries = items.iter().enumerate().map(|(i, item)| {
+        (
+            i as u64 + 3,
+            Row {
+                ino: item.ino,
+                kind: item.kind,
+                name: &item.name,
+            },
+        )
+    });
+    dots.chain(entries).skip(offset as usize)
 }
 
 fn file_type(kind: FileKind) -> FileType {
@@ -112,6 +162,30 @@ impl Filesystem for CellFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         let _ = config.set_max_write(1 << 20);
         let _ = config.set_max_readahead(1 << 20);
+        // Each is an optimisation the kernel may refuse; cellfs works without.
+        for (flag, what) in [
+            (InitFlags::FUSE_DO_READDIRPLUS, "readdirplus"),
+            (InitFlags::FUSE_PARALLEL_DIROPS, "parallel directory operations"),
+        ] {
+            if config.add_capabilities(flag).is_err() {
+                tracing::info!("the kernel does not offer {what}");
+            }
+        }
+        let no_opendir = config.add_capabilities(InitFlags::FUSE_NO_OPENDIR_SUPPORT).is_ok();
+        if self.passthrough {
+            match config.add_capabilities(InitFlags::FUSE_PASSTHROUGH) {
+                Ok(()) => {
+                    // The backing files are on an ordinary local filesystem.
+                    let _ = config.set_max_stack_depth(1);
+                    self.backings.enable();
+                    tracing::info!("FUSE passthrough on: the kernel reads cached files directly");
+                }
+                Err(_) => {
+                    tracing::info!("the kernel does not offer FUSE passthrough; reads go through the cache manager")
+                }
+            }
+        }
+        self.no_opendir.store(no_opendir, Ordering::Relaxed);
         Ok(())
     }
 
@@ -261,16 +335,27 @@ impl Filesystem for CellFs {
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let write = !matches!(flags.acc_mode(), fuser::OpenAccMode::O_RDONLY);
-        match self.core.open(ino.0, write) {
-            Ok((fh, keep)) => {
-                let flags = if keep {
-                    FopenFlags::FOPEN_KEEP_CACHE
-                } else {
-                    FopenFlags::empty()
-                };
-                reply.opened(FileHandle(fh), flags)
+        let opened = match self.core.open(ino.0, write) {
+            Ok(o) => o,
+            Err(e) => return reply.error(errno(e)),
+        };
+        let mut fopen = FopenFlags::empty();
+        if !write {
+            // Nothing to store when a read-only handle closes.
+            fopen |= FopenFlags::FOPEN_NOFLUSH;
+        }
+        let fh = FileHandle(opened.fh);
+        match self
+            .backings
+            .open(ino.0, opened.fh, &opened.file, |f| reply.open_backing(f))
+        {
+            Mode::Passthrough(b) => {
+                self.core.set_passthrough(opened.fh);
+                reply.opened_passthrough(fh, fopen, &b)
             }
-            Err(e) => reply.error(errno(e)),
+            Mode::Direct => reply.opened(fh, fopen | FopenFlags::FOPEN_DIRECT_IO),
+            Mode::Cached if opened.keep_cache => reply.opened(fh, fopen | FopenFlags::FOPEN_KEEP_CACHE),
+            Mode::Cached => reply.opened(fh, fopen),
         }
     }
 
@@ -323,6 +408,7 @@ impl Filesystem for CellFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        self.backings.release(fh.0);
         reply_empty(reply, self.core.release(fh.0));
     }
 
@@ -330,48 +416,76 @@ impl Filesystem for CellFs {
         reply_empty(reply, self.core.flush(fh.0));
     }
 
-    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        match self.core.opendir(ino.0) {
-            Ok((fh, cached)) => {
-                let mut flags = FopenFlags::FOPEN_CACHE_DIR;
-                if cached {
-                    flags |= FopenFlags::FOPEN_KEEP_CACHE;
-                }
-                reply.opened(FileHandle(fh), flags)
-            }
-            Err(e) => reply.error(errno(e)),
+    fn opendir(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        if self.no_opendir.load(Ordering::Relaxed) {
+            // The kernel stops sending opendir/releasedir and keeps each
+            // directory's cached entries until an invalidation (breaks).
+            return reply.error(Errno::ENOSYS);
         }
+        // Readdir reads by inode; there is no per-handle state.
+        reply.opened(FileHandle(0), FopenFlags::FOPEN_CACHE_DIR)
     }
 
-    fn readdir(&self, _req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
-        let items = match self.core.dir_items(fh.0) {
+    fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+        let items = match self.core.dir_items(ino.0) {
             Ok(i) => i,
             Err(e) => return reply.error(errno(e)),
         };
-        // Offsets: 1 = ".", 2 = "..", 3.. = entries.
-        let mut next = offset;
-        if next == 0 {
-            if reply.add(ino, 1, FileType::Directory, ".") {
-                return reply.ok();
-            }
-            next = 1;
-        }
-        if next == 1 {
-            if reply.add(ino, 2, FileType::Directory, "..") {
-                return reply.ok();
-            }
-            next = 2;
-        }
-        for (i, item) in items.iter().enumerate().skip((next - 2) as usize) {
-            if reply.add(INodeNo(item.ino), i as u64 + 3, file_type(item.kind), &item.name) {
+        for (off, row) in rows(ino.0, &items, offset) {
+            if reply.add(INodeNo(row.ino), off, file_type(row.kind), row.name) {
                 break;
             }
         }
         reply.ok();
     }
 
-    fn releasedir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _flags: OpenFlags, reply: ReplyEmpty) {
-        self.core.releasedir(fh.0);
+    fn readdirplus(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
+        let items = match self.core.dir_items(ino.0) {
+            Ok(i) => i,
+            Err(e) => return reply.error(errno(e)),
+        };
+        let dir = match self.core.getattr(ino.0) {
+            Ok(d) => d,
+            Err(e) => return reply.error(errno(e)),
+        };
+        // Attributes for at most one reply buffer's worth of rows.
+        let start = offset.saturating_sub(2) as usize;
+        let page = &items[start.min(items.len())..(start + READDIR_BATCH).min(items.len())];
+        let entries = self.core.entries_of(page);
+        for (off, row) in rows(ino.0, &items, offset) {
+            let i = off as usize - 3;
+            let full = if row.name == "." || row.name == ".." {
+                // The kernel does not link these; any attributes do.
+                reply.add(
+                    INodeNo(row.ino),
+                    off,
+                    row.name,
+                    &Duration::ZERO,
+                    &attr(&dir),
+                    Generation(0),
+                )
+            } else {
+                match entries.get(i - start) {
+                    // Past this batch: the kernel asks again from here.
+                    None => break,
+                    // The node went away meanwhile: leave the row out.
+                    Some(None) => continue,
+                    Some(Some(e)) => {
+                        // A mount point's entry expires at once so the next
+                        // access looks it up and crosses into the volume root.
+                        let ttl = if e.status.kind == FileKind::MountPoint {
+                            Duration::ZERO
+                        } else {
+                            e.ttl
+                        };
+                        reply.add(INodeNo(row.ino), off, row.name, &ttl, &attr(e), Generation(0))
+                    }
+                }
+            };
+            if full {
+                break;
+            }
+        }
         reply.ok();
     }
 
@@ -422,7 +536,21 @@ impl Filesystem for CellFs {
             .core
             .create(parent.0, name, mode & !umask & 0o7777, req.uid(), req.gid(), exclusive)
         {
-            Ok((e, fh)) => reply.created(&e.ttl, &attr(&e), Generation(0), FileHandle(fh), FopenFlags::empty()),
+            Ok((e, opened)) => {
+                let fh = FileHandle(opened.fh);
+                let a = attr(&e);
+                match self
+                    .backings
+                    .open(e.ino, opened.fh, &opened.file, |f| reply.open_backing(f))
+                {
+                    Mode::Passthrough(b) => {
+                        self.core.set_passthrough(opened.fh);
+                        reply.created_passthrough(&e.ttl, &a, Generation(0), fh, FopenFlags::empty(), &b)
+                    }
+                    Mode::Direct => reply.created(&e.ttl, &a, Generation(0), fh, FopenFlags::FOPEN_DIRECT_IO),
+                    Mode::Cached => reply.created(&e.ttl, &a, Generation(0), fh, FopenFlags::empty()),
+                }
+            }
             Err(e) => reply.error(errno(e)),
         }
     }

@@ -10,4 +10,5 @@ pub mod fuse;
 pub mod link;
 pub mod mount;
 pub mod nodes;
+pub mod passthrough;
 pub mod persist;

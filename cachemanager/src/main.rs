@@ -61,6 +61,10 @@ enum Command {
         /// the node serves its cache read-only.
         #[arg(long, value_name = "SECONDS", default_value_t = 2.0, value_parser = parse_timeout)]
         request_timeout: f64,
+        /// Serve every read through the cache manager instead of letting the
+        /// kernel read cached files directly (FUSE passthrough).
+        #[arg(long)]
+        no_passthrough: bool,
         /// Where to mount.
         mountpoint: PathBuf,
     },
@@ -195,6 +199,7 @@ fn main() -> anyhow::Result<()> {
             cache_size,
             threads,
             request_timeout,
+            no_passthrough,
             mountpoint,
         } => run(MountOptions {
             config,
@@ -203,6 +208,7 @@ fn main() -> anyhow::Result<()> {
             mountpoint,
             threads,
             request_timeout: std::time::Duration::from_secs_f64(request_timeout),
+            passthrough: !no_passthrough,
         })
         .context("cellfs-cachemanager mount"),
     }

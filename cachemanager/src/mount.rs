@@ -28,6 +28,8 @@ pub struct MountOptions {
     pub threads: usize,
     /// Bound on one request to the fileserver; past it the cell is disconnected.
     pub request_timeout: std::time::Duration,
+    /// Let the kernel read and write cached files directly (FUSE passthrough).
+    pub passthrough: bool,
 }
 
 /// Mounts the cell and serves it until the mount ends or a signal arrives.
@@ -79,7 +81,7 @@ pub fn run(opts: MountOptions) -> anyhow::Result<()> {
         .mountpoint
         .canonicalize()
         .unwrap_or_else(|_| opts.mountpoint.clone());
-    let mut session = fuser::Session::new(CellFs::new(core.clone()), &opts.mountpoint, &config)
+    let mut session = fuser::Session::new(CellFs::new(core.clone(), opts.passthrough), &opts.mountpoint, &config)
         .with_context(|| format!("mounting on {}", opts.mountpoint.display()))?;
     core.set_kernel_cache(Box::new(NotifierCache(session.notifier())));
     core.set_mountpoint(mountpoint_abs);

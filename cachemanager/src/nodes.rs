@@ -5,6 +5,7 @@
 use crate::persist::SavedNode;
 use cellfs_protocol::{Fid, Status};
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The root inode number the kernel uses for the mount.
@@ -47,8 +48,8 @@ pub struct Node {
     pub status: Status,
     /// Promise keeping `status` (and `listing`) current, if any.
     pub promise: Option<Promise>,
-    /// The directory listing, when fetched.
-    pub listing: Option<Listing>,
+    /// The directory listing, when fetched (shared: lookups read it without copying).
+    pub listing: Option<Arc<Listing>>,
     /// Symlink or mount point target, when fetched.
     pub target: Option<String>,
     /// Byte range written locally and not yet stored on the server.
@@ -180,7 +181,7 @@ impl NodeTable {
             .filter_map(|ino| self.nodes.get(&ino))
             .map(|n| SavedNode {
                 status: n.status.clone(),
-                listing: n.listing.clone(),
+                listing: n.listing.as_deref().cloned(),
                 target: n.target.clone(),
                 promise_left_ms: n.valid_for(epoch, now).map(|d| d.as_millis() as u64).unwrap_or(0),
             })
@@ -201,7 +202,7 @@ impl NodeTable {
             });
             let ino = t.upsert(n.status, promise);
             if let Some(node) = t.nodes.get_mut(&ino) {
-                node.listing = n.listing;
+                node.listing = n.listing.map(Arc::new);
                 node.target = n.target;
             }
         }
@@ -219,6 +220,7 @@ impl NodeTable {
         if let Some(node) = self.nodes.get_mut(&ino) {
             match node.listing.as_mut() {
                 Some(l) if l.data_version + 1 == dv => {
+                    let l = Arc::make_mut(l);
                     edit(l);
                     l.data_version = dv;
                 }
@@ -278,10 +280,10 @@ mod tests {
     #[test]
     fn own_dir_change_patches_listing_and_foreign_change_drops_it() {
         let mut t = NodeTable::new(status(1, 1), None);
-        t.get_mut(ROOT_INO).unwrap().listing = Some(Listing {
+        t.get_mut(ROOT_INO).unwrap().listing = Some(Arc::new(Listing {
             data_version: 1,
             entries: BTreeMap::new(),
-        });
+        }));
         t.apply_dir_change(status(1, 2), None, |l| {
             l.entries.insert("a".into(), status(9, 1).fid);
         });
@@ -302,10 +304,10 @@ mod tests {
             }),
         );
         let child = t.upsert(status(7, 4), None);
-        t.get_mut(ROOT_INO).unwrap().listing = Some(Listing {
+        t.get_mut(ROOT_INO).unwrap().listing = Some(Arc::new(Listing {
             data_version: 1,
             entries: [("a".to_owned(), status(7, 4).fid)].into(),
-        });
+        }));
         t.set_mount_target(status(9, 1).fid, status(7, 4).fid);
         let (saved, mounts) = t.export(2, now);
         let back = NodeTable::import(status(1, 1).fid, saved, mounts, now).unwrap();
