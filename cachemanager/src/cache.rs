@@ -169,6 +169,11 @@ impl DiskCache {
         *self.open.entry(fid).or_default() += 1;
     }
 
+    /// How many open handles pin `fid`.
+    pub fn open_count(&self, fid: Fid) -> u32 {
+        self.open.get(&fid).copied().unwrap_or(0)
+    }
+
     /// Undoes one [`DiskCache::pin`].
     pub fn unpin(&mut self, fid: Fid) {
         if let Some(n) = self.open.get_mut(&fid) {

@@ -69,6 +69,16 @@ pub struct Opened {
     pub keep_cache: bool,
     /// A descriptor of the local copy, for FUSE passthrough.
     pub file: File,
+    /// Size of the local copy.
+    pub size: u64,
+}
+
+/// Replaces the content of `dest` with that of `src`, keeping `dest`'s inode.
+fn overwrite_in_place(src: &Path, dest: &Path) -> std::io::Result<()> {
+    let mut from = File::open(src)?;
+    let mut to = File::options().write(true).open(dest)?;
+    let len = std::io::copy(&mut from, &mut to)?;
+    to.set_len(len)
 }
 
 /// (mtime in ns, size) of an open local copy: how passthrough writes show.
@@ -546,10 +556,7 @@ impl Core {
         if attr.size.is_some() || attr.mtime.is_some() {
             // Unstored writes go first, so the truncate or the explicit time
             // (tar and cp -p set it after writing) applies after them.
-            let handles: Vec<Arc<OpenFile>> = self.lock().files.values().filter(|h| h.ino == ino).cloned().collect();
-            for h in handles {
-                self.note_direct_writes(&h)?;
-            }
+            self.note_direct_writes_of(ino)?;
             self.flush_ino(ino)?;
         }
         let (reply, promise) = self.change(Request::SetAttr {
@@ -872,9 +879,23 @@ impl Core {
             }
         };
         let promise = self.promise_from(sent);
+        let (dest, in_place) = {
+            let st = self.lock();
+            let dest = st.cache.path(fid);
+            // Besides the opener, another handle holds this copy, maybe as
+            // the kernel's passthrough backing file: every open of an inode
+            // must share that file, so the new version goes into it.
+            let in_place = st.cache.open_count(fid) > 1 && dest.exists();
+            (dest, in_place)
+        };
+        let placed = if in_place {
+            overwrite_in_place(&tmp, &dest)
+        } else {
+            std::fs::rename(&tmp, &dest)
+        };
+        let _ = std::fs::remove_file(&tmp);
+        placed.map_err(|e| FsError::local("placing the fetched copy", e))?;
         let mut st = self.lock();
-        let dest = st.cache.path(fid);
-        std::fs::rename(&tmp, &dest).map_err(|e| FsError::local("rename", e))?;
         st.cache.insert(
             fid,
             CacheEntry {
@@ -892,6 +913,9 @@ impl Core {
             return Err(disconnected("open for writing"));
         }
         let (fid, _) = self.node_fid(ino)?;
+        // Writes other handles made through passthrough count as unstored
+        // changes: a fetch must not replace them.
+        self.note_direct_writes_of(ino)?;
         // Pinned before the fetch, so a file larger than the cache survives
         // the eviction its own arrival triggers.
         self.lock().cache.pin(fid);
@@ -900,7 +924,8 @@ impl Core {
             let local = |e| FsError::local("open", e);
             let file = st.cache.open_file(fid).map_err(local)?;
             let copy = file.try_clone().map_err(local)?;
-            let seen = Mutex::new(stamp(&file).map_err(local)?);
+            let now = stamp(&file).map_err(local)?;
+            let seen = Mutex::new(now);
             let fh = st.next_fh;
             st.next_fh += 1;
             let handle = OpenFile {
@@ -916,6 +941,7 @@ impl Core {
                 fh,
                 keep_cache,
                 file: copy,
+                size: now.1,
             })
         });
         if opened.is_err() {
@@ -930,6 +956,18 @@ impl Core {
         if let Ok(h) = self.handle(fh) {
             h.passthrough.store(true, std::sync::atomic::Ordering::Relaxed);
         }
+    }
+
+    /// [`Core::note_direct_writes`] for every handle open on `ino`.
+    fn note_direct_writes_of(&self, ino: u64) -> FsResult<()> {
+        let handles: Vec<Arc<OpenFile>> = self
+            .lock()
+            .files
+            .values()
+            .filter(|h| h.ino == ino && h.write)
+            .cloned()
+            .collect();
+        handles.iter().try_for_each(|h| self.note_direct_writes(h))
     }
 
     /// For a passthrough handle open for writing: when the local copy

@@ -3,7 +3,7 @@
 
 use crate::core::{Core, DirItem, Entry, KernelCache, Lookup};
 use crate::error::FsError;
-use crate::passthrough::{Backings, Mode};
+use crate::passthrough::{Backings, Mode, PASSTHROUGH_MIN_SIZE};
 use cellfs_protocol::{FileKind, SetAttr, Timestamp};
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig,
@@ -345,15 +345,25 @@ impl Filesystem for CellFs {
             fopen |= FopenFlags::FOPEN_NOFLUSH;
         }
         let fh = FileHandle(opened.fh);
-        match self
-            .backings
-            .open(ino.0, opened.fh, &opened.file, |f| reply.open_backing(f))
-        {
+        match self.backings.open(
+            ino.0,
+            opened.fh,
+            &opened.file,
+            opened.size >= PASSTHROUGH_MIN_SIZE,
+            |f| reply.open_backing(f),
+        ) {
             Mode::Passthrough(b) => {
                 self.core.set_passthrough(opened.fh);
                 reply.opened_passthrough(fh, fopen, &b)
             }
-            Mode::Direct => reply.opened(fh, fopen | FopenFlags::FOPEN_DIRECT_IO),
+            Mode::Stale => {
+                tracing::warn!(
+                    ino = ino.0,
+                    "an older copy of this file is still the kernel's backing file"
+                );
+                let _ = self.core.release(opened.fh);
+                reply.error(Errno::EBUSY)
+            }
             Mode::Cached if opened.keep_cache => reply.opened(fh, fopen | FopenFlags::FOPEN_KEEP_CACHE),
             Mode::Cached => reply.opened(fh, fopen),
         }
@@ -541,13 +551,20 @@ impl Filesystem for CellFs {
                 let a = attr(&e);
                 match self
                     .backings
-                    .open(e.ino, opened.fh, &opened.file, |f| reply.open_backing(f))
+                    .open(e.ino, opened.fh, &opened.file, true, |f| reply.open_backing(f))
                 {
                     Mode::Passthrough(b) => {
                         self.core.set_passthrough(opened.fh);
                         reply.created_passthrough(&e.ttl, &a, Generation(0), fh, FopenFlags::empty(), &b)
                     }
-                    Mode::Direct => reply.created(&e.ttl, &a, Generation(0), fh, FopenFlags::FOPEN_DIRECT_IO),
+                    Mode::Stale => {
+                        tracing::warn!(
+                            ino = e.ino,
+                            "an older copy of this file is still the kernel's backing file"
+                        );
+                        let _ = self.core.release(opened.fh);
+                        reply.error(Errno::EBUSY)
+                    }
                     Mode::Cached => reply.created(&e.ttl, &a, Generation(0), fh, FopenFlags::empty()),
                 }
             }

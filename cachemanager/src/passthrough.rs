@@ -1,13 +1,15 @@
 //! FUSE passthrough bookkeeping: which kernel backing file each inode uses.
 //!
 //! With passthrough the kernel reads and writes the local copy in the cache
-//! folder itself, so a warm read costs what a local-disk read costs. The
-//! kernel allows one backing file per inode at a time, and refuses a cached
-//! (non-passthrough) open while passthrough opens are live. So every open of
-//! an inode shares one `BackingId` while that copy is the current one; when
-//! a new version has arrived while the old copy is still open, new opens use
-//! direct I/O through the cache manager (allowed next to passthrough) until
-//! the old handles close.
+//! folder itself: large files are served at local-disk speed without a
+//! second copy in the page cache, and new files are written without a
+//! round trip per write. The kernel allows one backing file per inode at a
+//! time, wants every open of an inode that has one to use it (EINVAL), and
+//! refuses to mix passthrough and cached opens (ETXTBSY). So every
+//! passthrough open of an inode shares one `BackingId`; a new version that
+//! arrives while the copy is open is written into the same file (see
+//! `Core::fetch`); and an inode with cached opens live gets no passthrough
+//! until they close.
 
 use fuser::BackingId;
 use std::collections::HashMap;
@@ -20,14 +22,22 @@ use std::sync::{Arc, Mutex, Weak};
 pub enum Mode {
     /// Through the kernel's backing file.
     Passthrough(Arc<BackingId>),
-    /// Direct I/O through the cache manager: another copy of this inode is
-    /// the backing file of still-open handles.
-    Direct,
+    /// Refused: another copy of this inode is still the backing file of
+    /// open handles, and the kernel wants every open of an inode on one
+    /// backing file. (The core updates an open copy in place, so this only
+    /// guards against a copy replaced some other way.)
+    Stale,
     /// Ordinary cached I/O (passthrough unavailable).
     Cached,
 }
 
-/// Backing files by inode, and the references open handles hold.
+/// Files at least this large are opened with passthrough. For smaller ones
+/// the kernel's own page cache already serves warm reads, and a passthrough
+/// open costs one more round trip (the kernel asks for attributes again).
+pub const PASSTHROUGH_MIN_SIZE: u64 = 1 << 20;
+
+/// Backing files by inode, the references open handles hold, and the
+/// cached-mode opens that rule passthrough out for an inode.
 #[derive(Default)]
 pub struct Backings {
     enabled: AtomicBool,
@@ -40,6 +50,10 @@ struct Inner {
     by_ino: HashMap<u64, (u64, Weak<BackingId>)>,
     /// File handle → the backing it keeps alive until release.
     by_fh: HashMap<u64, Arc<BackingId>>,
+    /// Inode → cached-mode opens still live.
+    cached: HashMap<u64, u32>,
+    /// File handle → inode, for cached-mode opens.
+    cached_fh: HashMap<u64, u64>,
 }
 
 impl Backings {
@@ -49,62 +63,70 @@ impl Backings {
     }
 
     /// Chooses how to answer the open `fh` of inode `ino` whose local copy
-    /// is `file`; `register` makes a new backing for it (`open_backing`).
+    /// is `file`; `want` says passthrough would pay for this open (a new or
+    /// a large file); `register` makes a new backing (`open_backing`).
     pub fn open(
         &self,
         ino: u64,
         fh: u64,
         file: &File,
+        want: bool,
         register: impl FnOnce(&File) -> std::io::Result<BackingId>,
     ) -> Mode {
-        if !self.enabled.load(Ordering::Relaxed) {
-            return self.fallback(ino);
-        }
-        let Ok(ident) = file.metadata().map(|m| m.ino()) else {
-            return self.fallback(ino);
-        };
         let mut inner = self.lock();
         let live = inner.by_ino.get(&ino).and_then(|(id, w)| Some((*id, w.upgrade()?)));
-        let backing = match live {
-            Some((id, b)) if id == ident => b,
-            Some(_) => return Mode::Direct,
-            None => match register(file) {
-                Ok(b) => {
-                    let b = Arc::new(b);
-                    inner.by_ino.insert(ino, (ident, Arc::downgrade(&b)));
-                    b
+        let ident = file.metadata().map(|m| m.ino());
+        let backing = match (live, ident) {
+            // The kernel allows one backing per inode: share it while it is
+            // the current copy; beside an older one, only direct I/O.
+            (Some((id, b)), Ok(ident)) if id == ident => b,
+            (Some(_), _) => return Mode::Stale,
+            (None, Ok(ident)) if want && self.enabled.load(Ordering::Relaxed) && !inner.cached.contains_key(&ino) => {
+                match register(file) {
+                    Ok(b) => {
+                        let b = Arc::new(b);
+                        inner.by_ino.insert(ino, (ident, Arc::downgrade(&b)));
+                        b
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "the kernel refused a passthrough file; serving reads through the cache manager from now on");
+                        self.enabled.store(false, Ordering::Relaxed);
+                        return inner.cached_open(ino, fh);
+                    }
                 }
-                Err(e) => {
-                    tracing::warn!(error = %e, "the kernel refused a passthrough file; serving reads through the cache manager from now on");
-                    self.enabled.store(false, Ordering::Relaxed);
-                    return Mode::Cached;
-                }
-            },
+            }
+            (None, _) => return inner.cached_open(ino, fh),
         };
         inner.by_fh.insert(fh, backing.clone());
         Mode::Passthrough(backing)
     }
 
-    /// Drops the reference of handle `fh` (release): the kernel closes the
-    /// backing when the last handle of its inode is gone.
+    /// Forgets handle `fh` (release): the kernel closes a backing when the
+    /// last handle of its inode is gone.
     pub fn release(&self, fh: u64) {
         let mut inner = self.lock();
         if inner.by_fh.remove(&fh).is_some() {
             inner.by_ino.retain(|_, (_, w)| w.strong_count() > 0);
         }
-    }
-
-    /// Without passthrough for this open: direct I/O when the inode still
-    /// has passthrough handles (a cached open would be refused), else cached.
-    fn fallback(&self, ino: u64) -> Mode {
-        let inner = self.lock();
-        match inner.by_ino.get(&ino) {
-            Some((_, w)) if w.strong_count() > 0 => Mode::Direct,
-            _ => Mode::Cached,
+        if let Some(ino) = inner.cached_fh.remove(&fh)
+            && let Some(n) = inner.cached.get_mut(&ino)
+        {
+            *n -= 1;
+            if *n == 0 {
+                inner.cached.remove(&ino);
+            }
         }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Inner {
+    fn cached_open(&mut self, ino: u64, fh: u64) -> Mode {
+        *self.cached.entry(ino).or_default() += 1;
+        self.cached_fh.insert(fh, ino);
+        Mode::Cached
     }
 }
