@@ -152,3 +152,39 @@ fn a_full_cache_disk_gives_enospc_to_the_writer_and_corrupts_nothing() {
     assert_eq!(sha256_file(&a.path().join("small")), sha256(&small));
     drop(b);
 }
+
+#[test]
+fn a_cold_folder_of_small_files_arrives_in_a_few_round_trips() {
+    let cell = Cell::new();
+    let a = Mount::new(&cell);
+    let site = a.path().join("site");
+    fs::create_dir(&site).unwrap();
+    let small: Vec<Vec<u8>> = (0..120).map(|i| pattern(1_000 + i * 100, i as u64)).collect();
+    for (i, data) in small.iter().enumerate() {
+        fs::write(site.join(format!("inc{i:03}.php")), data).unwrap();
+    }
+    // Too large to travel with the others, and an empty file.
+    let large = pattern(300_000, 999);
+    fs::write(site.join("video.mp4"), &large).unwrap();
+    fs::write(site.join("empty.txt"), b"").unwrap();
+
+    let b = Mount::new(&cell);
+    let before = cell.stats().rpcs;
+    for (i, data) in small.iter().enumerate() {
+        assert_eq!(
+            sha256_file(&b.path().join(format!("site/inc{i:03}.php"))),
+            sha256(data),
+            "inc{i:03}.php"
+        );
+    }
+    let rpcs = cell.stats().rpcs - before;
+    // Root and folder listings, then the 120 files in one FetchFiles (the
+    // batch is bounded at 256 files / 4 MiB), not one fetch per file.
+    assert!(rpcs <= 6, "{rpcs} RPCs to read 120 small files on a cold node");
+    assert_eq!(sha256_file(&b.path().join("site/video.mp4")), sha256(&large));
+    assert_eq!(fs::read(b.path().join("site/empty.txt")).unwrap(), b"");
+
+    // A file changed on A after B fetched the batch: B reads the new bytes.
+    fs::write(site.join("inc005.php"), b"changed").unwrap();
+    assert_eq!(fs::read(b.path().join("site/inc005.php")).unwrap(), b"changed");
+}

@@ -200,7 +200,8 @@ fn cached_tree_serves_reads_and_refuses_changes_while_disconnected(cut: Cut) {
 
     // 1,000 small files in 10 directories, plus what B will not cache.
     let tree = Tree::write(a.path(), 10, 100, 1);
-    write_file(&a.path().join("d0/unread"), b"B never reads this").unwrap();
+    // Past the size up to which B fetches a folder's small files together.
+    write_file(&a.path().join("d0/unread"), &[b'u'; 100_000]).unwrap();
     fs::create_dir(a.path().join("cold")).unwrap();
     write_file(&a.path().join("cold/page"), b"B never lists this folder").unwrap();
     std::os::unix::fs::symlink("d0/f0", a.path().join("link")).unwrap();
@@ -528,14 +529,17 @@ fn a_slow_network_is_not_down_and_lost_replies_are() {
     let a = Mount::new(&cell);
     let b = Mount::with_config(&cell, &cell.client_config_via(proxy.addr()), "2GiB");
     let tree = Tree::write(a.path(), 2, 10, 5);
-    write_file(&a.path().join("fetched-slowly"), b"slow").unwrap();
-    write_file(&a.path().join("never-answered"), b"late").unwrap();
+    // In folders of their own: B fetches a folder's small files together.
+    fs::create_dir(a.path().join("slow")).unwrap();
+    fs::create_dir(a.path().join("late")).unwrap();
+    write_file(&a.path().join("slow/fetched-slowly"), b"slow").unwrap();
+    write_file(&a.path().join("late/never-answered"), b"late").unwrap();
     tree.check(b.path(), "B connected");
 
     // 200 ms each way: slower than loopback, far inside the request timeout.
     proxy.delay(Duration::from_millis(200));
     assert_eq!(
-        read(&b.path().join("fetched-slowly")).unwrap(),
+        read(&b.path().join("slow/fetched-slowly")).unwrap(),
         b"slow",
         "fetch over a slow network"
     );
@@ -549,7 +553,7 @@ fn a_slow_network_is_not_down_and_lost_replies_are() {
     // B's requests reach the server but no answer comes back: B is down.
     proxy.drop_to_client();
     assert_errno(
-        read(&b.path().join("never-answered")),
+        read(&b.path().join("late/never-answered")),
         libc::EHOSTDOWN,
         "fetch whose reply is lost",
     );
@@ -558,7 +562,7 @@ fn a_slow_network_is_not_down_and_lost_replies_are() {
     proxy.pass();
     // Reconnection is asynchronous: poll, bounded.
     poll_reconnect("B fetches again after the heal", || {
-        match read(&b.path().join("never-answered")) {
+        match read(&b.path().join("late/never-answered")) {
             Ok(bytes) => {
                 assert_eq!(bytes, b"late");
                 Some(())

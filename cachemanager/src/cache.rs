@@ -114,6 +114,11 @@ impl DiskCache {
         self.entries.get(&fid).copied()
     }
 
+    /// The cached copy of `fid`, without touching its recency.
+    pub fn peek(&self, fid: Fid) -> Option<CacheEntry> {
+        self.entries.peek(&fid).copied()
+    }
+
     /// Whether a copy of `fid` is cached (without touching its recency).
     pub fn contains(&self, fid: Fid) -> bool {
         self.entries.contains(&fid)

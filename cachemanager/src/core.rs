@@ -60,6 +60,14 @@ pub enum Lookup {
     Missing(Duration),
 }
 
+/// Files at most this large are fetched together with the other small
+/// files of their directory (`FetchFiles`).
+const INLINE_FILE_MAX: u64 = 64 << 10;
+/// Most files in one `FetchFiles`.
+const INLINE_BATCH_FILES: usize = 256;
+/// Most bytes of content asked for in one `FetchFiles`.
+const INLINE_BATCH_BYTES: u64 = 4 << 20;
+
 /// An opened file as the FUSE layer needs it.
 #[derive(Debug)]
 pub struct Opened {
@@ -120,6 +128,9 @@ struct State {
     nodes: NodeTable,
     cache: DiskCache,
     files: HashMap<u64, Arc<OpenFile>>,
+    /// Directory each file was last listed in (for fetching its small
+    /// neighbours with it).
+    parents: HashMap<u64, u64>,
     /// Readdir rows of each directory, built from (and valid with) one listing.
     dir_items: HashMap<u64, (Arc<Listing>, Arc<Vec<DirItem>>)>,
     next_fh: u64,
@@ -214,6 +225,7 @@ impl Core {
                 cache,
                 files: HashMap::new(),
                 dir_items: HashMap::new(),
+                parents: HashMap::new(),
                 next_fh: 1,
                 baselines,
             }),
@@ -437,10 +449,12 @@ impl Core {
             data_version: dir.data_version,
             entries: entries.iter().map(|e| (e.name.clone(), e.status.fid)).collect(),
         });
+        let dir_ino = st.nodes.upsert(dir, promise);
         for e in entries {
-            st.nodes.upsert(e.status, promise);
+            let child = st.nodes.upsert(e.status, promise);
+            st.parents.insert(child, dir_ino);
         }
-        let ino = st.nodes.upsert(dir, promise);
+        let ino = dir_ino;
         if let Some(n) = st.nodes.get_mut(ino) {
             n.listing = Some(listing.clone());
         }
@@ -855,7 +869,87 @@ impl Core {
                 return Ok(true);
             }
         }
-        self.or_cached(self.fetch(fid).map(|()| false), have_copy)
+        let fetched = match self.small_neighbours(ino, fid) {
+            Some(batch) => self.fetch_small(fid, batch),
+            None => self.fetch(fid),
+        };
+        self.or_cached(fetched.map(|()| false), have_copy)
+    }
+
+    /// When `fid` (inode `ino`) is a small file, it and the other small
+    /// files of the directory it was listed in that have no current local
+    /// copy: what one `FetchFiles` should bring.
+    fn small_neighbours(&self, ino: u64, fid: Fid) -> Option<Vec<Fid>> {
+        let st = self.lock();
+        let small = |n: &Node| n.status.kind == FileKind::File && n.status.size <= INLINE_FILE_MAX;
+        // A copy open elsewhere is updated in place by `fetch`.
+        if !small(st.nodes.get(ino)?) || st.cache.open_count(fid) > 1 {
+            return None;
+        }
+        let listing = st.nodes.get(*st.parents.get(&ino)?)?.listing.clone()?;
+        let mut batch = vec![fid];
+        let mut bytes = 0;
+        for other in listing.entries.values() {
+            if batch.len() >= INLINE_BATCH_FILES || bytes >= INLINE_BATCH_BYTES {
+                break;
+            }
+            let Some(n) = st.nodes.ino_of(*other).and_then(|i| st.nodes.get(i)) else {
+                continue;
+            };
+            let current = st
+                .cache
+                .peek(*other)
+                .is_some_and(|c| c.data_version == n.status.data_version);
+            if *other != fid && small(n) && !current && n.dirty.is_none() && st.cache.open_count(*other) == 0 {
+                batch.push(*other);
+                bytes += n.status.size;
+            }
+        }
+        (batch.len() > 1).then_some(batch)
+    }
+
+    /// Fetches `batch` (which starts with `fid`) with their bytes in one
+    /// round trip; `fid` itself by `FetchData` if it did not come inline.
+    fn fetch_small(&self, fid: Fid, batch: Vec<Fid>) -> FsResult<()> {
+        let sent = Instant::now();
+        let (reply, _) = self.call(Request::FetchFiles {
+            fids: batch,
+            max_file: INLINE_FILE_MAX,
+            max_total: INLINE_BATCH_BYTES,
+        })?;
+        let Reply::Files(files) = reply else {
+            return Err(unexpected("fetch_files"));
+        };
+        let promise = self.promise_from(sent);
+        let mut placed = Vec::new();
+        for file in files.into_iter().flatten() {
+            let Some(data) = file.data else { continue };
+            let fid = file.status.fid;
+            let (tmp, dest) = {
+                let st = self.lock();
+                (st.cache.temp_path(fid), st.cache.path(fid))
+            };
+            match std::fs::write(&tmp, &data).and_then(|()| std::fs::rename(&tmp, &dest)) {
+                Ok(()) => placed.push(file.status),
+                Err(e) => {
+                    let _ = std::fs::remove_file(&tmp);
+                    return Err(FsError::local("writing a fetched copy", e));
+                }
+            }
+        }
+        let mut st = self.lock();
+        let mut got_it = false;
+        for status in placed {
+            got_it |= status.fid == fid;
+            let entry = CacheEntry {
+                data_version: status.data_version,
+                size: status.size,
+            };
+            st.cache.insert(status.fid, entry);
+            st.nodes.upsert(status, promise);
+        }
+        drop(st);
+        if got_it { Ok(()) } else { self.fetch(fid) }
     }
 
     /// Fetches the whole file into the cache.

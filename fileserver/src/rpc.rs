@@ -6,7 +6,9 @@ use crate::config::ServerConfig;
 use crate::error::{FsError, FsResult, rpc_err};
 use crate::store::Store;
 use crate::volume::{Change, Created, Removed, Renamed, StorePlan, Volume};
-use cellfs_protocol::message::{MAX_BULK_FIDS, MAX_RECONNECT_FIDS, Reply, Request};
+use cellfs_protocol::message::{
+    MAX_BULK_FIDS, MAX_FETCH_FILES, MAX_INLINE_FILE, MAX_INLINE_TOTAL, MAX_RECONNECT_FIDS, Reply, Request,
+};
 use cellfs_protocol::names::{validate_name, validate_volume_name};
 use cellfs_protocol::{DirEntry, ErrorCode, Fid, RpcError, SetAttr, Stats, Status, Timestamp, VolumeId};
 use std::collections::BTreeMap;
@@ -243,6 +245,11 @@ impl Context {
                 since,
                 fids,
             } => self.reconnect(client, volume, incarnation, since, fids).await.into(),
+            Request::FetchFiles {
+                fids,
+                max_file,
+                max_total,
+            } => self.fetch_files(client, fids, max_file, max_total).await.into(),
         }
     }
 
@@ -313,6 +320,36 @@ impl Context {
         let missing = || RpcError::new(ErrorCode::Io, "no answer computed");
         Ok(Reply::BulkStatus(
             out.into_iter().map(|r| r.unwrap_or_else(|| Err(missing()))).collect(),
+        ))
+    }
+
+    /// `FetchFiles`: small files of one volume with their bytes, in one read;
+    /// every status returned grants a promise.
+    async fn fetch_files(&self, client: ClientId, fids: Vec<Fid>, max_file: u64, max_total: u64) -> FsResult<Reply> {
+        if fids.len() > MAX_FETCH_FILES {
+            return Err(rpc_err(
+                ErrorCode::BadRequest,
+                format!("FetchFiles of {} FIDs; at most {MAX_FETCH_FILES}", fids.len()),
+            ));
+        }
+        let Some(volume) = fids.first().map(|f| f.volume) else {
+            return Ok(Reply::Files(Vec::new()));
+        };
+        if fids.iter().any(|f| f.volume != volume) {
+            return Err(rpc_err(ErrorCode::BadRequest, "FetchFiles across volumes"));
+        }
+        let (max_file, max_total) = (max_file.min(MAX_INLINE_FILE), max_total.min(MAX_INLINE_TOTAL));
+        let vol = self.store.volume(volume)?;
+        let files = self
+            .read(
+                vol,
+                client,
+                move |v| v.inline_files(&fids, max_file, max_total),
+                |r| r.iter().filter_map(|f| f.as_ref().ok().map(|f| f.status.fid)).collect(),
+            )
+            .await?;
+        Ok(Reply::Files(
+            files.into_iter().map(|r| r.map_err(|e| e.to_rpc())).collect(),
         ))
     }
 

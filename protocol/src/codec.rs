@@ -86,7 +86,7 @@ async fn read_exact<R: AsyncRead + Unpin>(r: &mut R, buf: &mut [u8]) -> Result<(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::message::{Break, Reply, Request, ServerMessage};
+    use crate::message::{Break, InlineFile, Reply, Request, ServerMessage};
     use crate::types::*;
     use crate::{ErrorCode, RpcError};
     use proptest::prelude::*;
@@ -262,6 +262,13 @@ mod tests {
                     fids
                 }
             ),
+            (proptest::collection::vec(fid(), 0..5), any::<(u64, u64)>()).prop_map(|(fids, (max_file, max_total))| {
+                Request::FetchFiles {
+                    fids,
+                    max_file,
+                    max_total,
+                }
+            }),
         ];
         prop_oneof![a, b]
     }
@@ -319,6 +326,18 @@ mod tests {
                     current,
                     changed
                 }),
+            proptest::collection::vec(
+                prop_oneof![
+                    (
+                        status(),
+                        proptest::option::of(proptest::collection::vec(any::<u8>(), 0..16))
+                    )
+                        .prop_map(|(status, data)| Ok(InlineFile { status, data })),
+                    (code(), name()).prop_map(|(c, m)| Err(RpcError::new(c, m)))
+                ],
+                0..3
+            )
+            .prop_map(Reply::Files),
         ];
         prop_oneof![
             ok.prop_map(Ok),

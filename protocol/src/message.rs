@@ -20,6 +20,17 @@ pub const MAX_BULK_FIDS: usize = 250_000;
 /// Most FIDs one `Reconnect` may list. More is refused with `BadRequest`.
 pub const MAX_RECONNECT_FIDS: usize = 1_000_000;
 
+/// Most FIDs one `FetchFiles` may ask for. More is refused with `BadRequest`.
+pub const MAX_FETCH_FILES: usize = 1024;
+
+/// Largest file `FetchFiles` returns with its bytes; larger ones come back
+/// without (the client fetches them with `FetchData`).
+pub const MAX_INLINE_FILE: u64 = 1 << 20;
+
+/// Most bytes of file content in one `FetchFiles` reply; files past it come
+/// back without their bytes.
+pub const MAX_INLINE_TOTAL: u64 = 16 << 20;
+
 /// Everything a client can ask a fileserver.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
@@ -121,6 +132,17 @@ pub enum Request {
         since: u64,
         fids: Vec<Fid>,
     },
+    /// The status and whole content of several small files at once (a cold
+    /// directory of PHP includes costs one round trip, not one per file).
+    /// Answered with `Reply::Files`. At most [`MAX_FETCH_FILES`] FIDs; each
+    /// file's bytes come back when it is at most `max_file` (capped at
+    /// [`MAX_INLINE_FILE`]) and they fit in `max_total` (capped at
+    /// [`MAX_INLINE_TOTAL`]).
+    FetchFiles {
+        fids: Vec<Fid>,
+        max_file: u64,
+        max_total: u64,
+    },
 }
 
 impl Request {
@@ -155,6 +177,7 @@ impl Request {
             Request::SetQuota { .. } => "set_quota",
             Request::MakeMount { .. } => "make_mount",
             Request::Reconnect { .. } => "reconnect",
+            Request::FetchFiles { .. } => "fetch_files",
         }
     }
 }
@@ -223,6 +246,18 @@ pub enum Reply {
         /// `changed` now has a promise.
         changed: Option<Vec<Fid>>,
     },
+    /// Answer to `FetchFiles`: one result per requested FID, in order.
+    Files(Vec<Result<InlineFile, crate::RpcError>>),
+}
+
+/// A file's status and, when it was small enough, its whole content.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InlineFile {
+    /// The file's status.
+    pub status: Status,
+    /// The file's bytes (`status.size` of them), or `None` when it was too
+    /// large for the reply.
+    pub data: Option<Vec<u8>>,
 }
 
 /// One broken promise: the FID changed. For directories, `names` lists the

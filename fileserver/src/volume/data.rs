@@ -7,9 +7,10 @@
 //! either version committed; the other is removed as an orphan at start.
 
 use super::namespace::apply_attr;
-use super::txn::VnodeAccess;
+use super::txn::{Reader, VnodeAccess};
 use super::{Change, Volume, brk, sync_dir};
 use crate::error::{FsResult, rpc_err};
+use cellfs_protocol::message::InlineFile;
 use cellfs_protocol::{ErrorCode, Fid, FileKind, SetAttr, Status, Timestamp};
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
@@ -97,7 +98,35 @@ impl PendingStore {
 impl Volume {
     /// Opens a file for reading: its status and, if it is not empty, its data file.
     pub fn open_data(&self, fid: Fid) -> FsResult<(Status, Option<File>)> {
+        self.open_data_in(&self.reader()?, fid)
+    }
+
+    /// Status and whole content of each of `fids` in one read transaction;
+    /// a file's bytes are left out when larger than `max_file` or past the
+    /// `max_total` bytes already included.
+    pub fn inline_files(&self, fids: &[Fid], max_file: u64, max_total: u64) -> FsResult<Vec<FsResult<InlineFile>>> {
         let r = self.reader()?;
+        let mut budget = max_total;
+        Ok(fids
+            .iter()
+            .map(|&fid| {
+                let (status, file) = self.open_data_in(&r, fid)?;
+                let data = match file {
+                    None => Some(Vec::new()),
+                    Some(f) if status.size <= max_file && status.size <= budget => {
+                        let mut buf = vec![0u8; usize::try_from(status.size).unwrap_or(usize::MAX)];
+                        f.read_exact_at(&mut buf, 0)?;
+                        budget -= status.size;
+                        Some(buf)
+                    }
+                    Some(_) => None,
+                };
+                Ok(InlineFile { status, data })
+            })
+            .collect())
+    }
+
+    fn open_data_in(&self, r: &Reader, fid: Fid) -> FsResult<(Status, Option<File>)> {
         let rec = r.vnode(fid)?;
         match rec.kind {
             FileKind::File => {}
