@@ -75,9 +75,9 @@ pub struct Opened {
     pub fh: u64,
     /// Whether the kernel's cached pages of the file are still good.
     pub keep_cache: bool,
-    /// A descriptor of the local copy, for FUSE passthrough.
-    pub file: File,
-    /// Size of the local copy.
+    /// The local copy, for FUSE passthrough.
+    pub file: Arc<File>,
+    /// The file's size as last known.
     pub size: u64,
 }
 
@@ -114,7 +114,7 @@ pub struct DirItem {
 struct OpenFile {
     ino: u64,
     fid: Fid,
-    file: File,
+    file: Arc<File>,
     /// Opened for writing.
     write: bool,
     /// The kernel writes the local copy itself (FUSE passthrough): changes
@@ -131,8 +131,10 @@ struct State {
     /// Directory each file was last listed in (for fetching its small
     /// neighbours with it).
     parents: HashMap<u64, u64>,
-    /// Readdir rows of each directory, built from (and valid with) one listing.
-    dir_items: HashMap<u64, (Arc<Listing>, Arc<Vec<DirItem>>)>,
+    /// Readdir rows of each directory and the data version they reflect
+    /// (not the listing itself: sharing it would make each local change
+    /// copy the whole listing).
+    dir_items: HashMap<u64, (u64, Arc<Vec<DirItem>>)>,
     next_fh: u64,
     /// Per volume: (incarnation, change number) up to which our promises
     /// are known to reflect the server; where a reconnect asks from.
@@ -510,8 +512,9 @@ impl Core {
     pub fn dir_items(&self, ino: u64) -> FsResult<Arc<Vec<DirItem>>> {
         let listing = self.listing(ino)?;
         let mut st = self.lock();
-        if let Some((l, items)) = st.dir_items.get(&ino)
-            && Arc::ptr_eq(l, &listing)
+        // A directory's entries are the same at the same data version.
+        if let Some((dv, items)) = st.dir_items.get(&ino)
+            && *dv == listing.data_version
         {
             return Ok(items.clone());
         }
@@ -529,7 +532,7 @@ impl Core {
                 })
                 .collect(),
         );
-        st.dir_items.insert(ino, (listing, items.clone()));
+        st.dir_items.insert(ino, (listing.data_version, items.clone()));
         Ok(items)
     }
 
@@ -1016,16 +1019,16 @@ impl Core {
         let opened = self.ensure_data(ino).and_then(|keep_cache| {
             let mut st = self.lock();
             let local = |e| FsError::local("open", e);
-            let file = st.cache.open_file(fid).map_err(local)?;
-            let copy = file.try_clone().map_err(local)?;
-            let now = stamp(&file).map_err(local)?;
-            let seen = Mutex::new(now);
+            let file = Arc::new(st.cache.open_file(fid).map_err(local)?);
+            // Only a writer's handle needs the stamp passthrough writes show by.
+            let seen = Mutex::new(if write { stamp(&file).map_err(local)? } else { (0, 0) });
+            let size = st.nodes.get(ino).map_or(0, |n| n.status.size);
             let fh = st.next_fh;
             st.next_fh += 1;
             let handle = OpenFile {
                 ino,
                 fid,
-                file,
+                file: file.clone(),
                 write,
                 passthrough: false.into(),
                 seen,
@@ -1034,8 +1037,8 @@ impl Core {
             Ok(Opened {
                 fh,
                 keep_cache,
-                file: copy,
-                size: now.1,
+                file: file.clone(),
+                size,
             })
         });
         if opened.is_err() {

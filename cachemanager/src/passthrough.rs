@@ -75,13 +75,17 @@ impl Backings {
     ) -> Mode {
         let mut inner = self.lock();
         let live = inner.by_ino.get(&ino).and_then(|(id, w)| Some((*id, w.upgrade()?)));
-        let ident = file.metadata().map(|m| m.ino());
-        let backing = match (live, ident) {
+        // The copy's identity, asked of the filesystem only when it matters.
+        let ident = || file.metadata().map(|m| m.ino());
+        let backing = match live {
             // The kernel allows one backing per inode: share it while it is
-            // the current copy; beside an older one, only direct I/O.
-            (Some((id, b)), Ok(ident)) if id == ident => b,
-            (Some(_), _) => return Mode::Stale,
-            (None, Ok(ident)) if want && self.enabled.load(Ordering::Relaxed) && !inner.cached.contains_key(&ino) => {
+            // the current copy.
+            Some((id, b)) if ident().is_ok_and(|i| i == id) => b,
+            Some(_) => return Mode::Stale,
+            None if want && self.enabled.load(Ordering::Relaxed) && !inner.cached.contains_key(&ino) => {
+                let Ok(ident) = ident() else {
+                    return inner.cached_open(ino, fh);
+                };
                 match register(file) {
                     Ok(b) => {
                         let b = Arc::new(b);
@@ -95,7 +99,7 @@ impl Backings {
                     }
                 }
             }
-            (None, _) => return inner.cached_open(ino, fh),
+            None => return inner.cached_open(ino, fh),
         };
         inner.by_fh.insert(fh, backing.clone());
         Mode::Passthrough(backing)

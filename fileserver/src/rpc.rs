@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use tokio::io::AsyncRead;
+use tokio::io::{AsyncRead, AsyncReadExt};
 
 /// Shared state of every RPC handler.
 #[derive(Debug)]
@@ -448,6 +448,9 @@ impl Context {
             Ok(v) => v,
             Err(e) => return refuse(e, plan.len),
         };
+        if plan.len <= crate::volume::CHUNK as u64 {
+            return self.store_small(client, vol, plan, mtime, data).await;
+        }
         let (status, breaks) = {
             let _guard = vol.lock.write().await;
             let v = vol.clone();
@@ -469,6 +472,37 @@ impl Context {
         };
         self.callbacks.deliver_breaks(Some(client), breaks).await;
         Ok(Reply::Status(status)).into()
+    }
+
+    /// A store of at most one chunk: the bytes arrive first, then preparing,
+    /// writing and committing take one trip to a blocking thread.
+    async fn store_small<R: AsyncRead + Unpin>(
+        &self,
+        client: ClientId,
+        vol: Arc<Volume>,
+        plan: StorePlan,
+        mtime: Option<Timestamp>,
+        data: &mut R,
+    ) -> Handled {
+        // `plan.len` is at most one chunk, so this allocation is bounded.
+        let mut bytes = vec![0u8; usize::try_from(plan.len).unwrap_or(0)];
+        if let Err(e) = data.read_exact(&mut bytes).await {
+            let e = rpc_err(ErrorCode::BadRequest, format!("store data ended early: {e}"));
+            return Handled {
+                outcome: Outcome::Reply(Err(log_err(&e))),
+                unread: u64::MAX,
+            };
+        }
+        let offset = plan.offset;
+        let f = move |v: &Volume| {
+            let pending = v.prepare_store(plan)?;
+            pending.write_at(&bytes, offset)?;
+            v.commit_store(pending, mtime, None)
+        };
+        self.change(vol, client, f, |s: &Status| vec![s.fid])
+            .await
+            .map(Reply::Status)
+            .into()
     }
 
     async fn set_attr(&self, client: ClientId, fid: Fid, attr: SetAttr) -> FsResult<Reply> {

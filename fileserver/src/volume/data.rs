@@ -58,6 +58,20 @@ impl Drop for PendingStore {
 }
 
 impl PendingStore {
+    /// Writes `bytes` into the new file at `offset` (a store small enough to
+    /// arrive whole before it is prepared).
+    pub fn write_at(&self, bytes: &[u8], offset: u64) -> FsResult<()> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        let file = self
+            .file
+            .as_ref()
+            .ok_or_else(|| rpc_err(ErrorCode::Io, "no data file for a non-empty write"))?;
+        file.write_all_at(bytes, offset)?;
+        Ok(())
+    }
+
     /// Copies exactly `len` bytes from `src` into the new file at `offset`.
     pub async fn receive<R: AsyncRead + Unpin>(&mut self, src: &mut R, offset: u64, len: u64) -> FsResult<()> {
         if len == 0 {
