@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use tokio::sync::mpsc;
 
 /// How often the cache index is saved (also at unmount).
-const INDEX_SAVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+const INDEX_SAVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// What `mount` needs.
 #[derive(Debug, Clone)]
