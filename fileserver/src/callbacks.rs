@@ -4,11 +4,22 @@
 //! that FID for `promise_secs`. A change by one client breaks every other
 //! client's live promise on the affected FIDs before the changer gets its
 //! reply; all holders are told in parallel, each within [`BREAK_TIMEOUT`].
+//!
+//! The table is sized for millions of promises (a web node caches every
+//! file of its sites): one entry per promise, keyed by (vnode, client) as
+//! two `u32` in a map per volume, holding the expiry as whole seconds since
+//! the registry started, rounded up: 12 bytes an entry, under 32 bytes a
+//! promise with the hash table's slack. The uniquifier is not stored: a
+//! vnode number is reused only after its file is deleted, and the deletion
+//! breaks every promise on it, so a promise found under a reused number can
+//! only cause a spurious break. The holders of a FID are found by looking
+//! up each client that holds promises (tens on a web cluster). Vnode or
+//! client numbers that do not fit 32 bits go to a small exact side table.
 
 use cellfs_protocol::message::{Break, ServerMessage};
 use cellfs_protocol::transport;
 use cellfs_protocol::{Fid, VolumeId};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -20,12 +31,133 @@ pub const BREAK_TIMEOUT: Duration = Duration::from_secs(2);
 /// Identifies one client connection.
 pub type ClientId = u64;
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Inner {
-    promises: HashMap<Fid, Vec<(ClientId, Instant)>>,
+    /// Start of the expiry clock.
+    base: Instant,
+    /// Volume → (vnode, client) → expiry in seconds since `base`.
+    promises: HashMap<VolumeId, HashMap<(u32, u32), u32>>,
+    /// Promises whose vnode or client does not fit the compact key.
+    wide: HashMap<(Fid, ClientId), Instant>,
+    /// Clients that may hold promises in `promises`.
+    holders: HashSet<u32>,
     clients: HashMap<ClientId, quinn::Connection>,
     /// Clients with a change of their own waiting for break acknowledgements.
     waiting: HashMap<ClientId, u32>,
+}
+
+impl Default for Inner {
+    fn default() -> Self {
+        Inner {
+            base: Instant::now(),
+            promises: HashMap::new(),
+            wide: HashMap::new(),
+            holders: HashSet::new(),
+            clients: HashMap::new(),
+            waiting: HashMap::new(),
+        }
+    }
+}
+
+/// The compact key of a promise, when vnode and client fit.
+fn compact(fid: Fid, client: ClientId) -> Option<(u32, u32)> {
+    Some((u32::try_from(fid.vnode).ok()?, u32::try_from(client).ok()?))
+}
+
+impl Inner {
+    /// Whole seconds from `base` to `t`, rounded down (a clock reading).
+    fn secs(&self, t: Instant) -> u32 {
+        u32::try_from(t.saturating_duration_since(self.base).as_secs()).unwrap_or(u32::MAX)
+    }
+
+    /// `t` in seconds from `base`, rounded up: the server never forgets a
+    /// promise before the client stops trusting it.
+    fn secs_up(&self, t: Instant) -> u32 {
+        let d = t.saturating_duration_since(self.base);
+        let up = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+        u32::try_from(up).unwrap_or(u32::MAX)
+    }
+
+    fn grant(&mut self, client: ClientId, fid: Fid, expiry: Instant) {
+        match compact(fid, client) {
+            Some(key) => {
+                let exp = self.secs_up(expiry);
+                self.holders.insert(key.1);
+                self.promises.entry(fid.volume).or_default().insert(key, exp);
+            }
+            None => {
+                self.wide.insert((fid, client), expiry);
+            }
+        }
+    }
+
+    /// Removes `client`'s promise on `fid`; returns whether it was live at `now`.
+    fn take(&mut self, client: ClientId, fid: Fid, now: Instant) -> bool {
+        match compact(fid, client) {
+            Some(key) => {
+                let now = self.secs(now);
+                let Some(vol) = self.promises.get_mut(&fid.volume) else {
+                    return false;
+                };
+                let live = vol.remove(&key).is_some_and(|exp| exp > now);
+                if vol.is_empty() {
+                    self.promises.remove(&fid.volume);
+                }
+                live
+            }
+            None => self.wide.remove(&(fid, client)).is_some_and(|exp| exp > now),
+        }
+    }
+
+    /// Clients holding a promise (live or not) on `fid`.
+    fn holders_of(&self, fid: Fid) -> Vec<ClientId> {
+        let mut out: Vec<ClientId> = self.wide.keys().filter(|(f, _)| *f == fid).map(|(_, c)| *c).collect();
+        if let (Some(vol), Ok(vnode)) = (self.promises.get(&fid.volume), u32::try_from(fid.vnode)) {
+            out.extend(
+                self.holders
+                    .iter()
+                    .filter(|c| vol.contains_key(&(vnode, **c)))
+                    .map(|c| ClientId::from(*c)),
+            );
+        }
+        out
+    }
+
+    fn live(&self, now: Instant) -> u64 {
+        let secs = self.secs(now);
+        let compact: usize = self
+            .promises
+            .values()
+            .map(|v| v.values().filter(|exp| **exp > secs).count())
+            .sum();
+        (compact + self.wide.values().filter(|exp| **exp > now).count()) as u64
+    }
+
+    fn sweep(&mut self, now: Instant) {
+        let secs = self.secs(now);
+        self.promises.retain(|_, v| {
+            v.retain(|_, exp| *exp > secs);
+            !v.is_empty()
+        });
+        self.wide.retain(|_, exp| *exp > now);
+    }
+
+    fn drop_client(&mut self, client: ClientId) {
+        if let Ok(c) = u32::try_from(client)
+            && self.holders.remove(&c)
+        {
+            self.promises.retain(|_, v| {
+                v.retain(|(_, holder), _| *holder != c);
+                !v.is_empty()
+            });
+        }
+        self.wide.retain(|(_, c), _| *c != client);
+    }
+
+    fn drop_volume(&mut self, volume: VolumeId) {
+        self.promises.remove(&volume);
+        self.wide.retain(|(f, _), _| f.volume != volume);
+    }
 }
 
 /// Promise registry: FID → holders with expiry, plus the live connections.
@@ -73,7 +205,7 @@ impl Shared {
     fn cut_off(&self, client: ClientId) {
         let conn = {
             let mut inner = self.lock();
-            drop_promises_of(&mut inner, client);
+            inner.drop_client(client);
             inner.clients.remove(&client)
         };
         if let Some(conn) = conn {
@@ -139,7 +271,7 @@ impl Callbacks {
     pub fn remove_client(&self, client: ClientId) {
         let mut inner = self.lock();
         inner.clients.remove(&client);
-        drop_promises_of(&mut inner, client);
+        inner.drop_client(client);
     }
 
     /// Number of live connections.
@@ -154,55 +286,45 @@ impl Callbacks {
 
     /// Promises not yet expired.
     pub fn promises(&self) -> u64 {
-        let now = Instant::now();
-        let inner = self.lock();
-        inner
-            .promises
-            .values()
-            .map(|h| h.iter().filter(|(_, exp)| *exp > now).count() as u64)
-            .sum()
+        self.lock().live(Instant::now())
     }
 
     /// Grants `client` a promise on each FID, lasting the registry's lifetime from now.
     pub fn grant(&self, client: ClientId, fids: impl IntoIterator<Item = Fid>) {
-        let now = Instant::now();
-        let expiry = now + self.lifetime;
+        let expiry = Instant::now() + self.lifetime;
         let mut inner = self.lock();
         for fid in fids {
-            let holders = inner.promises.entry(fid).or_default();
-            holders.retain(|(c, exp)| *c != client && *exp > now);
-            holders.push((client, expiry));
+            inner.grant(client, fid, expiry);
         }
     }
 
     /// Drops `client`'s promises on `fids` (GiveUpCallbacks).
     pub fn give_up(&self, client: ClientId, fids: &[Fid]) {
+        let now = Instant::now();
         let mut inner = self.lock();
         for fid in fids {
-            if let Some(holders) = inner.promises.get_mut(fid) {
-                holders.retain(|(c, _)| *c != client);
-                if holders.is_empty() {
-                    inner.promises.remove(fid);
-                }
-            }
+            inner.take(client, *fid, now);
         }
     }
 
     /// Drops expired promises.
     pub fn sweep(&self) {
-        let now = Instant::now();
-        let mut inner = self.lock();
-        inner.promises.retain(|_, holders| {
-            holders.retain(|(_, exp)| *exp > now);
-            !holders.is_empty()
-        });
+        self.lock().sweep(Instant::now());
     }
 
     /// Removes the promises `breaks` invalidate and returns, per holder other
     /// than `changer` with a live promise, the breaks to send it. The
     /// changer keeps its promise on a FID that still exists.
     pub fn take_breaks(&self, changer: Option<ClientId>, breaks: &[Break]) -> HashMap<ClientId, Vec<Break>> {
-        let now = Instant::now();
+        self.take_breaks_at(changer, breaks, Instant::now())
+    }
+
+    fn take_breaks_at(
+        &self,
+        changer: Option<ClientId>,
+        breaks: &[Break],
+        now: Instant,
+    ) -> HashMap<ClientId, Vec<Break>> {
         let mut merged: Vec<Break> = Vec::with_capacity(breaks.len());
         for b in breaks {
             match merged.iter_mut().find(|m| m.fid == b.fid) {
@@ -223,20 +345,14 @@ impl Callbacks {
         let mut out: HashMap<ClientId, Vec<Break>> = HashMap::new();
         let mut inner = self.lock();
         for b in &merged {
-            let Some(holders) = inner.promises.get_mut(&b.fid) else {
-                continue;
-            };
-            holders.retain(|&(client, exp)| {
-                if Some(client) == changer {
-                    return !b.deleted && exp > now;
+            for client in inner.holders_of(b.fid) {
+                if Some(client) == changer && !b.deleted {
+                    // The changer keeps its promise on a FID that still exists.
+                    continue;
                 }
-                if exp > now {
+                if inner.take(client, b.fid, now) && Some(client) != changer {
                     out.entry(client).or_default().push(b.clone());
                 }
-                false
-            });
-            if holders.is_empty() {
-                inner.promises.remove(&b.fid);
             }
         }
         out
@@ -273,7 +389,7 @@ impl Callbacks {
     pub async fn break_volume(&self, changer: Option<ClientId>, volume: VolumeId) {
         let clients: Vec<ClientId> = {
             let mut inner = self.lock();
-            inner.promises.retain(|fid, _| fid.volume != volume);
+            inner.drop_volume(volume);
             inner.clients.keys().copied().filter(|c| Some(*c) != changer).collect()
         };
         let messages = clients
@@ -320,16 +436,10 @@ impl Callbacks {
     }
 }
 
-fn drop_promises_of(inner: &mut Inner, client: ClientId) {
-    inner.promises.retain(|_, holders| {
-        holders.retain(|(c, _)| *c != client);
-        !holders.is_empty()
-    });
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     fn fid(vnode: u64) -> Fid {
         Fid {
@@ -379,14 +489,103 @@ mod tests {
 
     #[test]
     fn expired_promises_are_not_broken() {
-        let cb = Callbacks::new(Duration::ZERO);
-        cb.grant(2, [fid(1)]);
-        std::thread::sleep(Duration::from_millis(2));
-        assert_eq!(cb.promises(), 0);
-        assert!(cb.take_breaks(Some(1), &[brk(fid(1), &["x"], false)]).is_empty());
-        cb.grant(2, [fid(1)]);
-        cb.sweep();
-        assert_eq!(cb.lock().promises.len(), 0);
+        let cb = Callbacks::new(Duration::from_secs(60));
+        let base = cb.lock().base;
+        let at = |s: u64| base + Duration::from_secs(s);
+        cb.lock().grant(2, fid(1), at(1));
+        cb.lock().grant(3, fid(1), at(10));
+        assert_eq!(cb.lock().live(at(5)), 1);
+        let out = cb.take_breaks_at(Some(1), &[brk(fid(1), &["x"], false)], at(5));
+        assert_eq!(out.keys().copied().collect::<Vec<_>>(), vec![3]);
+        cb.lock().grant(2, fid(1), at(1));
+        cb.lock().grant(2, fid(u64::MAX), at(1));
+        cb.lock().sweep(at(5));
+        assert!(cb.lock().promises.is_empty() && cb.lock().wide.is_empty());
+    }
+
+    #[test]
+    fn expiry_is_rounded_up_never_down() {
+        let cb = Callbacks::new(Duration::from_secs(60));
+        let base = cb.lock().base;
+        cb.lock().grant(2, fid(1), base + Duration::from_millis(1_500));
+        // Still held at 1.9 s (the client's promise lasts until 1.5 s).
+        assert_eq!(cb.lock().live(base + Duration::from_millis(1_900)), 1);
+        assert_eq!(cb.lock().live(base + Duration::from_secs(2)), 0);
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Grant(ClientId, Fid, u64),
+        GiveUp(ClientId, Fid),
+        Break(Option<ClientId>, Fid, bool, u64),
+        Remove(ClientId),
+        Sweep(u64),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        // Few clients and vnodes so operations collide; some past 32 bits.
+        let client = prop_oneof![1u64..4, Just(u64::from(u32::MAX) + 7)];
+        let fid = prop_oneof![1u64..6, Just(u64::from(u32::MAX) + 3)].prop_map(fid);
+        prop_oneof![
+            (client.clone(), fid.clone(), 0u64..20).prop_map(|(c, f, t)| Op::Grant(c, f, t)),
+            (client.clone(), fid.clone()).prop_map(|(c, f)| Op::GiveUp(c, f)),
+            (proptest::option::of(client.clone()), fid, any::<bool>(), 0u64..20)
+                .prop_map(|(c, f, d, t)| Op::Break(c, f, d, t)),
+            client.prop_map(Op::Remove),
+            (0u64..20).prop_map(Op::Sweep),
+        ]
+    }
+
+    proptest! {
+        /// The compact table behaves like a plain map of (FID, client) → expiry.
+        #[test]
+        fn compact_table_matches_a_plain_map(ops in proptest::collection::vec(op(), 1..60)) {
+            let cb = Callbacks::new(Duration::from_secs(60));
+            let base = cb.lock().base;
+            let at = |s: u64| base + Duration::from_secs(s);
+            let mut model: HashMap<(Fid, ClientId), u64> = HashMap::new();
+            for op in ops {
+                match op {
+                    Op::Grant(c, f, t) => {
+                        cb.lock().grant(c, f, at(t));
+                        model.insert((f, c), t);
+                    }
+                    Op::GiveUp(c, f) => {
+                        cb.lock().take(c, f, at(0));
+                        model.remove(&(f, c));
+                    }
+                    Op::Break(changer, f, deleted, now) => {
+                        let got = cb.take_breaks_at(changer, &[brk(f, &[], deleted)], at(now));
+                        let mut want: Vec<ClientId> = Vec::new();
+                        model.retain(|(mf, mc), exp| {
+                            if *mf != f || (Some(*mc) == changer && !deleted) {
+                                return true;
+                            }
+                            if *exp > now && Some(*mc) != changer {
+                                want.push(*mc);
+                            }
+                            false
+                        });
+                        let mut got: Vec<ClientId> = got.into_keys().collect();
+                        got.sort_unstable();
+                        want.sort_unstable();
+                        prop_assert_eq!(got, want);
+                    }
+                    Op::Remove(c) => {
+                        cb.lock().drop_client(c);
+                        model.retain(|(_, mc), _| *mc != c);
+                    }
+                    Op::Sweep(now) => {
+                        cb.lock().sweep(at(now));
+                        model.retain(|_, exp| *exp > now);
+                    }
+                }
+                for now in [0, 5, 10, 19] {
+                    let want = model.values().filter(|exp| **exp > now).count() as u64;
+                    prop_assert_eq!(cb.lock().live(at(now)), want);
+                }
+            }
+        }
     }
 
     #[test]
