@@ -256,7 +256,8 @@ pub struct InlineFile {
     /// The file's status.
     pub status: Status,
     /// The file's bytes (`status.size` of them), or `None` when it was too
-    /// large for the reply.
+    /// large for the reply. Encoded as one byte string, not byte by byte.
+    #[serde(with = "serde_bytes")]
     pub data: Option<Vec<u8>>,
 }
 
