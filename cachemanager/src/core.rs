@@ -1016,8 +1016,16 @@ impl Core {
         // Pinned before the fetch, so a file larger than the cache survives
         // the eviction its own arrival triggers.
         self.lock().cache.pin(fid);
-        let opened = self.ensure_data(ino).and_then(|keep_cache| {
+        let opened = self.ensure_data(ino).and_then(|_| {
             let mut st = self.lock();
+            // The kernel may keep its pages unless they are of another version.
+            let keep_cache = match st.nodes.get_mut(ino) {
+                Some(n) => {
+                    let dv = n.status.data_version;
+                    n.kernel_dv.replace(dv).is_none_or(|k| k == dv)
+                }
+                None => false,
+            };
             let local = |e| FsError::local("open", e);
             let file = Arc::new(st.cache.open_file(fid).map_err(local)?);
             // Only a writer's handle needs the stamp passthrough writes show by.
@@ -1444,6 +1452,14 @@ impl Core {
         let Some(kernel) = self.kernel.get() else { return };
         for &ino in inodes {
             kernel.inval_inode(ino);
+        }
+        {
+            let mut st = self.lock();
+            for &ino in inodes {
+                if let Some(n) = st.nodes.get_mut(ino) {
+                    n.kernel_dv = None;
+                }
+            }
         }
         for (parent, name) in entries {
             kernel.inval_entry(*parent, name);

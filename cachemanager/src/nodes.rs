@@ -54,6 +54,9 @@ pub struct Node {
     pub target: Option<String>,
     /// Byte range written locally and not yet stored on the server.
     pub dirty: Option<(u64, u64)>,
+    /// Data version of the pages the kernel may hold for this inode (set
+    /// when it is opened, cleared when the kernel is told to drop them).
+    pub kernel_dv: Option<u64>,
 }
 
 impl Node {
@@ -126,6 +129,7 @@ impl NodeTable {
                 listing: None,
                 target: None,
                 dirty: None,
+                kernel_dv: None,
             },
         );
         ino
