@@ -188,3 +188,66 @@ fn a_cold_folder_of_small_files_arrives_in_a_few_round_trips() {
     fs::write(site.join("inc005.php"), b"changed").unwrap();
     assert_eq!(fs::read(b.path().join("site/inc005.php")).unwrap(), b"changed");
 }
+
+#[test]
+fn fetch_files_is_bounded_and_answers_per_file() {
+    use cellfs::ClientError;
+    use cellfs_protocol::message::{InlineFile, MAX_FETCH_FILES};
+    use cellfs_protocol::transport::CallError;
+    use cellfs_protocol::{ErrorCode, Reply, Request};
+    use common::{server_lookup, server_root};
+
+    let cell = Cell::new();
+    let a = Mount::new(&cell);
+    fs::write(a.path().join("small"), b"0123456789").unwrap();
+    fs::create_dir(a.path().join("dir")).unwrap();
+    let root = server_root(&cell);
+    let small = server_lookup(&cell, root.fid, "small");
+    let dir = server_lookup(&cell, root.fid, "dir");
+    let bad = |req: Request, what: &str| match cell.call(&req) {
+        Err(ClientError::Call(CallError::Rpc(e))) => assert_eq!(e.code, ErrorCode::BadRequest, "{what}: {e}"),
+        other => panic!("{what}: expected BadRequest, got {other:?}"),
+    };
+    bad(
+        Request::FetchFiles {
+            fids: vec![small.fid; MAX_FETCH_FILES + 1],
+            max_file: 1 << 20,
+            max_total: 1 << 20,
+        },
+        "too many FIDs",
+    );
+    let mut other_volume = small.fid;
+    other_volume.volume += 1;
+    bad(
+        Request::FetchFiles {
+            fids: vec![small.fid, other_volume],
+            max_file: 1 << 20,
+            max_total: 1 << 20,
+        },
+        "FIDs of two volumes",
+    );
+    let ask = |max_file: u64| {
+        let Reply::Files(files) = cell
+            .call(&Request::FetchFiles {
+                fids: vec![small.fid, dir.fid],
+                max_file,
+                max_total: u64::MAX,
+            })
+            .expect("FetchFiles")
+        else {
+            panic!("FetchFiles answered with another reply");
+        };
+        files
+    };
+    let files = ask(1 << 20);
+    assert_eq!(files.len(), 2);
+    assert!(matches!(&files[0], Ok(InlineFile { data: Some(d), .. }) if d == b"0123456789"));
+    assert!(
+        matches!(&files[1], Err(e) if e.code == ErrorCode::IsDir),
+        "{:?}",
+        files[1]
+    );
+    // Too large for the asked limit: the status without the bytes.
+    let files = ask(5);
+    assert!(matches!(&files[0], Ok(InlineFile { data: None, status }) if status.size == 10));
+}

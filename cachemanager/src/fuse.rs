@@ -504,6 +504,21 @@ impl Filesystem for CellFs {
         reply.ok();
     }
 
+    fn ioctl(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _flags: fuser::IoctlFlags,
+        _cmd: u32,
+        _in_data: &[u8],
+        _out_size: u32,
+        reply: fuser::ReplyIoctl,
+    ) {
+        // No ioctls: what isatty() and friends expect of a plain file, quietly.
+        reply.error(Errno::ENOTTY);
+    }
+
     fn statfs(&self, _req: &Request, ino: INodeNo, reply: ReplyStatfs) {
         const BSIZE: u64 = 4096;
         match self.core.statfs(ino.0) {
