@@ -82,14 +82,17 @@ impl PendingStore {
             .clone()
             .ok_or_else(|| rpc_err(ErrorCode::Io, "no data file for a non-empty write"))?;
         let mut done = 0u64;
-        let mut buf = vec![0u8; CHUNK.min(usize::try_from(len).unwrap_or(CHUNK))];
+        let chunk_len = CHUNK.min(usize::try_from(len).unwrap_or(CHUNK));
+        // The previous chunk's write runs while the next chunk arrives.
+        let mut writing: Option<tokio::task::JoinHandle<std::io::Result<()>>> = None;
         while done < len {
             // Fill a whole chunk before handing it to a blocking write: the
             // stream yields packet-sized pieces.
-            let want = usize::try_from(len - done).unwrap_or(usize::MAX).min(buf.len());
+            let want = usize::try_from(len - done).unwrap_or(usize::MAX).min(chunk_len);
+            let mut chunk = vec![0u8; want];
             let mut n = 0;
             while n < want {
-                match src.read(&mut buf[n..want]).await? {
+                match src.read(&mut chunk[n..]).await? {
                     0 => {
                         return Err(rpc_err(
                             ErrorCode::BadRequest,
@@ -99,11 +102,16 @@ impl PendingStore {
                     got => n += got,
                 }
             }
-            let chunk = buf[..n].to_vec();
+            if let Some(previous) = writing.take() {
+                previous.await??;
+            }
             let f = file.clone();
             let at = offset + done;
-            tokio::task::spawn_blocking(move || f.write_all_at(&chunk, at)).await??;
+            writing = Some(tokio::task::spawn_blocking(move || f.write_all_at(&chunk, at)));
             done += n as u64;
+        }
+        if let Some(last) = writing {
+            last.await??;
         }
         Ok(())
     }
