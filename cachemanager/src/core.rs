@@ -60,6 +60,13 @@ pub enum Lookup {
     Missing(Duration),
 }
 
+/// When a request was sent, and how many breaks had been applied by then.
+#[derive(Debug, Clone, Copy)]
+struct Sent {
+    at: Instant,
+    breaks_seen: u64,
+}
+
 /// Files at most this large are fetched together with the other small
 /// files of their directory (`FetchFiles`).
 const INLINE_FILE_MAX: u64 = 64 << 10;
@@ -191,7 +198,10 @@ impl Core {
         let online = rt.block_on(async {
             link.client().await?;
             let root_volume = link.info().map(|i| i.root_volume).unwrap_or_else(|| "root.cell".into());
-            let sent = Instant::now();
+            let sent = Sent {
+                at: Instant::now(),
+                breaks_seen: 0,
+            };
             let reply = link.call(&Request::GetRoot { volume: root_volume }).await?;
             Ok::<_, LinkError>((reply, sent))
         });
@@ -360,7 +370,7 @@ impl Core {
     /// A request that only reads: while the server is unreachable it fails
     /// at once with [`DISCONNECTED_ERRNO`].
     fn call(&self, req: Request) -> FsResult<(Reply, Option<Promise>)> {
-        let sent = Instant::now();
+        let sent = self.sent();
         let reply = self.rt.block_on(self.link.call(&req))?;
         Ok((reply, self.promise_from(sent)))
     }
@@ -371,7 +381,7 @@ impl Core {
         if self.link.is_down() {
             return Err(disconnected(req.op_name()));
         }
-        let sent = Instant::now();
+        let sent = self.sent();
         match self.rt.block_on(self.link.call(&req)) {
             Ok(reply) => Ok((reply, self.promise_from(sent))),
             Err(e) if e.is_unreachable() => Err(disconnected(req.op_name())),
@@ -395,11 +405,21 @@ impl Core {
         }
     }
 
-    fn promise_from(&self, sent: Instant) -> Option<Promise> {
+    /// Marks a request about to be sent: the promise its reply brings runs
+    /// from now and is void if a break is applied before the reply is.
+    fn sent(&self) -> Sent {
+        Sent {
+            at: Instant::now(),
+            breaks_seen: self.lock().nodes.break_gen(),
+        }
+    }
+
+    fn promise_from(&self, sent: Sent) -> Option<Promise> {
         let secs = self.link.info().map(|i| i.promise_secs)?;
         Some(Promise {
             epoch: self.link.epoch(),
-            until: sent + Duration::from_secs(secs),
+            until: sent.at + Duration::from_secs(secs),
+            breaks_seen: sent.breaks_seen,
         })
     }
 
@@ -914,7 +934,7 @@ impl Core {
     /// Fetches `batch` (which starts with `fid`) with their bytes in one
     /// round trip; `fid` itself by `FetchData` if it did not come inline.
     fn fetch_small(&self, fid: Fid, batch: Vec<Fid>) -> FsResult<()> {
-        let sent = Instant::now();
+        let sent = self.sent();
         let (reply, _) = self.call(Request::FetchFiles {
             fids: batch,
             max_file: INLINE_FILE_MAX,
@@ -967,7 +987,7 @@ impl Core {
                 .unwrap_or(0);
             (st.cache.temp_path(fid), size)
         };
-        let sent = Instant::now();
+        let sent = self.sent();
         let status = match self.rt.block_on(self.link.fetch_to(fid, size, &tmp)) {
             Ok(s) => s,
             Err(e) => {
@@ -1233,7 +1253,7 @@ impl Core {
             truncate: Some(local_len),
             mtime: Some(mtime),
         };
-        let sent = Instant::now();
+        let sent = self.sent();
         let status = self.rt.block_on(self.link.store_from(&req, &path, start))?;
         Ok((status, self.promise_from(sent)))
     }
@@ -1262,6 +1282,7 @@ impl Core {
                     } in breaks
                     {
                         tracing::debug!(%fid, ?names, deleted, "callback break");
+                        st.nodes.note_break(fid);
                         let Some(ino) = st.nodes.ino_of(fid) else { continue };
                         if let Some(n) = st.nodes.get_mut(ino) {
                             n.promise = None;
@@ -1277,6 +1298,7 @@ impl Core {
                     }
                 }
                 ServerMessage::BreakVolume(volume) => {
+                    st.nodes.note_volume_break(volume);
                     for n in st.nodes.iter_mut().filter(|n| n.fid.volume == volume) {
                         n.promise = None;
                         n.listing = None;

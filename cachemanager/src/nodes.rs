@@ -3,7 +3,7 @@
 //! listings.
 
 use crate::persist::SavedNode;
-use cellfs_protocol::{Fid, Status};
+use cellfs_protocol::{Fid, Status, VolumeId};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,6 +21,9 @@ pub struct Promise {
     pub epoch: u64,
     /// When it expires.
     pub until: Instant,
+    /// [`NodeTable::break_gen`] when the request that brought it was sent:
+    /// a break applied after that voids it (the reply raced the break).
+    pub breaks_seen: u64,
 }
 
 impl Promise {
@@ -73,7 +76,19 @@ pub struct NodeTable {
     by_fid: HashMap<Fid, u64>,
     next_ino: u64,
     mounts: HashMap<Fid, Fid>,
+    /// Counts the callback breaks applied.
+    break_gen: u64,
+    /// FID → `break_gen` of its last break (the most recent ones).
+    broken: HashMap<Fid, u64>,
+    /// Volume → `break_gen` of its last whole-volume break.
+    broken_volumes: HashMap<VolumeId, u64>,
+    /// Breaks up to this generation were forgotten from `broken`.
+    pruned_gen: u64,
 }
+
+/// Most FIDs whose last break is remembered; past it the older half is
+/// forgotten and promises from requests sent before them are refused.
+const MAX_REMEMBERED_BREAKS: usize = 65_536;
 
 impl NodeTable {
     /// A table whose root inode is the volume root `root`.
@@ -83,14 +98,59 @@ impl NodeTable {
             by_fid: HashMap::new(),
             next_ino: ROOT_INO,
             mounts: HashMap::new(),
+            break_gen: 0,
+            broken: HashMap::new(),
+            broken_volumes: HashMap::new(),
+            pruned_gen: 0,
         };
         t.upsert(root, promise);
         t
     }
 
+    /// Breaks applied so far: taken when a request is sent, carried by the
+    /// promise its reply brings ([`Promise::breaks_seen`]).
+    pub fn break_gen(&self) -> u64 {
+        self.break_gen
+    }
+
+    /// Records a callback break on `fid`, so a reply that was already on its
+    /// way cannot bring back a promise on what it describes.
+    pub fn note_break(&mut self, fid: Fid) {
+        self.break_gen += 1;
+        if self.broken.len() >= MAX_REMEMBERED_BREAKS {
+            let mut gens: Vec<u64> = self.broken.values().copied().collect();
+            let (_, cut, _) = gens.select_nth_unstable(MAX_REMEMBERED_BREAKS / 2);
+            let cut = *cut;
+            self.broken.retain(|_, g| *g > cut);
+            self.pruned_gen = self.pruned_gen.max(cut);
+        }
+        self.broken.insert(fid, self.break_gen);
+    }
+
+    /// Records a break of every promise in `volume`.
+    pub fn note_volume_break(&mut self, volume: VolumeId) {
+        self.break_gen += 1;
+        self.broken_volumes.insert(volume, self.break_gen);
+    }
+
+    /// `promise`, unless a break on `fid` was applied after its request was sent.
+    fn admit(&self, fid: Fid, promise: Option<Promise>) -> Option<Promise> {
+        let p = promise?;
+        let after_send = |g: &u64| *g > p.breaks_seen;
+        if self.broken_volumes.get(&fid.volume).is_some_and(after_send) {
+            return None;
+        }
+        match self.broken.get(&fid) {
+            Some(g) => (!after_send(g)).then_some(p),
+            // Forgotten breaks were all at or before `pruned_gen`.
+            None => (p.breaks_seen >= self.pruned_gen).then_some(p),
+        }
+    }
+
     /// Records a status the server gave (and its promise), returning the inode.
     /// A changed data version drops the listing and target, which described the old one.
     pub fn upsert(&mut self, status: Status, promise: Option<Promise>) -> u64 {
+        let promise = self.admit(status.fid, promise);
         if let Some(&ino) = self.by_fid.get(&status.fid) {
             let node = self.nodes.get_mut(&ino).expect("by_fid and nodes agree");
             if node.status.data_version != status.data_version {
@@ -201,6 +261,7 @@ impl NodeTable {
         let mut t = NodeTable::new(root_node.status.clone(), None);
         for n in std::iter::once(root_node).chain(saved.into_iter().filter(|n| n.status.fid != root)) {
             let promise = (n.promise_left_ms > 0).then(|| Promise {
+                breaks_seen: 0,
                 epoch: 0,
                 until: now + Duration::from_millis(n.promise_left_ms),
             });
@@ -305,6 +366,7 @@ mod tests {
             Some(Promise {
                 epoch: 2,
                 until: now + Duration::from_secs(30),
+                breaks_seen: 0,
             }),
         );
         let child = t.upsert(status(7, 4), None);
@@ -330,9 +392,64 @@ mod tests {
         let p = Promise {
             epoch: 3,
             until: now + Duration::from_secs(10),
+            breaks_seen: 0,
         };
         assert!(p.remaining(3, now).is_some());
         assert!(p.remaining(4, now).is_none());
         assert!(p.remaining(3, now + Duration::from_secs(11)).is_none());
+    }
+
+    #[test]
+    fn a_reply_racing_a_break_brings_no_promise() {
+        let now = Instant::now();
+        let promise = |seen: u64| {
+            Some(Promise {
+                epoch: 1,
+                until: now + Duration::from_secs(60),
+                breaks_seen: seen,
+            })
+        };
+        let mut t = NodeTable::new(status(1, 1), None);
+        let sent = t.break_gen();
+        // The break is applied while the reply that read version 1 is on its way.
+        t.note_break(status(5, 1).fid);
+        let ino = t.upsert(status(5, 1), promise(sent));
+        assert!(
+            t.get(ino).unwrap().promise.is_none(),
+            "a stale reply must not bring a promise"
+        );
+        // A request sent after the break is fine; other FIDs are untouched.
+        t.upsert(status(5, 2), promise(t.break_gen()));
+        assert!(t.get(ino).unwrap().promise.is_some());
+        let other = t.upsert(status(6, 1), promise(sent));
+        assert!(t.get(other).unwrap().promise.is_some());
+        // A whole-volume break voids every older promise in the volume.
+        let before = t.break_gen();
+        t.note_volume_break(1);
+        let ino7 = t.upsert(status(7, 1), promise(before));
+        assert!(t.get(ino7).unwrap().promise.is_none());
+    }
+
+    #[test]
+    fn forgotten_breaks_make_older_promises_refused() {
+        let now = Instant::now();
+        let mut t = NodeTable::new(status(1, 1), None);
+        let sent = t.break_gen();
+        for v in 0..(MAX_REMEMBERED_BREAKS as u64 + 10) {
+            t.note_break(status(1_000 + v, 1).fid);
+        }
+        let p = |seen: u64| {
+            Some(Promise {
+                epoch: 1,
+                until: now + Duration::from_secs(60),
+                breaks_seen: seen,
+            })
+        };
+        // Never broken, but a break before `sent` may have been forgotten.
+        let ino = t.upsert(status(9, 1), p(sent));
+        assert!(t.get(ino).unwrap().promise.is_none());
+        let ino = t.upsert(status(9, 1), p(t.break_gen()));
+        assert!(t.get(ino).unwrap().promise.is_some());
+        assert!(t.broken.len() <= MAX_REMEMBERED_BREAKS);
     }
 }
