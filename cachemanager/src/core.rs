@@ -999,10 +999,16 @@ impl Core {
         let (dest, in_place) = {
             let st = self.lock();
             let dest = st.cache.path(fid);
-            // Besides the opener, another handle holds this copy, maybe as
-            // the kernel's passthrough backing file: every open of an inode
-            // must share that file, so the new version goes into it.
-            let in_place = st.cache.open_count(fid) > 1 && dest.exists();
+            // Another handle holds this copy as the kernel's passthrough
+            // backing file: every open of an inode must share that file, so
+            // the new version goes into it. (Cached-mode handles keep the
+            // old copy: the new one is renamed over its name.)
+            let passthrough = std::sync::atomic::Ordering::Relaxed;
+            let in_place = st
+                .files
+                .values()
+                .any(|h| h.fid == fid && h.passthrough.load(passthrough))
+                && dest.exists();
             (dest, in_place)
         };
         let placed = if in_place {

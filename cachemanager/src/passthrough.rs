@@ -7,9 +7,9 @@
 //! time, wants every open of an inode that has one to use it (EINVAL), and
 //! refuses to mix passthrough and cached opens (ETXTBSY). So every
 //! passthrough open of an inode shares one `BackingId`; a new version that
-//! arrives while the copy is open is written into the same file (see
-//! `Core::fetch`); and an inode with cached opens live gets no passthrough
-//! until they close.
+//! arrives while the copy is a backing file is written into that same file
+//! (see `Core::fetch`); and an inode with cached opens live gets no
+//! passthrough until they close.
 
 use fuser::BackingId;
 use std::collections::HashMap;
