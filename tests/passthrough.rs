@@ -138,3 +138,30 @@ fn a_file_growing_past_the_threshold_while_open_stays_usable() {
     assert_eq!(sha256_file(&a.path().join("grows")), sha256(&want));
     assert_eq!(sha256_file(&b.path().join("grows")), sha256(&want));
 }
+
+#[test]
+fn stat_of_a_file_being_written_through_passthrough_is_current() {
+    // SQLite, tar and log writers fstat while they write.
+    let cell = Cell::new();
+    let a = Mount::new(&cell);
+    let path = a.path().join("growing.log");
+    let mut f = fs::File::create(&path).unwrap();
+    let before = f.metadata().unwrap().mtime_nsec() + f.metadata().unwrap().mtime() * 1_000_000_000;
+    std::thread::sleep(Duration::from_millis(20));
+    f.write_all(&pattern(BIG, 4)).unwrap();
+    let meta = f.metadata().unwrap();
+    assert_eq!(meta.len(), BIG as u64, "fstat during writing shows the written size");
+    assert!(
+        meta.mtime() * 1_000_000_000 + meta.mtime_nsec() > before,
+        "fstat during writing shows a newer mtime"
+    );
+    assert_eq!(fs::metadata(&path).unwrap().len(), BIG as u64, "stat by path too");
+    f.write_all(b"more").unwrap();
+    assert_eq!(f.metadata().unwrap().len(), BIG as u64 + 4);
+    drop(f);
+    let b = Mount::new(&cell);
+    assert_eq!(
+        fs::metadata(b.path().join("growing.log")).unwrap().len(),
+        BIG as u64 + 4
+    );
+}

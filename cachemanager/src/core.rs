@@ -135,6 +135,8 @@ struct State {
     nodes: NodeTable,
     cache: DiskCache,
     files: HashMap<u64, Arc<OpenFile>>,
+    /// Inodes with handles open for writing through passthrough, and how many.
+    direct_writers: HashMap<u64, u32>,
     /// Directory each file was last listed in (for fetching its small
     /// neighbours with it).
     parents: HashMap<u64, u64>,
@@ -238,6 +240,7 @@ impl Core {
                 files: HashMap::new(),
                 dir_items: HashMap::new(),
                 parents: HashMap::new(),
+                direct_writers: HashMap::new(),
                 next_fh: 1,
                 baselines,
             }),
@@ -567,6 +570,11 @@ impl Core {
 
     /// Status of `ino`, revalidated with the server when its promise lapsed.
     pub fn getattr(&self, ino: u64) -> FsResult<Entry> {
+        // The kernel writes passthrough files without telling us: size and
+        // mtime come from the local copy while such a writer is open.
+        if self.lock().direct_writers.contains_key(&ino) {
+            self.note_direct_writes_of(ino)?;
+        }
         let fid = {
             let st = self.lock();
             let n = st.node(ino)?;
@@ -1084,8 +1092,12 @@ impl Core {
     /// Records that the kernel reads and writes `fh`'s local copy directly
     /// (FUSE passthrough): its writes are found at flush by the file's stamp.
     pub fn set_passthrough(&self, fh: u64) {
-        if let Ok(h) = self.handle(fh) {
+        let mut st = self.lock();
+        if let Some(h) = st.files.get(&fh).cloned() {
             h.passthrough.store(true, std::sync::atomic::Ordering::Relaxed);
+            if h.write {
+                *st.direct_writers.entry(h.ino).or_default() += 1;
+            }
         }
     }
 
@@ -1270,6 +1282,15 @@ impl Core {
         let mut st = self.lock();
         if let Some(h) = st.files.remove(&fh) {
             st.cache.unpin(h.fid);
+            if h.write
+                && h.passthrough.load(std::sync::atomic::Ordering::Relaxed)
+                && let Some(n) = st.direct_writers.get_mut(&h.ino)
+            {
+                *n -= 1;
+                if *n == 0 {
+                    st.direct_writers.remove(&h.ino);
+                }
+            }
         }
         result
     }
