@@ -942,6 +942,7 @@ impl Core {
     /// Fetches `batch` (which starts with `fid`) with their bytes in one
     /// round trip; `fid` itself by `FetchData` if it did not come inline.
     fn fetch_small(&self, fid: Fid, batch: Vec<Fid>) -> FsResult<()> {
+        let target = fid;
         let sent = self.sent();
         let (reply, _) = self.call(Request::FetchFiles {
             fids: batch,
@@ -958,6 +959,11 @@ impl Core {
             let fid = file.status.fid;
             let (tmp, dest) = {
                 let st = self.lock();
+                // A copy as new arrived meanwhile (an open fetched it): keep it.
+                let newer = |c: CacheEntry| c.data_version >= file.status.data_version;
+                if fid != target && st.cache.peek(fid).is_some_and(newer) {
+                    continue;
+                }
                 (st.cache.temp_path(fid), st.cache.path(fid))
             };
             match std::fs::write(&tmp, &data).and_then(|()| std::fs::rename(&tmp, &dest)) {
@@ -971,7 +977,7 @@ impl Core {
         let mut st = self.lock();
         let mut got_it = false;
         for status in placed {
-            got_it |= status.fid == fid;
+            got_it |= status.fid == target;
             let entry = CacheEntry {
                 data_version: status.data_version,
                 size: status.size,

@@ -504,6 +504,16 @@ impl Filesystem for CellFs {
         reply.ok();
     }
 
+    fn getxattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, _size: u32, reply: fuser::ReplyXattr) {
+        // No extended attributes: ENOSYS once and the kernel stops asking
+        // (it asks for security.capability before the first write).
+        reply.error(Errno::ENOSYS);
+    }
+
+    fn listxattr(&self, _req: &Request, _ino: INodeNo, _size: u32, reply: fuser::ReplyXattr) {
+        reply.error(Errno::ENOSYS);
+    }
+
     fn ioctl(
         &self,
         _req: &Request,
