@@ -572,9 +572,7 @@ impl Core {
     pub fn getattr(&self, ino: u64) -> FsResult<Entry> {
         // The kernel writes passthrough files without telling us: size and
         // mtime come from the local copy while such a writer is open.
-        if self.lock().direct_writers.contains_key(&ino) {
-            self.note_direct_writes_of(ino)?;
-        }
+        self.note_direct_writes_of(ino)?;
         let fid = {
             let st = self.lock();
             let n = st.node(ino)?;
@@ -1107,15 +1105,15 @@ impl Core {
         }
     }
 
-    /// [`Core::note_direct_writes`] for every handle open on `ino`.
+    /// [`Core::note_direct_writes`] for every passthrough writer open on `ino`.
     fn note_direct_writes_of(&self, ino: u64) -> FsResult<()> {
-        let handles: Vec<Arc<OpenFile>> = self
-            .lock()
-            .files
-            .values()
-            .filter(|h| h.ino == ino && h.write)
-            .cloned()
-            .collect();
+        let handles: Vec<Arc<OpenFile>> = {
+            let st = self.lock();
+            if !st.direct_writers.contains_key(&ino) {
+                return Ok(());
+            }
+            st.files.values().filter(|h| h.ino == ino && h.write).cloned().collect()
+        };
         handles.iter().try_for_each(|h| self.note_direct_writes(h))
     }
 

@@ -1,14 +1,14 @@
 //! The only module that touches fuser: translates kernel requests into core
 //! calls and core results into replies.
 
-use crate::core::{Core, DirItem, Entry, KernelCache, Lookup};
+use crate::core::{Core, DirItem, Entry, KernelCache, Lookup, Opened};
 use crate::error::FsError;
 use crate::passthrough::{Backings, Mode, PASSTHROUGH_MIN_SIZE};
 use cellfs_protocol::{FileKind, SetAttr, Timestamp};
 use fuser::{
-    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig,
-    LockOwner, Notifier, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus,
-    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow, WriteFlags,
+    BackingId, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
+    KernelConfig, LockOwner, Notifier, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
+    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow, WriteFlags,
 };
 use std::ffi::OsStr;
 use std::path::Path;
@@ -35,6 +35,31 @@ impl CellFs {
             passthrough,
             no_opendir: AtomicBool::new(false),
             backings: Backings::default(),
+        }
+    }
+}
+
+impl CellFs {
+    /// The passthrough backing for the just opened `opened` of inode `ino`
+    /// (`None`: ordinary cached I/O), or the error to answer the open with.
+    fn backing(
+        &self,
+        ino: u64,
+        opened: &Opened,
+        want: bool,
+        register: impl FnOnce(&std::fs::File) -> std::io::Result<BackingId>,
+    ) -> Result<Option<Arc<BackingId>>, Errno> {
+        match self.backings.open(ino, opened.fh, &opened.file, want, register) {
+            Mode::Passthrough(b) => {
+                self.core.set_passthrough(opened.fh);
+                Ok(Some(b))
+            }
+            Mode::Cached => Ok(None),
+            Mode::Stale => {
+                tracing::warn!(ino, "an older copy of this file is still the kernel's backing file");
+                let _ = self.core.release(opened.fh);
+                Err(Errno::EBUSY)
+            }
         }
     }
 }
@@ -345,27 +370,12 @@ impl Filesystem for CellFs {
             fopen |= FopenFlags::FOPEN_NOFLUSH;
         }
         let fh = FileHandle(opened.fh);
-        match self.backings.open(
-            ino.0,
-            opened.fh,
-            &opened.file,
-            opened.size >= PASSTHROUGH_MIN_SIZE,
-            |f| reply.open_backing(f),
-        ) {
-            Mode::Passthrough(b) => {
-                self.core.set_passthrough(opened.fh);
-                reply.opened_passthrough(fh, fopen, &b)
-            }
-            Mode::Stale => {
-                tracing::warn!(
-                    ino = ino.0,
-                    "an older copy of this file is still the kernel's backing file"
-                );
-                let _ = self.core.release(opened.fh);
-                reply.error(Errno::EBUSY)
-            }
-            Mode::Cached if opened.keep_cache => reply.opened(fh, fopen | FopenFlags::FOPEN_KEEP_CACHE),
-            Mode::Cached => reply.opened(fh, fopen),
+        let want = opened.size >= PASSTHROUGH_MIN_SIZE;
+        match self.backing(ino.0, &opened, want, |f| reply.open_backing(f)) {
+            Ok(Some(b)) => reply.opened_passthrough(fh, fopen, &b),
+            Ok(None) if opened.keep_cache => reply.opened(fh, fopen | FopenFlags::FOPEN_KEEP_CACHE),
+            Ok(None) => reply.opened(fh, fopen),
+            Err(e) => reply.error(e),
         }
     }
 
@@ -574,23 +584,10 @@ impl Filesystem for CellFs {
             Ok((e, opened)) => {
                 let fh = FileHandle(opened.fh);
                 let a = attr(&e);
-                match self
-                    .backings
-                    .open(e.ino, opened.fh, &opened.file, true, |f| reply.open_backing(f))
-                {
-                    Mode::Passthrough(b) => {
-                        self.core.set_passthrough(opened.fh);
-                        reply.created_passthrough(&e.ttl, &a, Generation(0), fh, FopenFlags::empty(), &b)
-                    }
-                    Mode::Stale => {
-                        tracing::warn!(
-                            ino = e.ino,
-                            "an older copy of this file is still the kernel's backing file"
-                        );
-                        let _ = self.core.release(opened.fh);
-                        reply.error(Errno::EBUSY)
-                    }
-                    Mode::Cached => reply.created(&e.ttl, &a, Generation(0), fh, FopenFlags::empty()),
+                match self.backing(e.ino, &opened, true, |f| reply.open_backing(f)) {
+                    Ok(Some(b)) => reply.created_passthrough(&e.ttl, &a, Generation(0), fh, FopenFlags::empty(), &b),
+                    Ok(None) => reply.created(&e.ttl, &a, Generation(0), fh, FopenFlags::empty()),
+                    Err(e) => reply.error(e),
                 }
             }
             Err(e) => reply.error(errno(e)),

@@ -26,8 +26,8 @@ const MAX_SLOW_WAITS: u32 = 10;
 /// Slowest data rate a transfer may have before it counts as a dead server.
 const MIN_TRANSFER_RATE: u64 = 1 << 20;
 
-/// Buffer between a cache file and a transfer stream: each blocking file
-/// operation the async runtime hands to a thread moves this much.
+/// Read buffer between a cache file and a store's stream: each blocking
+/// read the async runtime hands to a thread moves this much.
 const FILE_IO_BUF: usize = 1 << 20;
 
 /// Something the server told us, or a change of connection.
@@ -309,8 +309,8 @@ impl ServerLink {
     /// Fetches the whole content of `fid` (about `size` bytes) into a new file at `path`.
     pub async fn fetch_to(&self, fid: Fid, size: u64, path: &Path) -> Result<Status, LinkError> {
         self.with_retry(&Request::FetchData { fid }, self.transfer_limit(size), |c| async move {
-            let file = tokio::fs::File::create(path).await?;
-            let mut file = tokio::io::BufWriter::with_capacity(FILE_IO_BUF, file);
+            // `fetch_data` writes whole 1 MiB chunks: no buffer needed.
+            let mut file = tokio::fs::File::create(path).await?;
             let status = c.fetch_data(fid, &mut file).await?;
             file.flush().await?;
             Ok(status)

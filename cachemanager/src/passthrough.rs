@@ -48,8 +48,8 @@ pub struct Backings {
 struct Inner {
     /// Inode → (identity of the local copy, its backing while any handle holds it).
     by_ino: HashMap<u64, (u64, Weak<BackingId>)>,
-    /// File handle → the backing it keeps alive until release.
-    by_fh: HashMap<u64, Arc<BackingId>>,
+    /// File handle → its inode and the backing it keeps alive until release.
+    by_fh: HashMap<u64, (u64, Arc<BackingId>)>,
     /// Inode → cached-mode opens still live.
     cached: HashMap<u64, u32>,
     /// File handle → inode, for cached-mode opens.
@@ -101,7 +101,7 @@ impl Backings {
             }
             None => return inner.cached_open(ino, fh),
         };
-        inner.by_fh.insert(fh, backing.clone());
+        inner.by_fh.insert(fh, (ino, backing.clone()));
         Mode::Passthrough(backing)
     }
 
@@ -109,8 +109,11 @@ impl Backings {
     /// last handle of its inode is gone.
     pub fn release(&self, fh: u64) {
         let mut inner = self.lock();
-        if inner.by_fh.remove(&fh).is_some() {
-            inner.by_ino.retain(|_, (_, w)| w.strong_count() > 0);
+        if let Some((ino, backing)) = inner.by_fh.remove(&fh) {
+            drop(backing);
+            if inner.by_ino.get(&ino).is_some_and(|(_, w)| w.strong_count() == 0) {
+                inner.by_ino.remove(&ino);
+            }
         }
         if let Some(ino) = inner.cached_fh.remove(&fh)
             && let Some(n) = inner.cached.get_mut(&ino)

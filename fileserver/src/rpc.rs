@@ -433,20 +433,16 @@ impl Context {
         mtime: Option<Timestamp>,
         data: &mut R,
     ) -> Handled {
-        let refuse = |e: FsError, unread: u64| Handled {
-            outcome: Outcome::Reply(Err(log_err(&e))),
-            unread,
-        };
         if plan.len > self.config.max_data {
             let e = rpc_err(
                 ErrorCode::TooLarge,
                 format!("store of {} bytes over the limit of {}", plan.len, self.config.max_data),
             );
-            return refuse(e, plan.len);
+            return refused(e, plan.len);
         }
         let vol = match self.store.volume(plan.fid.volume) {
             Ok(v) => v,
-            Err(e) => return refuse(e, plan.len),
+            Err(e) => return refused(e, plan.len),
         };
         if plan.len <= crate::volume::CHUNK as u64 {
             return self.store_small(client, vol, plan, mtime, data).await;
@@ -456,15 +452,15 @@ impl Context {
             let v = vol.clone();
             let mut pending = match blocking(move || v.prepare_store(plan)).await {
                 Ok(p) => p,
-                Err(e) => return refuse(e, plan.len),
+                Err(e) => return refused(e, plan.len),
             };
             if let Err(e) = pending.receive(data, plan.offset, plan.len).await {
-                return refuse(e, u64::MAX);
+                return refused(e, u64::MAX);
             }
             let v = vol.clone();
             let change = match blocking(move || v.commit_store(pending, mtime, None)).await {
                 Ok(c) => c,
-                Err(e) => return refuse(e, 0),
+                Err(e) => return refused(e, 0),
             };
             let breaks = self.callbacks.take_breaks(Some(client), &change.breaks);
             self.callbacks.grant(client, [change.value.fid]);
@@ -487,11 +483,10 @@ impl Context {
         // `plan.len` is at most one chunk, so this allocation is bounded.
         let mut bytes = vec![0u8; usize::try_from(plan.len).unwrap_or(0)];
         if let Err(e) = data.read_exact(&mut bytes).await {
-            let e = rpc_err(ErrorCode::BadRequest, format!("store data ended early: {e}"));
-            return Handled {
-                outcome: Outcome::Reply(Err(log_err(&e))),
-                unread: u64::MAX,
-            };
+            return refused(
+                rpc_err(ErrorCode::BadRequest, format!("store data ended early: {e}")),
+                u64::MAX,
+            );
         }
         let offset = plan.offset;
         let f = move |v: &Volume| {
@@ -712,5 +707,14 @@ impl Context {
             dir: c.dir,
             status: c.status,
         })
+    }
+}
+
+/// A refused `StoreData`: the error, and how much of its data is still to
+/// be drained from the stream (`u64::MAX`: stop the stream instead).
+fn refused(e: FsError, unread: u64) -> Handled {
+    Handled {
+        outcome: Outcome::Reply(Err(log_err(&e))),
+        unread,
     }
 }

@@ -412,22 +412,7 @@ impl Checker {
     }
 
     fn new_dir(&self, mode: u32, unique: u64, parent: u64) -> VnodeRecord {
-        VnodeRecord {
-            kind: FileKind::Dir,
-            mode,
-            nlink: 2,
-            uid: 0,
-            gid: 0,
-            size: 0,
-            data_version: 1,
-            data_file: 0,
-            mtime: self.now,
-            ctime: self.now,
-            atime: self.now,
-            unique,
-            target: None,
-            parent,
-        }
+        VnodeRecord::new(FileKind::Dir, mode, (0, 0), unique, parent, self.now)
     }
 
     fn root(&mut self) {

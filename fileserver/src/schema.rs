@@ -118,6 +118,29 @@ pub struct VnodeRecord {
     pub parent: u64,
 }
 
+impl VnodeRecord {
+    /// A new, empty vnode of `kind` created at `now`: link count 2 for a
+    /// directory, 1 otherwise; data version 1; no data file.
+    pub fn new(kind: FileKind, mode: u32, (uid, gid): (u32, u32), unique: u64, parent: u64, now: Timestamp) -> Self {
+        VnodeRecord {
+            kind,
+            mode,
+            nlink: if kind == FileKind::Dir { 2 } else { 1 },
+            uid,
+            gid,
+            size: 0,
+            data_version: 1,
+            data_file: 0,
+            mtime: now,
+            ctime: now,
+            atime: now,
+            unique,
+            target: None,
+            parent,
+        }
+    }
+}
+
 fn options() -> impl Options {
     bincode::DefaultOptions::new()
         .with_limit(1 << 20)

@@ -90,25 +90,20 @@ impl PendingStore {
             // stream yields packet-sized pieces.
             let want = usize::try_from(len - done).unwrap_or(usize::MAX).min(chunk_len);
             let mut chunk = vec![0u8; want];
-            let mut n = 0;
-            while n < want {
-                match src.read(&mut chunk[n..]).await? {
-                    0 => {
-                        return Err(rpc_err(
-                            ErrorCode::BadRequest,
-                            format!("data ended after {} of {len} bytes", done + n as u64),
-                        ));
-                    }
-                    got => n += got,
-                }
-            }
+            src.read_exact(&mut chunk).await.map_err(|e| match e.kind() {
+                std::io::ErrorKind::UnexpectedEof => rpc_err(
+                    ErrorCode::BadRequest,
+                    format!("data ended before {} of {len} bytes", done + want as u64),
+                ),
+                _ => e.into(),
+            })?;
             if let Some(previous) = writing.take() {
                 previous.await??;
             }
             let f = file.clone();
             let at = offset + done;
             writing = Some(tokio::task::spawn_blocking(move || f.write_all_at(&chunk, at)));
-            done += n as u64;
+            done += want as u64;
         }
         if let Some(last) = writing {
             last.await??;
@@ -165,29 +160,20 @@ impl Volume {
                 Ok((status, file))
             })
             .collect();
-        let mut out: Vec<FsResult<InlineFile>> = Vec::with_capacity(opened.len());
         let per_thread = opened.len().div_ceil(INLINE_READERS).max(1);
-        let mut parts: Vec<Vec<_>> = Vec::new();
-        let mut rest = opened.into_iter();
-        loop {
-            let part: Vec<_> = rest.by_ref().take(per_thread).collect();
-            if part.is_empty() {
-                break;
-            }
-            parts.push(part);
+        let mut parts: Vec<Vec<_>> = (0..INLINE_READERS).map(|_| Vec::new()).collect();
+        for (i, o) in opened.into_iter().enumerate() {
+            parts[i / per_thread].push(o);
         }
-        let lens: Vec<usize> = parts.iter().map(Vec::len).collect();
+        let mut out: Vec<FsResult<InlineFile>> = Vec::with_capacity(fids.len());
         std::thread::scope(|scope| {
             let workers: Vec<_> = parts
                 .into_iter()
+                .filter(|part| !part.is_empty())
                 .map(|part| scope.spawn(move || part.into_iter().map(read_inline).collect::<Vec<_>>()))
                 .collect();
-            for (w, len) in workers.into_iter().zip(lens) {
-                match w.join() {
-                    Ok(results) => out.extend(results),
-                    // One answer per FID, in order, whatever happened.
-                    Err(_) => out.extend((0..len).map(|_| Err(rpc_err(ErrorCode::Io, "reading the file failed")))),
-                }
+            for w in workers {
+                out.extend(w.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)));
             }
         });
         Ok(out)

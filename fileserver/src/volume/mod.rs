@@ -93,22 +93,7 @@ impl Volume {
         std::fs::create_dir_all(dir.join("data"))?;
         let db = Database::create(dir.join("meta.redb"))?;
         let t = now();
-        let root = VnodeRecord {
-            kind: FileKind::Dir,
-            mode: 0o755,
-            nlink: 2,
-            uid: 0,
-            gid: 0,
-            size: 0,
-            data_version: 1,
-            data_file: 0,
-            mtime: t,
-            ctime: t,
-            atime: t,
-            unique: 1,
-            target: None,
-            parent: Fid::ROOT_VNODE,
-        };
+        let root = VnodeRecord::new(FileKind::Dir, 0o755, (0, 0), 1, Fid::ROOT_VNODE, t);
         let state = VolumeState {
             next_vnode: Fid::ROOT_VNODE + 1,
             next_unique: 2,

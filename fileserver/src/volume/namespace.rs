@@ -111,22 +111,18 @@ impl Volume {
                 return Err(rpc_err(ErrorCode::TooManyLinks, "too many subdirectories"));
             }
             let (vnode, unique) = t.alloc();
-            let rec = VnodeRecord {
-                kind: node.kind,
-                mode: node.mode & 0o7777,
-                nlink: if is_dir { 2 } else { 1 },
-                uid: node.uid,
-                gid: node.gid,
-                size: node.target.map_or(0, |s| s.len() as u64),
-                data_version: 1,
-                data_file: 0,
-                mtime: t.now,
-                ctime: t.now,
-                atime: t.now,
+            let mut rec = VnodeRecord::new(
+                node.kind,
+                node.mode & 0o7777,
+                (node.uid, node.gid),
                 unique,
-                target: node.target.map(str::to_owned),
-                parent: dir.vnode,
-            };
+                dir.vnode,
+                t.now,
+            );
+            if let Some(target) = node.target {
+                rec.size = target.len() as u64;
+                rec.target = Some(target.to_owned());
+            }
             t.put(vnode, &rec)?;
             t.link(dir.vnode, name, vnode, unique)?;
             if is_dir {
