@@ -12,7 +12,7 @@ use crate::nodes::{Listing, Node, NodeTable, Promise, ROOT_INO};
 use crate::persist::{self, Snapshot};
 use cellfs_protocol::message::{Break, ServerMessage};
 use cellfs_protocol::transport::CallError;
-use cellfs_protocol::{Fid, FileKind, Reply, Request, SetAttr, Status, VolumeId, VolumeInfo};
+use cellfs_protocol::{Fid, FileKind, Reply, Request, SetAttr, Status, VolumeId, VolumeInfo, VolumeKind};
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -30,6 +30,10 @@ const PROBE_INTERVAL: Duration = Duration::from_millis(500);
 
 /// FIDs per `BulkStatus` when revalidating without a journal.
 const BULK_CHUNK: usize = 1000;
+
+/// Most negative entries remembered per directory; past it, misses are
+/// answered with no kernel TTL.
+const MAX_NEGATIVE_NAMES: usize = 4096;
 
 /// How the core tells the kernel to drop what it cached (implemented over
 /// fuser's `Notifier`; never called from inside a FUSE request).
@@ -132,6 +136,13 @@ struct OpenFile {
 }
 
 struct State {
+    /// Per directory inode, the names we answered as missing with a TTL: the
+    /// kernel's negative entries, dropped when the directory's names change
+    /// in ways a break does not list.
+    negatives: HashMap<u64, HashSet<String>>,
+    /// Volumes that refuse changes (backup clones), learned when crossing
+    /// into them: opening one of their files for writing fails at once.
+    read_only_volumes: HashSet<VolumeId>,
     nodes: NodeTable,
     cache: DiskCache,
     files: HashMap<u64, Arc<OpenFile>>,
@@ -235,6 +246,8 @@ impl Core {
         };
         let core = Arc::new(Core {
             state: Mutex::new(State {
+                negatives: HashMap::new(),
+                read_only_volumes: HashSet::new(),
                 nodes,
                 cache,
                 files: HashMap::new(),
@@ -490,8 +503,17 @@ impl Core {
     pub fn lookup(&self, parent: u64, name: &str) -> FsResult<Lookup> {
         let listing = self.listing(parent)?;
         let Some(&fid) = listing.entries.get(name) else {
-            let st = self.lock();
+            let mut st = self.lock();
             let ttl = st.nodes.get(parent).map(|n| self.ttl(n)).unwrap_or_default();
+            // The kernel keeps a negative entry only while we can name it to
+            // drop later (a break that does not list names, such as a volume
+            // break, must reach it too).
+            let names = st.negatives.entry(parent).or_default();
+            let remembered = names.len() < MAX_NEGATIVE_NAMES || names.contains(name);
+            if !remembered {
+                return Ok(Lookup::Missing(Duration::ZERO));
+            }
+            names.insert(name.to_owned());
             return Ok(Lookup::Missing(ttl));
         };
         let (ino, kind) = {
@@ -524,6 +546,12 @@ impl Core {
             return Err(unexpected("get_root"));
         };
         self.learn_baseline(root.fid.volume);
+        if let Ok((Reply::Volume(info), _)) = self.call(Request::GetVolumeStatus {
+            volume: root.fid.volume,
+        }) && info.kind != VolumeKind::ReadWrite
+        {
+            self.lock().read_only_volumes.insert(root.fid.volume);
+        }
         let mut st = self.lock();
         st.nodes.set_mount_target(mount_point, root.fid);
         let ino = st.nodes.upsert(root, promise);
@@ -1048,6 +1076,9 @@ impl Core {
             return Err(disconnected("open for writing"));
         }
         let (fid, _) = self.node_fid(ino)?;
+        if write && self.lock().read_only_volumes.contains(&fid.volume) {
+            return Err(FsError::new(libc::EROFS, format!("{fid}: a read-only volume")));
+        }
         // Writes other handles made through passthrough count as unstored
         // changes: a fetch must not replace them.
         self.note_direct_writes_of(ino)?;
@@ -1330,11 +1361,22 @@ impl Core {
                 }
                 ServerMessage::BreakVolume(volume) => {
                     st.nodes.note_volume_break(volume);
-                    for n in st.nodes.iter_mut().filter(|n| n.fid.volume == volume) {
-                        n.promise = None;
-                        n.listing = None;
+                    let affected: Vec<u64> = st
+                        .nodes
+                        .iter()
+                        .filter(|(_, n)| n.fid.volume == volume)
+                        .map(|(i, _)| i)
+                        .collect();
+                    for &ino in &affected {
+                        if let Some(n) = st.nodes.get_mut(ino) {
+                            n.promise = None;
+                            if let Some(l) = n.listing.take() {
+                                entries.extend(l.entries.keys().map(|name| (ino, name.clone())));
+                            }
+                        }
+                        entries.extend(st.negatives.remove(&ino).into_iter().flatten().map(|name| (ino, name)));
                     }
-                    inodes.extend(st.nodes.iter().filter(|(_, n)| n.fid.volume == volume).map(|(i, _)| i));
+                    inodes.extend(affected);
                 }
             }
         }
@@ -1496,6 +1538,7 @@ impl Core {
                     entries.extend(l.entries.keys().map(|name| (ino, name.clone())));
                 }
             }
+            entries.extend(st.negatives.remove(&ino).into_iter().flatten().map(|name| (ino, name)));
             inodes.push(ino);
         }
         (inodes, entries)
@@ -1511,6 +1554,14 @@ impl Core {
             for &ino in inodes {
                 if let Some(n) = st.nodes.get_mut(ino) {
                     n.kernel_dv = None;
+                }
+            }
+        }
+        {
+            let mut st = self.lock();
+            for (parent, name) in entries {
+                if let Some(names) = st.negatives.get_mut(parent) {
+                    names.remove(name);
                 }
             }
         }

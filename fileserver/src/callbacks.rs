@@ -390,7 +390,14 @@ impl Callbacks {
         let clients: Vec<ClientId> = {
             let mut inner = self.lock();
             inner.drop_volume(volume);
-            inner.clients.keys().copied().filter(|c| Some(*c) != changer).collect()
+            // Only clients that took promises cache anything (admin tools do not).
+            let holders = &inner.holders;
+            inner
+                .clients
+                .keys()
+                .copied()
+                .filter(|c| Some(*c) != changer && u32::try_from(*c).map_or(true, |c| holders.contains(&c)))
+                .collect()
         };
         let messages = clients
             .into_iter()

@@ -9,6 +9,7 @@
 
 pub mod callbacks;
 pub mod config;
+pub mod dump;
 pub mod error;
 pub mod lock;
 pub mod rpc;

@@ -38,11 +38,13 @@ pub struct Context {
 pub enum Outcome {
     /// A reply frame only.
     Reply(Result<Reply, RpcError>),
-    /// A `Data` reply followed by `status.size` bytes of `file`.
+    /// A reply (`Data`, `Dump`) followed by the first `len` bytes of `file`.
     Data {
-        /// The file's status.
-        status: Status,
-        /// The data file (`None` when empty).
+        /// The reply frame.
+        reply: Reply,
+        /// How many bytes of `file` follow it.
+        len: u64,
+        /// Where the bytes come from (`None` when there are none).
         file: Option<File>,
     },
 }
@@ -250,6 +252,14 @@ impl Context {
                 max_file,
                 max_total,
             } => self.fetch_files(client, fids, max_file, max_total).await.into(),
+            Request::RenameVolume { name, new_name } => self.rename_volume(name, new_name).await.into(),
+            Request::LockVolume { name, holder } => self.lock_volume(name, Some(holder)).await.into(),
+            Request::UnlockVolume { name } => self.lock_volume(name, None).await.into(),
+            Request::BackupVolume { name } => self.backup_volume(client, name).await.into(),
+            Request::DumpVolume { name, since } => self.dump_volume(name, since).await,
+            Request::RestoreVolume { name, len, overwrite } => {
+                self.restore_volume(client, name, len, overwrite, data).await
+            }
         }
     }
 
@@ -419,7 +429,11 @@ impl Context {
         };
         match opened.await {
             Ok((status, file)) => Handled {
-                outcome: Outcome::Data { status, file },
+                outcome: Outcome::Data {
+                    len: status.size,
+                    reply: Reply::Data { status },
+                    file,
+                },
                 unread: 0,
             },
             Err(e) => Err(e).into(),
@@ -672,15 +686,164 @@ impl Context {
         if name == self.config.root_volume {
             return Err(rpc_err(ErrorCode::NotPermitted, "the root volume cannot be removed"));
         }
-        let vol = self.store.volume_by_name(&name)?;
-        let id = {
+        let vol = self.rw_volume_of(&name)?;
+        let gone = {
             let _guard = vol.lock.write().await;
             let store = self.store.clone();
-            blocking(move || store.remove_volume(&name)).await?.id()
+            blocking(move || store.remove_volume(&name)).await?
         };
-        tracing::info!(volume = id, "removed volume");
-        self.callbacks.break_volume(Some(client), id).await;
+        for id in gone {
+            tracing::info!(volume = id, "removed volume");
+            self.callbacks.break_volume(Some(client), id).await;
+        }
         Ok(Reply::Ok)
+    }
+
+    /// The read-write volume an admin operation on `name` must lock: the
+    /// volume itself, or for a backup clone the volume it copies (whose
+    /// changes hand data files to the clone).
+    fn rw_volume_of(&self, name: &str) -> FsResult<Arc<Volume>> {
+        let id = self.store.volume_id(name)?;
+        match self.store.admin(id)?.parent {
+            Some(parent) => self.store.volume(parent),
+            None => self.store.volume(id),
+        }
+    }
+
+    async fn rename_volume(&self, name: String, new_name: String) -> FsResult<Reply> {
+        check_volume_name(&name)?;
+        check_volume_name(&new_name)?;
+        if name == self.config.root_volume {
+            return Err(rpc_err(ErrorCode::NotPermitted, "the root volume cannot be renamed"));
+        }
+        let store = self.store.clone();
+        let server = self.server_addr.clone();
+        let info = blocking(move || {
+            store.rename_volume(&name, &new_name)?;
+            store.info(store.volume_id(&new_name)?, &server)
+        })
+        .await?;
+        tracing::info!(volume = %info.name, id = info.id, "renamed volume");
+        Ok(Reply::Volume(info))
+    }
+
+    async fn lock_volume(&self, name: String, holder: Option<String>) -> FsResult<Reply> {
+        check_volume_name(&name)?;
+        if holder.as_ref().is_some_and(|h| h.is_empty() || h.len() > 256) {
+            return Err(rpc_err(ErrorCode::Invalid, "a lock holder is 1 to 256 bytes"));
+        }
+        let store = self.store.clone();
+        let server = self.server_addr.clone();
+        let info = blocking(move || {
+            let lock = holder.map(|holder| cellfs_protocol::VolumeLock {
+                holder,
+                since: Timestamp::now(),
+            });
+            store.set_lock(&name, lock)?;
+            store.info(store.volume_id(&name)?, &server)
+        })
+        .await?;
+        Ok(Reply::Volume(info))
+    }
+
+    /// `BackupVolume`: the clone is made under the volume's write lock, then
+    /// every client drops what it knew of the previous clone.
+    async fn backup_volume(&self, client: ClientId, name: String) -> FsResult<Reply> {
+        check_volume_name(&name)?;
+        let vol = self.store.volume_by_name(&name)?;
+        let started = std::time::Instant::now();
+        let clone = {
+            let _guard = vol.lock.write().await;
+            let store = self.store.clone();
+            blocking(move || store.backup_volume(&name)).await?
+        };
+        self.callbacks.break_volume(Some(client), clone).await;
+        let store = self.store.clone();
+        let server = self.server_addr.clone();
+        let info = blocking(move || store.info(clone, &server)).await?;
+        tracing::info!(volume = %info.name, id = clone, files = info.files, took = ?started.elapsed(), "made backup clone");
+        Ok(Reply::Volume(info))
+    }
+
+    /// `DumpVolume`: written to a temporary file under the volume's shared
+    /// lock (so no data file is retired while it is read), then sent.
+    async fn dump_volume(&self, name: String, since: Option<Timestamp>) -> Handled {
+        let dumped = async {
+            check_volume_name(&name)?;
+            let vol = self.store.volume_by_name(&name)?;
+            let _guard = vol.lock.read().await;
+            let store = self.store.clone();
+            blocking(move || store.dump_volume(&name, since)).await
+        };
+        match dumped.await {
+            Ok((file, len)) => Handled {
+                outcome: Outcome::Data {
+                    reply: Reply::Dump { len },
+                    len,
+                    file: Some(file),
+                },
+                unread: 0,
+            },
+            Err(e) => Err(e).into(),
+        }
+    }
+
+    /// `RestoreVolume`: the dump is received into a temporary file, then
+    /// restored under the volume's write lock; clients drop everything they
+    /// knew of the volume.
+    async fn restore_volume<R: AsyncRead + Unpin>(
+        &self,
+        client: ClientId,
+        name: String,
+        len: u64,
+        overwrite: bool,
+        data: &mut R,
+    ) -> Handled {
+        if let Err(e) = check_volume_name(&name) {
+            return refused(e, len);
+        }
+        let path = match self.store.temp_path("restore") {
+            Ok(p) => p,
+            Err(e) => return refused(e, len),
+        };
+        let received = async {
+            let mut file = tokio::fs::File::create(&path).await?;
+            let got = tokio::io::copy(&mut data.take(len), &mut file).await?;
+            if got != len {
+                return Err(rpc_err(
+                    ErrorCode::BadRequest,
+                    format!("the dump ended after {got} of {len} bytes"),
+                ));
+            }
+            file.sync_all().await?;
+            Ok(())
+        };
+        if let Err(e) = received.await {
+            let _ = std::fs::remove_file(&path);
+            return refused(e, u64::MAX);
+        }
+        let restored = async {
+            let existing = self.rw_volume_of(&name).ok();
+            let _guard = match &existing {
+                Some(v) => Some(v.lock.write().await),
+                None => None,
+            };
+            let store = self.store.clone();
+            let p = path.clone();
+            let n = name.clone();
+            let id = blocking(move || store.restore_volume(&n, &p, overwrite)).await?;
+            drop(_guard);
+            self.callbacks.break_volume(Some(client), id).await;
+            let store = self.store.clone();
+            let server = self.server_addr.clone();
+            blocking(move || store.info(id, &server)).await
+        };
+        let result = restored.await;
+        let _ = std::fs::remove_file(&path);
+        if let Ok(info) = &result {
+            tracing::info!(volume = %info.name, id = info.id, files = info.files, "restored volume");
+        }
+        result.map(Reply::Volume).into()
     }
 
     async fn set_quota(&self, name: String, quota: u64) -> FsResult<Reply> {

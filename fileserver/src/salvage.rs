@@ -47,11 +47,12 @@ use crate::error::{FsError, FsResult};
 use crate::lock::{DataLock, LockError};
 use crate::schema::{VnodeRecord, VolumeState};
 use crate::store::{Store, VOLUMES_DIR};
-use crate::volume::{DIR_ENTRY_SIZE, Volume, sync_dir};
+use crate::volume::{DIR_ENTRY_SIZE, Volume, parse_data_name, sync_dir};
 use cellfs_protocol::{Fid, FileKind, Timestamp, VolumeId};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Name of the directory orphan vnodes are reattached in.
 pub const LOST_FOUND: &str = "lost+found";
@@ -257,9 +258,25 @@ pub fn salvage(data_dir: &Path, opts: &SalvageOptions) -> Result<SalvageReport, 
             }
         }
     }
+    // Every volume is opened and clones linked to their volumes before any
+    // check: a clone reads data files from its volume's folder.
+    let admin = Store::list_admin(data_dir)?;
+    let mut opened = Vec::new();
     for (id, header) in headers {
         let dir = vols_dir.join(id.to_string());
-        let vol = match Volume::open_no_cleanup(&dir, id, header.quota, journal_len) {
+        let vol = Volume::open_no_cleanup(&dir, id, header.quota, journal_len).map(Arc::new);
+        opened.push((id, header, dir, vol));
+    }
+    for (id, _, _, vol) in &opened {
+        let parent = admin.get(id).and_then(|a| a.parent);
+        let parent = opened.iter().find(|(pid, ..)| Some(*pid) == parent);
+        if let (Ok(vol), Some((_, _, _, Ok(parent)))) = (vol, parent) {
+            vol.set_clone_of(parent);
+            parent.set_backup(Some(vol.clone()));
+        }
+    }
+    for (id, header, dir, vol) in opened {
+        let vol = match vol {
             Ok(v) => v,
             Err(e) => {
                 let p = Problem {
@@ -343,6 +360,31 @@ fn load(vol: &Volume) -> FsResult<(Model, BTreeMap<String, DataFile>)> {
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e.into()),
+    }
+    // A clone's files may still live in its volume's folder; a volume's
+    // retired files its clone still names are the clone's, not orphans.
+    if vol.is_clone() {
+        let vnodes: &BTreeMap<u64, VnodeRecord> = &vnodes;
+        for (v, rec) in vnodes.iter().filter(|(_, r)| r.kind == FileKind::File && r.size > 0) {
+            let name = format!("{v}.{}", rec.data_file);
+            if files.contains_key(&name) {
+                continue;
+            }
+            if let Some(path) = vol.locate_data_file(*v, rec.data_file) {
+                let len = std::fs::metadata(&path)?.len();
+                files.insert(
+                    name,
+                    DataFile {
+                        path,
+                        len,
+                        is_dir: false,
+                    },
+                );
+            }
+        }
+    }
+    if let Some(clone) = vol.backup() {
+        files.retain(|name, _| !parse_data_name(name).is_some_and(|(v, d)| clone.names_data_file(v, d)));
     }
     Ok((Model { vnodes, entries, state }, files))
 }

@@ -6,7 +6,7 @@
 
 use crate::error::{FsResult, rpc_err};
 use bincode::Options;
-use cellfs_protocol::{ErrorCode, FileKind, Timestamp};
+use cellfs_protocol::{ErrorCode, FileKind, Timestamp, VolumeId, VolumeKind, VolumeLock};
 use redb::TableDefinition;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
@@ -14,6 +14,9 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 pub const VOLUME_IDS: TableDefinition<&str, u64> = TableDefinition::new("volume_ids");
 /// VLDB: volume id → [`VolumeHeader`].
 pub const VOLUME_HEADERS: TableDefinition<u64, &[u8]> = TableDefinition::new("volume_headers");
+/// VLDB: volume id → [`VolumeAdmin`]. A volume without a row (made before
+/// the table existed) is an unlocked read-write volume with no clone.
+pub const VOLUME_ADMIN: TableDefinition<u64, &[u8]> = TableDefinition::new("volume_admin");
 /// VLDB: named counters ([`NEXT_VOLUME_ID`]).
 pub const VLDB_COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("vldb_counters");
 /// Key of the next volume id in [`VLDB_COUNTERS`].
@@ -47,6 +50,21 @@ pub struct VolumeHeader {
     pub quota: u64,
     /// Creation time.
     pub created: Timestamp,
+}
+
+/// A volume's administrative state in the VLDB, beside its [`VolumeHeader`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeAdmin {
+    /// Read-write volume or backup clone.
+    pub kind: VolumeKind,
+    /// For a backup clone: the id of the read-write volume it copies.
+    pub parent: Option<VolumeId>,
+    /// For a read-write volume: the id of its backup clone, if it has one.
+    pub backup: Option<VolumeId>,
+    /// When the (latest) backup clone was made.
+    pub backup_time: Option<Timestamp>,
+    /// The administrative lock (`cellfs-vos lock`).
+    pub lock: Option<VolumeLock>,
 }
 
 /// A volume's counters, kept in its own database.

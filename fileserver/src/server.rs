@@ -303,7 +303,7 @@ async fn stream(ctx: &Context, client: ClientId, mut send: quinn::SendStream, mu
     let handled = ctx.handle(client, req, &mut recv).await;
     let sent = match handled.outcome {
         Outcome::Reply(reply) => write_reply(&mut send, &reply).await,
-        Outcome::Data { status, file } => send_data(&mut send, status, file).await,
+        Outcome::Data { reply, len, file } => send_data(&mut send, reply, len, file).await,
     };
     if handled.unread > 0 {
         drain(&mut recv, handled.unread).await;
@@ -333,13 +333,9 @@ async fn write_reply(send: &mut quinn::SendStream, reply: &Result<Reply, RpcErro
     }
 }
 
-async fn send_data(
-    send: &mut quinn::SendStream,
-    status: cellfs_protocol::Status,
-    file: Option<File>,
-) -> std::io::Result<()> {
-    let size = status.size;
-    transport::write_reply(send, &Ok(Reply::Data { status }))
+/// Sends `reply` followed by the first `size` bytes of `file`.
+async fn send_data(send: &mut quinn::SendStream, reply: Reply, size: u64, file: Option<File>) -> std::io::Result<()> {
+    transport::write_reply(send, &Ok(reply))
         .await
         .map_err(std::io::Error::other)?;
     let Some(file) = file else {

@@ -3,9 +3,11 @@
 
 use crate::config::DEFAULT_JOURNAL_LEN;
 use crate::error::{FsResult, rpc_err};
-use crate::schema::{self, NEXT_VOLUME_ID, VLDB_COUNTERS, VOLUME_HEADERS, VOLUME_IDS, VolumeHeader};
-use crate::volume::Volume;
-use cellfs_protocol::{ErrorCode, Timestamp, VolumeId, VolumeInfo};
+use crate::schema::{
+    self, NEXT_VOLUME_ID, VLDB_COUNTERS, VOLUME_ADMIN, VOLUME_HEADERS, VOLUME_IDS, VolumeAdmin, VolumeHeader,
+};
+use crate::volume::{Volume, sync_dir};
+use cellfs_protocol::{ErrorCode, Timestamp, VolumeId, VolumeInfo, VolumeKind, VolumeLock};
 use redb::{Database, ReadableDatabase, ReadableTable};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -15,6 +17,9 @@ use std::sync::{Arc, RwLock};
 pub const VLDB_FILE: &str = "vldb.redb";
 /// Folder of the volumes inside the data folder.
 pub const VOLUMES_DIR: &str = "volumes";
+/// Folder of temporary files (dumps being sent or received) inside the data
+/// folder; emptied at every start.
+pub const TMP_DIR: &str = "tmp";
 
 /// The VLDB and all volumes.
 #[derive(Debug)]
@@ -39,6 +44,7 @@ impl Store {
         {
             txn.open_table(VOLUME_IDS)?;
             txn.open_table(VOLUME_HEADERS)?;
+            txn.open_table(VOLUME_ADMIN)?;
             let mut c = txn.open_table(VLDB_COUNTERS)?;
             c.insert(NEXT_VOLUME_ID, 1)?;
         }
@@ -61,13 +67,57 @@ impl Store {
     /// entries; volume folders the VLDB does not know are deleted.
     pub fn open_with(root: &Path, journal_len: u64) -> FsResult<Self> {
         let vldb = Database::open(root.join(VLDB_FILE))?;
+        {
+            // VLDBs made before volume administration existed lack the table.
+            let txn = vldb.begin_write()?;
+            txn.open_table(VOLUME_ADMIN)?;
+            txn.commit()?;
+        }
         let headers = Self::read_headers(&vldb)?;
         let vols_dir = root.join(VOLUMES_DIR);
         std::fs::create_dir_all(&vols_dir)?;
         let mut volumes = HashMap::new();
+        let mut lost_clones = Vec::new();
         for (id, header) in headers {
-            let vol = Volume::open(&vols_dir.join(id.to_string()), id, header.quota, journal_len)?;
-            volumes.insert(id, Arc::new(vol));
+            let dir = vols_dir.join(id.to_string());
+            finish_swap(&dir)?;
+            let admin = read_admin(&vldb, id)?;
+            if admin.kind == VolumeKind::Backup && !dir.exists() {
+                // A crash between the VLDB entry and the clone's folder: the clone is remade by `backup`.
+                tracing::warn!(volume = %header.name, "backup clone has no folder; dropping it");
+                lost_clones.push((id, header.name, admin.parent));
+                continue;
+            }
+            let vol = Volume::open_no_cleanup(&dir, id, header.quota, journal_len)?;
+            volumes.insert(id, (Arc::new(vol), admin));
+        }
+        if !lost_clones.is_empty() {
+            let txn = vldb.begin_write()?;
+            for (id, name, parent) in lost_clones {
+                forget(&txn, id, &name)?;
+                if let Some(p) = parent {
+                    let mut admin = admin_in(&txn, p)?;
+                    admin.backup = None;
+                    put_admin(&txn, p, &admin)?;
+                }
+            }
+            txn.commit()?;
+        }
+        // Clones are linked to their volumes before any orphan is removed:
+        // a volume's orphan may be a file its clone still names.
+        for (vol, admin) in volumes.values() {
+            if let Some((parent, _)) = admin.parent.and_then(|p| volumes.get(&p)) {
+                vol.set_clone_of(parent);
+                parent.set_backup(Some(vol.clone()));
+            }
+        }
+        for (vol, _) in volumes.values() {
+            vol.remove_orphans()?;
+        }
+        let volumes: HashMap<VolumeId, Arc<Volume>> = volumes.into_iter().map(|(id, (v, _))| (id, v)).collect();
+        match std::fs::remove_dir_all(root.join(TMP_DIR)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+            _ => {}
         }
         for entry in std::fs::read_dir(&vols_dir)? {
             let entry = entry?;
@@ -93,6 +143,23 @@ impl Store {
     pub fn list_headers(root: &Path) -> FsResult<Vec<(VolumeId, VolumeHeader)>> {
         let vldb = Database::open(root.join(VLDB_FILE))?;
         Self::read_headers(&vldb)
+    }
+
+    /// The administrative state of every volume the VLDB of `root` lists.
+    pub fn list_admin(root: &Path) -> FsResult<HashMap<VolumeId, VolumeAdmin>> {
+        let vldb = Database::open(root.join(VLDB_FILE))?;
+        let txn = vldb.begin_read()?;
+        let mut out = HashMap::new();
+        let table = match txn.open_table(VOLUME_ADMIN) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(out),
+            Err(e) => return Err(e.into()),
+        };
+        for item in table.iter()? {
+            let (k, v) = item?;
+            out.insert(k.value(), schema::decode::<VolumeAdmin>(v.value())?);
+        }
+        Ok(out)
     }
 
     fn read_headers(vldb: &Database) -> FsResult<Vec<(VolumeId, VolumeHeader)>> {
@@ -148,6 +215,7 @@ impl Store {
 
     /// Creates a volume with an empty root directory (mode 0755, owner 0:0).
     pub fn create_volume(&self, name: &str, quota: u64) -> FsResult<VolumeId> {
+        check_not_reserved(name)?;
         let txn = self.vldb.begin_write()?;
         let (id, vol) = {
             let mut ids = txn.open_table(VOLUME_IDS)?;
@@ -182,30 +250,350 @@ impl Store {
         Ok(id)
     }
 
-    /// Deletes a volume and its folder; returns the removed volume (already
-    /// marked removed) so the caller can tell clients.
-    pub fn remove_volume(&self, name: &str) -> FsResult<Arc<Volume>> {
+    /// Deletes a volume and its folder, and its backup clone with it;
+    /// returns the ids removed (each volume already marked removed) so the
+    /// caller can tell clients. The caller holds the write lock of the
+    /// read-write volume concerned.
+    pub fn remove_volume(&self, name: &str) -> FsResult<Vec<VolumeId>> {
+        let id = self.volume_id(name)?;
+        let admin = self.admin(id)?;
+        self.check_unlocked(name, &admin)?;
+        let txn = self.vldb.begin_write()?;
+        let mut gone = vec![id];
+        forget(&txn, id, name)?;
+        if let Some(clone) = admin.backup {
+            let clone_name = self.header(clone)?.name;
+            forget(&txn, clone, &clone_name)?;
+            gone.insert(0, clone);
+        }
+        if let Some(parent) = admin.parent {
+            let mut padmin = admin_in(&txn, parent)?;
+            padmin.backup = None;
+            put_admin(&txn, parent, &padmin)?;
+        }
+        txn.commit()?;
+        if let Some(parent) = admin.parent.and_then(|p| self.volume(p).ok()) {
+            parent.set_backup(None);
+        }
+        for &v in &gone {
+            let vol = self.volumes.write().unwrap_or_else(|e| e.into_inner()).remove(&v);
+            if let Some(vol) = vol {
+                vol.mark_removed();
+            }
+            std::fs::remove_dir_all(self.volume_dir(v))?;
+        }
+        Ok(gone)
+    }
+
+    /// Writes a dump of volume `name` (whole, or incremental from `since`)
+    /// to a temporary file and returns it open for reading, already unlinked,
+    /// with its length. The caller holds the volume's shared lock.
+    pub fn dump_volume(&self, name: &str, since: Option<Timestamp>) -> FsResult<(std::fs::File, u64)> {
+        let vol = self.volume_by_name(name)?;
+        let path = self.temp_path("dump")?;
+        let result = (|| {
+            let out = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&path)?);
+            let out = vol.write_dump(out, name, since)?;
+            let file = out.into_inner().map_err(|e| e.into_error())?;
+            let len = file.metadata()?.len();
+            Ok((std::fs::File::open(&path)?, len))
+        })();
+        let _ = std::fs::remove_file(&path);
+        result
+    }
+
+    /// A fresh path in the store's `tmp/` folder (emptied at every start).
+    pub fn temp_path(&self, what: &str) -> FsResult<PathBuf> {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let dir = self.root.join(TMP_DIR);
+        std::fs::create_dir_all(&dir)?;
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        Ok(dir.join(format!("{what}-{}-{n}", std::process::id())))
+    }
+
+    /// Restores the dump in file `dump` as volume `name`; returns its id.
+    /// A full dump makes a new volume, or replaces an existing one when
+    /// `overwrite`; an incremental dump applies to the existing volume. The
+    /// new state is built beside the old one and put in place only once the
+    /// whole dump has been read and verified, so a damaged dump changes
+    /// nothing. The caller holds the existing volume's write lock.
+    pub fn restore_volume(&self, name: &str, dump: &Path, overwrite: bool) -> FsResult<VolumeId> {
+        let (_, header) = crate::dump::DumpReader::new(std::io::BufReader::new(std::fs::File::open(dump)?))?;
+        let input = || -> FsResult<_> { Ok(std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(dump)?)) };
+        let Ok(id) = self.volume_id(name) else {
+            check_not_reserved(name)?;
+            return self.restore_new(name, header.quota, input()?);
+        };
+        let admin = self.admin(id)?;
+        self.check_unlocked(name, &admin)?;
+        if admin.kind == VolumeKind::Backup {
+            return Err(rpc_err(
+                ErrorCode::ReadOnly,
+                format!("{name} is a backup clone; restore its read-write volume"),
+            ));
+        }
+        if header.since.is_none() && !overwrite {
+            return Err(rpc_err(
+                ErrorCode::Exists,
+                format!("volume {name} exists; restore with --overwrite to replace it"),
+            ));
+        }
+        let vol = self.volume(id)?;
+        let dv_offset = vol
+            .read_view()?
+            .all_vnodes()?
+            .iter()
+            .map(|(_, r)| r.data_version)
+            .max()
+            .unwrap_or(0)
+            + 1;
+        let dir = self.volume_dir(id);
+        let staging = swap_path(&dir, "new");
+        if staging.exists() {
+            std::fs::remove_dir_all(&staging)?;
+        }
+        if let Err(e) = crate::volume::build_from_dump(input()?, &staging, Some(&vol), dv_offset) {
+            let _ = std::fs::remove_dir_all(&staging);
+            return Err(e);
+        }
+        // The clone keeps its own links to the files it shares with the old state.
+        let clone = vol.backup();
+        if let Some(c) = &clone {
+            c.adopt_shared_files()?;
+        }
+        vol.mark_removed();
+        install_folder(&dir, &staging)?;
+        let new = Arc::new(Volume::open(&dir, id, self.header(id)?.quota, self.journal_len)?);
+        new.set_backup(clone);
+        self.volumes.write().unwrap_or_else(|e| e.into_inner()).insert(id, new);
+        Ok(id)
+    }
+
+    fn restore_new(&self, name: &str, quota: u64, input: impl std::io::Read) -> FsResult<VolumeId> {
+        // The id is taken first (a crash only wastes it); the VLDB names the
+        // volume once its folder is complete.
         let txn = self.vldb.begin_write()?;
         let id = {
-            let mut ids = txn.open_table(VOLUME_IDS)?;
-            let id = ids
-                .remove(name)?
-                .map(|v| v.value())
-                .ok_or_else(|| rpc_err(ErrorCode::NotFound, format!("no volume {name:?}")))?;
-            txn.open_table(VOLUME_HEADERS)?.remove(id)?;
+            let mut counters = txn.open_table(VLDB_COUNTERS)?;
+            let id = counters.get(NEXT_VOLUME_ID)?.map_or(1, |v| v.value());
+            counters.insert(NEXT_VOLUME_ID, id + 1)?;
             id
         };
         txn.commit()?;
-        let vol = self.volumes.write().unwrap_or_else(|e| e.into_inner()).remove(&id);
-        let vol = vol.ok_or_else(|| rpc_err(ErrorCode::Io, format!("volume {id} was not open")))?;
-        vol.mark_removed();
-        std::fs::remove_dir_all(self.volume_dir(id))?;
-        Ok(vol)
+        let dir = self.volume_dir(id);
+        let staging = swap_path(&dir, "new");
+        if let Err(e) = crate::volume::build_from_dump(input, &staging, None, 0) {
+            let _ = std::fs::remove_dir_all(&staging);
+            return Err(e);
+        }
+        let txn = self.vldb.begin_write()?;
+        {
+            let mut ids = txn.open_table(VOLUME_IDS)?;
+            if ids.get(name)?.is_some() {
+                let _ = std::fs::remove_dir_all(&staging);
+                return Err(rpc_err(ErrorCode::Exists, format!("volume {name:?} exists")));
+            }
+            ids.insert(name, id)?;
+            let header = VolumeHeader {
+                name: name.to_owned(),
+                quota,
+                created: Timestamp::now(),
+            };
+            txn.open_table(VOLUME_HEADERS)?
+                .insert(id, schema::encode(&header)?.as_slice())?;
+        }
+        txn.commit()?;
+        install_folder(&dir, &staging)?;
+        let vol = Volume::open(&dir, id, quota, self.journal_len)?;
+        self.volumes
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, Arc::new(vol));
+        Ok(id)
+    }
+
+    /// The administrative state of volume `id`.
+    pub fn admin(&self, id: VolumeId) -> FsResult<VolumeAdmin> {
+        read_admin(&self.vldb, id)
+    }
+
+    /// Refuses an admin operation on a volume whose lock is held.
+    pub fn check_unlocked(&self, name: &str, admin: &VolumeAdmin) -> FsResult<()> {
+        match &admin.lock {
+            None => Ok(()),
+            Some(l) => Err(rpc_err(
+                ErrorCode::Busy,
+                format!(
+                    "volume {name} is locked by {} since {} (unix time); `cellfs-vos unlock {name}` releases it",
+                    l.holder, l.since.secs
+                ),
+            )),
+        }
+    }
+
+    /// Takes (`Some`) or releases (`None`) the administrative lock of a volume.
+    pub fn set_lock(&self, name: &str, lock: Option<VolumeLock>) -> FsResult<()> {
+        let id = self.volume_id(name)?;
+        let txn = self.vldb.begin_write()?;
+        let mut admin = admin_in(&txn, id)?;
+        match (&admin.lock, &lock) {
+            (Some(_), Some(_)) => {
+                return Err(self
+                    .check_unlocked(name, &admin)
+                    .err()
+                    .unwrap_or_else(|| rpc_err(ErrorCode::Busy, "locked")));
+            }
+            (None, None) => return Err(rpc_err(ErrorCode::Invalid, format!("volume {name} is not locked"))),
+            _ => {}
+        }
+        admin.lock = lock;
+        put_admin(&txn, id, &admin)?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Renames a read-write volume, and its backup clone to `NEW.backup`.
+    /// Mount points name volumes, so those naming the old name must be made
+    /// again (as in AFS).
+    pub fn rename_volume(&self, name: &str, new_name: &str) -> FsResult<()> {
+        check_not_reserved(new_name)?;
+        let id = self.volume_id(name)?;
+        let admin = self.admin(id)?;
+        self.check_unlocked(name, &admin)?;
+        if admin.kind == VolumeKind::Backup {
+            return Err(rpc_err(
+                ErrorCode::Invalid,
+                format!("{name} is a backup clone: rename its read-write volume and the clone follows"),
+            ));
+        }
+        let mut renames = vec![(id, name.to_owned(), new_name.to_owned())];
+        if let Some(clone) = admin.backup {
+            renames.push((clone, self.header(clone)?.name, backup_name(new_name)));
+        }
+        let txn = self.vldb.begin_write()?;
+        {
+            let mut ids = txn.open_table(VOLUME_IDS)?;
+            let mut headers = txn.open_table(VOLUME_HEADERS)?;
+            for (_, _, new) in &renames {
+                if ids.get(new.as_str())?.is_some() {
+                    return Err(rpc_err(ErrorCode::Exists, format!("volume {new:?} exists")));
+                }
+            }
+            for (vid, old, new) in &renames {
+                ids.remove(old.as_str())?;
+                ids.insert(new.as_str(), *vid)?;
+                let mut header: VolumeHeader = {
+                    let v = headers
+                        .get(*vid)?
+                        .ok_or_else(|| rpc_err(ErrorCode::NotFound, format!("no volume {vid}")))?;
+                    schema::decode(v.value())?
+                };
+                header.name = new.clone();
+                headers.insert(*vid, schema::encode(&header)?.as_slice())?;
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Makes (or remakes) the backup clone `NAME.backup` of read-write volume
+    /// `name` and returns its id. The caller holds the volume's write lock, so
+    /// the clone is one consistent state; a previous clone is replaced whole.
+    pub fn backup_volume(&self, name: &str) -> FsResult<VolumeId> {
+        let id = self.volume_id(name)?;
+        let vol = self.volume(id)?;
+        let admin = self.admin(id)?;
+        self.check_unlocked(name, &admin)?;
+        if admin.kind == VolumeKind::Backup {
+            return Err(rpc_err(
+                ErrorCode::Invalid,
+                format!("{name} is a backup clone; back up its read-write volume"),
+            ));
+        }
+        let clone_name = backup_name(name);
+        let now = Timestamp::now();
+        // The VLDB entry comes first: a crash before the folder is complete
+        // leaves an entry without a folder, which the next start drops.
+        let clone_id = match admin.backup {
+            Some(c) => c,
+            None => {
+                let txn = self.vldb.begin_write()?;
+                let c = {
+                    let mut ids = txn.open_table(VOLUME_IDS)?;
+                    if ids.get(clone_name.as_str())?.is_some() {
+                        return Err(rpc_err(ErrorCode::Exists, format!("volume {clone_name:?} exists")));
+                    }
+                    let mut counters = txn.open_table(VLDB_COUNTERS)?;
+                    let c = counters.get(NEXT_VOLUME_ID)?.map_or(1, |v| v.value());
+                    counters.insert(NEXT_VOLUME_ID, c + 1)?;
+                    ids.insert(clone_name.as_str(), c)?;
+                    let header = VolumeHeader {
+                        name: clone_name.clone(),
+                        quota: 0,
+                        created: now,
+                    };
+                    txn.open_table(VOLUME_HEADERS)?
+                        .insert(c, schema::encode(&header)?.as_slice())?;
+                    c
+                };
+                let cadmin = VolumeAdmin {
+                    kind: VolumeKind::Backup,
+                    parent: Some(id),
+                    backup_time: Some(now),
+                    ..VolumeAdmin::default()
+                };
+                put_admin(&txn, c, &cadmin)?;
+                let mut radmin = admin_in(&txn, id)?;
+                radmin.backup = Some(c);
+                put_admin(&txn, id, &radmin)?;
+                txn.commit()?;
+                c
+            }
+        };
+        let dir = self.volume_dir(clone_id);
+        let staging = swap_path(&dir, "new");
+        if staging.exists() {
+            std::fs::remove_dir_all(&staging)?;
+        }
+        vol.write_clone(&staging)?;
+        let old = self
+            .volumes
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&clone_id);
+        if let Some(old) = &old {
+            old.mark_removed();
+        }
+        install_folder(&dir, &staging)?;
+        let clone = Arc::new(Volume::open(&dir, clone_id, 0, self.journal_len)?);
+        clone.set_clone_of(&vol);
+        vol.set_backup(Some(clone.clone()));
+        self.volumes
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(clone_id, clone);
+        let txn = self.vldb.begin_write()?;
+        for v in [id, clone_id] {
+            let mut a = admin_in(&txn, v)?;
+            a.backup_time = Some(now);
+            put_admin(&txn, v, &a)?;
+        }
+        txn.commit()?;
+        Ok(clone_id)
     }
 
     /// Changes a volume's quota.
     pub fn set_quota(&self, name: &str, quota: u64) -> FsResult<()> {
         let vol = self.volume_by_name(name)?;
+        let admin = self.admin(vol.id())?;
+        self.check_unlocked(name, &admin)?;
+        if admin.kind == VolumeKind::Backup {
+            return Err(rpc_err(
+                ErrorCode::ReadOnly,
+                format!("{name} is a read-only backup clone"),
+            ));
+        }
         let txn = self.vldb.begin_write()?;
         {
             let mut headers = txn.open_table(VOLUME_HEADERS)?;
@@ -226,8 +614,13 @@ impl Store {
     /// Describes volume `id`; `server` is the address to report.
     pub fn info(&self, id: VolumeId, server: &str) -> FsResult<VolumeInfo> {
         let header = self.header(id)?;
+        let admin = self.admin(id)?;
         let vol = self.volume(id)?;
         let state = vol.state()?;
+        let parent = match admin.parent {
+            Some(p) => Some(self.header(p)?.name),
+            None => None,
+        };
         Ok(VolumeInfo {
             id,
             name: header.name,
@@ -237,6 +630,11 @@ impl Store {
             server: server.to_owned(),
             created: header.created,
             updated: state.updated,
+            kind: admin.kind,
+            parent,
+            backup_time: admin.backup_time,
+            lock: admin.lock,
+            sites: vec![server.to_owned()],
         })
     }
 
@@ -251,4 +649,101 @@ impl Store {
     pub fn volumes(&self) -> Vec<Arc<Volume>> {
         self.map().values().cloned().collect()
     }
+}
+
+/// The name of the backup clone of volume `name`.
+pub fn backup_name(name: &str) -> String {
+    format!("{name}.backup")
+}
+
+/// Suffixes kept for clones and replicas.
+const RESERVED_SUFFIXES: [&str; 2] = [".backup", ".readonly"];
+
+fn check_not_reserved(name: &str) -> FsResult<()> {
+    match RESERVED_SUFFIXES.iter().find(|s| name.ends_with(*s)) {
+        Some(suffix) => Err(rpc_err(
+            ErrorCode::InvalidName,
+            format!("volume names ending in {suffix} are kept for clones and replicas"),
+        )),
+        None => Ok(()),
+    }
+}
+
+fn read_admin(vldb: &Database, id: VolumeId) -> FsResult<VolumeAdmin> {
+    let txn = vldb.begin_read()?;
+    let table = txn.open_table(VOLUME_ADMIN)?;
+    match table.get(id)? {
+        Some(v) => schema::decode(v.value()),
+        None => Ok(VolumeAdmin::default()),
+    }
+}
+
+fn admin_in(txn: &redb::WriteTransaction, id: VolumeId) -> FsResult<VolumeAdmin> {
+    let table = txn.open_table(VOLUME_ADMIN)?;
+    let v = table.get(id)?;
+    match v {
+        Some(v) => schema::decode(v.value()),
+        None => Ok(VolumeAdmin::default()),
+    }
+}
+
+fn put_admin(txn: &redb::WriteTransaction, id: VolumeId, admin: &VolumeAdmin) -> FsResult<()> {
+    txn.open_table(VOLUME_ADMIN)?
+        .insert(id, schema::encode(admin)?.as_slice())?;
+    Ok(())
+}
+
+/// Removes volume `id` called `name` from the VLDB.
+fn forget(txn: &redb::WriteTransaction, id: VolumeId, name: &str) -> FsResult<()> {
+    txn.open_table(VOLUME_IDS)?.remove(name)?;
+    txn.open_table(VOLUME_HEADERS)?.remove(id)?;
+    txn.open_table(VOLUME_ADMIN)?.remove(id)?;
+    Ok(())
+}
+
+/// `volumes/<id>.<what>`: a folder being built to replace `volumes/<id>`.
+fn swap_path(dir: &Path, what: &str) -> PathBuf {
+    let mut name = dir.file_name().unwrap_or_default().to_os_string();
+    name.push(".");
+    name.push(what);
+    dir.with_file_name(name)
+}
+
+/// Puts the complete folder `staging` in place of `dir`: `dir` becomes
+/// `<dir>.old`, `staging` becomes `dir`, then the old one is deleted. A crash
+/// in between is finished by [`finish_swap`] at the next start.
+fn install_folder(dir: &Path, staging: &Path) -> FsResult<()> {
+    let old = swap_path(dir, "old");
+    if old.exists() {
+        std::fs::remove_dir_all(&old)?;
+    }
+    if dir.exists() {
+        std::fs::rename(dir, &old)?;
+    }
+    std::fs::rename(staging, dir)?;
+    if let Some(parent) = dir.parent() {
+        sync_dir(parent)?;
+    }
+    if old.exists() {
+        std::fs::remove_dir_all(&old)?;
+    }
+    Ok(())
+}
+
+/// Completes a folder swap a crash interrupted: when `dir` is missing, the
+/// complete replacement (`.new`) or else the previous folder (`.old`) takes
+/// its place. Leftovers are removed later as folders the VLDB does not know.
+fn finish_swap(dir: &Path) -> FsResult<()> {
+    if dir.exists() {
+        return Ok(());
+    }
+    for what in ["new", "old"] {
+        let candidate = swap_path(dir, what);
+        if candidate.join("meta.redb").exists() {
+            tracing::warn!(from = %candidate.display(), to = %dir.display(), "finishing an interrupted volume swap");
+            std::fs::rename(&candidate, dir)?;
+            return Ok(());
+        }
+    }
+    Ok(())
 }

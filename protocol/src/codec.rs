@@ -148,22 +148,56 @@ mod tests {
             Just(ErrorCode::QuotaExceeded),
             Just(ErrorCode::CrossVolume),
             Just(ErrorCode::BadRequest),
+            Just(ErrorCode::ReadOnly),
+            Just(ErrorCode::Busy),
+            Just(ErrorCode::Corrupt),
         ]
     }
 
     fn volume() -> impl Strategy<Value = VolumeInfo> {
-        (any::<u64>(), name(), any::<(u64, u64, u64)>(), name(), ts(), ts()).prop_map(
-            |(id, name, (quota, used, files), server, created, updated)| VolumeInfo {
-                id,
-                name,
-                quota,
-                used,
-                files,
-                server,
-                created,
-                updated,
-            },
+        let admin = (
+            prop_oneof![Just(VolumeKind::ReadWrite), Just(VolumeKind::Backup)],
+            proptest::option::of(name()),
+            proptest::option::of(ts()),
+            proptest::option::of((name(), ts()).prop_map(|(holder, since)| VolumeLock { holder, since })),
+            proptest::collection::vec(name(), 0..3),
+        );
+        (
+            any::<u64>(),
+            name(),
+            any::<(u64, u64, u64)>(),
+            name(),
+            ts(),
+            ts(),
+            admin,
         )
+            .prop_map(
+                |(
+                    id,
+                    name,
+                    (quota, used, files),
+                    server,
+                    created,
+                    updated,
+                    (kind, parent, backup_time, lock, sites),
+                )| {
+                    VolumeInfo {
+                        id,
+                        name,
+                        quota,
+                        used,
+                        files,
+                        server,
+                        created,
+                        updated,
+                        kind,
+                        parent,
+                        backup_time,
+                        lock,
+                        sites,
+                    }
+                },
+            )
     }
 
     fn setattr() -> impl Strategy<Value = SetAttr> {
@@ -270,7 +304,19 @@ mod tests {
                 }
             }),
         ];
-        prop_oneof![a, b]
+        let c = prop_oneof![
+            (name(), name()).prop_map(|(name, new_name)| Request::RenameVolume { name, new_name }),
+            (name(), name()).prop_map(|(name, holder)| Request::LockVolume { name, holder }),
+            name().prop_map(|name| Request::UnlockVolume { name }),
+            name().prop_map(|name| Request::BackupVolume { name }),
+            (name(), proptest::option::of(ts())).prop_map(|(name, since)| Request::DumpVolume { name, since }),
+            (name(), any::<u64>(), any::<bool>()).prop_map(|(name, len, overwrite)| Request::RestoreVolume {
+                name,
+                len,
+                overwrite
+            }),
+        ];
+        prop_oneof![a, b, c]
     }
 
     fn reply() -> impl Strategy<Value = Result<Reply, RpcError>> {
@@ -338,6 +384,7 @@ mod tests {
                 0..3
             )
             .prop_map(Reply::Files),
+            any::<u64>().prop_map(|len| Reply::Dump { len }),
         ];
         prop_oneof![
             ok.prop_map(Ok),

@@ -43,6 +43,12 @@ pub enum ErrorCode {
     TooManyLinks,
     /// Directory loop, e.g. renaming a directory into itself (`EINVAL`).
     Loop,
+    /// A change to a read-only volume, such as a backup clone (`EROFS`).
+    ReadOnly,
+    /// The volume is locked or busy with another admin operation (`EBUSY`).
+    Busy,
+    /// Data that fails its checksum or format checks, e.g. a damaged dump (`EBADMSG`).
+    Corrupt,
 }
 
 impl ErrorCode {
@@ -68,6 +74,9 @@ impl ErrorCode {
             ErrorCode::TooLarge => libc::EFBIG,
             ErrorCode::TooManyLinks => libc::EMLINK,
             ErrorCode::Loop => libc::EINVAL,
+            ErrorCode::ReadOnly => libc::EROFS,
+            ErrorCode::Busy => libc::EBUSY,
+            ErrorCode::Corrupt => libc::EBADMSG,
         }
     }
 }

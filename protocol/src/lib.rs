@@ -14,4 +14,6 @@ pub mod types;
 
 pub use error::{ErrorCode, RpcError};
 pub use message::{Reply, Request, ServerMessage};
-pub use types::{DirEntry, Fid, FileKind, SetAttr, Stats, Status, Timestamp, VolumeId, VolumeInfo};
+pub use types::{
+    DirEntry, Fid, FileKind, SetAttr, Stats, Status, Timestamp, VolumeId, VolumeInfo, VolumeKind, VolumeLock,
+};

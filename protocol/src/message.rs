@@ -10,7 +10,7 @@
 //! promise on that FID, lasting [`Reply::Hello::promise_secs`] from when the
 //! request was sent.
 
-use crate::types::{DirEntry, Fid, SetAttr, Stats, Status, VolumeId, VolumeInfo};
+use crate::types::{DirEntry, Fid, SetAttr, Stats, Status, Timestamp, VolumeId, VolumeInfo};
 use serde::{Deserialize, Serialize};
 
 /// Most FIDs one `BulkStatus` may ask about (the reply must fit a frame);
@@ -120,6 +120,25 @@ pub enum Request {
     SetQuota { name: String, quota: u64 },
     /// Admin: create a mount point `name` in `dir` for `volume`.
     MakeMount { dir: Fid, name: String, volume: String },
+    /// Admin: rename a volume (and its backup clone with it).
+    RenameVolume { name: String, new_name: String },
+    /// Admin: take the administrative lock of a volume for `holder`.
+    LockVolume { name: String, holder: String },
+    /// Admin: release the administrative lock of a volume.
+    UnlockVolume { name: String },
+    /// Admin: make (or remake) the read-only copy-on-write clone
+    /// `NAME.backup` of a read-write volume. Answered with the clone's
+    /// `Reply::Volume`.
+    BackupVolume { name: String },
+    /// Admin: a dump of the volume (see `docs/DUMP-FORMAT.md`), whole or
+    /// incremental (file contents only of files changed at or after `since`).
+    /// Answered with `Reply::Dump { len }` followed by exactly `len` bytes.
+    DumpVolume { name: String, since: Option<Timestamp> },
+    /// Admin: restore a dump (`len` bytes sent after the frame) as volume
+    /// `name`. A full dump creates the volume, or replaces it when
+    /// `overwrite`; an incremental dump applies to the existing volume it was
+    /// taken from. Answered with `Reply::Volume`.
+    RestoreVolume { name: String, len: u64, overwrite: bool },
     /// A client that lost contact asks what changed in `volume` since change
     /// number `since` of the volume incarnation `incarnation` (both as learned
     /// from an earlier `Reconnect` reply or from breaks; 0 when unknown). It
@@ -178,6 +197,12 @@ impl Request {
             Request::MakeMount { .. } => "make_mount",
             Request::Reconnect { .. } => "reconnect",
             Request::FetchFiles { .. } => "fetch_files",
+            Request::RenameVolume { .. } => "rename_volume",
+            Request::LockVolume { .. } => "lock_volume",
+            Request::UnlockVolume { .. } => "unlock_volume",
+            Request::BackupVolume { .. } => "backup_volume",
+            Request::DumpVolume { .. } => "dump_volume",
+            Request::RestoreVolume { .. } => "restore_volume",
         }
     }
 }
@@ -248,6 +273,8 @@ pub enum Reply {
     },
     /// Answer to `FetchFiles`: one result per requested FID, in order.
     Files(Vec<Result<InlineFile, crate::RpcError>>),
+    /// Answer to `DumpVolume`: exactly `len` bytes of the dump follow.
+    Dump { len: u64 },
 }
 
 /// A file's status and, when it was small enough, its whole content.

@@ -209,6 +209,13 @@ impl Connector {
         self.addr
     }
 
+    /// Waits (at most `limit`) until every connection of this connector has
+    /// finished closing, so the server learns of a close before the process
+    /// exits instead of after its idle timeout.
+    pub async fn wait_idle(&self, limit: Duration) {
+        let _ = tokio::time::timeout(limit, self.endpoint.wait_idle()).await;
+    }
+
     /// Opens a new connection and returns an RPC client on it.
     pub async fn connect(&self) -> Result<RpcClient, ConnectError> {
         let connecting = self
@@ -251,19 +258,7 @@ impl RpcClient {
             Reply::Data { status } => status,
             _ => return Err(CallError::Unexpected("fetch_data")),
         };
-        // Whole aligned chunks: the page cache then holds the copy in large
-        // folios, which read back about twice as fast as small ones.
-        let mut buf = vec![0u8; usize::try_from(status.size).unwrap_or(usize::MAX).min(COPY_CHUNK)];
-        let mut left = status.size;
-        while left > 0 {
-            let want = usize::try_from(left).unwrap_or(usize::MAX).min(buf.len());
-            recv.read_exact(&mut buf[..want]).await.map_err(|e| match e {
-                quinn::ReadExactError::FinishedEarly(_) => CallError::Codec(CodecError::Truncated),
-                quinn::ReadExactError::ReadError(e) => CallError::Io(e.into()),
-            })?;
-            sink.write_all(&buf[..want]).await?;
-            left -= want as u64;
-        }
+        copy_exact(&mut recv, status.size, sink, |_, _| ()).await?;
         Ok(status)
     }
 
@@ -273,20 +268,52 @@ impl RpcClient {
         let Request::StoreData { len, .. } = req else {
             return Err(CallError::Unexpected("store_data"));
         };
+        match self.call_with_data(req, *len, data).await? {
+            Reply::Status(s) => Ok(s),
+            _ => Err(CallError::Unexpected("store_data")),
+        }
+    }
+
+    /// Sends `req` followed by exactly `len` bytes read from `data` (a
+    /// request whose bytes follow its frame: `StoreData`, `RestoreVolume`)
+    /// and returns the reply.
+    pub async fn call_with_data<R: AsyncRead + Unpin>(
+        &self,
+        req: &Request,
+        len: u64,
+        data: &mut R,
+    ) -> Result<Reply, CallError> {
         let (mut send, mut recv) = self.conn.open_bi().await?;
         codec::write_frame(&mut send, req).await?;
-        let sent = tokio::io::copy(&mut data.take(*len), &mut send).await?;
-        if sent != *len {
+        let sent = tokio::io::copy(&mut data.take(len), &mut send).await?;
+        if sent != len {
             return Err(CallError::Io(std::io::Error::new(
                 std::io::ErrorKind::UnexpectedEof,
                 "short local read",
             )));
         }
         let _ = send.finish();
-        match read_reply(&mut recv).await? {
-            Reply::Status(s) => Ok(s),
-            _ => Err(CallError::Unexpected("store_data")),
-        }
+        read_reply(&mut recv).await
+    }
+
+    /// `DumpVolume`: streams the dump's bytes into `sink`, calling `progress`
+    /// with (bytes so far, total) after each piece, and returns its length.
+    pub async fn dump_volume<W: AsyncWrite + Unpin>(
+        &self,
+        req: &Request,
+        sink: &mut W,
+        progress: impl FnMut(u64, u64),
+    ) -> Result<u64, CallError> {
+        let (mut send, mut recv) = self.conn.open_bi().await?;
+        codec::write_frame(&mut send, req).await?;
+        let _ = send.finish();
+        let len = match read_reply(&mut recv).await? {
+            Reply::Dump { len } => len,
+            _ => return Err(CallError::Unexpected("dump_volume")),
+        };
+        copy_exact(&mut recv, len, sink, progress).await?;
+        sink.flush().await?;
+        Ok(len)
     }
 
     /// Waits for the server to open a stream carrying a [`ServerMessage`].
@@ -320,6 +347,31 @@ impl ServerMessageAck {
         let _ = self.send.finish();
         Ok(())
     }
+}
+
+/// Copies exactly `len` bytes of a reply's trailing data into `sink`, in
+/// whole aligned chunks (the page cache then holds a fetched copy in large
+/// folios, which read back about twice as fast as small ones), reporting
+/// (bytes so far, `len`) after each chunk.
+async fn copy_exact<W: AsyncWrite + Unpin>(
+    recv: &mut quinn::RecvStream,
+    len: u64,
+    sink: &mut W,
+    mut progress: impl FnMut(u64, u64),
+) -> Result<(), CallError> {
+    let mut buf = vec![0u8; usize::try_from(len).unwrap_or(usize::MAX).min(COPY_CHUNK)];
+    let mut done = 0u64;
+    while done < len {
+        let want = usize::try_from(len - done).unwrap_or(usize::MAX).min(buf.len());
+        recv.read_exact(&mut buf[..want]).await.map_err(|e| match e {
+            quinn::ReadExactError::FinishedEarly(_) => CallError::Codec(CodecError::Truncated),
+            quinn::ReadExactError::ReadError(e) => CallError::Io(e.into()),
+        })?;
+        sink.write_all(&buf[..want]).await?;
+        done += want as u64;
+        progress(done, len);
+    }
+    Ok(())
 }
 
 async fn read_reply(recv: &mut quinn::RecvStream) -> Result<Reply, CallError> {

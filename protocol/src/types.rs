@@ -152,6 +152,37 @@ pub struct SetAttr {
     pub mtime: Option<Timestamp>,
 }
 
+/// What kind of volume a volume is (AFS: RW, RO, BK).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub enum VolumeKind {
+    /// The read-write volume every change goes to.
+    #[default]
+    ReadWrite,
+    /// A read-only copy-on-write clone of a read-write volume (`NAME.backup`),
+    /// made by `cellfs-vos backup`.
+    Backup,
+}
+
+impl VolumeKind {
+    /// The short name `cellfs-vos` prints: `RW` or `BK`.
+    pub fn short(self) -> &'static str {
+        match self {
+            VolumeKind::ReadWrite => "RW",
+            VolumeKind::Backup => "BK",
+        }
+    }
+}
+
+/// An administrative lock on a volume (`cellfs-vos lock`): while it is held,
+/// admin operations on the volume are refused with the holder named.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeLock {
+    /// Who took the lock (as the locking tool reported it, e.g. `root@admin1`).
+    pub holder: String,
+    /// When it was taken.
+    pub since: Timestamp,
+}
+
 /// A volume as `cellfs-vos` and `statfs` see it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VolumeInfo {
@@ -171,6 +202,17 @@ pub struct VolumeInfo {
     pub created: Timestamp,
     /// When anything in it last changed.
     pub updated: Timestamp,
+    /// Read-write or backup clone.
+    pub kind: VolumeKind,
+    /// For a backup clone: the name of the read-write volume it copies.
+    pub parent: Option<String>,
+    /// For a read-write volume: when its backup clone was last made; for a
+    /// clone: when it was made. `None`: never.
+    pub backup_time: Option<Timestamp>,
+    /// The administrative lock, if one is held.
+    pub lock: Option<VolumeLock>,
+    /// Servers holding a copy of the volume.
+    pub sites: Vec<String>,
 }
 
 /// Counters a fileserver exposes through the `Stats` RPC.

@@ -80,6 +80,66 @@ pub enum Command {
         /// Volume the mount point shows.
         name: String,
     },
+    /// Rename a volume (its backup clone follows). Mount points name volumes:
+    /// make those naming the old name again.
+    Rename {
+        /// Current name.
+        name: String,
+        /// New name.
+        new_name: String,
+    },
+    /// Lock a volume: admin operations on it are refused until `unlock`.
+    Lock {
+        /// Volume name.
+        name: String,
+    },
+    /// Release a volume's lock.
+    Unlock {
+        /// Volume name.
+        name: String,
+    },
+    /// Make (or remake) the read-only clone NAME.backup of a volume: a
+    /// snapshot that shares unchanged data with the volume.
+    Backup {
+        /// Volume name.
+        name: String,
+    },
+    /// Write a checksummed dump of a volume (docs/DUMP-FORMAT.md).
+    Dump {
+        /// Volume name.
+        name: String,
+        /// Where to write the dump (default: standard output).
+        #[arg(long, short = 'f', value_name = "FILE")]
+        file: Option<PathBuf>,
+        /// Incremental: only the contents of files changed since this time
+        /// (RFC 3339, e.g. `2026-11-29T06:00:00Z`, or `@UNIX_SECONDS`).
+        #[arg(long, value_parser = parse_time, value_name = "TIME")]
+        since: Option<cellfs_protocol::Timestamp>,
+    },
+    /// Restore a dump as a volume: a full dump makes a new volume (or
+    /// replaces one with --overwrite); an incremental dump updates the volume
+    /// it was taken from.
+    Restore {
+        /// Volume name.
+        name: String,
+        /// The dump to read.
+        #[arg(long, short = 'f', value_name = "FILE")]
+        file: PathBuf,
+        /// Replace the volume if it exists.
+        #[arg(long)]
+        overwrite: bool,
+    },
+}
+
+/// Parses `--since`: RFC 3339 (UTC) or `@` and Unix seconds.
+pub fn parse_time(text: &str) -> Result<cellfs_protocol::Timestamp, String> {
+    if let Some(secs) = text.strip_prefix('@') {
+        let secs: i64 = secs.parse().map_err(|_| format!("{text:?}: expected @UNIX_SECONDS"))?;
+        return Ok(cellfs_protocol::Timestamp { secs, nanos: 0 });
+    }
+    humantime::parse_rfc3339_weak(text)
+        .map(cellfs_protocol::Timestamp::from)
+        .map_err(|e| format!("{text:?}: {e} (expected e.g. 2026-11-29T06:00:00Z or @1795932000)"))
 }
 
 #[cfg(test)]
@@ -140,6 +200,39 @@ mod tests {
         assert!(matches!(
             parse(&["remove", "v"]).unwrap().command,
             Command::Remove { .. }
+        ));
+    }
+
+    #[test]
+    fn admin_subcommands() {
+        assert!(matches!(
+            parse(&["rename", "a", "b"]).unwrap().command,
+            Command::Rename { .. }
+        ));
+        assert!(matches!(parse(&["lock", "a"]).unwrap().command, Command::Lock { .. }));
+        assert!(matches!(
+            parse(&["backup", "a"]).unwrap().command,
+            Command::Backup { .. }
+        ));
+        match parse(&["dump", "v", "--since", "@100"]).unwrap().command {
+            Command::Dump { since, file, .. } => {
+                assert_eq!(since, Some(cellfs_protocol::Timestamp { secs: 100, nanos: 0 }));
+                assert_eq!(file, None);
+            }
+            other => panic!("parsed {other:?}"),
+        }
+        match parse(&["dump", "v", "--since", "1970-01-01T00:01:40Z"])
+            .unwrap()
+            .command
+        {
+            Command::Dump { since, .. } => assert_eq!(since.map(|t| t.secs), Some(100)),
+            other => panic!("parsed {other:?}"),
+        }
+        assert!(parse(&["dump", "v", "--since", "yesterday"]).is_err());
+        assert!(parse(&["restore", "v"]).is_err(), "restore needs --file");
+        assert!(matches!(
+            parse(&["restore", "v", "-f", "x", "--overwrite"]).unwrap().command,
+            Command::Restore { overwrite: true, .. }
         ));
     }
 

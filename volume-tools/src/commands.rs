@@ -1,7 +1,7 @@
 //! Carrying out `cellfs-vos` commands against the cell's fileserver.
 
 use crate::cli::{Cli, Command};
-use crate::{output, size, walk};
+use crate::{output, size, transfer, walk};
 use anyhow::{Context, anyhow, bail};
 use cellfs_protocol::config::CellConfig;
 use cellfs_protocol::transport::{Connector, RpcClient};
@@ -14,6 +14,10 @@ use std::time::Duration;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long one command may take once connected.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long closing the connection may take before the process exits.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a dump or restore may take once connected.
+const TRANSFER_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 
 /// Runs one parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -25,11 +29,18 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
+    // Dumps and restores move whole volumes; a dead server still ends them
+    // through the connection's idle timeout.
+    let limit = match cli.command {
+        Command::Dump { .. } | Command::Restore { .. } => TRANSFER_TIMEOUT,
+        _ => COMMAND_TIMEOUT,
+    };
     let text = runtime.block_on(async {
-        let client = connect(&config, &config_path).await?;
-        let result = tokio::time::timeout(COMMAND_TIMEOUT, execute(&client, cli.command)).await;
+        let (connector, client) = connect(&config, &config_path).await?;
+        let result = tokio::time::timeout(limit, execute(&client, cli.command)).await;
         client.close();
-        result.map_err(|_| anyhow!("no answer from the fileserver within {COMMAND_TIMEOUT:?}"))?
+        connector.wait_idle(CLOSE_TIMEOUT).await;
+        result.map_err(|_| anyhow!("no answer from the fileserver within {limit:?}"))?
     })?;
     let mut stdout = std::io::stdout().lock();
     stdout.write_all(text.as_bytes()).context("cannot write to stdout")?;
@@ -50,14 +61,15 @@ pub fn render_error(err: &anyhow::Error) -> String {
     text
 }
 
-async fn connect(config: &CellConfig, path: &Path) -> anyhow::Result<RpcClient> {
+async fn connect(config: &CellConfig, path: &Path) -> anyhow::Result<(Connector, RpcClient)> {
     let connector = Connector::from_config(config)
         .with_context(|| format!("cannot set up a connection from {}", path.display()))?;
     let server = connector.addr();
-    tokio::time::timeout(CONNECT_TIMEOUT, connector.connect())
+    let client = tokio::time::timeout(CONNECT_TIMEOUT, connector.connect())
         .await
         .map_err(|_| anyhow!("fileserver {server} did not answer within {CONNECT_TIMEOUT:?}"))?
-        .with_context(|| format!("cannot connect to fileserver {server} of cell {}", config.cell))
+        .with_context(|| format!("cannot connect to fileserver {server} of cell {}", config.cell))?;
+    Ok((connector, client))
 }
 
 fn expect_volume(reply: Reply, what: &str) -> anyhow::Result<VolumeInfo> {
@@ -125,7 +137,72 @@ async fn execute(client: &RpcClient, command: Command) -> anyhow::Result<String>
             walk::make_mount(client, &path, &name).await?;
             Ok(format!("mounted volume {name} at {path}\n"))
         }
+        Command::Rename { name, new_name } => {
+            let req = Request::RenameVolume {
+                name: name.clone(),
+                new_name: new_name.clone(),
+            };
+            let v = expect_volume(
+                client
+                    .call(&req)
+                    .await
+                    .with_context(|| format!("cannot rename volume {name:?}"))?,
+                "RenameVolume",
+            )?;
+            Ok(format!(
+                "renamed volume {name} to {} (id {}); mount points naming {name} must be made again\n",
+                v.name, v.id
+            ))
+        }
+        Command::Lock { name } => {
+            let req = Request::LockVolume {
+                name: name.clone(),
+                holder: lock_holder(),
+            };
+            let v = expect_volume(
+                client
+                    .call(&req)
+                    .await
+                    .with_context(|| format!("cannot lock volume {name:?}"))?,
+                "LockVolume",
+            )?;
+            let holder = v.lock.map(|l| l.holder).unwrap_or_default();
+            Ok(format!("locked volume {name} for {holder}\n"))
+        }
+        Command::Unlock { name } => {
+            client
+                .call(&Request::UnlockVolume { name: name.clone() })
+                .await
+                .with_context(|| format!("cannot unlock volume {name:?}"))?;
+            Ok(format!("unlocked volume {name}\n"))
+        }
+        Command::Backup { name } => {
+            let started = std::time::Instant::now();
+            let v = expect_volume(
+                client
+                    .call(&Request::BackupVolume { name: name.clone() })
+                    .await
+                    .with_context(|| format!("cannot back up volume {name:?}"))?,
+                "BackupVolume",
+            )?;
+            Ok(format!(
+                "made backup clone {} (id {}) of {name}: {} files in {:.0?}\n",
+                v.name,
+                v.id,
+                v.files,
+                started.elapsed()
+            ))
+        }
+        Command::Dump { name, file, since } => transfer::dump(client, &name, file.as_deref(), since).await,
+        Command::Restore { name, file, overwrite } => transfer::restore(client, &name, &file, overwrite).await,
     }
+}
+
+/// Who takes a lock: `user@host` of the caller.
+fn lock_holder() -> String {
+    let user = std::env::var("USER").unwrap_or_else(|_| "root".into());
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    format!("{user}@{}", host.trim())
 }
 
 #[cfg(test)]

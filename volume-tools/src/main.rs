@@ -5,6 +5,7 @@ mod cli;
 mod commands;
 mod output;
 mod size;
+mod transfer;
 mod walk;
 
 use clap::Parser;

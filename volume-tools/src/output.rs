@@ -10,9 +10,10 @@ pub fn volumes(list: &[VolumeInfo], format: Format) -> anyhow::Result<String> {
     Ok(match format {
         Format::Json => serde_json::to_string_pretty(list)? + "\n",
         Format::Text => {
-            let mut rows: Vec<[String; 6]> = vec![[
+            let mut rows: Vec<[String; 7]> = vec![[
                 "NAME".into(),
                 "ID".into(),
+                "TYPE".into(),
                 "QUOTA".into(),
                 "USED".into(),
                 "FILES".into(),
@@ -24,13 +25,14 @@ pub fn volumes(list: &[VolumeInfo], format: Format) -> anyhow::Result<String> {
                 rows.push([
                     v.name.clone(),
                     v.id.to_string(),
+                    v.kind.short().to_owned(),
                     format_quota(v.quota),
                     format_bytes(v.used),
                     v.files.to_string(),
                     v.server.clone(),
                 ]);
             }
-            let mut widths = [0usize; 6];
+            let mut widths = [0usize; 7];
             for row in &rows {
                 for (w, cell) in widths.iter_mut().zip(row) {
                     *w = (*w).max(cell.chars().count());
@@ -53,14 +55,30 @@ pub fn volume(v: &VolumeInfo, format: Format) -> anyhow::Result<String> {
         Format::Json => serde_json::to_string_pretty(v)? + "\n",
         Format::Text => {
             let mut out = String::new();
-            let _ = writeln!(out, "name:    {}", v.name);
-            let _ = writeln!(out, "id:      {}", v.id);
-            let _ = writeln!(out, "server:  {}", v.server);
-            let _ = writeln!(out, "quota:   {}", format_quota(v.quota));
-            let _ = writeln!(out, "used:    {} ({} bytes)", format_bytes(v.used), v.used);
-            let _ = writeln!(out, "files:   {}", v.files);
-            let _ = writeln!(out, "created: {}", utc(v.created));
-            let _ = writeln!(out, "updated: {}", utc(v.updated));
+            let never = || "never".to_owned();
+            let _ = writeln!(out, "name:         {}", v.name);
+            let _ = writeln!(out, "id:           {}", v.id);
+            let _ = writeln!(out, "type:         {}", v.kind.short());
+            if let Some(parent) = &v.parent {
+                let _ = writeln!(out, "clone of:     {parent}");
+            }
+            let _ = writeln!(out, "server:       {}", v.server);
+            let _ = writeln!(out, "sites:        {}", v.sites.join(", "));
+            let _ = writeln!(out, "quota:        {}", format_quota(v.quota));
+            let _ = writeln!(out, "used:         {} ({} bytes)", format_bytes(v.used), v.used);
+            let _ = writeln!(out, "files:        {}", v.files);
+            let _ = writeln!(out, "created:      {}", utc(v.created));
+            let _ = writeln!(out, "last update:  {}", utc(v.updated));
+            let _ = writeln!(out, "last release: never (no read-only sites)");
+            let _ = writeln!(out, "backup time:  {}", v.backup_time.map(utc).unwrap_or_else(never));
+            match &v.lock {
+                Some(l) => {
+                    let _ = writeln!(out, "locked:       by {} since {}", l.holder, utc(l.since));
+                }
+                None => {
+                    let _ = writeln!(out, "locked:       no");
+                }
+            }
             out
         }
     })
@@ -111,6 +129,11 @@ mod tests {
                 secs: 951_782_400,
                 nanos: 0,
             },
+            kind: cellfs_protocol::VolumeKind::ReadWrite,
+            parent: None,
+            backup_time: None,
+            lock: None,
+            sites: vec!["127.0.0.1:7000".into()],
         }
     }
 

@@ -192,7 +192,7 @@ impl Volume {
         if rec.size == 0 {
             return Ok((status, None));
         }
-        let file = File::open(self.data_path(fid.vnode, rec.data_file))?;
+        let file = self.open_data_file(fid.vnode, rec.data_file)?;
         Ok((status, Some(file)))
     }
 
@@ -200,6 +200,7 @@ impl Volume {
     /// the new data file (old content copied, truncate applied). Nothing is
     /// visible until [`Volume::commit_store`].
     pub fn prepare_store(&self, plan: StorePlan) -> FsResult<PendingStore> {
+        self.check_writable()?;
         let r = self.reader()?;
         let rec = r.vnode(plan.fid)?;
         match rec.kind {

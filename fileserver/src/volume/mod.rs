@@ -3,13 +3,16 @@
 //! them on a blocking thread while holding [`Volume::lock`] (shared for reads,
 //! exclusive for changes).
 
+mod clone;
 mod data;
+mod dumping;
 mod namespace;
 mod txn;
 
 use txn::VnodeAccess;
 
 pub use data::{CHUNK, MAX_FILE_SIZE, PendingStore, StorePlan};
+pub use dumping::{Built, build_from_dump};
 pub use namespace::{Created, Removed, Renamed};
 
 use crate::error::{FsResult, rpc_err};
@@ -21,6 +24,7 @@ use cellfs_protocol::{DirEntry, ErrorCode, Fid, FileKind, Status, Timestamp, Vol
 use redb::{Database, ReadableDatabase, ReadableTable};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, RwLock};
 pub use txn::{Reader, VolTxn};
 
 /// Bytes a directory's size grows per entry.
@@ -62,6 +66,10 @@ pub struct Volume {
     quota: AtomicU64,
     journal_len: u64,
     removed: AtomicBool,
+    /// For a backup clone: the data folder of the volume it copies.
+    origin: OnceLock<PathBuf>,
+    /// For a read-write volume: its backup clone.
+    backup: RwLock<Option<Arc<Volume>>>,
     /// Serializes changes (write) against reads that grant promises (read).
     pub lock: tokio::sync::RwLock<()>,
 }
@@ -147,6 +155,8 @@ impl Volume {
             quota: AtomicU64::new(quota),
             journal_len,
             removed: AtomicBool::new(false),
+            origin: OnceLock::new(),
+            backup: RwLock::new(None),
             lock: tokio::sync::RwLock::new(()),
         })
     }
@@ -243,6 +253,7 @@ impl Volume {
     /// every break carries the new change number.
     fn write<T>(&self, f: impl FnOnce(&mut VolTxn<'_>) -> FsResult<(T, Vec<Break>)>) -> FsResult<Change<T>> {
         self.check_live()?;
+        self.check_writable()?;
         let txn = self.db.begin_write()?;
         let change = {
             let mut vt = VolTxn::new(self.id, &txn)?;
@@ -393,8 +404,10 @@ impl Volume {
         }
     }
 
-    /// Deletes data files that are not the committed version of a live vnode.
-    fn remove_orphans(&self) -> FsResult<()> {
+    /// Deletes data files that are not the committed version of a live vnode
+    /// (those the backup clone still names are handed to it instead). Run
+    /// once at start, after the backup clone is linked.
+    pub fn remove_orphans(&self) -> FsResult<()> {
         let r = self.reader()?;
         let data = self.dir.join("data");
         std::fs::create_dir_all(&data)?;
@@ -409,7 +422,7 @@ impl Volume {
                 },
                 None => false,
             };
-            if !keep {
+            if !keep && !self.hand_to_backup(&entry.path()) {
                 std::fs::remove_file(entry.path())?;
                 removed += 1;
             }
@@ -422,7 +435,8 @@ impl Volume {
     }
 }
 
-fn parse_data_name(name: &str) -> Option<(u64, u64)> {
+/// Splits a data file name `<vnode>.<version>`.
+pub fn parse_data_name(name: &str) -> Option<(u64, u64)> {
     let (vnode, version) = name.split_once('.')?;
     Some((vnode.parse().ok()?, version.parse().ok()?))
 }

@@ -356,10 +356,14 @@ impl Volume {
         })
     }
 
-    /// Deletes data files of vnodes a committed change removed (best effort:
-    /// what is left is removed as an orphan at the next start).
+    /// Deletes data files of vnodes a committed change removed, or hands them
+    /// to the backup clone that still names them (best effort: what is left
+    /// is dealt with as an orphan at the next start).
     pub(super) fn collect_garbage(&self, garbage: Option<PathBuf>) {
         if let Some(path) = garbage {
+            if self.hand_to_backup(&path) {
+                return;
+            }
             match std::fs::remove_file(&path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

@@ -1,0 +1,377 @@
+//! Volume administration through `cellfs-vos` against real fileservers and
+//! mounts: quotas, rename and locks, backup clones, dump and restore.
+
+mod common;
+
+use cellfs::{Cell, Mount};
+use common::{assert_errno, pattern, sha256, sha256_file};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs::{self, File};
+use std::io::Write;
+use std::os::fd::IntoRawFd;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+fn statvfs(path: &Path) -> libc::statvfs {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    // SAFETY: an all-zero statvfs is a valid value of this plain C struct.
+    let mut out: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a NUL-terminated path and `out` a valid, writable statvfs.
+    let rc = unsafe { libc::statvfs(c.as_ptr(), &mut out) };
+    assert_eq!(rc, 0, "statvfs {}: {}", path.display(), std::io::Error::last_os_error());
+    out
+}
+
+/// Writes `data` to `path` and returns what close(2) said.
+fn write_and_close(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    let mut f = File::create(path)?;
+    f.write_all(data)?;
+    let fd = f.into_raw_fd();
+    // SAFETY: `fd` was just released by `into_raw_fd` and is closed once here.
+    if unsafe { libc::close(fd) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+#[test]
+fn a_write_past_the_quota_fails_with_edquot_and_raising_the_quota_lets_it_through() {
+    let cell = Cell::new();
+    cell.vos_ok(["create", "site.quota", "--quota", "10MiB"]);
+    cell.vos_ok(["mkmount", "/site", "site.quota"]);
+    let a = Mount::new(&cell);
+    let dir = a.path().join("site");
+    let mut kept = Vec::new();
+    for i in 0..9u64 {
+        let data = pattern(1 << 20, i);
+        fs::write(dir.join(format!("f{i}")), &data).unwrap();
+        kept.push((format!("f{i}"), sha256(&data)));
+    }
+    let df = statvfs(&dir);
+    assert_eq!(df.f_blocks * df.f_frsize, 10 << 20, "df shows the quota");
+    let used = (df.f_blocks - df.f_bfree) * df.f_frsize;
+    assert!(
+        (9 << 20..=(9 << 20) + 65536).contains(&used),
+        "df shows 9 MiB used, got {used}"
+    );
+
+    let big = pattern(2 << 20, 99);
+    assert_errno(
+        write_and_close(&dir.join("big"), &big),
+        libc::EDQUOT,
+        "the write crossing the quota",
+    );
+
+    // Nothing else changed: another node sees the kept files and an empty `big`.
+    let b = Mount::new(&cell);
+    for (name, hash) in &kept {
+        assert_eq!(&sha256_file(&b.path().join("site").join(name)), hash, "{name}");
+    }
+    assert_eq!(fs::metadata(b.path().join("site/big")).unwrap().len(), 0);
+
+    cell.vos_ok(["setquota", "site.quota", "20MiB"]);
+    write_and_close(&dir.join("big"), &big).expect("the same write within the raised quota");
+    assert_eq!(sha256_file(&b.path().join("site/big")), sha256(&big));
+    let df = statvfs(&b.path().join("site"));
+    assert_eq!(df.f_blocks * df.f_frsize, 20 << 20);
+}
+
+#[test]
+fn rename_lock_and_unlock() {
+    let cell = Cell::new();
+    cell.vos_ok(["create", "site.old"]);
+    cell.vos_ok(["lock", "site.old"]);
+    let examined = cell.vos_ok(["examine", "site.old"]);
+    assert!(examined.contains("locked:       by "), "{examined}");
+
+    // A locked volume refuses admin operations and names the holder.
+    for args in [
+        vec!["setquota", "site.old", "1GiB"],
+        vec!["rename", "site.old", "site.new"],
+        vec!["backup", "site.old"],
+        vec!["remove", "site.old"],
+    ] {
+        let out = cell.vos(&args);
+        assert!(!out.status.success(), "{args:?} succeeded on a locked volume");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("is locked by ") && err.contains("unlock"),
+            "{args:?}: {err}"
+        );
+    }
+    let out = cell.vos(["lock", "site.old"]);
+    assert!(!out.status.success(), "a second lock succeeded");
+
+    cell.vos_ok(["unlock", "site.old"]);
+    let out = cell.vos(["unlock", "site.old"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not locked"));
+
+    cell.vos_ok(["backup", "site.old"]);
+    cell.vos_ok(["rename", "site.old", "site.new"]);
+    let list = cell.vos_ok(["list", "--format", "json"]);
+    let list: serde_json::Value = serde_json::from_str(&list).unwrap();
+    let names: HashSet<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains("site.new") && names.contains("site.new.backup"),
+        "{names:?}"
+    );
+    assert!(
+        !names.contains("site.old") && !names.contains("site.old.backup"),
+        "{names:?}"
+    );
+    let bk = cell.vos_ok(["examine", "site.new.backup", "--format", "json"]);
+    let bk: serde_json::Value = serde_json::from_str(&bk).unwrap();
+    assert_eq!(bk["kind"], "Backup");
+    assert_eq!(bk["parent"], "site.new");
+
+    // Names kept for clones, the root volume and clashes are refused.
+    for args in [
+        vec!["create", "x.backup"],
+        vec!["rename", "root.cell", "other"],
+        vec!["rename", "site.new.backup", "other"],
+        vec!["rename", "nosuch", "other"],
+    ] {
+        assert!(!cell.vos(&args).status.success(), "{args:?} succeeded");
+    }
+}
+
+/// Bytes of disk the regular files under `dir` take, each inode once.
+fn disk_usage(dir: &Path) -> u64 {
+    fn walk(dir: &Path, seen: &mut HashSet<(u64, u64)>) -> u64 {
+        let mut total = 0;
+        for e in fs::read_dir(dir).unwrap().flatten() {
+            let md = e.metadata().unwrap();
+            if md.is_dir() {
+                total += walk(&e.path(), seen);
+            } else if seen.insert((md.dev(), md.ino())) {
+                total += md.blocks() * 512;
+            }
+        }
+        total
+    }
+    walk(dir, &mut HashSet::new())
+}
+
+#[test]
+fn a_backup_clone_keeps_the_old_bytes_and_shares_unchanged_data() {
+    let cell = Cell::new();
+    cell.vos_ok(["create", "site.www"]);
+    cell.vos_ok(["mkmount", "/www", "site.www"]);
+    let a = Mount::new(&cell);
+    let www = a.path().join("www");
+    let mut old = HashMap::new();
+    for i in 0..16u64 {
+        let data = pattern(1 << 20, i);
+        fs::write(www.join(format!("f{i}")), &data).unwrap();
+        old.insert(format!("f{i}"), sha256(&data));
+    }
+    let volumes = cell.data_dir().join("volumes");
+    let before = disk_usage(&volumes);
+    cell.vos_ok(["backup", "site.www"]);
+    let after_clone = disk_usage(&volumes);
+    assert!(
+        after_clone < before + (4 << 20),
+        "a clone of 16 MiB copied data: {before} -> {after_clone} bytes"
+    );
+    cell.vos_ok(["mkmount", "/www.bk", "site.www.backup"]);
+
+    // Change one file, delete another, add one in the read-write volume.
+    fs::write(www.join("f0"), pattern(1 << 20, 100)).unwrap();
+    fs::remove_file(www.join("f1")).unwrap();
+    fs::write(www.join("new"), b"new").unwrap();
+    let after_changes = disk_usage(&volumes);
+    assert!(
+        after_changes < after_clone + (1 << 20) + (3 << 20),
+        "changing 1 MiB grew the disk by more than that: {after_clone} -> {after_changes}"
+    );
+
+    // The clone still shows the old state, on this node and a fresh one.
+    let b = Mount::new(&cell);
+    for m in [&a, &b] {
+        let bk = m.path().join("www.bk");
+        for (name, hash) in &old {
+            assert_eq!(&sha256_file(&bk.join(name)), hash, "{name} in the clone");
+        }
+        assert!(!bk.join("new").exists());
+        assert_errno(fs::write(bk.join("x"), b"x"), libc::EROFS, "create in a backup clone");
+        assert_errno(
+            fs::OpenOptions::new().write(true).open(bk.join("f2")),
+            libc::EROFS,
+            "open for writing in a clone",
+        );
+    }
+
+    // Backup again: the clone now shows the new state, and follows on the node that read it.
+    cell.vos_ok(["backup", "site.www"]);
+    let bk = a.path().join("www.bk");
+    assert_eq!(sha256_file(&bk.join("f0")), sha256(&pattern(1 << 20, 100)));
+    assert!(!bk.join("f1").exists());
+    assert_eq!(fs::read(bk.join("new")).unwrap(), b"new");
+    // The server restarts with the clone linked: it still serves after.
+    drop(b);
+    let mut cell = cell;
+    cell.restart();
+    let c = Mount::new(&cell);
+    assert_eq!(fs::read(c.path().join("www.bk/new")).unwrap(), b"new");
+    assert_eq!(sha256_file(&c.path().join("www.bk/f2")), old["f2"]);
+}
+
+/// What a walk of a tree sees: per path, its type, mode, owner, size, mtime,
+/// link target or content hash, and which earlier path it is a hard link of.
+fn snapshot(root: &Path) -> BTreeMap<String, String> {
+    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, String>, inodes: &mut HashMap<u64, String>) {
+        let mut names: Vec<PathBuf> = fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+        names.sort();
+        for path in names {
+            let rel = path.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+            let md = fs::symlink_metadata(&path).unwrap();
+            let what = if md.file_type().is_symlink() {
+                format!("link -> {}", fs::read_link(&path).unwrap().display())
+            } else if md.is_dir() {
+                "dir".to_owned()
+            } else {
+                let same = inodes.entry(md.ino()).or_insert_with(|| rel.clone()).clone();
+                format!("file {} nlink {} same-as {same}", sha256_file(&path), md.nlink())
+            };
+            let mtime = if md.file_type().is_symlink() { 0 } else { md.mtime() };
+            out.insert(
+                rel,
+                format!(
+                    "{what} mode {:o} owner {}:{} size {} mtime {mtime}",
+                    md.permissions().mode() & 0o7777,
+                    md.uid(),
+                    md.gid(),
+                    if md.is_dir() { 0 } else { md.size() }
+                ),
+            );
+            if md.is_dir() {
+                walk(root, &path, out, inodes);
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(root, root, &mut out, &mut HashMap::new());
+    out
+}
+
+fn set_mtime(path: &Path, secs: i64) {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs as u64);
+    File::options().write(true).open(path).unwrap().set_modified(t).unwrap();
+}
+
+#[test]
+fn dump_and_restore_round_trip_full_and_incremental_and_refuse_damage() {
+    let cell = Cell::new();
+    cell.vos_ok(["create", "site.src", "--quota", "1GiB"]);
+    cell.vos_ok(["mkmount", "/src", "site.src"]);
+    let a = Mount::new(&cell);
+    let src = a.path().join("src");
+    fs::create_dir_all(src.join("wp-content/uploads")).unwrap();
+    fs::create_dir(src.join("empty")).unwrap();
+    fs::write(src.join("index.php"), b"<?php require 'wp-blog-header.php';").unwrap();
+    fs::write(src.join("wp-content/big.bin"), pattern(3 << 20, 1)).unwrap();
+    fs::write(src.join("wp-content/uploads/a.jpg"), pattern(70_000, 2)).unwrap();
+    fs::write(src.join("zero"), b"").unwrap();
+    fs::hard_link(src.join("index.php"), src.join("wp-content/index-link.php")).unwrap();
+    std::os::unix::fs::symlink("wp-content/uploads", src.join("uploads")).unwrap();
+    fs::set_permissions(src.join("index.php"), fs::Permissions::from_mode(0o640)).unwrap();
+    fs::set_permissions(src.join("empty"), fs::Permissions::from_mode(0o700)).unwrap();
+    std::os::unix::fs::chown(src.join("wp-content/uploads/a.jpg"), Some(33), Some(33)).unwrap();
+    set_mtime(&src.join("wp-content/big.bin"), 1_600_000_000);
+    let tree = snapshot(&src);
+
+    let work = tempfile::tempdir().unwrap();
+    let full = work.path().join("full.dump");
+    let out = cell.vos_ok(["dump", "site.src", "--file", full.to_str().unwrap()]);
+    assert!(out.contains("written to"), "{out}");
+    assert!(!work.path().join("full.dump.partial").exists());
+
+    // Damaged dumps are refused and restore nothing.
+    let bytes = fs::read(&full).unwrap();
+    let mut flipped = bytes.clone();
+    let mid = flipped.len() / 2;
+    flipped[mid] ^= 0x40;
+    let bad = work.path().join("flipped.dump");
+    fs::write(&bad, &flipped).unwrap();
+    let short = work.path().join("short.dump");
+    fs::write(&short, &bytes[..bytes.len() - 100]).unwrap();
+    let list_before = cell.vos_ok(["list"]);
+    for (dump, why) in [(&bad, "damaged"), (&short, "cut short")] {
+        let out = cell.vos(["restore", "site.copy", "--file", dump.to_str().unwrap()]);
+        assert!(!out.status.success(), "a {why} dump was restored");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(why), "{why}: {err}");
+    }
+    assert_eq!(
+        cell.vos_ok(["list"]),
+        list_before,
+        "a refused restore changed the volume list"
+    );
+    let leftovers: Vec<_> = fs::read_dir(cell.data_dir().join("volumes"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(
+        leftovers.iter().all(|n| n.to_string_lossy().parse::<u64>().is_ok()),
+        "a refused restore left {leftovers:?}"
+    );
+
+    // Full round trip into a new volume.
+    cell.vos_ok(["restore", "site.copy", "--file", full.to_str().unwrap()]);
+    cell.vos_ok(["mkmount", "/copy", "site.copy"]);
+    assert_eq!(snapshot(&a.path().join("copy")), tree);
+    let out = cell.vos(["restore", "site.copy", "--file", full.to_str().unwrap()]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--overwrite"),
+        "restoring over an existing volume needs --overwrite"
+    );
+
+    // Changes, then an incremental dump since before them brings the copy up to date.
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    fs::write(src.join("index.php"), b"<?php // changed").unwrap();
+    fs::remove_file(src.join("wp-content/uploads/a.jpg")).unwrap();
+    fs::write(src.join("wp-content/uploads/b.png"), pattern(5000, 3)).unwrap();
+    fs::rename(src.join("zero"), src.join("empty/zero")).unwrap();
+    let tree2 = snapshot(&src);
+    assert_ne!(tree2, tree);
+    let inc = work.path().join("inc.dump");
+    cell.vos_ok([
+        "dump",
+        "site.src",
+        "--file",
+        inc.to_str().unwrap(),
+        "--since",
+        &format!("@{since}"),
+    ]);
+    assert!(
+        fs::metadata(&inc).unwrap().len() < 1 << 20,
+        "the incremental dump carried unchanged data"
+    );
+    // An incremental dump does not apply to a volume that lacks its base.
+    let out = cell.vos(["restore", "site.other", "--file", inc.to_str().unwrap()]);
+    assert!(!out.status.success());
+    cell.vos_ok(["restore", "site.copy", "--file", inc.to_str().unwrap()]);
+    assert_eq!(
+        snapshot(&a.path().join("copy")),
+        tree2,
+        "on the node that read the old state"
+    );
+    let b = Mount::new(&cell);
+    assert_eq!(snapshot(&b.path().join("copy")), tree2, "on a fresh node");
+
+    // A full restore over an existing volume replaces it.
+    cell.vos_ok(["restore", "site.copy", "--file", full.to_str().unwrap(), "--overwrite"]);
+    assert_eq!(snapshot(&a.path().join("copy")), tree);
+}
