@@ -747,3 +747,108 @@ fn finish_swap(dir: &Path) -> FsResult<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::volume::StorePlan;
+    use cellfs_protocol::Fid;
+
+    /// Writes `bytes` as the whole content of a new file `name` in `vol`'s root.
+    fn put_file(vol: &Volume, name: &str, bytes: &[u8]) -> Fid {
+        let fid = vol
+            .create(Fid::root(vol.id()), name, 0o644, 0, 0, false)
+            .unwrap()
+            .value
+            .status
+            .fid;
+        let plan = StorePlan {
+            fid,
+            offset: 0,
+            len: bytes.len() as u64,
+            truncate: Some(0),
+        };
+        let pending = vol.prepare_store(plan).unwrap();
+        pending.write_at(bytes, 0).unwrap();
+        vol.commit_store(pending, None, None).unwrap();
+        fid
+    }
+
+    fn read_file(vol: &Volume, fid: Fid) -> Vec<u8> {
+        let (_, file) = vol.open_data(fid).unwrap();
+        let mut out = Vec::new();
+        std::io::Read::read_to_end(&mut file.unwrap(), &mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn a_clone_keeps_old_versions_across_changes_and_restarts() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::create(tmp.path()).unwrap();
+        let id = store.create_volume("v", 0).unwrap();
+        let vol = store.volume(id).unwrap();
+        let a = put_file(&vol, "a", b"old a");
+        let b = put_file(&vol, "b", b"old b");
+        let clone_id = store.backup_volume("v").unwrap();
+        let clone = store.volume(clone_id).unwrap();
+        assert!(clone.is_clone());
+        // Nothing is copied: the clone's folder holds no data file yet.
+        assert_eq!(std::fs::read_dir(clone.dir().join("data")).unwrap().count(), 0);
+        let plan = StorePlan {
+            fid: a,
+            offset: 0,
+            len: 5,
+            truncate: Some(0),
+        };
+        let pending = vol.prepare_store(plan).unwrap();
+        pending.write_at(b"new a", 0).unwrap();
+        vol.commit_store(pending, None, None).unwrap();
+        vol.remove(Fid::root(id), "b").unwrap();
+        assert_eq!(read_file(&vol, a), b"new a");
+        assert_eq!(read_file(&clone, Fid { volume: clone_id, ..a }), b"old a");
+        assert_eq!(read_file(&clone, Fid { volume: clone_id, ..b }), b"old b");
+        assert_eq!(
+            code(clone.create(Fid::root(clone_id), "x", 0o644, 0, 0, false)),
+            ErrorCode::ReadOnly
+        );
+        drop((vol, clone, store));
+
+        // After a restart (orphan sweep included) the clone still reads both.
+        let store = Store::open(tmp.path()).unwrap();
+        let clone = store.volume(clone_id).unwrap();
+        assert_eq!(read_file(&clone, Fid { volume: clone_id, ..a }), b"old a");
+        assert_eq!(read_file(&clone, Fid { volume: clone_id, ..b }), b"old b");
+        assert_eq!(store.admin(id).unwrap().backup, Some(clone_id));
+    }
+
+    fn code<T: std::fmt::Debug>(r: FsResult<T>) -> ErrorCode {
+        r.unwrap_err().to_rpc().code
+    }
+
+    #[test]
+    fn an_interrupted_swap_is_finished_at_start_and_a_clone_without_folder_dropped() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::create(tmp.path()).unwrap();
+        let id = store.create_volume("v", 0).unwrap();
+        let vol = store.volume(id).unwrap();
+        let a = put_file(&vol, "a", b"content");
+        let clone_id = store.backup_volume("v").unwrap();
+        drop((vol, store));
+
+        // Crash between the two renames of a swap: only `<id>.new` is there.
+        let dir = tmp.path().join(VOLUMES_DIR).join(id.to_string());
+        std::fs::rename(&dir, swap_path(&dir, "new")).unwrap();
+        // And a clone whose folder was never made.
+        std::fs::remove_dir_all(tmp.path().join(VOLUMES_DIR).join(clone_id.to_string())).unwrap();
+
+        let store = Store::open(tmp.path()).unwrap();
+        assert_eq!(read_file(&store.volume(id).unwrap(), a), b"content");
+        assert!(
+            store.volume_id("v.backup").is_err(),
+            "the clone without a folder is forgotten"
+        );
+        assert_eq!(store.admin(id).unwrap().backup, None);
+        // And can be made again.
+        store.backup_volume("v").unwrap();
+    }
+}
