@@ -3,7 +3,7 @@
 mod common;
 
 use cellfs::{Cell, Mount};
-use common::{assert_errno, pattern, server_lookup, server_root, sha256, sha256_file};
+use common::{assert_errno, pattern, server_lookup, server_root, sha256, sha256_file, statvfs};
 use std::collections::BTreeSet;
 use std::fs::{self, File, FileTimes, OpenOptions};
 use std::io::{Read, Write};
@@ -244,17 +244,6 @@ fn chmod_chown_utimes_show_in_stat() {
     assert_eq!(meta.mode() & 0o7777, 0o640);
     assert_eq!((meta.uid(), meta.gid()), (1234, 5678));
     assert_eq!(meta.mtime(), 1_000_000_000);
-}
-
-fn statvfs(path: &std::path::Path) -> libc::statvfs {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
-    // SAFETY: an all-zero statvfs is a valid value of this plain C struct.
-    let mut out: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: `c` is a NUL-terminated path and `out` a valid, writable statvfs.
-    let rc = unsafe { libc::statvfs(c.as_ptr(), &mut out) };
-    assert_eq!(rc, 0, "statvfs {}: {}", path.display(), std::io::Error::last_os_error());
-    out
 }
 
 #[test]

@@ -4,24 +4,13 @@
 mod common;
 
 use cellfs::{Cell, Mount};
-use common::{assert_errno, pattern, sha256, sha256_file};
+use common::{assert_errno, pattern, sha256, sha256_file, statvfs};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{self, File};
 use std::io::Write;
 use std::os::fd::IntoRawFd;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-
-fn statvfs(path: &Path) -> libc::statvfs {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
-    // SAFETY: an all-zero statvfs is a valid value of this plain C struct.
-    let mut out: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: `c` is a NUL-terminated path and `out` a valid, writable statvfs.
-    let rc = unsafe { libc::statvfs(c.as_ptr(), &mut out) };
-    assert_eq!(rc, 0, "statvfs {}: {}", path.display(), std::io::Error::last_os_error());
-    out
-}
 
 /// Writes `data` to `path` and returns what close(2) said.
 fn write_and_close(path: &Path, data: &[u8]) -> std::io::Result<()> {

@@ -222,9 +222,7 @@ impl Store {
             if ids.get(name)?.is_some() {
                 return Err(rpc_err(ErrorCode::Exists, format!("volume {name:?} exists")));
             }
-            let mut counters = txn.open_table(VLDB_COUNTERS)?;
-            let id = counters.get(NEXT_VOLUME_ID)?.map_or(1, |v| v.value());
-            counters.insert(NEXT_VOLUME_ID, id + 1)?;
+            let id = next_volume_id(&txn)?;
             ids.insert(name, id)?;
             let header = VolumeHeader {
                 name: name.to_owned(),
@@ -325,14 +323,7 @@ impl Store {
             check_not_reserved(name)?;
             return self.restore_new(name, header.quota, input()?);
         };
-        let admin = self.admin(id)?;
-        self.check_unlocked(name, &admin)?;
-        if admin.kind == VolumeKind::Backup {
-            return Err(rpc_err(
-                ErrorCode::ReadOnly,
-                format!("{name} is a backup clone; restore its read-write volume"),
-            ));
-        }
+        self.admin_target(name, "restore")?;
         if header.since.is_none() && !overwrite {
             return Err(rpc_err(
                 ErrorCode::Exists,
@@ -374,12 +365,7 @@ impl Store {
         // The id is taken first (a crash only wastes it); the VLDB names the
         // volume once its folder is complete.
         let txn = self.vldb.begin_write()?;
-        let id = {
-            let mut counters = txn.open_table(VLDB_COUNTERS)?;
-            let id = counters.get(NEXT_VOLUME_ID)?.map_or(1, |v| v.value());
-            counters.insert(NEXT_VOLUME_ID, id + 1)?;
-            id
-        };
+        let id = next_volume_id(&txn)?;
         txn.commit()?;
         let dir = self.volume_dir(id);
         let staging = swap_path(&dir, "new");
@@ -416,6 +402,22 @@ impl Store {
     /// The administrative state of volume `id`.
     pub fn admin(&self, id: VolumeId) -> FsResult<VolumeAdmin> {
         read_admin(&self.vldb, id)
+    }
+
+    /// The id and administrative state of read-write volume `name`, about to
+    /// undergo admin operation `op`: refused when the volume is locked or is
+    /// a backup clone.
+    fn admin_target(&self, name: &str, op: &str) -> FsResult<(VolumeId, VolumeAdmin)> {
+        let id = self.volume_id(name)?;
+        let admin = self.admin(id)?;
+        self.check_unlocked(name, &admin)?;
+        if admin.kind == VolumeKind::Backup {
+            return Err(rpc_err(
+                ErrorCode::ReadOnly,
+                format!("{name} is a read-only backup clone; {op} its read-write volume instead"),
+            ));
+        }
+        Ok((id, admin))
     }
 
     /// Refuses an admin operation on a volume whose lock is held.
@@ -458,15 +460,7 @@ impl Store {
     /// again (as in AFS).
     pub fn rename_volume(&self, name: &str, new_name: &str) -> FsResult<()> {
         check_not_reserved(new_name)?;
-        let id = self.volume_id(name)?;
-        let admin = self.admin(id)?;
-        self.check_unlocked(name, &admin)?;
-        if admin.kind == VolumeKind::Backup {
-            return Err(rpc_err(
-                ErrorCode::Invalid,
-                format!("{name} is a backup clone: rename its read-write volume and the clone follows"),
-            ));
-        }
+        let (id, admin) = self.admin_target(name, "rename")?;
         let mut renames = vec![(id, name.to_owned(), new_name.to_owned())];
         if let Some(clone) = admin.backup {
             renames.push((clone, self.header(clone)?.name, backup_name(new_name)));
@@ -501,16 +495,8 @@ impl Store {
     /// `name` and returns its id. The caller holds the volume's write lock, so
     /// the clone is one consistent state; a previous clone is replaced whole.
     pub fn backup_volume(&self, name: &str) -> FsResult<VolumeId> {
-        let id = self.volume_id(name)?;
+        let (id, admin) = self.admin_target(name, "back up")?;
         let vol = self.volume(id)?;
-        let admin = self.admin(id)?;
-        self.check_unlocked(name, &admin)?;
-        if admin.kind == VolumeKind::Backup {
-            return Err(rpc_err(
-                ErrorCode::Invalid,
-                format!("{name} is a backup clone; back up its read-write volume"),
-            ));
-        }
         let clone_name = backup_name(name);
         let now = Timestamp::now();
         // The VLDB entry comes first: a crash before the folder is complete
@@ -524,9 +510,7 @@ impl Store {
                     if ids.get(clone_name.as_str())?.is_some() {
                         return Err(rpc_err(ErrorCode::Exists, format!("volume {clone_name:?} exists")));
                     }
-                    let mut counters = txn.open_table(VLDB_COUNTERS)?;
-                    let c = counters.get(NEXT_VOLUME_ID)?.map_or(1, |v| v.value());
-                    counters.insert(NEXT_VOLUME_ID, c + 1)?;
+                    let c = next_volume_id(&txn)?;
                     ids.insert(clone_name.as_str(), c)?;
                     let header = VolumeHeader {
                         name: clone_name.clone(),
@@ -585,15 +569,8 @@ impl Store {
 
     /// Changes a volume's quota.
     pub fn set_quota(&self, name: &str, quota: u64) -> FsResult<()> {
+        self.admin_target(name, "set the quota of")?;
         let vol = self.volume_by_name(name)?;
-        let admin = self.admin(vol.id())?;
-        self.check_unlocked(name, &admin)?;
-        if admin.kind == VolumeKind::Backup {
-            return Err(rpc_err(
-                ErrorCode::ReadOnly,
-                format!("{name} is a read-only backup clone"),
-            ));
-        }
         let txn = self.vldb.begin_write()?;
         {
             let mut headers = txn.open_table(VOLUME_HEADERS)?;
@@ -667,6 +644,14 @@ fn check_not_reserved(name: &str) -> FsResult<()> {
         )),
         None => Ok(()),
     }
+}
+
+/// Takes the next volume id from the VLDB's counter.
+fn next_volume_id(txn: &redb::WriteTransaction) -> FsResult<VolumeId> {
+    let mut counters = txn.open_table(VLDB_COUNTERS)?;
+    let id = counters.get(NEXT_VOLUME_ID)?.map_or(1, |v| v.value());
+    counters.insert(NEXT_VOLUME_ID, id + 1)?;
+    Ok(id)
 }
 
 fn read_admin(vldb: &Database, id: VolumeId) -> FsResult<VolumeAdmin> {

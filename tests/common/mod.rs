@@ -92,3 +92,15 @@ pub fn server_mkdir(cell: &Cell, dir: Fid, name: &str) -> Status {
         other => panic!("MakeDir {name:?} in {dir}: {other:?}"),
     }
 }
+
+/// `statvfs(3)` of `path` (what `df` shows).
+pub fn statvfs(path: &Path) -> libc::statvfs {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    // SAFETY: an all-zero statvfs is a valid value of this plain C struct.
+    let mut out: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a NUL-terminated path and `out` a valid, writable statvfs.
+    let rc = unsafe { libc::statvfs(c.as_ptr(), &mut out) };
+    assert_eq!(rc, 0, "statvfs {}: {}", path.display(), std::io::Error::last_os_error());
+    out
+}
