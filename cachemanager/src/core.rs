@@ -140,9 +140,9 @@ struct State {
     /// kernel's negative entries, dropped when the directory's names change
     /// in ways a break does not list.
     negatives: HashMap<u64, HashSet<String>>,
-    /// Volumes that refuse changes (backup clones), learned when crossing
-    /// into them: opening one of their files for writing fails at once.
-    read_only_volumes: HashSet<VolumeId>,
+    /// Per volume, whether it refuses changes (backup clones): learned at
+    /// the first open for writing in it, which then fails at once.
+    volume_read_only: HashMap<VolumeId, bool>,
     nodes: NodeTable,
     cache: DiskCache,
     files: HashMap<u64, Arc<OpenFile>>,
@@ -247,7 +247,7 @@ impl Core {
         let core = Arc::new(Core {
             state: Mutex::new(State {
                 negatives: HashMap::new(),
-                read_only_volumes: HashSet::new(),
+                volume_read_only: HashMap::new(),
                 nodes,
                 cache,
                 files: HashMap::new(),
@@ -509,11 +509,12 @@ impl Core {
             // drop later (a break that does not list names, such as a volume
             // break, must reach it too).
             let names = st.negatives.entry(parent).or_default();
-            let remembered = names.len() < MAX_NEGATIVE_NAMES || names.contains(name);
-            if !remembered {
-                return Ok(Lookup::Missing(Duration::ZERO));
+            if !names.contains(name) {
+                if names.len() >= MAX_NEGATIVE_NAMES {
+                    return Ok(Lookup::Missing(Duration::ZERO));
+                }
+                names.insert(name.to_owned());
             }
-            names.insert(name.to_owned());
             return Ok(Lookup::Missing(ttl));
         };
         let (ino, kind) = {
@@ -546,12 +547,6 @@ impl Core {
             return Err(unexpected("get_root"));
         };
         self.learn_baseline(root.fid.volume);
-        if let Ok((Reply::Volume(info), _)) = self.call(Request::GetVolumeStatus {
-            volume: root.fid.volume,
-        }) && info.kind != VolumeKind::ReadWrite
-        {
-            self.lock().read_only_volumes.insert(root.fid.volume);
-        }
         let mut st = self.lock();
         st.nodes.set_mount_target(mount_point, root.fid);
         let ino = st.nodes.upsert(root, promise);
@@ -682,6 +677,24 @@ impl Core {
             n.target = Some(target.clone());
         }
         Ok(target)
+    }
+
+    /// Whether `volume` refuses changes (a backup clone), asked of the server
+    /// once per volume, the first time one of its files is opened for
+    /// writing (reads never pay for it).
+    fn volume_is_read_only(&self, volume: VolumeId) -> bool {
+        if let Some(&ro) = self.lock().volume_read_only.get(&volume) {
+            return ro;
+        }
+        match self.call(Request::GetVolumeStatus { volume }) {
+            Ok((Reply::Volume(info), _)) => {
+                let ro = info.kind != VolumeKind::ReadWrite;
+                self.lock().volume_read_only.insert(volume, ro);
+                ro
+            }
+            // Unknown: the server refuses the store itself if it must.
+            _ => false,
+        }
     }
 
     /// Quota and usage of the volume holding `ino`.
@@ -1076,7 +1089,7 @@ impl Core {
             return Err(disconnected("open for writing"));
         }
         let (fid, _) = self.node_fid(ino)?;
-        if write && self.lock().read_only_volumes.contains(&fid.volume) {
+        if write && self.volume_is_read_only(fid.volume) {
             return Err(FsError::new(libc::EROFS, format!("{fid}: a read-only volume")));
         }
         // Writes other handles made through passthrough count as unstored

@@ -47,7 +47,7 @@ use crate::error::{FsError, FsResult};
 use crate::lock::{DataLock, LockError};
 use crate::schema::{VnodeRecord, VolumeState};
 use crate::store::{Store, VOLUMES_DIR};
-use crate::volume::{DIR_ENTRY_SIZE, Volume, parse_data_name, sync_dir};
+use crate::volume::{DIR_ENTRY_SIZE, Volume, data_name, parse_data_name, sync_dir};
 use cellfs_protocol::{Fid, FileKind, Timestamp, VolumeId};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
@@ -366,7 +366,7 @@ fn load(vol: &Volume) -> FsResult<(Model, BTreeMap<String, DataFile>)> {
     if vol.is_clone() {
         let vnodes: &BTreeMap<u64, VnodeRecord> = &vnodes;
         for (v, rec) in vnodes.iter().filter(|(_, r)| r.kind == FileKind::File && r.size > 0) {
-            let name = format!("{v}.{}", rec.data_file);
+            let name = data_name(*v, rec.data_file);
             if files.contains_key(&name) {
                 continue;
             }
@@ -499,7 +499,7 @@ impl Checker {
             .collect();
         for v in file_vnodes {
             let Some(rec) = self.m.vnodes.get(&v) else { continue };
-            let (size, name) = (rec.size, format!("{v}.{}", rec.data_file));
+            let (size, name) = (rec.size, data_name(v, rec.data_file));
             let real = files.get(&name).filter(|f| !f.is_dir);
             if real.is_some() {
                 referenced.insert(name.clone());

@@ -747,6 +747,12 @@ mod tests {
             .value
             .status
             .fid;
+        store_whole(vol, fid, bytes);
+        fid
+    }
+
+    /// Replaces the content of file `fid` with `bytes`.
+    fn store_whole(vol: &Volume, fid: Fid, bytes: &[u8]) {
         let plan = StorePlan {
             fid,
             offset: 0,
@@ -756,7 +762,6 @@ mod tests {
         let pending = vol.prepare_store(plan).unwrap();
         pending.write_at(bytes, 0).unwrap();
         vol.commit_store(pending, None, None).unwrap();
-        fid
     }
 
     fn read_file(vol: &Volume, fid: Fid) -> Vec<u8> {
@@ -779,15 +784,7 @@ mod tests {
         assert!(clone.is_clone());
         // Nothing is copied: the clone's folder holds no data file yet.
         assert_eq!(std::fs::read_dir(clone.dir().join("data")).unwrap().count(), 0);
-        let plan = StorePlan {
-            fid: a,
-            offset: 0,
-            len: 5,
-            truncate: Some(0),
-        };
-        let pending = vol.prepare_store(plan).unwrap();
-        pending.write_at(b"new a", 0).unwrap();
-        vol.commit_store(pending, None, None).unwrap();
+        store_whole(&vol, a, b"new a");
         vol.remove(Fid::root(id), "b").unwrap();
         assert_eq!(read_file(&vol, a), b"new a");
         assert_eq!(read_file(&clone, Fid { volume: clone_id, ..a }), b"old a");

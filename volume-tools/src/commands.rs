@@ -72,10 +72,13 @@ async fn connect(config: &CellConfig, path: &Path) -> anyhow::Result<(Connector,
     Ok((connector, client))
 }
 
-fn expect_volume(reply: Reply, what: &str) -> anyhow::Result<VolumeInfo> {
-    match reply {
+/// Sends an admin request answered with `Reply::Volume`; `doing` names the
+/// operation in errors ("rename volume \"x\"").
+async fn call_volume(client: &RpcClient, req: Request, doing: &str) -> anyhow::Result<VolumeInfo> {
+    let op = req.op_name();
+    match client.call(&req).await.with_context(|| format!("cannot {doing}"))? {
         Reply::Volume(v) => Ok(v),
-        other => bail!("unexpected reply to {what}: {other:?}"),
+        other => bail!("unexpected reply to {op}: {other:?}"),
     }
 }
 
@@ -110,11 +113,9 @@ async fn execute(client: &RpcClient, command: Command) -> anyhow::Result<String>
             output::volumes(&list, format)
         }
         Command::Examine { name, format } => {
-            let reply = client
-                .call(&Request::ExamineVolume { name: name.clone() })
-                .await
-                .with_context(|| format!("cannot examine volume {name:?}"))?;
-            output::volume(&expect_volume(reply, "ExamineVolume")?, format)
+            let req = Request::ExamineVolume { name: name.clone() };
+            let v = call_volume(client, req, &format!("examine volume {name:?}")).await?;
+            output::volume(&v, format)
         }
         Command::Remove { name } => {
             client
@@ -142,13 +143,7 @@ async fn execute(client: &RpcClient, command: Command) -> anyhow::Result<String>
                 name: name.clone(),
                 new_name: new_name.clone(),
             };
-            let v = expect_volume(
-                client
-                    .call(&req)
-                    .await
-                    .with_context(|| format!("cannot rename volume {name:?}"))?,
-                "RenameVolume",
-            )?;
+            let v = call_volume(client, req, &format!("rename volume {name:?}")).await?;
             Ok(format!(
                 "renamed volume {name} to {} (id {}); mount points naming {name} must be made again\n",
                 v.name, v.id
@@ -159,13 +154,7 @@ async fn execute(client: &RpcClient, command: Command) -> anyhow::Result<String>
                 name: name.clone(),
                 holder: lock_holder(),
             };
-            let v = expect_volume(
-                client
-                    .call(&req)
-                    .await
-                    .with_context(|| format!("cannot lock volume {name:?}"))?,
-                "LockVolume",
-            )?;
+            let v = call_volume(client, req, &format!("lock volume {name:?}")).await?;
             let holder = v.lock.map(|l| l.holder).unwrap_or_default();
             Ok(format!("locked volume {name} for {holder}\n"))
         }
@@ -178,13 +167,8 @@ async fn execute(client: &RpcClient, command: Command) -> anyhow::Result<String>
         }
         Command::Backup { name } => {
             let started = std::time::Instant::now();
-            let v = expect_volume(
-                client
-                    .call(&Request::BackupVolume { name: name.clone() })
-                    .await
-                    .with_context(|| format!("cannot back up volume {name:?}"))?,
-                "BackupVolume",
-            )?;
+            let req = Request::BackupVolume { name: name.clone() };
+            let v = call_volume(client, req, &format!("back up volume {name:?}")).await?;
             Ok(format!(
                 "made backup clone {} (id {}) of {name}: {} files in {:.0?}\n",
                 v.name,

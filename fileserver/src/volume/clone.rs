@@ -10,7 +10,7 @@
 //! deleting it. Making a clone therefore copies metadata only, and the disk
 //! grows only by what changes afterwards.
 
-use super::{VnodeAccess, Volume, parse_data_name, sync_dir};
+use super::{VnodeAccess, Volume, data_name, parse_data_name, sync_dir};
 use crate::error::{FsResult, rpc_err};
 use crate::schema::{self, ENTRIES, JOURNAL, JOURNAL_KEY, JournalState, STATE, STATE_KEY, VNODES};
 use cellfs_protocol::{ErrorCode, FileKind};
@@ -94,7 +94,7 @@ impl Volume {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             other => return other,
         }
-        match File::open(origin.join(format!("{vnode}.{version}"))) {
+        match File::open(origin.join(data_name(vnode, version))) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => File::open(own),
             other => other,
         }
@@ -107,7 +107,7 @@ impl Volume {
         if own.exists() {
             return Some(own);
         }
-        let origin = self.origin.get()?.join(format!("{vnode}.{version}"));
+        let origin = self.origin.get()?.join(data_name(vnode, version));
         origin.exists().then_some(origin)
     }
 
@@ -125,7 +125,7 @@ impl Volume {
             if own.exists() {
                 continue;
             }
-            std::fs::hard_link(origin.join(format!("{vnode}.{}", rec.data_file)), &own)?;
+            std::fs::hard_link(origin.join(data_name(vnode, rec.data_file)), &own)?;
             adopted += 1;
         }
         if adopted > 0 {

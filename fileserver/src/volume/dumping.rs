@@ -93,7 +93,7 @@ pub fn build_from_dump<R: Read>(input: R, dir: &Path, base: Option<&Volume>, dv_
                         return Err(rpc_err(ErrorCode::Corrupt, format!("vnode {vnode} listed twice")));
                     }
                     if rec.kind == FileKind::File && rec.size > 0 {
-                        let path = data_dir.join(format!("{vnode}.{}", rec.data_file));
+                        let path = data_dir.join(super::data_name(vnode, rec.data_file));
                         if data {
                             let mut file = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&path)?);
                             reader.copy_data(&mut file)?;

@@ -239,7 +239,7 @@ impl Volume {
     }
 
     fn data_path(&self, vnode: u64, version: u64) -> PathBuf {
-        self.dir.join("data").join(format!("{vnode}.{version}"))
+        self.dir.join("data").join(data_name(vnode, version))
     }
 
     fn reader(&self) -> FsResult<Reader> {
@@ -433,6 +433,11 @@ impl Volume {
         }
         Ok(())
     }
+}
+
+/// The name of data file `version` of `vnode`: `<vnode>.<version>`.
+pub fn data_name(vnode: u64, version: u64) -> String {
+    format!("{vnode}.{version}")
 }
 
 /// Splits a data file name `<vnode>.<version>`.
