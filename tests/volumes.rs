@@ -364,3 +364,106 @@ fn dump_and_restore_round_trip_full_and_incremental_and_refuse_damage() {
     cell.vos_ok(["restore", "site.copy", "--file", full.to_str().unwrap(), "--overwrite"]);
     assert_eq!(snapshot(&a.path().join("copy")), tree);
 }
+
+#[test]
+fn release_publishes_a_read_only_copy_to_every_node_at_once() {
+    let mut cell = Cell::new();
+    cell.vos_ok(["create", "site.www"]);
+    cell.vos_ok(["mkmount", "/www", "site.www"]);
+    cell.vos_ok(["mkmount", "/.www", "site.www", "--rw"]);
+    let a = Mount::new(&cell);
+    let b = Mount::new(&cell);
+    let rw = a.path().join(".www");
+    fs::write(rw.join("index.php"), b"v1").unwrap();
+    // Before any release both paths show the read-write volume.
+    assert_eq!(fs::read(b.path().join("www/index.php")).unwrap(), b"v1");
+
+    let out = cell.vos(["release", "site.www"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("addsite"),
+        "a release without a site"
+    );
+    let out = cell.vos(["addsite", "site.www", "192.0.2.1:7000"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a fileserver of this cell"));
+    let server = cell.addr().to_string();
+    cell.vos_ok(["addsite", "site.www", &server]);
+    assert!(
+        !cell.vos(["addsite", "site.www", &server]).status.success(),
+        "a second site on one server"
+    );
+    cell.vos_ok(["release", "site.www"]);
+    let rwinfo: serde_json::Value =
+        serde_json::from_str(&cell.vos_ok(["examine", "site.www", "--format", "json"])).unwrap();
+    assert!(!rwinfo["last_release"].is_null());
+    assert_eq!(rwinfo["sites"].as_array().unwrap().len(), 2);
+    let roinfo: serde_json::Value =
+        serde_json::from_str(&cell.vos_ok(["examine", "site.www.readonly", "--format", "json"])).unwrap();
+    assert_eq!(roinfo["kind"], "ReadOnly");
+
+    // Regular mount points now lead to the read-only copy on every node.
+    for m in [&a, &b] {
+        let www = m.path().join("www");
+        assert_eq!(fs::read(www.join("index.php")).unwrap(), b"v1");
+        assert_errno(
+            fs::write(www.join("x.php"), b"x"),
+            libc::EROFS,
+            "create in a read-only copy",
+        );
+        assert_errno(
+            fs::OpenOptions::new().write(true).open(www.join("index.php")),
+            libc::EROFS,
+            "open for writing in a read-only copy",
+        );
+    }
+    // Changes through the read-write path stay unseen there until the next release...
+    fs::write(rw.join("index.php"), b"v2").unwrap();
+    fs::write(rw.join("new.php"), b"new").unwrap();
+    for m in [&a, &b] {
+        assert_eq!(fs::read(m.path().join("www/index.php")).unwrap(), b"v1");
+        assert!(!m.path().join("www/new.php").exists());
+        assert_eq!(fs::read(m.path().join(".www/index.php")).unwrap(), b"v2");
+    }
+    // ...which every node sees as soon as it returns.
+    cell.vos_ok(["release", "site.www"]);
+    for m in [&a, &b] {
+        assert_eq!(fs::read(m.path().join("www/index.php")).unwrap(), b"v2");
+        assert_eq!(fs::read(m.path().join("www/new.php")).unwrap(), b"new");
+    }
+
+    // Releases while B reads: every read is one whole release of the file.
+    let versions: Vec<Vec<u8>> = (0..6).map(|k| pattern(2 << 20, 50 + k)).collect();
+    let hashes: HashSet<String> = versions.iter().map(|v| sha256(v)).collect();
+    fs::write(rw.join("big"), &versions[0]).unwrap();
+    cell.vos_ok(["release", "site.www"]);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let (path, stop, hashes) = (b.path().join("www/big"), stop.clone(), hashes.clone());
+        std::thread::spawn(move || {
+            let mut reads = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let h = sha256(&fs::read(&path).unwrap());
+                assert!(hashes.contains(&h), "a read saw bytes of no single release");
+                reads += 1;
+            }
+            reads
+        })
+    };
+    for v in &versions[1..] {
+        fs::write(rw.join("big"), v).unwrap();
+        cell.vos_ok(["release", "site.www"]);
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(reader.join().unwrap() > 0);
+    assert_eq!(sha256_file(&b.path().join("www/big")), sha256(&versions[5]));
+
+    // The copy survives a restart; removing the last site leads back to the volume.
+    drop((a, b));
+    cell.restart();
+    let c = Mount::new(&cell);
+    assert_eq!(fs::read(c.path().join("www/index.php")).unwrap(), b"v2");
+    fs::write(c.path().join(".www/index.php"), b"v3").unwrap();
+    assert_eq!(fs::read(c.path().join("www/index.php")).unwrap(), b"v2");
+    cell.vos_ok(["remsite", "site.www", &server]);
+    assert_eq!(fs::read(c.path().join("www/index.php")).unwrap(), b"v3");
+    assert!(!cell.vos(["examine", "site.www.readonly"]).status.success());
+}

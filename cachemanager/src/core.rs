@@ -539,10 +539,15 @@ impl Core {
             }
         }
         let (reply, _) = self.call(Request::ReadLink { fid: mount_point })?;
-        let Reply::Link(volume) = reply else {
+        let Reply::Link(target) = reply else {
             return Err(unexpected("read_link"));
         };
-        let (reply, promise) = self.call(Request::GetRoot { volume })?;
+        let (volume, read_write) = cellfs_protocol::names::parse_mount_target(&target);
+        let req = Request::GetMountRoot {
+            volume: volume.to_owned(),
+            read_write,
+        };
+        let (reply, promise) = self.call(req)?;
         let Reply::Status(root) = reply else {
             return Err(unexpected("get_root"));
         };
@@ -1374,6 +1379,8 @@ impl Core {
                 }
                 ServerMessage::BreakVolume(volume) => {
                     st.nodes.note_volume_break(volume);
+                    // A release or removal may change where mount points lead.
+                    entries.extend(st.nodes.forget_mounts_into(volume));
                     let affected: Vec<u64> = st
                         .nodes
                         .iter()

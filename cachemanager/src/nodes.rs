@@ -4,7 +4,7 @@
 
 use crate::persist::SavedNode;
 use cellfs_protocol::{Fid, Status, VolumeId};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -223,6 +223,33 @@ impl NodeTable {
     /// Forgets a mount point's resolution (it was removed or changed).
     pub fn forget_mount(&mut self, mount_point: Fid) {
         self.mounts.remove(&mount_point);
+    }
+
+    /// Forgets every mount point target in `volume`, so the next crossing
+    /// asks the server where each leads; returns the kernel entries (parent
+    /// inode, name) of those mount points, which must be dropped too.
+    pub fn forget_mounts_into(&mut self, volume: VolumeId) -> Vec<(u64, String)> {
+        let mut dropped = HashSet::new();
+        self.mounts.retain(|mount_point, root| {
+            let keep = root.volume != volume;
+            if !keep {
+                dropped.insert(*mount_point);
+            }
+            keep
+        });
+        if dropped.is_empty() {
+            return Vec::new();
+        }
+        let mut entries = Vec::new();
+        for (ino, n) in &self.nodes {
+            let Some(listing) = &n.listing else { continue };
+            for (name, fid) in &listing.entries {
+                if dropped.contains(fid) {
+                    entries.push((*ino, name.clone()));
+                }
+            }
+        }
+        entries
     }
 
     /// Every inode with its node.

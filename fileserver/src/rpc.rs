@@ -240,7 +240,18 @@ impl Context {
             Request::ExamineVolume { name } => self.examine_volume(name).await.into(),
             Request::RemoveVolume { name } => self.remove_volume(client, name).await.into(),
             Request::SetQuota { name, quota } => self.set_quota(name, quota).await.into(),
-            Request::MakeMount { dir, name, volume } => self.make_mount(client, dir, name, volume).await.into(),
+            Request::MakeMount {
+                dir,
+                name,
+                volume,
+                read_write,
+            } => self.make_mount(client, dir, name, volume, read_write).await.into(),
+            Request::GetMountRoot { volume, read_write } => {
+                self.get_mount_root(client, volume, read_write).await.into()
+            }
+            Request::AddSite { name, server } => self.add_site(name, server).await.into(),
+            Request::RemoveSite { name, server } => self.remove_site(client, name, server).await.into(),
+            Request::Release { name } => self.release(client, name).await.into(),
             Request::Reconnect {
                 volume,
                 incarnation,
@@ -275,6 +286,14 @@ impl Context {
     async fn get_root(&self, client: ClientId, volume: String) -> FsResult<Reply> {
         check_volume_name(&volume)?;
         let vol = self.store.volume_by_name(&volume)?;
+        let root = Fid::root(vol.id());
+        let s = self.read(vol, client, move |v| v.status(root), |s| vec![s.fid]).await?;
+        Ok(Reply::Status(s))
+    }
+
+    async fn get_mount_root(&self, client: ClientId, volume: String, read_write: bool) -> FsResult<Reply> {
+        check_volume_name(&volume)?;
+        let vol = self.store.mount_volume(&volume, read_write)?;
         let root = Fid::root(vol.id());
         let s = self.read(vol, client, move |v| v.status(root), |s| vec![s.fid]).await?;
         Ok(Reply::Status(s))
@@ -765,6 +784,64 @@ impl Context {
         Ok(Reply::Volume(info))
     }
 
+    async fn add_site(&self, name: String, server: String) -> FsResult<Reply> {
+        check_volume_name(&name)?;
+        let store = self.store.clone();
+        let this = self.server_addr.clone();
+        let info = blocking(move || {
+            store.add_site(&name, &server, &this)?;
+            store.info(store.volume_id(&name)?, &this)
+        })
+        .await?;
+        Ok(Reply::Volume(info))
+    }
+
+    /// `RemoveSite`: when the last read-only copy goes, nodes drop it and
+    /// find the read-write volume through their mount points again.
+    async fn remove_site(&self, client: ClientId, name: String, server: String) -> FsResult<Reply> {
+        check_volume_name(&name)?;
+        let vol = self.store.volume_by_name(&name)?;
+        let removed = {
+            let _guard = vol.lock.write().await;
+            let store = self.store.clone();
+            let n = name.clone();
+            blocking(move || store.remove_site(&n, &server)).await?
+        };
+        if let Some(ro) = removed {
+            self.callbacks.break_volume(Some(client), ro).await;
+        }
+        let store = self.store.clone();
+        let this = self.server_addr.clone();
+        let info = blocking(move || store.info(store.volume_id(&name)?, &this)).await?;
+        Ok(Reply::Volume(info))
+    }
+
+    /// `Release`: the read-only copy is made again under the volume's write
+    /// lock and swapped in whole; then every node holding anything of it
+    /// drops it (and after the first release, nodes re-resolve their mount
+    /// points, which now lead to the copy). Returns once every node has
+    /// acknowledged, so the release is seen everywhere at once.
+    async fn release(&self, client: ClientId, name: String) -> FsResult<Reply> {
+        check_volume_name(&name)?;
+        let vol = self.store.volume_by_name(&name)?;
+        let first = self.store.admin(vol.id())?.readonly.is_none();
+        let ro = {
+            let _guard = vol.lock.write().await;
+            let store = self.store.clone();
+            let n = name.clone();
+            blocking(move || store.release(&n)).await?
+        };
+        if first {
+            self.callbacks.break_volume(Some(client), vol.id()).await;
+        }
+        self.callbacks.break_volume(Some(client), ro).await;
+        let store = self.store.clone();
+        let this = self.server_addr.clone();
+        let info = blocking(move || store.info(ro, &this)).await?;
+        tracing::info!(volume = %name, files = info.files, "released");
+        Ok(Reply::Volume(info))
+    }
+
     /// `DumpVolume`: written to a temporary file under the volume's shared
     /// lock (so no data file is retired while it is read), then sent.
     async fn dump_volume(&self, name: String, since: Option<Timestamp>) -> Handled {
@@ -859,12 +936,20 @@ impl Context {
         Ok(Reply::Volume(info))
     }
 
-    async fn make_mount(&self, client: ClientId, dir: Fid, name: String, volume: String) -> FsResult<Reply> {
+    async fn make_mount(
+        &self,
+        client: ClientId,
+        dir: Fid,
+        name: String,
+        volume: String,
+        read_write: bool,
+    ) -> FsResult<Reply> {
         check_name(&name)?;
         check_volume_name(&volume)?;
         self.store.volume_id(&volume)?;
         let vol = self.store.volume(dir.volume)?;
-        let f = move |v: &Volume| v.make_mount(dir, &name, &volume);
+        let target = cellfs_protocol::names::mount_target(&volume, read_write);
+        let f = move |v: &Volume| v.make_mount(dir, &name, &target);
         let c = self.change(vol, client, f, created_fids).await?;
         Ok(Reply::Created {
             dir: c.dir,

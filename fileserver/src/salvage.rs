@@ -272,7 +272,7 @@ pub fn salvage(data_dir: &Path, opts: &SalvageOptions) -> Result<SalvageReport, 
         let parent = opened.iter().find(|(pid, ..)| Some(*pid) == parent);
         if let (Ok(vol), Some((_, _, _, Ok(parent)))) = (vol, parent) {
             vol.set_clone_of(parent);
-            parent.set_backup(Some(vol.clone()));
+            parent.add_clone(vol.clone());
         }
     }
     for (id, header, dir, vol) in opened {
@@ -383,8 +383,11 @@ fn load(vol: &Volume) -> FsResult<(Model, BTreeMap<String, DataFile>)> {
             }
         }
     }
-    if let Some(clone) = vol.backup() {
-        files.retain(|name, _| !parse_data_name(name).is_some_and(|(v, d)| clone.names_data_file(v, d)));
+    let clones = vol.clones();
+    if !clones.is_empty() {
+        files.retain(|name, _| {
+            !parse_data_name(name).is_some_and(|(v, d)| clones.iter().any(|c| c.names_data_file(v, d)))
+        });
     }
     Ok((Model { vnodes, entries, state }, files))
 }

@@ -65,6 +65,39 @@ pub struct VolumeAdmin {
     pub backup_time: Option<Timestamp>,
     /// The administrative lock (`cellfs-vos lock`).
     pub lock: Option<VolumeLock>,
+    /// For a read-write volume: the id of its released read-only copy.
+    pub readonly: Option<VolumeId>,
+    /// For a read-write volume: its read-only sites (server addresses).
+    pub ro_sites: Vec<String>,
+    /// When the volume was last released to its read-only sites.
+    pub last_release: Option<Timestamp>,
+}
+
+impl VolumeAdmin {
+    /// The id of this read-write volume's clone of `kind`, if it has one.
+    pub fn clone_id(&self, kind: VolumeKind) -> Option<VolumeId> {
+        match kind {
+            VolumeKind::Backup => self.backup,
+            VolumeKind::ReadOnly => self.readonly,
+            VolumeKind::ReadWrite => None,
+        }
+    }
+
+    /// Records (or with `None` forgets) this volume's clone of `kind`.
+    pub fn set_clone_id(&mut self, kind: VolumeKind, id: Option<VolumeId>) {
+        match kind {
+            VolumeKind::Backup => self.backup = id,
+            VolumeKind::ReadOnly => self.readonly = id,
+            VolumeKind::ReadWrite => {}
+        }
+    }
+
+    /// Every clone of this volume, with its kind.
+    pub fn clones(&self) -> impl Iterator<Item = (VolumeKind, VolumeId)> {
+        let backup = self.backup.map(|id| (VolumeKind::Backup, id));
+        let readonly = self.readonly.map(|id| (VolumeKind::ReadOnly, id));
+        backup.into_iter().chain(readonly)
+    }
 }
 
 /// A volume's counters, kept in its own database.

@@ -82,10 +82,11 @@ impl Store {
             let dir = vols_dir.join(id.to_string());
             finish_swap(&dir)?;
             let admin = read_admin(&vldb, id)?;
-            if admin.kind == VolumeKind::Backup && !dir.exists() {
-                // A crash between the VLDB entry and the clone's folder: the clone is remade by `backup`.
-                tracing::warn!(volume = %header.name, "backup clone has no folder; dropping it");
-                lost_clones.push((id, header.name, admin.parent));
+            if admin.kind != VolumeKind::ReadWrite && !dir.exists() {
+                // A crash between the VLDB entry and the clone's folder: the
+                // clone is made again by `backup` or `release`.
+                tracing::warn!(volume = %header.name, "clone has no folder; dropping it");
+                lost_clones.push((id, header.name, admin.kind, admin.parent));
                 continue;
             }
             let vol = Volume::open_no_cleanup(&dir, id, header.quota, journal_len)?;
@@ -93,11 +94,11 @@ impl Store {
         }
         if !lost_clones.is_empty() {
             let txn = vldb.begin_write()?;
-            for (id, name, parent) in lost_clones {
+            for (id, name, kind, parent) in lost_clones {
                 forget(&txn, id, &name)?;
                 if let Some(p) = parent {
                     let mut admin = admin_in(&txn, p)?;
-                    admin.backup = None;
+                    admin.set_clone_id(kind, None);
                     put_admin(&txn, p, &admin)?;
                 }
             }
@@ -108,7 +109,7 @@ impl Store {
         for (vol, admin) in volumes.values() {
             if let Some((parent, _)) = admin.parent.and_then(|p| volumes.get(&p)) {
                 vol.set_clone_of(parent);
-                parent.set_backup(Some(vol.clone()));
+                parent.add_clone(vol.clone());
             }
         }
         for (vol, _) in volumes.values() {
@@ -248,10 +249,10 @@ impl Store {
         Ok(id)
     }
 
-    /// Deletes a volume and its folder, and its backup clone with it;
-    /// returns the ids removed (each volume already marked removed) so the
-    /// caller can tell clients. The caller holds the write lock of the
-    /// read-write volume concerned.
+    /// Deletes a volume and its folder, and its clones with it; returns the
+    /// ids removed (each volume already marked removed) so the caller can
+    /// tell clients. The caller holds the write lock of the read-write
+    /// volume concerned.
     pub fn remove_volume(&self, name: &str) -> FsResult<Vec<VolumeId>> {
         let id = self.volume_id(name)?;
         let admin = self.admin(id)?;
@@ -259,19 +260,19 @@ impl Store {
         let txn = self.vldb.begin_write()?;
         let mut gone = vec![id];
         forget(&txn, id, name)?;
-        if let Some(clone) = admin.backup {
+        for (_, clone) in admin.clones() {
             let clone_name = self.header(clone)?.name;
             forget(&txn, clone, &clone_name)?;
             gone.insert(0, clone);
         }
         if let Some(parent) = admin.parent {
             let mut padmin = admin_in(&txn, parent)?;
-            padmin.backup = None;
+            padmin.set_clone_id(admin.kind, None);
             put_admin(&txn, parent, &padmin)?;
         }
         txn.commit()?;
         if let Some(parent) = admin.parent.and_then(|p| self.volume(p).ok()) {
-            parent.set_backup(None);
+            parent.remove_clone(id);
         }
         for &v in &gone {
             let vol = self.volumes.write().unwrap_or_else(|e| e.into_inner()).remove(&v);
@@ -348,15 +349,17 @@ impl Store {
             let _ = std::fs::remove_dir_all(&staging);
             return Err(e);
         }
-        // The clone keeps its own links to the files it shares with the old state.
-        let clone = vol.backup();
-        if let Some(c) = &clone {
+        // Clones keep their own links to the files they share with the old state.
+        let clones = vol.clones();
+        for c in &clones {
             c.adopt_shared_files()?;
         }
         vol.mark_removed();
         install_folder(&dir, &staging)?;
         let new = Arc::new(Volume::open(&dir, id, self.header(id)?.quota, self.journal_len)?);
-        new.set_backup(clone);
+        for c in clones {
+            new.add_clone(c);
+        }
         self.volumes.write().unwrap_or_else(|e| e.into_inner()).insert(id, new);
         Ok(id)
     }
@@ -455,15 +458,15 @@ impl Store {
         Ok(())
     }
 
-    /// Renames a read-write volume, and its backup clone to `NEW.backup`.
+    /// Renames a read-write volume, and its clones to `NEW.backup` and `NEW.readonly`.
     /// Mount points name volumes, so those naming the old name must be made
     /// again (as in AFS).
     pub fn rename_volume(&self, name: &str, new_name: &str) -> FsResult<()> {
         check_not_reserved(new_name)?;
         let (id, admin) = self.admin_target(name, "rename")?;
         let mut renames = vec![(id, name.to_owned(), new_name.to_owned())];
-        if let Some(clone) = admin.backup {
-            renames.push((clone, self.header(clone)?.name, backup_name(new_name)));
+        for (kind, clone) in admin.clones() {
+            renames.push((clone, self.header(clone)?.name, clone_name(new_name, kind)));
         }
         let txn = self.vldb.begin_write()?;
         {
@@ -492,16 +495,104 @@ impl Store {
     }
 
     /// Makes (or remakes) the backup clone `NAME.backup` of read-write volume
-    /// `name` and returns its id. The caller holds the volume's write lock, so
-    /// the clone is one consistent state; a previous clone is replaced whole.
+    /// `name` and returns its id. The caller holds the volume's write lock.
     pub fn backup_volume(&self, name: &str) -> FsResult<VolumeId> {
-        let (id, admin) = self.admin_target(name, "back up")?;
+        self.make_clone(name, VolumeKind::Backup)
+    }
+
+    /// Releases read-write volume `name` to its read-only sites: its
+    /// read-only copy `NAME.readonly` is made again from the current state
+    /// and swapped in whole. Returns the copy's id. The caller holds the
+    /// volume's write lock.
+    pub fn release(&self, name: &str) -> FsResult<VolumeId> {
+        let (_, admin) = self.admin_target(name, "release")?;
+        if admin.ro_sites.is_empty() {
+            return Err(rpc_err(
+                ErrorCode::Invalid,
+                format!("volume {name} has no read-only site; add one with `cellfs-vos addsite {name} SERVER`"),
+            ));
+        }
+        self.make_clone(name, VolumeKind::ReadOnly)
+    }
+
+    /// Adds read-only site `server` (which must be `this_server`: one
+    /// fileserver serves the cell) to read-write volume `name`.
+    pub fn add_site(&self, name: &str, server: &str, this_server: &str) -> FsResult<()> {
+        let (id, _) = self.admin_target(name, "add a site to")?;
+        if !same_server(server, this_server) {
+            return Err(rpc_err(
+                ErrorCode::Invalid,
+                format!(
+                    "{server} is not a fileserver of this cell: {this_server} is its only fileserver (several fileservers are not supported yet)"
+                ),
+            ));
+        }
+        let txn = self.vldb.begin_write()?;
+        let mut admin = admin_in(&txn, id)?;
+        if admin.ro_sites.iter().any(|s| same_server(s, server)) {
+            return Err(rpc_err(
+                ErrorCode::Exists,
+                format!("volume {name} already has a read-only site on {server}"),
+            ));
+        }
+        admin.ro_sites.push(server.to_owned());
+        put_admin(&txn, id, &admin)?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Removes read-only site `server` of volume `name`; when it was the
+    /// last, the read-only copy is deleted and its id returned (nodes then
+    /// read the read-write volume through regular mount points again).
+    pub fn remove_site(&self, name: &str, server: &str) -> FsResult<Option<VolumeId>> {
+        let (id, admin) = self.admin_target(name, "remove a site from")?;
+        let Some(pos) = admin.ro_sites.iter().position(|s| same_server(s, server)) else {
+            return Err(rpc_err(
+                ErrorCode::NotFound,
+                format!("volume {name} has no read-only site on {server}"),
+            ));
+        };
+        if admin.ro_sites.len() > 1 {
+            let txn = self.vldb.begin_write()?;
+            let mut a = admin_in(&txn, id)?;
+            a.ro_sites.remove(pos);
+            put_admin(&txn, id, &a)?;
+            txn.commit()?;
+            return Ok(None);
+        }
+        let removed = match admin.readonly {
+            Some(ro) => {
+                let ro_name = self.header(ro)?.name;
+                self.remove_volume(&ro_name)?;
+                Some(ro)
+            }
+            None => None,
+        };
+        let txn = self.vldb.begin_write()?;
+        let mut a = admin_in(&txn, id)?;
+        a.ro_sites.clear();
+        a.last_release = None;
+        put_admin(&txn, id, &a)?;
+        txn.commit()?;
+        Ok(removed)
+    }
+
+    /// Makes (or remakes) the clone of `kind` of read-write volume `name`
+    /// and returns its id. The caller holds the volume's write lock, so the
+    /// clone is one consistent state; a previous clone is replaced whole.
+    fn make_clone(&self, name: &str, kind: VolumeKind) -> FsResult<VolumeId> {
+        let op = if kind == VolumeKind::Backup {
+            "back up"
+        } else {
+            "release"
+        };
+        let (id, admin) = self.admin_target(name, op)?;
         let vol = self.volume(id)?;
-        let clone_name = backup_name(name);
+        let clone_name = clone_name(name, kind);
         let now = Timestamp::now();
         // The VLDB entry comes first: a crash before the folder is complete
         // leaves an entry without a folder, which the next start drops.
-        let clone_id = match admin.backup {
+        let clone_id = match admin.clone_id(kind) {
             Some(c) => c,
             None => {
                 let txn = self.vldb.begin_write()?;
@@ -522,14 +613,13 @@ impl Store {
                     c
                 };
                 let cadmin = VolumeAdmin {
-                    kind: VolumeKind::Backup,
+                    kind,
                     parent: Some(id),
-                    backup_time: Some(now),
                     ..VolumeAdmin::default()
                 };
                 put_admin(&txn, c, &cadmin)?;
                 let mut radmin = admin_in(&txn, id)?;
-                radmin.backup = Some(c);
+                radmin.set_clone_id(kind, Some(c));
                 put_admin(&txn, id, &radmin)?;
                 txn.commit()?;
                 c
@@ -552,7 +642,7 @@ impl Store {
         install_folder(&dir, &staging)?;
         let clone = Arc::new(Volume::open(&dir, clone_id, 0, self.journal_len)?);
         clone.set_clone_of(&vol);
-        vol.set_backup(Some(clone.clone()));
+        vol.add_clone(clone.clone());
         self.volumes
             .write()
             .unwrap_or_else(|e| e.into_inner())
@@ -560,7 +650,10 @@ impl Store {
         let txn = self.vldb.begin_write()?;
         for v in [id, clone_id] {
             let mut a = admin_in(&txn, v)?;
-            a.backup_time = Some(now);
+            match kind {
+                VolumeKind::ReadOnly => a.last_release = Some(now),
+                _ => a.backup_time = Some(now),
+            }
             put_admin(&txn, v, &a)?;
         }
         txn.commit()?;
@@ -594,9 +687,17 @@ impl Store {
         let admin = self.admin(id)?;
         let vol = self.volume(id)?;
         let state = vol.state()?;
+        let parent_admin = admin.parent.map(|p| self.admin(p)).transpose()?;
         let parent = match admin.parent {
             Some(p) => Some(self.header(p)?.name),
             None => None,
+        };
+        let sites = match admin.kind {
+            VolumeKind::ReadWrite => std::iter::once(server.to_owned())
+                .chain(admin.ro_sites.iter().cloned())
+                .collect(),
+            VolumeKind::ReadOnly => parent_admin.map(|a| a.ro_sites).unwrap_or_default(),
+            VolumeKind::Backup => vec![server.to_owned()],
         };
         Ok(VolumeInfo {
             id,
@@ -611,8 +712,19 @@ impl Store {
             parent,
             backup_time: admin.backup_time,
             lock: admin.lock,
-            sites: vec![server.to_owned()],
+            sites,
+            last_release: admin.last_release,
         })
+    }
+
+    /// The volume a mount point naming `name` leads to: its released
+    /// read-only copy unless the mount point is `read_write` or there is none.
+    pub fn mount_volume(&self, name: &str, read_write: bool) -> FsResult<Arc<Volume>> {
+        let id = self.volume_id(name)?;
+        if !read_write && let Some(ro) = self.admin(id)?.readonly {
+            return self.volume(ro);
+        }
+        self.volume(id)
     }
 
     /// Describes every volume, by id.
@@ -628,9 +740,22 @@ impl Store {
     }
 }
 
-/// The name of the backup clone of volume `name`.
-pub fn backup_name(name: &str) -> String {
-    format!("{name}.backup")
+/// The name of volume `name`'s clone of `kind` (`NAME.backup`, `NAME.readonly`).
+pub fn clone_name(name: &str, kind: VolumeKind) -> String {
+    match kind {
+        VolumeKind::Backup => format!("{name}.backup"),
+        VolumeKind::ReadOnly => format!("{name}.readonly"),
+        VolumeKind::ReadWrite => name.to_owned(),
+    }
+}
+
+/// Whether two server addresses name the same server (resolved when both
+/// are socket addresses, compared as written otherwise).
+fn same_server(a: &str, b: &str) -> bool {
+    match (a.parse::<std::net::SocketAddr>(), b.parse::<std::net::SocketAddr>()) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => a == b,
+    }
 }
 
 /// Suffixes kept for clones and replicas.
@@ -801,6 +926,43 @@ mod tests {
         assert_eq!(read_file(&clone, Fid { volume: clone_id, ..a }), b"old a");
         assert_eq!(read_file(&clone, Fid { volume: clone_id, ..b }), b"old b");
         assert_eq!(store.admin(id).unwrap().backup, Some(clone_id));
+    }
+
+    #[test]
+    fn a_backup_and_a_release_share_retired_files_and_sites_are_checked() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::create(tmp.path()).unwrap();
+        let id = store.create_volume("v", 0).unwrap();
+        let vol = store.volume(id).unwrap();
+        let a = put_file(&vol, "a", b"first");
+        assert_eq!(code(store.release("v")), ErrorCode::Invalid, "a release without a site");
+        assert_eq!(
+            code(store.add_site("v", "10.0.0.9:7000", "127.0.0.1:7000")),
+            ErrorCode::Invalid
+        );
+        store.add_site("v", "127.0.0.1:7000", "127.0.0.1:7000").unwrap();
+        let bk = store.backup_volume("v").unwrap();
+        let ro = store.release("v").unwrap();
+        assert_eq!(store.mount_volume("v", false).unwrap().id(), ro);
+        assert_eq!(store.mount_volume("v", true).unwrap().id(), id);
+        store_whole(&vol, a, b"second");
+        for clone in [bk, ro] {
+            assert_eq!(
+                read_file(&store.volume(clone).unwrap(), Fid { volume: clone, ..a }),
+                b"first"
+            );
+        }
+        drop((vol, store));
+        let store = Store::open(tmp.path()).unwrap();
+        for clone in [bk, ro] {
+            assert_eq!(
+                read_file(&store.volume(clone).unwrap(), Fid { volume: clone, ..a }),
+                b"first"
+            );
+        }
+        assert_eq!(store.remove_site("v", "127.0.0.1:7000").unwrap(), Some(ro));
+        assert_eq!(store.mount_volume("v", false).unwrap().id(), id);
+        assert_eq!(read_file(&store.volume(bk).unwrap(), Fid { volume: bk, ..a }), b"first");
     }
 
     fn code<T: std::fmt::Debug>(r: FsResult<T>) -> ErrorCode {

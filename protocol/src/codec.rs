@@ -156,9 +156,13 @@ mod tests {
 
     fn volume() -> impl Strategy<Value = VolumeInfo> {
         let admin = (
-            prop_oneof![Just(VolumeKind::ReadWrite), Just(VolumeKind::Backup)],
+            prop_oneof![
+                Just(VolumeKind::ReadWrite),
+                Just(VolumeKind::Backup),
+                Just(VolumeKind::ReadOnly)
+            ],
             proptest::option::of(name()),
-            proptest::option::of(ts()),
+            (proptest::option::of(ts()), proptest::option::of(ts())),
             proptest::option::of((name(), ts()).prop_map(|(holder, since)| VolumeLock { holder, since })),
             proptest::collection::vec(name(), 0..3),
         );
@@ -179,7 +183,7 @@ mod tests {
                     server,
                     created,
                     updated,
-                    (kind, parent, backup_time, lock, sites),
+                    (kind, parent, (backup_time, last_release), lock, sites),
                 )| {
                     VolumeInfo {
                         id,
@@ -195,6 +199,7 @@ mod tests {
                         backup_time,
                         lock,
                         sites,
+                        last_release,
                     }
                 },
             )
@@ -287,7 +292,12 @@ mod tests {
             name().prop_map(|name| Request::ExamineVolume { name }),
             name().prop_map(|name| Request::RemoveVolume { name }),
             (name(), any::<u64>()).prop_map(|(name, quota)| Request::SetQuota { name, quota }),
-            (fid(), name(), name()).prop_map(|(dir, name, volume)| Request::MakeMount { dir, name, volume }),
+            (fid(), name(), name(), any::<bool>()).prop_map(|(dir, name, volume, read_write)| Request::MakeMount {
+                dir,
+                name,
+                volume,
+                read_write
+            }),
             (any::<(u64, u64, u64)>(), proptest::collection::vec(fid(), 0..5)).prop_map(
                 |((volume, incarnation, since), fids)| Request::Reconnect {
                     volume,
@@ -309,6 +319,10 @@ mod tests {
             (name(), name()).prop_map(|(name, holder)| Request::LockVolume { name, holder }),
             name().prop_map(|name| Request::UnlockVolume { name }),
             name().prop_map(|name| Request::BackupVolume { name }),
+            (name(), any::<bool>()).prop_map(|(volume, read_write)| Request::GetMountRoot { volume, read_write }),
+            (name(), name()).prop_map(|(name, server)| Request::AddSite { name, server }),
+            (name(), name()).prop_map(|(name, server)| Request::RemoveSite { name, server }),
+            name().prop_map(|name| Request::Release { name }),
             (name(), proptest::option::of(ts())).prop_map(|(name, since)| Request::DumpVolume { name, since }),
             (name(), any::<u64>(), any::<bool>()).prop_map(|(name, len, overwrite)| Request::RestoreVolume {
                 name,

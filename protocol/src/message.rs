@@ -118,8 +118,25 @@ pub enum Request {
     RemoveVolume { name: String },
     /// Admin: change a volume's quota (0 = unlimited).
     SetQuota { name: String, quota: u64 },
-    /// Admin: create a mount point `name` in `dir` for `volume`.
-    MakeMount { dir: Fid, name: String, volume: String },
+    /// Admin: create a mount point `name` in `dir` for `volume`; a
+    /// `read_write` one always shows the read-write volume.
+    MakeMount {
+        dir: Fid,
+        name: String,
+        volume: String,
+        read_write: bool,
+    },
+    /// The root a mount point for `volume` leads to: the released read-only
+    /// copy when there is one and the mount point is not `read_write`,
+    /// otherwise the read-write volume.
+    GetMountRoot { volume: String, read_write: bool },
+    /// Admin: add a read-only site on `server` for a volume (filled by the next release).
+    AddSite { name: String, server: String },
+    /// Admin: remove a read-only site (its copy is deleted).
+    RemoveSite { name: String, server: String },
+    /// Admin: snapshot the read-write volume to its read-only sites
+    /// atomically. Answered with the read-only copy's `Reply::Volume`.
+    Release { name: String },
     /// Admin: rename a volume (and its backup clone with it).
     RenameVolume { name: String, new_name: String },
     /// Admin: take the administrative lock of a volume for `holder`.
@@ -195,6 +212,10 @@ impl Request {
             Request::RemoveVolume { .. } => "remove_volume",
             Request::SetQuota { .. } => "set_quota",
             Request::MakeMount { .. } => "make_mount",
+            Request::GetMountRoot { .. } => "get_mount_root",
+            Request::AddSite { .. } => "add_site",
+            Request::RemoveSite { .. } => "remove_site",
+            Request::Release { .. } => "release",
             Request::Reconnect { .. } => "reconnect",
             Request::FetchFiles { .. } => "fetch_files",
             Request::RenameVolume { .. } => "rename_volume",

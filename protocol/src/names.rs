@@ -43,6 +43,28 @@ pub fn validate_volume_name(name: &str) -> Result<(), RpcError> {
     }
 }
 
+/// Prefix of a read-write mount point's target (AFS `%`): it always shows
+/// the read-write volume, where a regular mount point shows the volume's
+/// released read-only copy when there is one.
+pub const RW_MOUNT_PREFIX: char = '%';
+
+/// The target a mount point stores for `volume`.
+pub fn mount_target(volume: &str, read_write: bool) -> String {
+    if read_write {
+        format!("{RW_MOUNT_PREFIX}{volume}")
+    } else {
+        volume.to_owned()
+    }
+}
+
+/// A mount point's target as (volume name, read-write).
+pub fn parse_mount_target(target: &str) -> (&str, bool) {
+    match target.strip_prefix(RW_MOUNT_PREFIX) {
+        Some(volume) => (volume, true),
+        None => (target, false),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -60,6 +82,13 @@ mod tests {
             validate_name(&"x".repeat(256)).unwrap_err().code,
             ErrorCode::NameTooLong
         );
+    }
+
+    #[test]
+    fn mount_targets_round_trip() {
+        for rw in [false, true] {
+            assert_eq!(parse_mount_target(&mount_target("site.www", rw)), ("site.www", rw));
+        }
     }
 
     #[test]

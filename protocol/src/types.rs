@@ -161,14 +161,18 @@ pub enum VolumeKind {
     /// A read-only copy-on-write clone of a read-write volume (`NAME.backup`),
     /// made by `cellfs-vos backup`.
     Backup,
+    /// The released read-only copy of a read-write volume (`NAME.readonly`),
+    /// made by `cellfs-vos release`; regular mount points show it.
+    ReadOnly,
 }
 
 impl VolumeKind {
-    /// The short name `cellfs-vos` prints: `RW` or `BK`.
+    /// The short name `cellfs-vos` prints: `RW`, `BK` or `RO`.
     pub fn short(self) -> &'static str {
         match self {
             VolumeKind::ReadWrite => "RW",
             VolumeKind::Backup => "BK",
+            VolumeKind::ReadOnly => "RO",
         }
     }
 }
@@ -204,15 +208,18 @@ pub struct VolumeInfo {
     pub updated: Timestamp,
     /// Read-write or backup clone.
     pub kind: VolumeKind,
-    /// For a backup clone: the name of the read-write volume it copies.
+    /// For a backup clone or read-only copy: the name of the read-write volume it copies.
     pub parent: Option<String>,
     /// For a read-write volume: when its backup clone was last made; for a
     /// clone: when it was made. `None`: never.
     pub backup_time: Option<Timestamp>,
     /// The administrative lock, if one is held.
     pub lock: Option<VolumeLock>,
-    /// Servers holding a copy of the volume.
+    /// Servers holding a copy of the volume: the read-write site first, then
+    /// the read-only sites (`addsite`).
     pub sites: Vec<String>,
+    /// When the volume was last released to its read-only sites (`None`: never).
+    pub last_release: Option<Timestamp>,
 }
 
 /// Counters a fileserver exposes through the `Stats` RPC.

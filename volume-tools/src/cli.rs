@@ -79,6 +79,32 @@ pub enum Command {
         path: String,
         /// Volume the mount point shows.
         name: String,
+        /// A read-write mount point: always shows the read-write volume. A
+        /// regular one shows the released read-only copy when there is one.
+        #[arg(long)]
+        rw: bool,
+    },
+    /// Add a read-only site for a volume on a fileserver; `release` fills it.
+    #[command(name = "addsite")]
+    AddSite {
+        /// Volume name.
+        name: String,
+        /// The fileserver's address (host:port), as `examine` shows it.
+        server: String,
+    },
+    /// Remove a read-only site of a volume (the last one takes the read-only copy with it).
+    #[command(name = "remsite")]
+    RemSite {
+        /// Volume name.
+        name: String,
+        /// The fileserver's address.
+        server: String,
+    },
+    /// Release a volume: its read-only sites get a snapshot of it, all at
+    /// once, and every node reading it through a regular mount point sees it.
+    Release {
+        /// Volume name.
+        name: String,
     },
     /// Rename a volume (its backup clone follows). Mount points name volumes:
     /// make those naming the old name again.

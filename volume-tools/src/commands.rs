@@ -134,9 +134,40 @@ async fn execute(client: &RpcClient, command: Command) -> anyhow::Result<String>
                 .with_context(|| format!("cannot set the quota of volume {name:?}"))?;
             Ok(format!("volume {name}: quota {}\n", size::format_quota(quota)))
         }
-        Command::MkMount { path, name } => {
-            walk::make_mount(client, &path, &name).await?;
-            Ok(format!("mounted volume {name} at {path}\n"))
+        Command::MkMount { path, name, rw } => {
+            walk::make_mount(client, &path, &name, rw).await?;
+            let kind = if rw { "read-write mount point" } else { "mount point" };
+            Ok(format!("{kind} {path} shows volume {name}\n"))
+        }
+        Command::AddSite { name, server } => {
+            let req = Request::AddSite {
+                name: name.clone(),
+                server: server.clone(),
+            };
+            call_volume(client, req, &format!("add a site for volume {name:?}")).await?;
+            Ok(format!(
+                "added read-only site {server} for volume {name}; `release {name}` fills it\n"
+            ))
+        }
+        Command::RemSite { name, server } => {
+            let req = Request::RemoveSite {
+                name: name.clone(),
+                server: server.clone(),
+            };
+            call_volume(client, req, &format!("remove a site of volume {name:?}")).await?;
+            Ok(format!("removed read-only site {server} of volume {name}\n"))
+        }
+        Command::Release { name } => {
+            let started = std::time::Instant::now();
+            let req = Request::Release { name: name.clone() };
+            let v = call_volume(client, req, &format!("release volume {name:?}")).await?;
+            Ok(format!(
+                "released volume {name} to {} ({} site(s), {} files) in {:.0?}\n",
+                v.name,
+                v.sites.len(),
+                v.files,
+                started.elapsed()
+            ))
         }
         Command::Rename { name, new_name } => {
             let req = Request::RenameVolume {

@@ -69,7 +69,7 @@ pub fn volume(v: &VolumeInfo, format: Format) -> anyhow::Result<String> {
             let _ = writeln!(out, "files:        {}", v.files);
             let _ = writeln!(out, "created:      {}", utc(v.created));
             let _ = writeln!(out, "last update:  {}", utc(v.updated));
-            let _ = writeln!(out, "last release: never (no read-only sites)");
+            let _ = writeln!(out, "last release: {}", v.last_release.map(utc).unwrap_or_else(never));
             let _ = writeln!(out, "backup time:  {}", v.backup_time.map(utc).unwrap_or_else(never));
             match &v.lock {
                 Some(l) => {
@@ -134,6 +134,7 @@ mod tests {
             backup_time: None,
             lock: None,
             sites: vec!["127.0.0.1:7000".into()],
+            last_release: None,
         }
     }
 

@@ -77,7 +77,7 @@ pub async fn walk_dirs<C: Rpc>(client: &C, root_volume: &str, dirs: &[String]) -
         dir = match status.kind {
             FileKind::Dir => status,
             FileKind::MountPoint => {
-                let volume = match client
+                let target = match client
                     .call(&Request::ReadLink { fid: status.fid })
                     .await
                     .with_context(|| format!("cannot read mount point {here}"))?
@@ -85,7 +85,9 @@ pub async fn walk_dirs<C: Rpc>(client: &C, root_volume: &str, dirs: &[String]) -
                     Reply::Link(v) => v,
                     other => bail!("unexpected reply to ReadLink of {here}: {other:?}"),
                 };
-                volume_root(client, &volume)
+                // Admin changes go to the read-write volume behind any mount point.
+                let (volume, _) = cellfs_protocol::names::parse_mount_target(&target);
+                volume_root(client, volume)
                     .await
                     .with_context(|| format!("mount point {here} names volume {volume:?}"))?
             }
@@ -97,7 +99,7 @@ pub async fn walk_dirs<C: Rpc>(client: &C, root_volume: &str, dirs: &[String]) -
 
 /// Creates a mount point at `path` (from the cell root) showing `volume`.
 /// Returns the new mount point's status.
-pub async fn make_mount<C: Rpc>(client: &C, path: &str, volume: &str) -> anyhow::Result<Status> {
+pub async fn make_mount<C: Rpc>(client: &C, path: &str, volume: &str, read_write: bool) -> anyhow::Result<Status> {
     let (dirs, last) = split_path(path)?;
     let root_volume = match client.call(&Request::Hello).await.context("Hello")? {
         Reply::Hello { root_volume, .. } => root_volume,
@@ -109,6 +111,7 @@ pub async fn make_mount<C: Rpc>(client: &C, path: &str, volume: &str) -> anyhow:
             dir: parent.fid,
             name: last,
             volume: volume.to_owned(),
+            read_write,
         })
         .await
         .with_context(|| format!("cannot create mount point {path} for volume {volume:?}"))?;
@@ -203,7 +206,7 @@ mod tests {
                     None => Err(not_found("entry")),
                 },
                 Request::ReadLink { fid } => self.links.get(fid).cloned().map(Reply::Link).ok_or(not_found("link")),
-                Request::MakeMount { dir, name, volume } => {
+                Request::MakeMount { dir, name, volume, .. } => {
                     self.made.lock().unwrap().push((*dir, name.clone(), volume.clone()));
                     let new = Fid {
                         volume: dir.volume,
@@ -240,7 +243,7 @@ mod tests {
     #[tokio::test]
     async fn mount_in_the_root_volume() {
         let cell = FakeCell::new();
-        make_mount(&cell, "/sites/shop", "site.shop").await.unwrap();
+        make_mount(&cell, "/sites/shop", "site.shop", false).await.unwrap();
         let made = cell.made.lock().unwrap().clone();
         let sites = Fid {
             volume: 1,
@@ -253,7 +256,9 @@ mod tests {
     #[tokio::test]
     async fn walk_crosses_mount_points() {
         let cell = FakeCell::new();
-        make_mount(&cell, "/sites/www/static", "site.static").await.unwrap();
+        make_mount(&cell, "/sites/www/static", "site.static", false)
+            .await
+            .unwrap();
         let made = cell.made.lock().unwrap().clone();
         assert_eq!(
             made,
@@ -264,10 +269,10 @@ mod tests {
     #[tokio::test]
     async fn errors_name_the_path() {
         let cell = FakeCell::new();
-        let err = make_mount(&cell, "/nope/www", "v").await.unwrap_err();
+        let err = make_mount(&cell, "/nope/www", "v", false).await.unwrap_err();
         let text = format!("{err:#}");
         assert!(text.contains("/nope") && text.contains("NotFound"), "{text}");
-        let err = make_mount(&cell, "/README/x", "v").await.unwrap_err();
+        let err = make_mount(&cell, "/README/x", "v", false).await.unwrap_err();
         assert!(format!("{err:#}").contains("/README is not a directory"), "{err:#}");
         assert!(cell.made.lock().unwrap().is_empty());
     }

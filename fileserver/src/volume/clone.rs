@@ -1,13 +1,14 @@
-//! Backup clones: a read-only copy-on-write snapshot of a read-write volume.
+//! Clones: read-only copy-on-write snapshots of a read-write volume (backup
+//! clones and released read-only copies).
 //!
 //! A clone has its own metadata database (a copy of the volume's vnodes,
 //! entries and counters at the moment of the clone) and its own `data/`
 //! folder, which starts empty: the clone reads every data file from the
 //! read-write volume's folder, where the committed versions live under the
 //! same names (`<vnode>.<version>`; vnode numbers are never reused). When the
-//! read-write volume retires a data file (a new version, a removal) that the
-//! clone still names, it moves the file into the clone's folder instead of
-//! deleting it. Making a clone therefore copies metadata only, and the disk
+//! read-write volume retires a data file (a new version, a removal) that a
+//! clone still names, it links the file into that clone's folder instead of
+//! deleting it. Backup clones and released read-only copies work the same way. Making a clone therefore copies metadata only, and the disk
 //! grows only by what changes afterwards.
 
 use super::{VnodeAccess, Volume, data_name, parse_data_name, sync_dir};
@@ -31,15 +32,26 @@ impl Volume {
         self.origin.get().is_some()
     }
 
-    /// Links (or with `None` unlinks) this read-write volume's backup clone,
-    /// which then receives the data files it names when this volume retires them.
-    pub fn set_backup(&self, clone: Option<Arc<Volume>>) {
-        *self.backup.write().unwrap_or_else(|e| e.into_inner()) = clone;
+    /// Links a clone (backup or read-only copy) of this read-write volume,
+    /// replacing an earlier clone with the same id. A linked clone receives
+    /// the data files it names when this volume retires them.
+    pub fn add_clone(&self, clone: Arc<Volume>) {
+        let mut clones = self.clones.write().unwrap_or_else(|e| e.into_inner());
+        clones.retain(|c| c.id != clone.id);
+        clones.push(clone);
     }
 
-    /// This volume's backup clone, if it has one.
-    pub fn backup(&self) -> Option<Arc<Volume>> {
-        self.backup.read().unwrap_or_else(|e| e.into_inner()).clone()
+    /// Unlinks clone `id`.
+    pub fn remove_clone(&self, id: cellfs_protocol::VolumeId) {
+        self.clones
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|c| c.id != id);
+    }
+
+    /// This volume's clones.
+    pub fn clones(&self) -> Vec<Arc<Volume>> {
+        self.clones.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     pub(super) fn check_writable(&self) -> FsResult<()> {
@@ -61,25 +73,38 @@ impl Volume {
         )
     }
 
-    /// Hands a data file this volume no longer needs to its backup clone when
-    /// the clone still names it; returns false when the caller should delete it.
-    pub(super) fn hand_to_backup(&self, path: &Path) -> bool {
-        let Some(clone) = self.backup() else { return false };
+    /// Hands a data file this volume no longer needs to the clones that
+    /// still name it (a hard link in each, then the original goes); returns
+    /// false when none does and the caller should delete it.
+    pub(super) fn hand_to_clones(&self, path: &Path) -> bool {
         let Some((vnode, version)) = path.file_name().and_then(|n| parse_data_name(&n.to_string_lossy())) else {
             return false;
         };
-        if !clone.names_data_file(vnode, version) {
+        let takers: Vec<Arc<Volume>> = self
+            .clones()
+            .into_iter()
+            .filter(|c| c.names_data_file(vnode, version))
+            .collect();
+        if takers.is_empty() {
             return false;
         }
-        let to = clone.data_path(vnode, version);
-        match std::fs::rename(path, &to) {
-            Ok(()) => true,
-            Err(e) => {
-                // Left in place: the next start hands it over again.
-                tracing::warn!(from = %path.display(), to = %to.display(), error = %e, "cannot hand a data file to the backup clone");
-                true
+        for clone in &takers {
+            let to = clone.data_path(vnode, version);
+            match std::fs::hard_link(path, &to) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => {
+                    // Left in place: the clone still finds it here, and the
+                    // next start hands it over again.
+                    tracing::warn!(from = %path.display(), to = %to.display(), error = %e, "cannot hand a data file to a clone");
+                    return true;
+                }
             }
         }
+        if let Err(e) = std::fs::remove_file(path) {
+            tracing::warn!(path = %path.display(), error = %e, "cannot remove a data file handed to clones");
+        }
+        true
     }
 
     /// Opens data file `version` of `vnode`: a clone looks in its own folder,

@@ -68,8 +68,8 @@ pub struct Volume {
     removed: AtomicBool,
     /// For a backup clone: the data folder of the volume it copies.
     origin: OnceLock<PathBuf>,
-    /// For a read-write volume: its backup clone.
-    backup: RwLock<Option<Arc<Volume>>>,
+    /// For a read-write volume: its clones (backup, read-only copy).
+    clones: RwLock<Vec<Arc<Volume>>>,
     /// Serializes changes (write) against reads that grant promises (read).
     pub lock: tokio::sync::RwLock<()>,
 }
@@ -156,7 +156,7 @@ impl Volume {
             journal_len,
             removed: AtomicBool::new(false),
             origin: OnceLock::new(),
-            backup: RwLock::new(None),
+            clones: RwLock::new(Vec::new()),
             lock: tokio::sync::RwLock::new(()),
         })
     }
@@ -405,8 +405,8 @@ impl Volume {
     }
 
     /// Deletes data files that are not the committed version of a live vnode
-    /// (those the backup clone still names are handed to it instead). Run
-    /// once at start, after the backup clone is linked.
+    /// (those a clone still names are handed to it instead). Run once at
+    /// start, after the clones are linked.
     pub fn remove_orphans(&self) -> FsResult<()> {
         let r = self.reader()?;
         let data = self.dir.join("data");
@@ -422,7 +422,7 @@ impl Volume {
                 },
                 None => false,
             };
-            if !keep && !self.hand_to_backup(&entry.path()) {
+            if !keep && !self.hand_to_clones(&entry.path()) {
                 std::fs::remove_file(entry.path())?;
                 removed += 1;
             }

@@ -357,11 +357,11 @@ impl Volume {
     }
 
     /// Deletes data files of vnodes a committed change removed, or hands them
-    /// to the backup clone that still names them (best effort: what is left
+    /// to the clones that still name them (best effort: what is left
     /// is dealt with as an orphan at the next start).
     pub(super) fn collect_garbage(&self, garbage: Option<PathBuf>) {
         if let Some(path) = garbage {
-            if self.hand_to_backup(&path) {
+            if self.hand_to_clones(&path) {
                 return;
             }
             match std::fs::remove_file(&path) {
