@@ -467,3 +467,54 @@ fn release_publishes_a_read_only_copy_to_every_node_at_once() {
     assert_eq!(fs::read(c.path().join("www/index.php")).unwrap(), b"v3");
     assert!(!cell.vos(["examine", "site.www.readonly"]).status.success());
 }
+
+#[test]
+fn listvldb_syncvldb_and_server_options() {
+    let cell = Cell::new();
+    let server = cell.addr().to_string();
+    cell.vos_ok(["create", "site.a", "--server", &server]);
+    let out = cell.vos(["create", "site.b", "--server", "192.0.2.1:7000"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not a fileserver of this cell"),
+        "{out:?}"
+    );
+    assert!(
+        !cell.vos_ok(["list"]).contains("site.b"),
+        "a refused create made the volume"
+    );
+    assert!(cell.vos_ok(["list", "--server", &server]).contains("site.a"));
+    cell.vos_ok(["backup", "site.a"]);
+    cell.vos_ok(["addsite", "site.a", &server]);
+    cell.vos_ok(["release", "site.a"]);
+
+    let vldb: serde_json::Value = serde_json::from_str(&cell.vos_ok(["listvldb", "--format", "json"])).unwrap();
+    let entry = vldb
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "site.a")
+        .unwrap()
+        .clone();
+    let id_of = |name: &str| -> u64 {
+        let v: serde_json::Value = serde_json::from_str(&cell.vos_ok(["examine", name, "--format", "json"])).unwrap();
+        v["id"].as_u64().unwrap()
+    };
+    assert_eq!(entry["rw_id"].as_u64(), Some(id_of("site.a")));
+    assert_eq!(entry["ro_id"].as_u64(), Some(id_of("site.a.readonly")));
+    assert_eq!(entry["backup_id"].as_u64(), Some(id_of("site.a.backup")));
+    assert_eq!(entry["sites"].as_array().unwrap().len(), 2);
+    let text = cell.vos_ok(["listvldb"]);
+    assert!(
+        text.contains("number of sites -> 2") && text.contains("RO site"),
+        "{text}"
+    );
+    assert!(
+        !vldb.as_array().unwrap().iter().any(|e| e["name"] == "site.a.backup"),
+        "clones are listed under their volume"
+    );
+
+    assert!(cell.vos_ok(["syncvldb"]).contains("agree"));
+    std::fs::create_dir_all(cell.data_dir().join("volumes/99999")).unwrap();
+    let report = cell.vos_ok(["syncvldb"]);
+    assert!(report.contains("99999") && report.contains("does not know"), "{report}");
+}

@@ -252,6 +252,10 @@ impl Context {
             Request::AddSite { name, server } => self.add_site(name, server).await.into(),
             Request::RemoveSite { name, server } => self.remove_site(client, name, server).await.into(),
             Request::Release { name } => self.release(client, name).await.into(),
+            Request::SyncVldb => {
+                let store = self.store.clone();
+                blocking(move || store.sync_vldb()).await.map(Reply::Report).into()
+            }
             Request::Reconnect {
                 volume,
                 incarnation,
@@ -842,15 +846,25 @@ impl Context {
         Ok(Reply::Volume(info))
     }
 
-    /// `DumpVolume`: written to a temporary file under the volume's shared
-    /// lock (so no data file is retired while it is read), then sent.
+    /// `DumpVolume`: a snapshot is taken under the volume's write lock, the
+    /// dump written from it to a temporary file with no lock held (writers
+    /// go on), then sent.
     async fn dump_volume(&self, name: String, since: Option<Timestamp>) -> Handled {
         let dumped = async {
             check_volume_name(&name)?;
             let vol = self.store.volume_by_name(&name)?;
-            let _guard = vol.lock.read().await;
+            let snap = {
+                let _guard = vol.lock.write().await;
+                let (store, v) = (self.store.clone(), vol.clone());
+                blocking(move || store.dump_snapshot(&v)).await?
+            };
             let store = self.store.clone();
-            blocking(move || store.dump_volume(&name, since)).await
+            blocking(move || {
+                let dumped = store.dump_volume(&vol, &snap, &name, since);
+                store.drop_snapshot(&vol, &snap);
+                dumped
+            })
+            .await
         };
         match dumped.await {
             Ok((file, len)) => Handled {

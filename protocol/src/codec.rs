@@ -323,6 +323,7 @@ mod tests {
             (name(), name()).prop_map(|(name, server)| Request::AddSite { name, server }),
             (name(), name()).prop_map(|(name, server)| Request::RemoveSite { name, server }),
             name().prop_map(|name| Request::Release { name }),
+            Just(Request::SyncVldb),
             (name(), proptest::option::of(ts())).prop_map(|(name, since)| Request::DumpVolume { name, since }),
             (name(), any::<u64>(), any::<bool>()).prop_map(|(name, len, overwrite)| Request::RestoreVolume {
                 name,
@@ -399,6 +400,7 @@ mod tests {
             )
             .prop_map(Reply::Files),
             any::<u64>().prop_map(|len| Reply::Dump { len }),
+            proptest::collection::vec(name(), 0..3).prop_map(Reply::Report),
         ];
         prop_oneof![
             ok.prop_map(Ok),

@@ -137,6 +137,9 @@ pub enum Request {
     /// Admin: snapshot the read-write volume to its read-only sites
     /// atomically. Answered with the read-only copy's `Reply::Volume`.
     Release { name: String },
+    /// Admin: compare the VLDB with the volumes this server holds and mend
+    /// dangling references. Answered with `Reply::Report`.
+    SyncVldb,
     /// Admin: rename a volume (and its backup clone with it).
     RenameVolume { name: String, new_name: String },
     /// Admin: take the administrative lock of a volume for `holder`.
@@ -216,6 +219,7 @@ impl Request {
             Request::AddSite { .. } => "add_site",
             Request::RemoveSite { .. } => "remove_site",
             Request::Release { .. } => "release",
+            Request::SyncVldb => "sync_vldb",
             Request::Reconnect { .. } => "reconnect",
             Request::FetchFiles { .. } => "fetch_files",
             Request::RenameVolume { .. } => "rename_volume",
@@ -296,6 +300,8 @@ pub enum Reply {
     Files(Vec<Result<InlineFile, crate::RpcError>>),
     /// Answer to `DumpVolume`: exactly `len` bytes of the dump follow.
     Dump { len: u64 },
+    /// Lines of a report for humans (`SyncVldb`).
+    Report(Vec<String>),
 }
 
 /// A file's status and, when it was small enough, its whole content.

@@ -43,13 +43,31 @@ pub enum Command {
         /// Quota, e.g. `10GiB` or `500MB`; 0 or omitted means unlimited.
         #[arg(long, value_parser = parse_quota, default_value = "0", help_heading = "Volume options")]
         quota: u64,
+        /// The fileserver to act on (host:port); the cell's fileserver when omitted.
+        #[arg(long, value_name = "SERVER")]
+        server: Option<String>,
     },
     /// List the cell's volumes.
     List {
         /// Output format.
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
+        /// The fileserver to act on (host:port); the cell's fileserver when omitted.
+        #[arg(long, value_name = "SERVER")]
+        server: Option<String>,
     },
+    /// List the volume location database: each volume with its read-only
+    /// and backup clones and their sites.
+    #[command(name = "listvldb")]
+    ListVldb {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+    /// Compare the volume location database with what the fileserver holds
+    /// and mend dangling clone references.
+    #[command(name = "syncvldb")]
+    SyncVldb,
     /// Describe one volume.
     Examine {
         /// Volume name.
@@ -154,6 +172,9 @@ pub enum Command {
         /// Replace the volume if it exists.
         #[arg(long)]
         overwrite: bool,
+        /// The fileserver to act on (host:port); the cell's fileserver when omitted.
+        #[arg(long, value_name = "SERVER")]
+        server: Option<String>,
     },
 }
 
@@ -187,7 +208,7 @@ mod tests {
         let cli = parse(&["--config", "/c/cell.toml", "create", "site.www", "--quota", "10GiB"]).unwrap();
         assert_eq!(cli.config, Some(PathBuf::from("/c/cell.toml")));
         match cli.command {
-            Command::Create { name, quota } => {
+            Command::Create { name, quota, .. } => {
                 assert_eq!(name, "site.www");
                 assert_eq!(quota, 10 << 30);
             }
@@ -203,7 +224,22 @@ mod tests {
     fn config_is_global() {
         let cli = parse(&["list", "--config", "x.toml", "--format", "json"]).unwrap();
         assert_eq!(cli.config, Some(PathBuf::from("x.toml")));
-        assert!(matches!(cli.command, Command::List { format: Format::Json }));
+        assert!(matches!(
+            cli.command,
+            Command::List {
+                format: Format::Json,
+                ..
+            }
+        ));
+        assert!(matches!(
+            parse(&["list", "--server", "h:1"]).unwrap().command,
+            Command::List { server: Some(_), .. }
+        ));
+        assert!(matches!(
+            parse(&["listvldb"]).unwrap().command,
+            Command::ListVldb { .. }
+        ));
+        assert!(matches!(parse(&["syncvldb"]).unwrap().command, Command::SyncVldb));
     }
 
     #[test]

@@ -85,7 +85,8 @@ async fn call_volume(client: &RpcClient, req: Request, doing: &str) -> anyhow::R
 /// Executes `command` and returns what to print.
 async fn execute(client: &RpcClient, command: Command) -> anyhow::Result<String> {
     match command {
-        Command::Create { name, quota } => {
+        Command::Create { name, quota, server } => {
+            check_server(client, server.as_deref())?;
             let req = Request::CreateVolume {
                 name: name.clone(),
                 quota,
@@ -101,17 +102,15 @@ async fn execute(client: &RpcClient, command: Command) -> anyhow::Result<String>
             };
             Ok(created)
         }
-        Command::List { format } => {
-            let list = match client
-                .call(&Request::ListVolumes)
-                .await
-                .context("cannot list volumes")?
-            {
-                Reply::Volumes(v) => v,
-                other => bail!("unexpected reply to ListVolumes: {other:?}"),
-            };
-            output::volumes(&list, format)
+        Command::List { format, server } => {
+            check_server(client, server.as_deref())?;
+            output::volumes(&list_volumes(client).await?, format)
         }
+        Command::ListVldb { format } => output::vldb(&list_volumes(client).await?, format),
+        Command::SyncVldb => match client.call(&Request::SyncVldb).await.context("cannot sync the VLDB")? {
+            Reply::Report(lines) => Ok(lines.into_iter().map(|l| l + "\n").collect()),
+            other => bail!("unexpected reply to SyncVldb: {other:?}"),
+        },
         Command::Examine { name, format } => {
             let req = Request::ExamineVolume { name: name.clone() };
             let v = call_volume(client, req, &format!("examine volume {name:?}")).await?;
@@ -209,8 +208,41 @@ async fn execute(client: &RpcClient, command: Command) -> anyhow::Result<String>
             ))
         }
         Command::Dump { name, file, since } => transfer::dump(client, &name, file.as_deref(), since).await,
-        Command::Restore { name, file, overwrite } => transfer::restore(client, &name, &file, overwrite).await,
+        Command::Restore {
+            name,
+            file,
+            overwrite,
+            server,
+        } => {
+            check_server(client, server.as_deref())?;
+            transfer::restore(client, &name, &file, overwrite).await
+        }
     }
+}
+
+async fn list_volumes(client: &RpcClient) -> anyhow::Result<Vec<VolumeInfo>> {
+    match client
+        .call(&Request::ListVolumes)
+        .await
+        .context("cannot list volumes")?
+    {
+        Reply::Volumes(v) => Ok(v),
+        other => bail!("unexpected reply to ListVolumes: {other:?}"),
+    }
+}
+
+/// Refuses a `--server` other than the fileserver vos is talking to (one
+/// fileserver serves a cell for now).
+fn check_server(client: &RpcClient, server: Option<&str>) -> anyhow::Result<()> {
+    let Some(server) = server else { return Ok(()) };
+    let connected = client.connection().remote_address();
+    let named = cellfs_protocol::transport::resolve(server).with_context(|| format!("--server {server}"))?;
+    if named != connected {
+        bail!(
+            "{server} is not a fileserver of this cell: its fileserver is {connected} (several fileservers are not supported yet)"
+        );
+    }
+    Ok(())
 }
 
 /// Who takes a lock: `user@host` of the caller.

@@ -2,7 +2,7 @@
 
 use crate::cli::Format;
 use crate::size::{format_bytes, format_quota};
-use cellfs_protocol::{Timestamp, VolumeInfo};
+use cellfs_protocol::{Timestamp, VolumeInfo, VolumeKind};
 use std::fmt::Write as _;
 
 /// Renders a volume list.
@@ -77,6 +77,68 @@ pub fn volume(v: &VolumeInfo, format: Format) -> anyhow::Result<String> {
                 }
                 None => {
                     let _ = writeln!(out, "locked:       no");
+                }
+            }
+            out
+        }
+    })
+}
+
+/// One volume group of the VLDB: a read-write volume and its clones.
+#[derive(Debug, serde::Serialize)]
+struct VldbEntry<'a> {
+    name: &'a str,
+    rw_id: u64,
+    ro_id: Option<u64>,
+    backup_id: Option<u64>,
+    /// The read-write site first, then the read-only sites.
+    sites: &'a [String],
+    locked_by: Option<&'a str>,
+    last_release: Option<Timestamp>,
+}
+
+/// Renders the VLDB from the volume list: one entry per read-write volume,
+/// with the ids of its clones (found by their parent).
+pub fn vldb(list: &[VolumeInfo], format: Format) -> anyhow::Result<String> {
+    let clone_of = |v: &VolumeInfo, kind: VolumeKind| {
+        list.iter()
+            .find(|c| c.kind == kind && c.parent.as_deref() == Some(v.name.as_str()))
+            .map(|c| c.id)
+    };
+    let mut entries: Vec<VldbEntry<'_>> = list
+        .iter()
+        .filter(|v| v.kind == VolumeKind::ReadWrite)
+        .map(|v| VldbEntry {
+            name: &v.name,
+            rw_id: v.id,
+            ro_id: clone_of(v, VolumeKind::ReadOnly),
+            backup_id: clone_of(v, VolumeKind::Backup),
+            sites: &v.sites,
+            locked_by: v.lock.as_ref().map(|l| l.holder.as_str()),
+            last_release: v.last_release,
+        })
+        .collect();
+    entries.sort_by(|a, b| a.name.cmp(b.name));
+    Ok(match format {
+        Format::Json => serde_json::to_string_pretty(&entries)? + "\n",
+        Format::Text => {
+            let mut out = String::new();
+            let id = |i: Option<u64>| i.map_or_else(|| "-".to_owned(), |i| i.to_string());
+            for e in &entries {
+                let _ = writeln!(out, "{}", e.name);
+                let _ = writeln!(
+                    out,
+                    "    RWrite: {}    ROnly: {}    Backup: {}",
+                    e.rw_id,
+                    id(e.ro_id),
+                    id(e.backup_id)
+                );
+                let _ = writeln!(out, "    number of sites -> {}", e.sites.len());
+                for (i, site) in e.sites.iter().enumerate() {
+                    let _ = writeln!(out, "       server {site} {} site", if i == 0 { "RW" } else { "RO" });
+                }
+                if let Some(holder) = e.locked_by {
+                    let _ = writeln!(out, "    locked by {holder}");
                 }
             }
             out

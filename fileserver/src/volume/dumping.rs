@@ -20,15 +20,16 @@ impl From<DumpError> for FsError {
 }
 
 impl Volume {
-    /// Writes this volume as a dump to `out`: every vnode and entry, with the
-    /// bytes of every file (or, with `since`, of files whose status changed at
-    /// or after it). The caller holds the volume's shared lock, so data files
-    /// stay put while they are read.
-    pub fn write_dump<W: Write>(&self, out: W, name: &str, since: Option<Timestamp>) -> FsResult<W> {
+    /// Writes this volume as a dump of volume `source_id` called `name` to
+    /// `out`: every vnode and entry, with the bytes of every file (or, with
+    /// `since`, of files whose status changed at or after it). Called on a
+    /// snapshot (a clone nothing changes), so data files stay put while they
+    /// are read.
+    pub fn write_dump<W: Write>(&self, out: W, name: &str, source_id: u64, since: Option<Timestamp>) -> FsResult<W> {
         let r = self.reader()?;
         let header = DumpHeader {
             volume: name.to_owned(),
-            source_id: self.id,
+            source_id,
             made: Timestamp::now(),
             since,
             quota: self.quota(),
