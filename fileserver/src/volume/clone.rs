@@ -19,12 +19,15 @@ use redb::{Database, ReadableDatabase, ReadableTable};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 impl Volume {
     /// Marks this volume a read-only clone reading data files it does not
     /// hold itself from `origin`'s folder.
     pub fn set_clone_of(&self, origin: &Volume) {
         let _ = self.origin.set(origin.dir.join("data"));
+        let holds = std::fs::read_dir(self.dir.join("data")).map_or(true, |mut d| d.next().is_some());
+        self.holds_own_files.store(holds, Ordering::Release);
     }
 
     /// True for a clone: every change is refused with `ReadOnly`.
@@ -89,6 +92,7 @@ impl Volume {
             return false;
         }
         for clone in &takers {
+            clone.holds_own_files.store(true, Ordering::Release);
             let to = clone.data_path(vnode, version);
             match std::fs::hard_link(path, &to) {
                 Ok(()) => {}
@@ -109,13 +113,20 @@ impl Volume {
 
     /// Opens data file `version` of `vnode`: a clone looks in its own folder,
     /// then in its origin's, then in its own again (the origin may have
-    /// handed the file over in between).
+    /// handed the file over in between). A clone that holds no file of its
+    /// own yet skips the first look (a fresh clone or dump snapshot reads
+    /// everything from its origin).
     pub(super) fn open_data_file(&self, vnode: u64, version: u64) -> std::io::Result<File> {
         let own = self.data_path(vnode, version);
         let Some(origin) = self.origin.get() else {
             return File::open(own);
         };
-        match File::open(&own) {
+        let own_first = self.holds_own_files.load(Ordering::Acquire);
+        match if own_first {
+            File::open(&own)
+        } else {
+            Err(std::io::ErrorKind::NotFound.into())
+        } {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             other => return other,
         }
@@ -140,6 +151,7 @@ impl Volume {
     /// its origin, so the origin's folder can be replaced or deleted.
     pub fn adopt_shared_files(&self) -> FsResult<usize> {
         let Some(origin) = self.origin.get() else { return Ok(0) };
+        self.holds_own_files.store(true, Ordering::Release);
         let r = self.reader()?;
         let mut adopted = 0;
         for (vnode, rec) in r.all_vnodes()? {

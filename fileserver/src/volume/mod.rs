@@ -68,6 +68,9 @@ pub struct Volume {
     removed: AtomicBool,
     /// For a backup clone: the data folder of the volume it copies.
     origin: OnceLock<PathBuf>,
+    /// For a clone: whether its own folder may hold data files (handed over
+    /// or adopted); until then every file is read from the origin.
+    holds_own_files: AtomicBool,
     /// For a read-write volume: its clones (backup, read-only copy).
     clones: RwLock<Vec<Arc<Volume>>>,
     /// Serializes changes (write) against reads that grant promises (read).
@@ -156,6 +159,7 @@ impl Volume {
             journal_len,
             removed: AtomicBool::new(false),
             origin: OnceLock::new(),
+            holds_own_files: AtomicBool::new(true),
             clones: RwLock::new(Vec::new()),
             lock: tokio::sync::RwLock::new(()),
         })
