@@ -214,6 +214,8 @@ pub struct Cell {
     log: PathBuf,
     child: Option<Child>,
     rt: tokio::runtime::Runtime,
+    /// The client config that reaches this server.
+    client_config: PathBuf,
 }
 
 impl Cell {
@@ -267,9 +269,52 @@ impl Cell {
             log,
             child: None,
             rt: runtime(),
+            client_config,
         };
         cell.start();
         cell
+    }
+
+    /// Adds a second fileserver to this cell (`cellfs-fileserver init
+    /// --join`) and starts it. The value returned runs that server; its
+    /// [`Cell::config_path`] reaches it with this cell's client credential.
+    /// Volumes and mounts still go through this (the first) server.
+    pub fn join(&self) -> Cell {
+        let tmp = tempfile::Builder::new()
+            .prefix("cellfs-server-")
+            .tempdir()
+            .expect("cannot create a temporary folder");
+        let data = tmp.path().join("data");
+        let addr: SocketAddr = SocketAddr::from(([127, 0, 0, 1], free_udp_port()));
+        let out = output_with_timeout(
+            Command::new(bin("cellfs-fileserver"))
+                .arg("init")
+                .arg("--data")
+                .arg(&data)
+                .args(["--listen", &addr.to_string(), "--join"])
+                .arg(&self.data),
+            COMMAND_TIMEOUT,
+        );
+        assert!(
+            out.status.success(),
+            "cellfs-fileserver init --join failed ({}):\nstdout: {}\nstderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let client_config = self.client_config_via(addr);
+        let log = tmp.path().join("fileserver.log");
+        let mut server = Cell {
+            tmp,
+            data,
+            addr,
+            log,
+            child: None,
+            rt: runtime(),
+            client_config,
+        };
+        server.start();
+        server
     }
 
     /// The temporary folder holding the cell's data and logs.
@@ -284,7 +329,7 @@ impl Cell {
 
     /// The client config a cache manager or `cellfs-vos` uses.
     pub fn config_path(&self) -> PathBuf {
-        self.data.join("client").join("cell.toml")
+        self.client_config.clone()
     }
 
     /// The loaded client config.

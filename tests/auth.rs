@@ -16,6 +16,7 @@ fn probes() -> Vec<Request> {
         Request::CreateVolume {
             name: "intruder".into(),
             quota: 0,
+            server: None,
         },
     ]
 }

@@ -7,7 +7,8 @@
 
 use crate::cache::{CacheEntry, DiskCache};
 use crate::error::{FsError, FsResult};
-use crate::link::{LinkError, LinkEvent, ServerLink};
+use crate::link::{LinkError, LinkEvent};
+use crate::links::Links;
 use crate::nodes::{Listing, Node, NodeTable, Promise, ROOT_INO};
 use crate::persist::{self, Snapshot};
 use cellfs_protocol::message::{Break, ServerMessage};
@@ -172,7 +173,7 @@ impl State {
 
 /// The cache manager core for one mount.
 pub struct Core {
-    link: ServerLink,
+    link: Links,
     rt: tokio::runtime::Handle,
     state: Mutex<State>,
     kernel: OnceLock<Box<dyn KernelCache>>,
@@ -190,7 +191,7 @@ impl Core {
     /// cache holds an index of cell `cell`, it starts disconnected and serves
     /// the cache; the link probes in the background.
     pub fn start(
-        link: ServerLink,
+        link: Links,
         rt: tokio::runtime::Handle,
         cache_dir: &Path,
         cache_size: u64,
@@ -209,7 +210,7 @@ impl Core {
             cache.hoard(*fid);
         }
         let online = rt.block_on(async {
-            link.client().await?;
+            link.connect().await?;
             let root_volume = link.info().map(|i| i.root_volume).unwrap_or_else(|| "root.cell".into());
             let sent = Sent {
                 at: Instant::now(),
@@ -268,6 +269,7 @@ impl Core {
         });
         if let Some((root, sent)) = root_reply {
             let volume = root.fid.volume;
+            core.link.route_to_primary(volume);
             let promise = core.promise_from(sent);
             core.lock().nodes.upsert(root, promise);
             if warm {
@@ -394,7 +396,11 @@ impl Core {
     /// A request that changes the cell: refused with `EROFS` at once while
     /// the cell is disconnected.
     fn change(&self, req: Request) -> FsResult<(Reply, Option<Promise>)> {
-        if self.link.is_down() {
+        let down = match req.volume() {
+            Some(v) => self.link.is_down_for(v),
+            None => self.link.is_down(),
+        };
+        if down {
             return Err(disconnected(req.op_name()));
         }
         let sent = self.sent();
@@ -409,14 +415,14 @@ impl Core {
     /// under a valid promise, or, while the server is unreachable, whatever
     /// we last knew (a web node keeps serving its cache).
     fn usable(&self, n: &Node) -> bool {
-        n.valid_for(self.link.epoch(), Instant::now()).is_some() || self.link.is_down()
+        n.valid_for(self.link.epoch(), Instant::now()).is_some() || self.link.is_down_for(n.fid.volume)
     }
 
     /// `r`, or when it failed because the server became unreachable, what
     /// `cached` finds in our state.
     fn or_cached<T>(&self, r: FsResult<T>, cached: impl FnOnce(&State) -> Option<T>) -> FsResult<T> {
         match r {
-            Err(e) if self.link.is_down() => cached(&self.lock()).ok_or(e),
+            Err(e) if self.link.any_down() => cached(&self.lock()).ok_or(e),
             other => other,
         }
     }
@@ -548,8 +554,16 @@ impl Core {
             read_write,
         };
         let (reply, promise) = self.call(req)?;
-        let Reply::Status(root) = reply else {
-            return Err(unexpected("get_root"));
+        let Reply::MountRoot { volume, sites, root } = reply else {
+            return Err(unexpected("get_mount_root"));
+        };
+        self.link.set_route(volume, &sites);
+        let (root, promise) = match root {
+            Some(root) => (root, promise),
+            None => match self.call(Request::FetchStatus { fid: Fid::root(volume) })? {
+                (Reply::Status(root), promise) => (root, promise),
+                _ => return Err(unexpected("fetch_status")),
+            },
         };
         self.learn_baseline(root.fid.volume);
         let mut st = self.lock();
@@ -921,7 +935,7 @@ impl Core {
             if valid && cached.is_some_and(|c| c.data_version == dv) {
                 return Ok(true);
             }
-            if self.link.is_down() && cached.is_some() {
+            if self.link.is_down_for(fid.volume) && cached.is_some() {
                 // Disconnected: serve the last content we have.
                 return Ok(true);
             }
@@ -1090,10 +1104,10 @@ impl Core {
 
     /// Opens file `ino` (for writing if `write`).
     pub fn open(&self, ino: u64, write: bool) -> FsResult<Opened> {
-        if write && self.link.is_down() {
+        let (fid, _) = self.node_fid(ino)?;
+        if write && self.link.is_down_for(fid.volume) {
             return Err(disconnected("open for writing"));
         }
-        let (fid, _) = self.node_fid(ino)?;
         if write && self.volume_is_read_only(fid.volume) {
             return Err(FsError::new(libc::EROFS, format!("{fid}: a read-only volume")));
         }

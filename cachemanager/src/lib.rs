@@ -8,6 +8,7 @@ pub mod core;
 pub mod error;
 pub mod fuse;
 pub mod link;
+pub mod links;
 pub mod mount;
 pub mod nodes;
 pub mod passthrough;

@@ -8,8 +8,8 @@ use cellfs_protocol::message::ServerMessage;
 use cellfs_protocol::transport::{CallError, ConnectError, Connector, RpcClient, ServerMessageAck};
 use cellfs_protocol::{Fid, Reply, Request, Status};
 use std::path::Path;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 use tokio::sync::mpsc;
@@ -50,6 +50,8 @@ pub struct CellInfo {
     pub root_volume: String,
     /// Promise lifetime in seconds.
     pub promise_secs: u64,
+    /// The address the cell knows the server by.
+    pub address: String,
 }
 
 /// Whether the server is reachable, as the link last saw it.
@@ -65,7 +67,10 @@ struct Health {
 pub struct ServerLink {
     connector: Connector,
     current: tokio::sync::Mutex<Option<RpcClient>>,
-    epoch: AtomicU64,
+    epoch: Arc<AtomicU64>,
+    /// The link to the cell's first server: its first connection voids
+    /// promises from a saved index.
+    primary: bool,
     events: mpsc::UnboundedSender<LinkEvent>,
     info: Mutex<Option<CellInfo>>,
     health: Mutex<Health>,
@@ -74,12 +79,20 @@ pub struct ServerLink {
 
 impl ServerLink {
     /// A link that is not connected yet; events go to `events`; every request
-    /// and connection attempt is bounded by `timeout`.
-    pub fn new(connector: Connector, events: mpsc::UnboundedSender<LinkEvent>, timeout: Duration) -> Self {
+    /// and connection attempt is bounded by `timeout`. `epoch` is shared by
+    /// every link of the mount (see [`ServerLink::epoch`]).
+    pub fn new(
+        connector: Connector,
+        events: mpsc::UnboundedSender<LinkEvent>,
+        timeout: Duration,
+        epoch: Arc<AtomicU64>,
+        primary: bool,
+    ) -> Self {
         ServerLink {
             connector,
             current: tokio::sync::Mutex::new(None),
-            epoch: AtomicU64::new(0),
+            epoch,
+            primary,
             events,
             info: Mutex::new(None),
             health: Mutex::new(Health {
@@ -90,8 +103,9 @@ impl ServerLink {
         }
     }
 
-    /// Connection generation: bumped each time a new connection is made.
-    /// Promises granted under an older epoch are void.
+    /// Connection generation, shared by every link of a mount: bumped each
+    /// time a connection replaces a lost one (or the first server's first
+    /// connection is made). Promises granted under an older epoch are void.
     pub fn epoch(&self) -> u64 {
         self.epoch.load(Ordering::Acquire)
     }
@@ -192,6 +206,7 @@ impl ServerLink {
             cell,
             root_volume,
             promise_secs,
+            address,
             ..
         } = hello
         else {
@@ -202,13 +217,16 @@ impl ServerLink {
                 cell,
                 root_volume,
                 promise_secs,
+                address,
             });
         }
         let first = current.is_none();
-        self.epoch.fetch_add(1, Ordering::AcqRel);
         // Up again before anyone hears of the new connection, so that the
         // revalidation it triggers can use it.
         let was_down = self.health().down_since.take();
+        if !first || self.primary || was_down.is_some() {
+            self.epoch.fetch_add(1, Ordering::AcqRel);
+        }
         if let Some((since, _)) = was_down {
             tracing::info!(server = %self.connector.addr(), down_for = ?since.elapsed(), "fileserver reachable again");
         }
@@ -393,6 +411,11 @@ impl LinkError {
             LinkError::Down | LinkError::Connect(_) => DISCONNECTED_ERRNO,
             LinkError::Call(e) => e.errno(),
         }
+    }
+
+    /// True when the server answered that the volume is no longer there.
+    pub fn is_moved(&self) -> bool {
+        matches!(self, LinkError::Call(CallError::Rpc(e)) if e.code == cellfs_protocol::ErrorCode::Moved)
     }
 
     /// True when the server could not be reached (as opposed to answering

@@ -3,7 +3,7 @@
 
 use crate::core::Core;
 use crate::fuse::{CellFs, NotifierCache};
-use crate::link::ServerLink;
+use crate::links::Links;
 use anyhow::Context;
 use cellfs_protocol::config::CellConfig;
 use cellfs_protocol::transport::Connector;
@@ -46,7 +46,7 @@ pub fn run(opts: MountOptions) -> anyhow::Result<()> {
         Connector::from_config(&cfg).context("preparing the connection to the fileserver")?
     };
     let (tx, rx) = mpsc::unbounded_channel();
-    let link = ServerLink::new(connector, tx, opts.request_timeout);
+    let link = Links::new(connector, tx, opts.request_timeout);
     std::fs::create_dir_all(&opts.cache_dir)
         .with_context(|| format!("creating cache folder {}", opts.cache_dir.display()))?;
     let core = Core::start(link, rt.handle().clone(), &opts.cache_dir, opts.cache_size, &cfg.cell)

@@ -21,6 +21,10 @@ pub const CA_KEY: &str = "ca.key";
 pub const SERVER_PEM: &str = "server.pem";
 /// Server key (mode 0600).
 pub const SERVER_KEY: &str = "server.key";
+/// The server's client certificate, to call the cell's other fileservers.
+pub const PEER_PEM: &str = "peer.pem";
+/// Key of [`PEER_PEM`] (mode 0600).
+pub const PEER_KEY: &str = "peer.key";
 /// Folder holding the first client credential and its `cell.toml`.
 pub const CLIENT_DIR: &str = "client";
 /// Name of the cell's root volume.
@@ -69,6 +73,14 @@ pub struct ServerConfig {
     /// (older ones are trimmed; a client further behind checks in bulk).
     #[serde(default = "default_journal_len")]
     pub journal_len: u64,
+    /// This server's number in the cell (0 for the first server); its
+    /// volume ids start at `index << 32`.
+    #[serde(default)]
+    pub index: u32,
+    /// Address of the cell's first server, which keeps the VLDB; `None` on
+    /// the first server itself.
+    #[serde(default)]
+    pub vldb: Option<String>,
 }
 
 /// Errors of `init` and of loading the configuration.
@@ -176,6 +188,7 @@ pub fn init(opts: &InitOptions) -> Result<InitReport, ConfigError> {
     // Generate everything in memory first so a failure writes nothing.
     let authority = CellAuthority::generate(&opts.cell)?;
     let server = authority.issue_server()?;
+    let peer = authority.issue_client("fileserver 0")?;
     let client = authority.issue_client("client")?;
     let client_dir = dir.join(CLIENT_DIR);
     std::fs::create_dir_all(&client_dir).map_err(io_err(&client_dir))?;
@@ -184,6 +197,8 @@ pub fn init(opts: &InitOptions) -> Result<InitReport, ConfigError> {
     write_file(&dir.join(CA_KEY), &authority.ca.key_pem, 0o600, &mut files)?;
     write_file(&dir.join(SERVER_PEM), &server.cert_pem, 0o644, &mut files)?;
     write_file(&dir.join(SERVER_KEY), &server.key_pem, 0o600, &mut files)?;
+    write_file(&dir.join(PEER_PEM), &peer.cert_pem, 0o644, &mut files)?;
+    write_file(&dir.join(PEER_KEY), &peer.key_pem, 0o600, &mut files)?;
     write_file(&client_dir.join("ca.pem"), &authority.ca.cert_pem, 0o644, &mut files)?;
     write_file(&client_dir.join("client.pem"), &client.cert_pem, 0o644, &mut files)?;
     write_file(&client_dir.join("client.key"), &client.key_pem, 0o600, &mut files)?;
@@ -198,6 +213,7 @@ pub fn init(opts: &InitOptions) -> Result<InitReport, ConfigError> {
     write_file(&client_config, &cell.to_toml(), 0o644, &mut files)?;
     let store = Store::create(dir)?;
     store.create_volume(ROOT_VOLUME, 0)?;
+    store.register_server(&opts.listen)?;
     files.push(dir.join(crate::store::VLDB_FILE));
     files.push(dir.join(crate::store::VOLUMES_DIR));
     let config = ServerConfig {
@@ -208,10 +224,108 @@ pub fn init(opts: &InitOptions) -> Result<InitReport, ConfigError> {
         max_data: DEFAULT_MAX_DATA,
         max_connections: DEFAULT_MAX_CONNECTIONS,
         journal_len: DEFAULT_JOURNAL_LEN,
+        index: 0,
+        vldb: None,
     };
     // Written last: its presence marks a complete cell.
     write_file(&dir.join(SERVER_TOML), &config.to_toml(), 0o644, &mut files)?;
     Ok(InitReport { files, client_config })
+}
+
+/// What `init --join` needs.
+#[derive(Debug, Clone)]
+pub struct JoinOptions {
+    /// Data folder to create for the new server.
+    pub data: PathBuf,
+    /// Its listen address, also the address the cell knows it by.
+    pub listen: String,
+    /// A folder holding the cell's `ca.pem`, `ca.key` and `client/cell.toml`
+    /// (the first server's data folder, or a copy of those files).
+    pub cell_dir: PathBuf,
+}
+
+/// Adds a new fileserver to an existing cell: issues its certificates with
+/// the cell CA, registers it with the cell's first server (which keeps the
+/// VLDB and answers with the server's index) and lays out an empty store.
+/// Refuses, changing nothing, when the folder already holds a cell.
+pub fn join(opts: &JoinOptions) -> Result<InitReport, ConfigError> {
+    let dir = &opts.data;
+    if dir.join(SERVER_TOML).exists() || dir.join(crate::store::VLDB_FILE).exists() {
+        return Err(ConfigError::AlreadyInitialized(dir.clone()));
+    }
+    cellfs_protocol::transport::resolve(&opts.listen)
+        .map_err(|_| ConfigError::Invalid(format!("listen address {:?} does not resolve", opts.listen)))?;
+    let read = |p: PathBuf| std::fs::read_to_string(&p).map_err(io_err(&p));
+    let cell_toml = opts.cell_dir.join(CLIENT_DIR).join("cell.toml");
+    let cell = CellConfig::load(&cell_toml).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+    let ca = cellfs_protocol::tls::Credential {
+        cert_pem: read(opts.cell_dir.join(CA_PEM))?,
+        key_pem: read(opts.cell_dir.join(CA_KEY))?,
+    };
+    let authority = CellAuthority::load(&cell.cell, ca)?;
+    let server = authority.issue_server()?;
+    let peer = authority.issue_client(&format!("fileserver {}", opts.listen))?;
+    let first = cell.servers[0].clone();
+    let index = register_with(&first, &authority.ca.cert_pem, &peer, &opts.listen)?;
+    if index == 0 {
+        return Err(ConfigError::Invalid(format!(
+            "{} is the cell's first server itself",
+            opts.listen
+        )));
+    }
+    std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+    let mut files = Vec::new();
+    write_file(&dir.join(CA_PEM), &authority.ca.cert_pem, 0o644, &mut files)?;
+    write_file(&dir.join(SERVER_PEM), &server.cert_pem, 0o644, &mut files)?;
+    write_file(&dir.join(SERVER_KEY), &server.key_pem, 0o600, &mut files)?;
+    write_file(&dir.join(PEER_PEM), &peer.cert_pem, 0o644, &mut files)?;
+    write_file(&dir.join(PEER_KEY), &peer.key_pem, 0o600, &mut files)?;
+    Store::create_with_index(dir, index)?;
+    files.push(dir.join(crate::store::VLDB_FILE));
+    let config = ServerConfig {
+        cell: cell.cell.clone(),
+        listen: opts.listen.clone(),
+        promise_secs: DEFAULT_PROMISE_SECS,
+        root_volume: ROOT_VOLUME.to_owned(),
+        max_data: DEFAULT_MAX_DATA,
+        max_connections: DEFAULT_MAX_CONNECTIONS,
+        journal_len: DEFAULT_JOURNAL_LEN,
+        index,
+        vldb: Some(first),
+    };
+    write_file(&dir.join(SERVER_TOML), &config.to_toml(), 0o644, &mut files)?;
+    Ok(InitReport {
+        files,
+        client_config: cell_toml,
+    })
+}
+
+/// Registers `listen` with the cell's first server at `first`; returns the index.
+fn register_with(
+    first: &str,
+    ca_pem: &str,
+    peer: &cellfs_protocol::tls::Credential,
+    listen: &str,
+) -> Result<u32, ConfigError> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(io_err(Path::new("tokio runtime")))?;
+    rt.block_on(async {
+        let peers = crate::peers::Peers::new(ca_pem.to_owned(), Some(peer.clone()));
+        let req = cellfs_protocol::Request::RegisterServer {
+            address: listen.to_owned(),
+        };
+        match peers.call(first, &req).await {
+            Ok(cellfs_protocol::Reply::Registered { index }) => Ok(index),
+            Ok(other) => Err(ConfigError::Invalid(format!(
+                "unexpected reply from {first} to RegisterServer: {other:?}"
+            ))),
+            Err(e) => Err(ConfigError::Invalid(format!(
+                "cannot register with the cell's first server {first}: {e}"
+            ))),
+        }
+    })
 }
 
 #[cfg(test)]

@@ -8,15 +8,18 @@
 #![warn(missing_docs)]
 
 pub mod callbacks;
+pub mod cellops;
 pub mod config;
 pub mod dump;
 pub mod error;
 pub mod lock;
+pub mod peers;
 pub mod rpc;
 pub mod salvage;
 pub mod schema;
 pub mod server;
 pub mod store;
+pub mod vldb;
 pub mod volume;
 
 pub use config::{InitOptions, InitReport, ServerConfig, init};

@@ -2,7 +2,7 @@
 
 use anyhow::Context as _;
 use cellfs_fileserver::ServeOptions;
-use cellfs_fileserver::config::{DEFAULT_PROMISE_SECS, InitOptions};
+use cellfs_fileserver::config::{DEFAULT_PROMISE_SECS, InitOptions, JoinOptions};
 use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -17,14 +17,21 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Create a new cell: CA, credentials, client config, VLDB and root volume.
+    /// Create a new cell: CA, credentials, client config, VLDB and root
+    /// volume. With --join, add this machine's fileserver to an existing
+    /// cell instead.
     Init {
         /// Data folder to create.
         #[arg(long)]
         data: PathBuf,
-        /// Cell name.
-        #[arg(long)]
-        cell: String,
+        /// Cell name (not with --join: the cell's own name is used).
+        #[arg(long, required_unless_present = "join")]
+        cell: Option<String>,
+        /// Join the cell whose first server's data folder (or a copy of its
+        /// ca.pem, ca.key and client/) is at this path; the first server
+        /// must be running.
+        #[arg(long, value_name = "CELL_DIR", conflicts_with = "cell")]
+        join: Option<PathBuf>,
         /// Address to listen on, also given to clients (host:port).
         #[arg(long)]
         listen: String,
@@ -71,10 +78,34 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Init {
             data,
+            join: Some(cell_dir),
+            listen,
+            ..
+        } => {
+            let opts = JoinOptions {
+                data: data.clone(),
+                listen: listen.clone(),
+                cell_dir,
+            };
+            let report = cellfs_fileserver::config::join(&opts)
+                .with_context(|| format!("cannot join the cell from {}", data.display()))?;
+            println!("joined the cell as fileserver {listen}; data in {}:", data.display());
+            for f in &report.files {
+                println!("  {}", f.display());
+            }
+            println!("next:");
+            println!("  cellfs-fileserver serve --data {}", data.display());
+            println!("  cellfs-vos create NAME --server {listen}   (or addsite, move --to {listen})");
+            Ok(())
+        }
+        Command::Init {
+            data,
             cell,
             listen,
             promise_secs,
+            ..
         } => {
+            let cell = cell.unwrap_or_default();
             let opts = InitOptions {
                 data: data.clone(),
                 cell: cell.clone(),

@@ -28,6 +28,10 @@ pub struct Context {
     pub config: ServerConfig,
     /// Address reported as the server of every volume.
     pub server_addr: String,
+    /// Connections to the cell's other fileservers.
+    pub peers: crate::peers::Peers,
+    /// Held by a release while it makes and sends the read-only copy.
+    releases: tokio::sync::Mutex<()>,
     rpcs: AtomicU64,
 }
 
@@ -77,7 +81,7 @@ fn log_err(e: &FsError) -> RpcError {
     e.to_rpc()
 }
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> FsResult<T> + Send + 'static) -> FsResult<T> {
+pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> FsResult<T> + Send + 'static) -> FsResult<T> {
     tokio::task::spawn_blocking(f).await?
 }
 
@@ -102,18 +106,26 @@ fn check_name(name: &str) -> FsResult<()> {
     Ok(validate_name(name)?)
 }
 
-fn check_volume_name(name: &str) -> FsResult<()> {
+pub(crate) fn check_volume_name(name: &str) -> FsResult<()> {
     Ok(validate_volume_name(name)?)
 }
 
 impl Context {
     /// Builds the handler context.
-    pub fn new(store: Arc<Store>, callbacks: Arc<Callbacks>, config: ServerConfig, server_addr: String) -> Self {
+    pub fn new(
+        store: Arc<Store>,
+        callbacks: Arc<Callbacks>,
+        config: ServerConfig,
+        server_addr: String,
+        peers: crate::peers::Peers,
+    ) -> Self {
         Context {
             store,
             callbacks,
             config,
             server_addr,
+            peers,
+            releases: tokio::sync::Mutex::new(()),
             rpcs: AtomicU64::new(0),
         }
     }
@@ -130,7 +142,7 @@ impl Context {
 
     /// Runs a read under the volume's shared lock and grants `client` promises
     /// on the FIDs `fids` picks from the result before the lock is released.
-    async fn read<T: Send + 'static>(
+    pub(crate) async fn read<T: Send + 'static>(
         &self,
         vol: Arc<Volume>,
         client: ClientId,
@@ -171,6 +183,9 @@ impl Context {
     pub async fn handle<R: AsyncRead + Unpin>(&self, client: ClientId, req: Request, data: &mut R) -> Handled {
         if !matches!(req, Request::Stats) {
             self.rpcs.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some((id, server)) = self.remote_holder(&req) {
+            return self.forward_admin(id, server, req).await.into();
         }
         match req {
             Request::Ping => Ok(Reply::Ok).into(),
@@ -235,7 +250,20 @@ impl Context {
                 self.callbacks.give_up(client, &fids);
                 Ok(Reply::Ok).into()
             }
-            Request::CreateVolume { name, quota } => self.create_volume(name, quota).await.into(),
+            Request::CreateVolume {
+                name,
+                quota,
+                server: Some(server),
+            } if !crate::vldb::same_server(&server, &self.server_addr) => {
+                self.create_remote(name, quota, server).await.into()
+            }
+            Request::CreateVolume { name, quota, .. } => self.create_volume(name, quota).await.into(),
+            Request::LocateVolume { volume } => self.locate_volume(volume).await.into(),
+            Request::RegisterServer { address } => self.register_server(address).await.into(),
+            Request::InstallVolume { name, id, kind, len } => {
+                self.install_volume(client, (name, id, kind, len), data).await
+            }
+            Request::MoveVolume { name, to } => self.move_volume(name, to).await.into(),
             Request::ListVolumes => self.list_volumes().await.into(),
             Request::ExamineVolume { name } => self.examine_volume(name).await.into(),
             Request::RemoveVolume { name } => self.remove_volume(client, name).await.into(),
@@ -284,20 +312,13 @@ impl Context {
             root_volume: self.config.root_volume.clone(),
             promise_secs: self.config.promise_secs,
             max_data: self.config.max_data,
+            address: self.server_addr.clone(),
         }
     }
 
     async fn get_root(&self, client: ClientId, volume: String) -> FsResult<Reply> {
         check_volume_name(&volume)?;
         let vol = self.store.volume_by_name(&volume)?;
-        let root = Fid::root(vol.id());
-        let s = self.read(vol, client, move |v| v.status(root), |s| vec![s.fid]).await?;
-        Ok(Reply::Status(s))
-    }
-
-    async fn get_mount_root(&self, client: ClientId, volume: String, read_write: bool) -> FsResult<Reply> {
-        check_volume_name(&volume)?;
-        let vol = self.store.mount_volume(&volume, read_write)?;
         let root = Fid::root(vol.id());
         let s = self.read(vol, client, move |v| v.status(root), |s| vec![s.fid]).await?;
         Ok(Reply::Status(s))
@@ -678,6 +699,7 @@ impl Context {
         let store = self.store.clone();
         let server = self.server_addr.clone();
         let info = blocking(move || {
+            store.check_name_free(&name)?;
             let id = store.create_volume(&name, quota)?;
             store.info(id, &server)
         })
@@ -689,7 +711,9 @@ impl Context {
     async fn list_volumes(&self) -> FsResult<Reply> {
         let store = self.store.clone();
         let server = self.server_addr.clone();
-        Ok(Reply::Volumes(blocking(move || store.list(&server)).await?))
+        let mut list = blocking(move || store.list(&server)).await?;
+        list.extend(self.remote_volumes().await?);
+        Ok(Reply::Volumes(list))
     }
 
     async fn examine_volume(&self, name: String) -> FsResult<Reply> {
@@ -793,7 +817,7 @@ impl Context {
         let store = self.store.clone();
         let this = self.server_addr.clone();
         let info = blocking(move || {
-            store.add_site(&name, &server, &this)?;
+            store.add_site(&name, &server)?;
             store.info(store.volume_id(&name)?, &this)
         })
         .await?;
@@ -828,6 +852,8 @@ impl Context {
     async fn release(&self, client: ClientId, name: String) -> FsResult<Reply> {
         check_volume_name(&name)?;
         let vol = self.store.volume_by_name(&name)?;
+        // One release at a time: a second would replace the copy being sent.
+        let _releasing = self.releases.lock().await;
         let first = self.store.admin(vol.id())?.readonly.is_none();
         let ro = {
             let _guard = vol.lock.write().await;
@@ -835,6 +861,7 @@ impl Context {
             let n = name.clone();
             blocking(move || store.release(&n)).await?
         };
+        let failed = self.push_release(&name, ro).await?;
         if first {
             self.callbacks.break_volume(Some(client), vol.id()).await;
         }
@@ -843,6 +870,15 @@ impl Context {
         let this = self.server_addr.clone();
         let info = blocking(move || store.info(ro, &this)).await?;
         tracing::info!(volume = %name, files = info.files, "released");
+        if !failed.is_empty() {
+            return Err(rpc_err(
+                ErrorCode::Io,
+                format!(
+                    "released {name}, but these read-only sites missed it and are marked old (nodes do not read them until a release reaches them): {}",
+                    failed.join("; ")
+                ),
+            ));
+        }
         Ok(Reply::Volume(info))
     }
 
@@ -893,26 +929,10 @@ impl Context {
         if let Err(e) = check_volume_name(&name) {
             return refused(e, len);
         }
-        let path = match self.store.temp_path("restore") {
+        let path = match self.receive_dump(len, data).await {
             Ok(p) => p,
-            Err(e) => return refused(e, len),
+            Err(e) => return refused(e, u64::MAX),
         };
-        let received = async {
-            let mut file = tokio::fs::File::create(&path).await?;
-            let got = tokio::io::copy(&mut data.take(len), &mut file).await?;
-            if got != len {
-                return Err(rpc_err(
-                    ErrorCode::BadRequest,
-                    format!("the dump ended after {got} of {len} bytes"),
-                ));
-            }
-            file.sync_all().await?;
-            Ok(())
-        };
-        if let Err(e) = received.await {
-            let _ = std::fs::remove_file(&path);
-            return refused(e, u64::MAX);
-        }
         let restored = async {
             let existing = self.rw_volume_of(&name).ok();
             let _guard = match &existing {
@@ -960,7 +980,9 @@ impl Context {
     ) -> FsResult<Reply> {
         check_name(&name)?;
         check_volume_name(&volume)?;
-        self.store.volume_id(&volume)?;
+        if self.store.volume_id(&volume).is_err() && self.store.location_by_name(&volume)?.is_none() {
+            return Err(rpc_err(ErrorCode::NotFound, format!("no volume {volume:?}")));
+        }
         let vol = self.store.volume(dir.volume)?;
         let target = cellfs_protocol::names::mount_target(&volume, read_write);
         let f = move |v: &Volume| v.make_mount(dir, &name, &target);
@@ -974,7 +996,7 @@ impl Context {
 
 /// A refused `StoreData`: the error, and how much of its data is still to
 /// be drained from the stream (`u64::MAX`: stop the stream instead).
-fn refused(e: FsError, unread: u64) -> Handled {
+pub(crate) fn refused(e: FsError, unread: u64) -> Handled {
     Handled {
         outcome: Outcome::Reply(Err(log_err(&e))),
         unread,

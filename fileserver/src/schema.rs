@@ -21,6 +21,15 @@ pub const VOLUME_ADMIN: TableDefinition<u64, &[u8]> = TableDefinition::new("volu
 pub const VLDB_COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("vldb_counters");
 /// Key of the next volume id in [`VLDB_COUNTERS`].
 pub const NEXT_VOLUME_ID: &str = "next_volume_id";
+/// VLDB (on the cell's first server): server index → address of every
+/// fileserver of the cell (index 0 is the first server).
+pub const SERVERS: TableDefinition<u32, &str> = TableDefinition::new("servers");
+/// VLDB (on the cell's first server): volume id → [`Location`] of every
+/// read-write volume held by another fileserver.
+pub const LOCATIONS: TableDefinition<u64, &[u8]> = TableDefinition::new("locations");
+/// VLDB: read-write volume id → its read-only sites (a `Vec<String>`) that
+/// missed the latest release; nodes are not sent to them.
+pub const OLD_SITES: TableDefinition<u64, &[u8]> = TableDefinition::new("old_sites");
 
 /// Volume: vnode number → [`VnodeRecord`].
 pub const VNODES: TableDefinition<u64, &[u8]> = TableDefinition::new("vnodes");
@@ -50,6 +59,15 @@ pub struct VolumeHeader {
     pub quota: u64,
     /// Creation time.
     pub created: Timestamp,
+}
+
+/// Where a volume held by another fileserver lives.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Location {
+    /// Volume name.
+    pub name: String,
+    /// Address of the fileserver holding the read-write volume.
+    pub server: String,
 }
 
 /// A volume's administrative state in the VLDB, beside its [`VolumeHeader`].

@@ -2,7 +2,7 @@
 //! connection and per stream, and clean shutdown.
 
 use crate::callbacks::{Callbacks, ClientId};
-use crate::config::{CA_PEM, ConfigError, SERVER_KEY, SERVER_PEM, ServerConfig};
+use crate::config::{CA_PEM, ConfigError, PEER_KEY, PEER_PEM, SERVER_KEY, SERVER_PEM, ServerConfig};
 use crate::error::FsError;
 use crate::lock::DataLock;
 use crate::rpc::{Context, Outcome};
@@ -140,7 +140,16 @@ impl Server {
         } else {
             config.listen.clone()
         };
-        let ctx = Arc::new(Context::new(Arc::new(store), callbacks, config, server_addr));
+        let peer = match (read_pem(data_dir.join(PEER_PEM)), read_pem(data_dir.join(PEER_KEY))) {
+            (Ok(cert_pem), Ok(key_pem)) => Some(Credential { cert_pem, key_pem }),
+            _ => None,
+        };
+        if config.vldb.is_none() && store.servers().map_err(ServerError::from)?.is_empty() {
+            // A cell made before fileservers were registered.
+            store.register_server(&config.listen).map_err(ServerError::from)?;
+        }
+        let peers = crate::peers::Peers::new(ca.clone(), peer);
+        let ctx = Arc::new(Context::new(Arc::new(store), callbacks, config, server_addr, peers));
         Ok(Server {
             endpoint,
             ctx,

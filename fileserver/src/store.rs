@@ -4,7 +4,8 @@
 use crate::config::DEFAULT_JOURNAL_LEN;
 use crate::error::{FsResult, rpc_err};
 use crate::schema::{
-    self, NEXT_VOLUME_ID, VLDB_COUNTERS, VOLUME_ADMIN, VOLUME_HEADERS, VOLUME_IDS, VolumeAdmin, VolumeHeader,
+    self, LOCATIONS, NEXT_VOLUME_ID, SERVERS, VLDB_COUNTERS, VOLUME_ADMIN, VOLUME_HEADERS, VOLUME_IDS, VolumeAdmin,
+    VolumeHeader,
 };
 use crate::volume::{Volume, sync_dir};
 use cellfs_protocol::{ErrorCode, Timestamp, VolumeId, VolumeInfo, VolumeKind, VolumeLock};
@@ -32,8 +33,15 @@ pub struct Store {
 
 impl Store {
     /// Creates an empty store in `root` (the VLDB must not exist yet) whose
-    /// volumes keep the default journal length.
+    /// volumes keep the default journal length: the first server of a cell.
     pub fn create(root: &Path) -> FsResult<Self> {
+        Self::create_with_index(root, 0)
+    }
+
+    /// Creates an empty store for the cell's server number `index`, whose
+    /// volume ids start at `index << 32` (so the servers of a cell never
+    /// hand out the same id).
+    pub fn create_with_index(root: &Path, index: u32) -> FsResult<Self> {
         std::fs::create_dir_all(root.join(VOLUMES_DIR))?;
         let path = root.join(VLDB_FILE);
         if path.exists() {
@@ -45,8 +53,10 @@ impl Store {
             txn.open_table(VOLUME_IDS)?;
             txn.open_table(VOLUME_HEADERS)?;
             txn.open_table(VOLUME_ADMIN)?;
+            txn.open_table(SERVERS)?;
+            txn.open_table(LOCATIONS)?;
             let mut c = txn.open_table(VLDB_COUNTERS)?;
-            c.insert(NEXT_VOLUME_ID, 1)?;
+            c.insert(NEXT_VOLUME_ID, (u64::from(index) << 32) + 1)?;
         }
         txn.commit()?;
         Ok(Store {
@@ -68,9 +78,12 @@ impl Store {
     pub fn open_with(root: &Path, journal_len: u64) -> FsResult<Self> {
         let vldb = Database::open(root.join(VLDB_FILE))?;
         {
-            // VLDBs made before volume administration existed lack the table.
+            // VLDBs made before volume administration or several servers
+            // existed lack these tables.
             let txn = vldb.begin_write()?;
             txn.open_table(VOLUME_ADMIN)?;
+            txn.open_table(SERVERS)?;
+            txn.open_table(LOCATIONS)?;
             txn.commit()?;
         }
         let headers = Self::read_headers(&vldb)?;
@@ -110,6 +123,9 @@ impl Store {
             if let Some((parent, _)) = admin.parent.and_then(|p| volumes.get(&p)) {
                 vol.set_clone_of(parent);
                 parent.add_clone(vol.clone());
+            } else if admin.kind != VolumeKind::ReadWrite {
+                // A read-only copy received from another server.
+                vol.set_read_only();
             }
         }
         for (vol, _) in volumes.values() {
@@ -182,12 +198,24 @@ impl Store {
         self.volumes.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The open volume `id` (`Stale` if there is none).
+    /// The open volume `id`: `Moved` when another server of the cell holds
+    /// it, `Stale` if there is none.
     pub fn volume(&self, id: VolumeId) -> FsResult<Arc<Volume>> {
-        self.map()
-            .get(&id)
-            .cloned()
-            .ok_or_else(|| rpc_err(ErrorCode::Stale, format!("no volume {id}")))
+        if let Some(v) = self.map().get(&id) {
+            return Ok(v.clone());
+        }
+        match self.location(id)? {
+            Some(loc) => Err(rpc_err(
+                ErrorCode::Moved,
+                format!("volume {} ({id}) is on {}", loc.name, loc.server),
+            )),
+            None => Err(rpc_err(ErrorCode::Stale, format!("no volume {id}"))),
+        }
+    }
+
+    /// The VLDB database (for the tables of [`crate::vldb`]).
+    pub(crate) fn vldb(&self) -> &Database {
+        &self.vldb
     }
 
     /// The id of the volume called `name` (`NotFound` if there is none).
@@ -437,6 +465,115 @@ impl Store {
         Ok(id)
     }
 
+    /// Installs the dump in file `dump` as volume `id` called `name` of
+    /// `kind`, as sent by another server of the cell: a read-only copy at
+    /// release, or a volume moving here. The FIDs and data versions of the
+    /// dump are kept, so nodes' cached copies stay valid. A full dump
+    /// replaces any earlier copy whole; an incremental one applies to it.
+    /// Built beside the old state and swapped in only when complete. The
+    /// caller holds the existing copy's write lock, if there is one.
+    pub fn install_volume(&self, name: &str, id: VolumeId, kind: VolumeKind, dump: &Path) -> FsResult<()> {
+        let (_, header) = crate::dump::DumpReader::new(std::io::BufReader::new(std::fs::File::open(dump)?))?;
+        if let Ok(other) = self.volume_id(name)
+            && other != id
+        {
+            return Err(rpc_err(
+                ErrorCode::Exists,
+                format!("this server holds another volume called {name:?} ({other}, not {id})"),
+            ));
+        }
+        let existing = self.map().get(&id).cloned();
+        if existing.as_ref().is_some_and(|v| !v.clones().is_empty()) {
+            return Err(rpc_err(
+                ErrorCode::Busy,
+                format!("volume {name} has clones on this server; it cannot be replaced"),
+            ));
+        }
+        let base = if header.since.is_some() {
+            existing.as_deref()
+        } else {
+            None
+        };
+        let dir = self.volume_dir(id);
+        let staging = swap_path(&dir, "new");
+        if staging.exists() {
+            std::fs::remove_dir_all(&staging)?;
+        }
+        let input = std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(dump)?);
+        if let Err(e) = crate::volume::build_from_dump(input, &staging, base, 0) {
+            let _ = std::fs::remove_dir_all(&staging);
+            return Err(e);
+        }
+        // The VLDB names the volume before its folder is swapped in; a crash
+        // in between leaves the new or the old folder, both complete.
+        let txn = self.vldb.begin_write()?;
+        {
+            txn.open_table(VOLUME_IDS)?.insert(name, id)?;
+            let vheader = VolumeHeader {
+                name: name.to_owned(),
+                quota: header.quota,
+                created: header.made,
+            };
+            txn.open_table(VOLUME_HEADERS)?
+                .insert(id, schema::encode(&vheader)?.as_slice())?;
+            let mut admin = admin_in(&txn, id)?;
+            admin.kind = kind;
+            if kind == VolumeKind::ReadOnly {
+                admin.last_release = Some(header.made);
+            }
+            put_admin(&txn, id, &admin)?;
+            txn.open_table(LOCATIONS)?.remove(id)?;
+        }
+        txn.commit()?;
+        if let Some(old) = &existing {
+            old.mark_removed();
+        }
+        install_folder(&dir, &staging)?;
+        let vol = Arc::new(Volume::open(&dir, id, header.quota, self.journal_len)?);
+        if kind != VolumeKind::ReadWrite {
+            vol.set_read_only();
+        }
+        self.volumes.write().unwrap_or_else(|e| e.into_inner()).insert(id, vol);
+        Ok(())
+    }
+
+    /// Refuses to move `name` unless it is an unlocked read-write volume
+    /// without clones or read-only sites (those stay with their server);
+    /// returns its id.
+    pub fn check_movable(&self, name: &str) -> FsResult<VolumeId> {
+        let (id, admin) = self.admin_target(name, "move")?;
+        if admin.clones().next().is_some() || !admin.ro_sites.is_empty() {
+            return Err(rpc_err(
+                ErrorCode::Busy,
+                format!(
+                    "volume {name} has a backup clone or read-only sites; remove them (vos remove {name}.backup, vos remsite) before moving it"
+                ),
+            ));
+        }
+        Ok(id)
+    }
+
+    /// Gives up read-write volume `name` after a move to `server`: the VLDB
+    /// records where it went (requests for it are answered `Moved`) and its
+    /// folder is deleted. The caller holds the volume's write lock.
+    pub fn hand_over(&self, name: &str, server: &str) -> FsResult<VolumeId> {
+        let id = self.check_movable(name)?;
+        let vol = self.volume(id)?;
+        let txn = self.vldb.begin_write()?;
+        forget(&txn, id, name)?;
+        let loc = schema::Location {
+            name: name.to_owned(),
+            server: server.to_owned(),
+        };
+        txn.open_table(LOCATIONS)?
+            .insert(id, schema::encode(&loc)?.as_slice())?;
+        txn.commit()?;
+        vol.mark_moved();
+        self.volumes.write().unwrap_or_else(|e| e.into_inner()).remove(&id);
+        std::fs::remove_dir_all(self.volume_dir(id))?;
+        Ok(id)
+    }
+
     /// The administrative state of volume `id`.
     pub fn admin(&self, id: VolumeId) -> FsResult<VolumeAdmin> {
         read_admin(&self.vldb, id)
@@ -550,18 +687,11 @@ impl Store {
         self.make_clone(name, VolumeKind::ReadOnly)
     }
 
-    /// Adds read-only site `server` (which must be `this_server`: one
-    /// fileserver serves the cell) to read-write volume `name`.
-    pub fn add_site(&self, name: &str, server: &str, this_server: &str) -> FsResult<()> {
+    /// Adds read-only site `server` (a registered fileserver of the cell) to
+    /// read-write volume `name`; the next release fills it.
+    pub fn add_site(&self, name: &str, server: &str) -> FsResult<()> {
         let (id, _) = self.admin_target(name, "add a site to")?;
-        if !same_server(server, this_server) {
-            return Err(rpc_err(
-                ErrorCode::Invalid,
-                format!(
-                    "{server} is not a fileserver of this cell: {this_server} is its only fileserver (several fileservers are not supported yet)"
-                ),
-            ));
-        }
+        self.check_server(server)?;
         let txn = self.vldb.begin_write()?;
         let mut admin = admin_in(&txn, id)?;
         if admin.ro_sites.iter().any(|s| same_server(s, server)) {
@@ -839,14 +969,7 @@ pub fn clone_name(name: &str, kind: VolumeKind) -> String {
     }
 }
 
-/// Whether two server addresses name the same server (resolved when both
-/// are socket addresses, compared as written otherwise).
-fn same_server(a: &str, b: &str) -> bool {
-    match (a.parse::<std::net::SocketAddr>(), b.parse::<std::net::SocketAddr>()) {
-        (Ok(x), Ok(y)) => x == y,
-        _ => a == b,
-    }
-}
+use crate::vldb::same_server;
 
 /// Suffixes kept for clones and replicas.
 const RESERVED_SUFFIXES: [&str; 2] = [".backup", ".readonly"];
@@ -1026,11 +1149,14 @@ mod tests {
         let vol = store.volume(id).unwrap();
         let a = put_file(&vol, "a", b"first");
         assert_eq!(code(store.release("v")), ErrorCode::Invalid, "a release without a site");
+        store.register_server("127.0.0.1:7000").unwrap();
         assert_eq!(
-            code(store.add_site("v", "10.0.0.9:7000", "127.0.0.1:7000")),
-            ErrorCode::Invalid
+            code(store.add_site("v", "10.0.0.9:7000")),
+            ErrorCode::NotFound,
+            "a server that is not registered"
         );
-        store.add_site("v", "127.0.0.1:7000", "127.0.0.1:7000").unwrap();
+        store.add_site("v", "127.0.0.1:7000").unwrap();
+        assert_eq!(code(store.add_site("v", "127.0.0.1:7000")), ErrorCode::Exists);
         let bk = store.backup_volume("v").unwrap();
         let ro = store.release("v").unwrap();
         assert_eq!(store.mount_volume("v", false).unwrap().id(), ro);

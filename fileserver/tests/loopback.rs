@@ -199,6 +199,7 @@ async fn loopback_end_to_end() {
         .call(&Request::CreateVolume {
             name: "small".into(),
             quota: 4,
+            server: None,
         })
         .await
         .unwrap()

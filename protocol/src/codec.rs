@@ -151,16 +151,21 @@ mod tests {
             Just(ErrorCode::ReadOnly),
             Just(ErrorCode::Busy),
             Just(ErrorCode::Corrupt),
+            Just(ErrorCode::Moved),
+        ]
+    }
+
+    fn volume_kind() -> impl Strategy<Value = VolumeKind> {
+        prop_oneof![
+            Just(VolumeKind::ReadWrite),
+            Just(VolumeKind::Backup),
+            Just(VolumeKind::ReadOnly)
         ]
     }
 
     fn volume() -> impl Strategy<Value = VolumeInfo> {
         let admin = (
-            prop_oneof![
-                Just(VolumeKind::ReadWrite),
-                Just(VolumeKind::Backup),
-                Just(VolumeKind::ReadOnly)
-            ],
+            volume_kind(),
             proptest::option::of(name()),
             (proptest::option::of(ts()), proptest::option::of(ts())),
             proptest::option::of((name(), ts()).prop_map(|(holder, since)| VolumeLock { holder, since })),
@@ -287,7 +292,8 @@ mod tests {
             fid().prop_map(|fid| Request::ReadLink { fid }),
             any::<u64>().prop_map(|volume| Request::GetVolumeStatus { volume }),
             proptest::collection::vec(fid(), 0..5).prop_map(|fids| Request::GiveUpCallbacks { fids }),
-            (name(), any::<u64>()).prop_map(|(name, quota)| Request::CreateVolume { name, quota }),
+            (name(), any::<u64>(), proptest::option::of(name()))
+                .prop_map(|(name, quota, server)| { Request::CreateVolume { name, quota, server } }),
             Just(Request::ListVolumes),
             name().prop_map(|name| Request::ExamineVolume { name }),
             name().prop_map(|name| Request::RemoveVolume { name }),
@@ -314,37 +320,44 @@ mod tests {
                 }
             }),
         ];
-        let c = prop_oneof![
-            (name(), name()).prop_map(|(name, new_name)| Request::RenameVolume { name, new_name }),
-            (name(), name()).prop_map(|(name, holder)| Request::LockVolume { name, holder }),
-            name().prop_map(|name| Request::UnlockVolume { name }),
-            name().prop_map(|name| Request::BackupVolume { name }),
-            (name(), any::<bool>()).prop_map(|(volume, read_write)| Request::GetMountRoot { volume, read_write }),
-            (name(), name()).prop_map(|(name, server)| Request::AddSite { name, server }),
-            (name(), name()).prop_map(|(name, server)| Request::RemoveSite { name, server }),
-            name().prop_map(|name| Request::Release { name }),
-            Just(Request::SyncVldb),
-            (name(), proptest::option::of(ts())).prop_map(|(name, since)| Request::DumpVolume { name, since }),
-            (name(), any::<u64>(), any::<bool>()).prop_map(|(name, len, overwrite)| Request::RestoreVolume {
-                name,
-                len,
-                overwrite
-            }),
-        ];
+        let c =
+            prop_oneof![
+                (name(), name()).prop_map(|(name, new_name)| Request::RenameVolume { name, new_name }),
+                (name(), name()).prop_map(|(name, holder)| Request::LockVolume { name, holder }),
+                name().prop_map(|name| Request::UnlockVolume { name }),
+                name().prop_map(|name| Request::BackupVolume { name }),
+                (name(), any::<bool>()).prop_map(|(volume, read_write)| Request::GetMountRoot { volume, read_write }),
+                (name(), name()).prop_map(|(name, server)| Request::AddSite { name, server }),
+                (name(), name()).prop_map(|(name, server)| Request::RemoveSite { name, server }),
+                name().prop_map(|name| Request::Release { name }),
+                Just(Request::SyncVldb),
+                (name(), proptest::option::of(ts())).prop_map(|(name, since)| Request::DumpVolume { name, since }),
+                (name(), any::<u64>(), any::<bool>()).prop_map(|(name, len, overwrite)| Request::RestoreVolume {
+                    name,
+                    len,
+                    overwrite
+                }),
+                any::<u64>().prop_map(|volume| Request::LocateVolume { volume }),
+                name().prop_map(|address| Request::RegisterServer { address }),
+                (name(), any::<(u64, u64)>(), volume_kind())
+                    .prop_map(|(name, (id, len), kind)| Request::InstallVolume { name, id, kind, len }),
+                (name(), name()).prop_map(|(name, to)| Request::MoveVolume { name, to }),
+            ];
         prop_oneof![a, b, c]
     }
 
     fn reply() -> impl Strategy<Value = Result<Reply, RpcError>> {
         let ok = prop_oneof![
             Just(Reply::Ok),
-            (name(), name(), any::<(u64, u64)>()).prop_map(|(cell, root_volume, (promise_secs, max_data))| {
-                Reply::Hello {
+            (name(), name(), any::<(u64, u64)>(), name()).prop_map(
+                |(cell, root_volume, (promise_secs, max_data), address)| Reply::Hello {
                     cell,
                     root_volume,
                     promise_secs,
                     max_data,
+                    address,
                 }
-            }),
+            ),
             any::<(u64, u64, u64, u64)>().prop_map(|(rpcs, breaks_sent, promises, connections)| Reply::Stats(Stats {
                 rpcs,
                 breaks_sent,
@@ -401,6 +414,14 @@ mod tests {
             .prop_map(Reply::Files),
             any::<u64>().prop_map(|len| Reply::Dump { len }),
             proptest::collection::vec(name(), 0..3).prop_map(Reply::Report),
+            (
+                any::<u64>(),
+                proptest::collection::vec(name(), 0..3),
+                proptest::option::of(status())
+            )
+                .prop_map(|(volume, sites, root)| Reply::MountRoot { volume, sites, root }),
+            proptest::collection::vec(name(), 0..3).prop_map(Reply::Located),
+            any::<u32>().prop_map(|index| Reply::Registered { index }),
         ];
         prop_oneof![
             ok.prop_map(Ok),

@@ -49,6 +49,9 @@ pub enum ErrorCode {
     Busy,
     /// Data that fails its checksum or format checks, e.g. a damaged dump (`EBADMSG`).
     Corrupt,
+    /// The volume is no longer on this server (moved): ask the VLDB where it
+    /// is (`ESTALE` if it ever reaches an application).
+    Moved,
 }
 
 impl ErrorCode {
@@ -77,6 +80,7 @@ impl ErrorCode {
             ErrorCode::ReadOnly => libc::EROFS,
             ErrorCode::Busy => libc::EBUSY,
             ErrorCode::Corrupt => libc::EBADMSG,
+            ErrorCode::Moved => libc::ESTALE,
         }
     }
 }

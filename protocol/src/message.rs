@@ -108,8 +108,13 @@ pub enum Request {
     GetVolumeStatus { volume: VolumeId },
     /// The client drops its promises on these FIDs.
     GiveUpCallbacks { fids: Vec<Fid> },
-    /// Admin: create a volume.
-    CreateVolume { name: String, quota: u64 },
+    /// Admin: create a volume, on `server` when given (another fileserver
+    /// of the cell, which the VLDB server asks to hold it) or here.
+    CreateVolume {
+        name: String,
+        quota: u64,
+        server: Option<String>,
+    },
     /// Admin: list volumes.
     ListVolumes,
     /// Admin: describe one volume.
@@ -128,8 +133,27 @@ pub enum Request {
     },
     /// The root a mount point for `volume` leads to: the released read-only
     /// copy when there is one and the mount point is not `read_write`,
-    /// otherwise the read-write volume.
+    /// otherwise the read-write volume. Answered with `Reply::MountRoot`.
     GetMountRoot { volume: String, read_write: bool },
+    /// The servers holding volume `volume`, best first. Answered with
+    /// `Reply::Located`; asked of the VLDB server.
+    LocateVolume { volume: VolumeId },
+    /// A fileserver joining the cell registers its address with the VLDB
+    /// server. Answered with `Reply::Registered`.
+    RegisterServer { address: String },
+    /// Server to server: install the full dump that follows (`len` bytes)
+    /// as volume `id` called `name` of `kind`, replacing a previous copy
+    /// whole; every node holding anything of it drops it. Used by `release`
+    /// (read-only copies) and `move`. Answered with `Reply::Volume`.
+    InstallVolume {
+        name: String,
+        id: VolumeId,
+        kind: crate::VolumeKind,
+        len: u64,
+    },
+    /// Admin: move read-write volume `name` to fileserver `to`; nodes
+    /// follow it without a remount. Answered with `Reply::Volume`.
+    MoveVolume { name: String, to: String },
     /// Admin: add a read-only site on `server` for a volume (filled by the next release).
     AddSite { name: String, server: String },
     /// Admin: remove a read-only site (its copy is deleted).
@@ -185,6 +209,33 @@ pub enum Request {
 }
 
 impl Request {
+    /// The volume a file request is about (the one whose server must answer
+    /// it); `None` for cell-wide and admin requests.
+    pub fn volume(&self) -> Option<VolumeId> {
+        match self {
+            Request::FetchStatus { fid }
+            | Request::FetchData { fid }
+            | Request::StoreData { fid, .. }
+            | Request::SetAttr { fid, .. }
+            | Request::ReadLink { fid } => Some(fid.volume),
+            Request::Lookup { dir, .. }
+            | Request::ReadDir { dir }
+            | Request::Create { dir, .. }
+            | Request::MakeDir { dir, .. }
+            | Request::Symlink { dir, .. }
+            | Request::Link { dir, .. }
+            | Request::Remove { dir, .. }
+            | Request::RemoveDir { dir, .. }
+            | Request::MakeMount { dir, .. } => Some(dir.volume),
+            Request::Rename { from_dir, .. } => Some(from_dir.volume),
+            Request::BulkStatus { fids } | Request::GiveUpCallbacks { fids } | Request::FetchFiles { fids, .. } => {
+                fids.first().map(|f| f.volume)
+            }
+            Request::GetVolumeStatus { volume } | Request::Reconnect { volume, .. } => Some(*volume),
+            _ => None,
+        }
+    }
+
     /// Short operation name for logs and metrics.
     pub fn op_name(&self) -> &'static str {
         match self {
@@ -216,6 +267,10 @@ impl Request {
             Request::SetQuota { .. } => "set_quota",
             Request::MakeMount { .. } => "make_mount",
             Request::GetMountRoot { .. } => "get_mount_root",
+            Request::LocateVolume { .. } => "locate_volume",
+            Request::RegisterServer { .. } => "register_server",
+            Request::InstallVolume { .. } => "install_volume",
+            Request::MoveVolume { .. } => "move_volume",
             Request::AddSite { .. } => "add_site",
             Request::RemoveSite { .. } => "remove_site",
             Request::Release { .. } => "release",
@@ -251,6 +306,9 @@ pub enum Reply {
         promise_secs: u64,
         /// Largest `StoreData`/`FetchData` length the server accepts.
         max_data: u64,
+        /// The address the cell knows this server by (as the VLDB names
+        /// sites), so a client knows which sites it already reaches.
+        address: String,
     },
     /// Answer to `Stats`.
     Stats(Stats),
@@ -302,6 +360,19 @@ pub enum Reply {
     Dump { len: u64 },
     /// Lines of a report for humans (`SyncVldb`).
     Report(Vec<String>),
+    /// Answer to `GetMountRoot`: the volume a mount point leads to, the
+    /// servers that hold it (best first), and its root's status when the
+    /// answering server holds it (otherwise ask one of `sites`).
+    MountRoot {
+        volume: VolumeId,
+        sites: Vec<String>,
+        root: Option<Status>,
+    },
+    /// Answer to `LocateVolume`: the servers holding the volume, best first.
+    Located(Vec<String>),
+    /// Answer to `RegisterServer`: the new server's index in the cell, which
+    /// places its volume ids (`index << 32` and up).
+    Registered { index: u32 },
 }
 
 /// A file's status and, when it was small enough, its whole content.

@@ -53,8 +53,8 @@ pub struct CellAuthority {
 }
 
 impl CellAuthority {
-    /// Creates a new CA for the cell `cell`.
-    pub fn generate(cell: &str) -> Result<Self, TlsError> {
+    /// The parameters of cell `cell`'s CA certificate.
+    fn ca_params(cell: &str) -> Result<CertificateParams, TlsError> {
         let mut params = CertificateParams::new(Vec::<String>::new())?;
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params
@@ -65,6 +65,22 @@ impl CellAuthority {
             KeyUsagePurpose::CrlSign,
             KeyUsagePurpose::DigitalSignature,
         ];
+        Ok(params)
+    }
+
+    /// The CA of cell `cell` from its certificate and key (as `generate`
+    /// made them), to issue more credentials: a fileserver joining the cell.
+    pub fn load(cell: &str, ca: Credential) -> Result<Self, TlsError> {
+        let key = KeyPair::from_pem(&ca.key_pem)?;
+        Ok(CellAuthority {
+            ca,
+            issuer: Issuer::new(Self::ca_params(cell)?, key),
+        })
+    }
+
+    /// Creates a new CA for the cell `cell`.
+    pub fn generate(cell: &str) -> Result<Self, TlsError> {
+        let params = Self::ca_params(cell)?;
         let key = KeyPair::generate()?;
         let cert = params.self_signed(&key)?;
         let ca = Credential {

@@ -159,6 +159,15 @@ pub fn resolve(addr: &str) -> Result<SocketAddr, ConnectError> {
         .ok_or_else(|| ConnectError::Resolve(addr.to_owned()))
 }
 
+/// Whether two server addresses name the same server (compared as socket
+/// addresses when both are, as written otherwise).
+pub fn same_server(a: &str, b: &str) -> bool {
+    match (a.parse::<SocketAddr>(), b.parse::<SocketAddr>()) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => a == b,
+    }
+}
+
 /// Everything needed to (re)connect to one fileserver.
 #[derive(Clone)]
 pub struct Connector {
@@ -207,6 +216,16 @@ impl Connector {
     /// The server address.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// A connector to another server of the same cell, sharing this one's
+    /// socket and credentials.
+    pub fn to(&self, addr: SocketAddr) -> Connector {
+        Connector {
+            endpoint: self.endpoint.clone(),
+            client_config: self.client_config.clone(),
+            addr,
+        }
     }
 
     /// Waits (at most `limit`) until every connection of this connector has

@@ -102,6 +102,15 @@ pub enum Command {
         #[arg(long)]
         rw: bool,
     },
+    /// Move a read-write volume to another fileserver of the cell; nodes
+    /// follow it without a remount.
+    Move {
+        /// Volume name.
+        name: String,
+        /// The fileserver to move it to (host:port).
+        #[arg(long)]
+        to: String,
+    },
     /// Add a read-only site for a volume on a fileserver; `release` fills it.
     #[command(name = "addsite")]
     AddSite {

@@ -86,10 +86,10 @@ async fn call_volume(client: &RpcClient, req: Request, doing: &str) -> anyhow::R
 async fn execute(client: &RpcClient, command: Command) -> anyhow::Result<String> {
     match command {
         Command::Create { name, quota, server } => {
-            check_server(client, server.as_deref())?;
             let req = Request::CreateVolume {
                 name: name.clone(),
                 quota,
+                server,
             };
             let reply = client
                 .call(&req)
@@ -103,8 +103,28 @@ async fn execute(client: &RpcClient, command: Command) -> anyhow::Result<String>
             Ok(created)
         }
         Command::List { format, server } => {
-            check_server(client, server.as_deref())?;
-            output::volumes(&list_volumes(client).await?, format)
+            let mut list = list_volumes(client).await?;
+            if let Some(server) = server {
+                let named =
+                    cellfs_protocol::transport::resolve(&server).with_context(|| format!("--server {server}"))?;
+                list.retain(|v| cellfs_protocol::transport::resolve(&v.server).is_ok_and(|a| a == named));
+            }
+            output::volumes(&list, format)
+        }
+        Command::Move { name, to } => {
+            let started = std::time::Instant::now();
+            let req = Request::MoveVolume {
+                name: name.clone(),
+                to: to.clone(),
+            };
+            let v = call_volume(client, req, &format!("move volume {name:?} to {to}")).await?;
+            Ok(format!(
+                "moved volume {name} (id {}, {} files) to {} in {:.0?}\n",
+                v.id,
+                v.files,
+                v.server,
+                started.elapsed()
+            ))
         }
         Command::ListVldb { format } => output::vldb(&list_volumes(client).await?, format),
         Command::SyncVldb => match client.call(&Request::SyncVldb).await.context("cannot sync the VLDB")? {
@@ -231,15 +251,15 @@ async fn list_volumes(client: &RpcClient) -> anyhow::Result<Vec<VolumeInfo>> {
     }
 }
 
-/// Refuses a `--server` other than the fileserver vos is talking to (one
-/// fileserver serves a cell for now).
+/// Refuses a `--server` other than the cell's first fileserver, which vos
+/// talks to (a restore elsewhere is a restore there and a `move`).
 fn check_server(client: &RpcClient, server: Option<&str>) -> anyhow::Result<()> {
     let Some(server) = server else { return Ok(()) };
     let connected = client.connection().remote_address();
     let named = cellfs_protocol::transport::resolve(server).with_context(|| format!("--server {server}"))?;
     if named != connected {
         bail!(
-            "{server} is not a fileserver of this cell: its fileserver is {connected} (several fileservers are not supported yet)"
+            "restoring onto {server} is not supported: restore onto the cell's first fileserver {connected}, then `move` the volume"
         );
     }
     Ok(())

@@ -196,6 +196,7 @@ mod tests {
                     root_volume: "root.cell".into(),
                     promise_secs: 60,
                     max_data: 1 << 20,
+                    address: "127.0.0.1:7000".into(),
                 }),
                 Request::GetRoot { volume } => match self.volumes.get(volume) {
                     Some(id) => Ok(Reply::Status(status(Fid::root(*id), FileKind::Dir))),

@@ -30,6 +30,14 @@ impl Volume {
         self.holds_own_files.store(holds, Ordering::Release);
     }
 
+    /// Makes a volume read-only that is no clone of a volume here: a
+    /// read-only copy received from another server. It reads only its own
+    /// files (it is its own origin).
+    pub fn set_read_only(&self) {
+        let _ = self.origin.set(self.dir.join("data"));
+        self.holds_own_files.store(true, Ordering::Release);
+    }
+
     /// True for a clone: every change is refused with `ReadOnly`.
     pub fn is_clone(&self) -> bool {
         self.origin.get().is_some()
@@ -61,7 +69,7 @@ impl Volume {
         if self.is_clone() {
             return Err(rpc_err(
                 ErrorCode::ReadOnly,
-                format!("volume {} is a read-only backup clone", self.id),
+                format!("volume {} is a read-only clone or copy", self.id),
             ));
         }
         Ok(())

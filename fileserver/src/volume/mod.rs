@@ -66,6 +66,8 @@ pub struct Volume {
     quota: AtomicU64,
     journal_len: u64,
     removed: AtomicBool,
+    /// Set when the volume moved to another server.
+    moved: AtomicBool,
     /// For a backup clone: the data folder of the volume it copies.
     origin: OnceLock<PathBuf>,
     /// For a clone: whether its own folder may hold data files (handed over
@@ -158,6 +160,7 @@ impl Volume {
             quota: AtomicU64::new(quota),
             journal_len,
             removed: AtomicBool::new(false),
+            moved: AtomicBool::new(false),
             origin: OnceLock::new(),
             holds_own_files: AtomicBool::new(true),
             clones: RwLock::new(Vec::new()),
@@ -235,7 +238,20 @@ impl Volume {
         self.removed.store(true, Ordering::Relaxed);
     }
 
+    /// Marks the volume moved to another server: requests still holding it
+    /// are answered `Moved`, so clients ask the VLDB where it went.
+    pub fn mark_moved(&self) {
+        self.moved.store(true, Ordering::Relaxed);
+        self.mark_removed();
+    }
+
     fn check_live(&self) -> FsResult<()> {
+        if self.moved.load(Ordering::Relaxed) {
+            return Err(rpc_err(
+                ErrorCode::Moved,
+                format!("volume {} moved to another server", self.id),
+            ));
+        }
         if self.removed.load(Ordering::Relaxed) {
             return Err(rpc_err(ErrorCode::Stale, format!("volume {} was removed", self.id)));
         }
