@@ -231,8 +231,26 @@ impl Cell {
 
     /// Like [`Cell::new`], passing `extra` to `cellfs-fileserver init`.
     pub fn with_init_args(extra: &[String]) -> Self {
+        let mut args = vec!["--cell".to_owned(), CELL_NAME.to_owned()];
+        args.extend_from_slice(extra);
+        Self::init_and_start("cellfs-cell-", &args, |data, _| data.join("client").join("cell.toml"))
+    }
+
+    /// Adds a second fileserver to this cell (`cellfs-fileserver init
+    /// --join`) and starts it. The value returned runs that server; its
+    /// [`Cell::config_path`] reaches it with this cell's client credential.
+    /// Volumes and mounts still go through this (the first) server.
+    pub fn join(&self) -> Cell {
+        let args = ["--join".to_owned(), self.data.display().to_string()];
+        Self::init_and_start("cellfs-server-", &args, |_, addr| self.client_config_via(addr))
+    }
+
+    /// Runs `cellfs-fileserver init --data D --listen A ARGS` in a new
+    /// temporary folder, then serves it; `client_config` names the config
+    /// that reaches the new server.
+    fn init_and_start(prefix: &str, args: &[String], client_config: impl FnOnce(&Path, SocketAddr) -> PathBuf) -> Self {
         let tmp = tempfile::Builder::new()
-            .prefix("cellfs-cell-")
+            .prefix(prefix)
             .tempdir()
             .expect("cannot create a temporary folder");
         let data = tmp.path().join("data");
@@ -242,21 +260,21 @@ impl Cell {
                 .arg("init")
                 .arg("--data")
                 .arg(&data)
-                .args(["--cell", CELL_NAME, "--listen", &addr.to_string()])
-                .args(extra),
+                .args(["--listen", &addr.to_string()])
+                .args(args),
             COMMAND_TIMEOUT,
         );
         assert!(
             out.status.success(),
-            "cellfs-fileserver init failed ({}):\nstdout: {}\nstderr: {}",
+            "cellfs-fileserver init {args:?} failed ({}):\nstdout: {}\nstderr: {}",
             out.status,
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        let client_config = data.join("client").join("cell.toml");
+        let client_config = client_config(&data, addr);
         assert!(
             client_config.is_file(),
-            "cellfs-fileserver init succeeded but wrote no client config at {}\nstdout: {}\nstderr: {}",
+            "cellfs-fileserver init succeeded but there is no client config at {}\nstdout: {}\nstderr: {}",
             client_config.display(),
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
@@ -273,48 +291,6 @@ impl Cell {
         };
         cell.start();
         cell
-    }
-
-    /// Adds a second fileserver to this cell (`cellfs-fileserver init
-    /// --join`) and starts it. The value returned runs that server; its
-    /// [`Cell::config_path`] reaches it with this cell's client credential.
-    /// Volumes and mounts still go through this (the first) server.
-    pub fn join(&self) -> Cell {
-        let tmp = tempfile::Builder::new()
-            .prefix("cellfs-server-")
-            .tempdir()
-            .expect("cannot create a temporary folder");
-        let data = tmp.path().join("data");
-        let addr: SocketAddr = SocketAddr::from(([127, 0, 0, 1], free_udp_port()));
-        let out = output_with_timeout(
-            Command::new(bin("cellfs-fileserver"))
-                .arg("init")
-                .arg("--data")
-                .arg(&data)
-                .args(["--listen", &addr.to_string(), "--join"])
-                .arg(&self.data),
-            COMMAND_TIMEOUT,
-        );
-        assert!(
-            out.status.success(),
-            "cellfs-fileserver init --join failed ({}):\nstdout: {}\nstderr: {}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let client_config = self.client_config_via(addr);
-        let log = tmp.path().join("fileserver.log");
-        let mut server = Cell {
-            tmp,
-            data,
-            addr,
-            log,
-            child: None,
-            rt: runtime(),
-            client_config,
-        };
-        server.start();
-        server
     }
 
     /// The temporary folder holding the cell's data and logs.

@@ -5,7 +5,7 @@
 mod common;
 
 use cellfs::{Cell, Mount};
-use common::{pattern, sha256, sha256_file};
+use common::{WholeReads, pattern, sha256, sha256_file};
 use std::collections::HashSet;
 use std::fs;
 use std::sync::Arc;
@@ -74,25 +74,12 @@ fn a_joined_server_holds_volumes_and_read_only_sites_fail_over() {
     let hashes: HashSet<String> = versions.iter().map(|v| sha256(v)).collect();
     fs::write(rw.join("big"), &versions[0]).unwrap();
     first.vos_ok(["release", "site.code"]);
-    let stop = Arc::new(AtomicBool::new(false));
-    let reader = {
-        let (path, stop, hashes) = (b.path().join("code/big"), stop.clone(), hashes.clone());
-        std::thread::spawn(move || {
-            let mut reads = 0;
-            while !stop.load(Ordering::Relaxed) {
-                let h = sha256(&fs::read(&path).unwrap());
-                assert!(hashes.contains(&h), "a read saw bytes of no single release");
-                reads += 1;
-            }
-            reads
-        })
-    };
+    let reader = WholeReads::start(b.path().join("code/big"), hashes);
     for v in &versions[1..] {
         fs::write(rw.join("big"), v).unwrap();
         first.vos_ok(["release", "site.code"]);
     }
-    stop.store(true, Ordering::Relaxed);
-    assert!(reader.join().unwrap() > 0);
+    assert!(reader.stop() > 0);
     assert_eq!(sha256_file(&b.path().join("code/big")), sha256(&versions[3]));
 
     // The first server dies: B reads what it never read before from the
@@ -195,5 +182,23 @@ fn a_volume_moves_to_another_server_while_a_node_reads_it() {
     );
     let moved = examine(&first, "site.shop");
     assert_eq!(moved["files"], info["files"].as_u64().unwrap() + 1);
-    assert!(second.data_dir().join("volumes").join(info["id"].to_string()).is_dir());
+    let folder = |cell: &Cell| cell.data_dir().join("volumes").join(info["id"].to_string());
+    assert!(folder(&second).is_dir());
+    assert!(first.vos_ok(["syncvldb"]).contains("agree"));
+
+    // And back again: the nodes follow once more.
+    let s1 = first.addr().to_string();
+    first.vos_ok(["move", "site.shop", "--to", &s1]);
+    assert_eq!(examine(&first, "site.shop")["server"], s1.as_str());
+    assert!(folder(&first).is_dir() && !folder(&second).exists());
+    assert_eq!(
+        fs::read(b.path().join("shop/after.php")).unwrap(),
+        b"written after the move"
+    );
+    fs::write(dir.join("back.php"), b"back home").unwrap();
+    assert_eq!(fs::read(b.path().join("shop/back.php")).unwrap(), b"back home");
+    assert!(
+        String::from_utf8_lossy(&first.vos(["move", "site.shop", "--to", "192.0.2.1:7000"]).stderr)
+            .contains("not a fileserver of this cell")
+    );
 }

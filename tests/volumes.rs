@@ -4,7 +4,7 @@
 mod common;
 
 use cellfs::{Cell, Mount};
-use common::{assert_errno, pattern, sha256, sha256_file, statvfs};
+use common::{WholeReads, assert_errno, pattern, sha256, sha256_file, statvfs};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{self, File};
 use std::io::Write;
@@ -435,25 +435,12 @@ fn release_publishes_a_read_only_copy_to_every_node_at_once() {
     let hashes: HashSet<String> = versions.iter().map(|v| sha256(v)).collect();
     fs::write(rw.join("big"), &versions[0]).unwrap();
     cell.vos_ok(["release", "site.www"]);
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let reader = {
-        let (path, stop, hashes) = (b.path().join("www/big"), stop.clone(), hashes.clone());
-        std::thread::spawn(move || {
-            let mut reads = 0;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let h = sha256(&fs::read(&path).unwrap());
-                assert!(hashes.contains(&h), "a read saw bytes of no single release");
-                reads += 1;
-            }
-            reads
-        })
-    };
+    let reader = WholeReads::start(b.path().join("www/big"), hashes);
     for v in &versions[1..] {
         fs::write(rw.join("big"), v).unwrap();
         cell.vos_ok(["release", "site.www"]);
     }
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    assert!(reader.join().unwrap() > 0);
+    assert!(reader.stop() > 0);
     assert_eq!(sha256_file(&b.path().join("www/big")), sha256(&versions[5]));
 
     // The copy survives a restart; removing the last site leads back to the volume.

@@ -174,15 +174,19 @@ impl Context {
     /// keeps the VLDB in step with what it did.
     pub(crate) async fn forward_admin(&self, id: VolumeId, server: String, req: Request) -> FsResult<Reply> {
         match &req {
+            Request::MoveVolume { to, .. } => {
+                let store = self.store.clone();
+                let t = to.clone();
+                blocking(move || store.check_server(&t)).await?;
+            }
             Request::DumpVolume { name, .. }
-            | Request::MoveVolume { name, .. }
             | Request::AddSite { name, .. }
             | Request::RemoveSite { name, .. }
             | Request::Release { name } => {
                 return Err(rpc_err(
                     ErrorCode::NotPermitted,
                     format!(
-                        "volume {name} is on {server}: {} is done for volumes on the cell's first server (move it there first)",
+                        "volume {name} is on {server}: {} is done for volumes on the cell's first server (`cellfs-vos move {name} --to` it first)",
                         req.op_name()
                     ),
                 ));
@@ -200,6 +204,10 @@ impl Context {
             (Request::RemoveVolume { .. }, _) => blocking(move || store.set_location(id, None)).await?,
             (Request::RenameVolume { .. } | Request::BackupVolume { .. }, Reply::Volume(info)) => {
                 self.note_location(info, &server).await?
+            }
+            // Moved here, the volume is local now (its install dropped the location).
+            (Request::MoveVolume { to, .. }, Reply::Volume(info)) if !same_server(to, &self.server_addr) => {
+                self.note_location(info, to).await?
             }
             _ => {}
         }
@@ -222,6 +230,29 @@ impl Context {
             }
         }
         Ok(out)
+    }
+
+    /// `SyncVldb`: this server's volumes against the VLDB, then every volume
+    /// the VLDB places on another server against what that server holds.
+    pub(crate) async fn sync_vldb(&self) -> FsResult<Reply> {
+        let store = self.store.clone();
+        let mut report = blocking(move || store.sync_vldb()).await?;
+        let store = self.store.clone();
+        for (id, loc) in blocking(move || store.locations()).await? {
+            let req = Request::ExamineVolume { name: loc.name.clone() };
+            match self.peers.call(&loc.server, &req).await.and_then(expect_volume) {
+                Ok(info) if info.id == id => {}
+                Ok(info) => report.push(format!(
+                    "{} is volume {id} in the VLDB but {} holds it as volume {}",
+                    loc.name, loc.server, info.id
+                )),
+                Err(e) => report.push(format!(
+                    "{} (id {id}) is placed on {} by the VLDB, which cannot describe it: {e}",
+                    loc.name, loc.server
+                )),
+            }
+        }
+        Ok(Reply::Report(report))
     }
 
     /// `InstallVolume`: receives a dump sent by another server of the cell
@@ -332,16 +363,20 @@ impl Context {
     /// what changed meanwhile, the VLDB records the new site, the local copy
     /// goes, and every node drops its promises (asking again, it is told
     /// the volume moved and finds it on `to`).
+    /// Asked of the VLDB server, or (forwarded by it, which then records
+    /// the new site) of the server holding the volume.
     pub(crate) async fn move_volume(&self, name: String, to: String) -> FsResult<Reply> {
         check_volume_name(&name)?;
-        self.require_vldb_server("move")?;
         if same_server(&to, &self.server_addr) {
             return Err(rpc_err(ErrorCode::Invalid, format!("volume {name} is already on {to}")));
         }
         let store = self.store.clone();
         let (n, t) = (name.clone(), to.clone());
+        let vldb = self.is_vldb_server();
         let vol = blocking(move || {
-            store.check_server(&t)?;
+            if vldb {
+                store.check_server(&t)?;
+            }
             store.check_movable(&n)?;
             store.volume_by_name(&n)
         })

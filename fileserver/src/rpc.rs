@@ -280,10 +280,7 @@ impl Context {
             Request::AddSite { name, server } => self.add_site(name, server).await.into(),
             Request::RemoveSite { name, server } => self.remove_site(client, name, server).await.into(),
             Request::Release { name } => self.release(client, name).await.into(),
-            Request::SyncVldb => {
-                let store = self.store.clone();
-                blocking(move || store.sync_vldb()).await.map(Reply::Report).into()
-            }
+            Request::SyncVldb => self.sync_vldb().await.into(),
             Request::Reconnect {
                 volume,
                 incarnation,

@@ -482,6 +482,14 @@ impl Store {
                 format!("this server holds another volume called {name:?} ({other}, not {id})"),
             ));
         }
+        if let Ok(h) = self.header(id)
+            && h.name != name
+        {
+            return Err(rpc_err(
+                ErrorCode::Exists,
+                format!("volume {id} here is {:?}, not {name:?}", h.name),
+            ));
+        }
         let existing = self.map().get(&id).cloned();
         if existing.as_ref().is_some_and(|v| !v.clones().is_empty()) {
             return Err(rpc_err(
@@ -1139,6 +1147,58 @@ mod tests {
         assert_eq!(read_file(&clone, Fid { volume: clone_id, ..a }), b"old a");
         assert_eq!(read_file(&clone, Fid { volume: clone_id, ..b }), b"old b");
         assert_eq!(store.admin(id).unwrap().backup, Some(clone_id));
+    }
+
+    #[test]
+    fn servers_get_indexes_and_disjoint_volume_ids_and_installs_keep_fids() {
+        let tmp = tempfile::tempdir().unwrap();
+        let first = Store::create(&tmp.path().join("a")).unwrap();
+        assert_eq!(first.register_server("127.0.0.1:7000").unwrap(), 0);
+        assert_eq!(first.register_server("127.0.0.1:7001").unwrap(), 1);
+        assert_eq!(
+            first.register_server("127.0.0.1:7001").unwrap(),
+            1,
+            "again: the same index"
+        );
+        let second = Store::create_with_index(&tmp.path().join("b"), 1).unwrap();
+        let (a, b) = (
+            first.create_volume("a", 0).unwrap(),
+            second.create_volume("b", 0).unwrap(),
+        );
+        assert_eq!(b, (1 << 32) + 1);
+        assert!(a < 1 << 32);
+
+        // A volume installed from a dump keeps its id, FIDs and data versions.
+        let vol = first.volume(a).unwrap();
+        let fid = put_file(&vol, "f", b"bytes");
+        let version = vol.status(fid).unwrap().data_version;
+        let snap = first.dump_snapshot(&vol).unwrap();
+        let (mut file, _) = first.dump_volume(&vol, &snap, "a", None).unwrap();
+        first.drop_snapshot(&vol, &snap);
+        let path = tmp.path().join("dump");
+        std::io::copy(&mut file, &mut std::fs::File::create(&path).unwrap()).unwrap();
+        second.install_volume("a", a, VolumeKind::ReadOnly, &path).unwrap();
+        let copy = second.volume(a).unwrap();
+        assert_eq!(read_file(&copy, fid), b"bytes");
+        assert_eq!(copy.status(fid).unwrap().data_version, version);
+        assert_eq!(code(copy.check_writable()), ErrorCode::ReadOnly);
+        assert_eq!(
+            code(second.install_volume("other", a, VolumeKind::ReadOnly, &path)),
+            ErrorCode::Exists,
+            "an id held under another name"
+        );
+        drop((copy, second));
+        let second = Store::open(&tmp.path().join("b")).unwrap();
+        assert_eq!(
+            code(second.volume(a).unwrap().check_writable()),
+            ErrorCode::ReadOnly,
+            "after a restart"
+        );
+
+        // A volume handed over is answered `Moved`.
+        first.hand_over("a", "127.0.0.1:7001").unwrap();
+        assert_eq!(code(first.volume(a)), ErrorCode::Moved);
+        assert_eq!(first.location(a).unwrap().unwrap().server, "127.0.0.1:7001");
     }
 
     #[test]

@@ -104,3 +104,36 @@ pub fn statvfs(path: &Path) -> libc::statvfs {
     assert_eq!(rc, 0, "statvfs {}: {}", path.display(), std::io::Error::last_os_error());
     out
 }
+
+/// A thread reading one file over and over, checking that every read is
+/// one whole version of it (its SHA-256 is one of `hashes`): what a node
+/// must see while releases replace the file.
+pub struct WholeReads {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    handle: std::thread::JoinHandle<u64>,
+}
+
+impl WholeReads {
+    /// Starts reading `path`.
+    pub fn start(path: std::path::PathBuf, hashes: std::collections::HashSet<String>) -> Self {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let handle = std::thread::spawn(move || {
+            let mut reads = 0;
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                let h = sha256(&std::fs::read(&path).unwrap());
+                assert!(hashes.contains(&h), "a read saw bytes of no single version");
+                reads += 1;
+            }
+            reads
+        });
+        WholeReads { stop, handle }
+    }
+
+    /// Stops reading; returns how many reads were made (a failed check
+    /// panics here).
+    pub fn stop(self) -> u64 {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.handle.join().unwrap()
+    }
+}

@@ -65,7 +65,7 @@ impl Volume {
         self.clones.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    pub(super) fn check_writable(&self) -> FsResult<()> {
+    pub(crate) fn check_writable(&self) -> FsResult<()> {
         if self.is_clone() {
             return Err(rpc_err(
                 ErrorCode::ReadOnly,
