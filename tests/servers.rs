@@ -186,6 +186,19 @@ fn a_volume_moves_to_another_server_while_a_node_reads_it() {
     assert!(folder(&second).is_dir());
     assert!(first.vos_ok(["syncvldb"]).contains("agree"));
 
+    // A volume on the second server dumps through the first, and restores
+    // onto the second server as a new volume.
+    let dump = first.root().join("shop.dump");
+    let dump = dump.to_str().unwrap();
+    first.vos_ok(["dump", "site.shop", "--file", dump]);
+    first.vos_ok(["restore", "site.copy", "--file", dump, "--server", &s2]);
+    assert_eq!(examine(&first, "site.copy")["server"], s2.as_str());
+    first.vos_ok(["mkmount", "/copy", "site.copy"]);
+    assert_eq!(
+        fs::read(b.path().join("copy/after.php")).unwrap(),
+        b"written after the move"
+    );
+
     // And back again: the nodes follow once more.
     let s1 = first.addr().to_string();
     first.vos_ok(["move", "site.shop", "--to", &s1]);

@@ -179,10 +179,7 @@ impl Context {
                 let t = to.clone();
                 blocking(move || store.check_server(&t)).await?;
             }
-            Request::DumpVolume { name, .. }
-            | Request::AddSite { name, .. }
-            | Request::RemoveSite { name, .. }
-            | Request::Release { name } => {
+            Request::AddSite { name, .. } | Request::RemoveSite { name, .. } | Request::Release { name } => {
                 return Err(rpc_err(
                     ErrorCode::NotPermitted,
                     format!(
@@ -230,6 +227,86 @@ impl Context {
             }
         }
         Ok(out)
+    }
+
+    /// Where a restore of `name` goes: `Some(server)` for another server
+    /// (the one asked for, or the one holding the volume), `None` for here.
+    pub(crate) fn restore_site(&self, name: &str, server: Option<String>) -> FsResult<Option<String>> {
+        let held = self.store.location_by_name(name)?.map(|(_, l)| l.server);
+        let here = self.store.volume_id(name).is_ok();
+        let target = match (server, held) {
+            (Some(s), _) if same_server(&s, &self.server_addr) => None,
+            (Some(s), Some(h)) if !same_server(&s, &h) => {
+                return Err(rpc_err(
+                    ErrorCode::Exists,
+                    format!("volume {name} is on {h}; restore it there or move it first"),
+                ));
+            }
+            (Some(_), _) if here => {
+                return Err(rpc_err(
+                    ErrorCode::Exists,
+                    format!(
+                        "volume {name} is on {}; restore it there or move it first",
+                        self.server_addr
+                    ),
+                ));
+            }
+            (Some(s), _) => Some(s),
+            (None, held) => held,
+        };
+        if let Some(s) = &target {
+            self.require_vldb_server("restoring onto another server")?;
+            self.store.check_server(s)?;
+        }
+        Ok(target)
+    }
+
+    /// Sends a received dump on to `server` to restore there, and records
+    /// where the volume is.
+    pub(crate) async fn restore_elsewhere(
+        &self,
+        server: &str,
+        name: &str,
+        overwrite: bool,
+        dump: &std::path::Path,
+        len: u64,
+    ) -> FsResult<VolumeInfo> {
+        let req = Request::RestoreVolume {
+            name: name.to_owned(),
+            len,
+            overwrite,
+            server: None,
+        };
+        let file = std::fs::File::open(dump)?;
+        let info = expect_volume(self.peers.call_with_file(server, &req, file, len).await?)?;
+        self.note_location(&info, server).await?;
+        tracing::info!(volume = %name, id = info.id, %server, "restored volume on another server");
+        Ok(info)
+    }
+
+    /// `DumpVolume` of a volume another server holds: its dump is fetched
+    /// into a temporary file and sent on.
+    pub(crate) async fn forward_dump(&self, server: &str, req: &Request) -> crate::rpc::Handled {
+        let dumped = async {
+            let path = self.store.temp_path("forward")?;
+            let result = match self.peers.dump_to_file(server, req, &path).await {
+                Ok(len) => std::fs::File::open(&path).map(|f| (f, len)).map_err(Into::into),
+                Err(e) => Err(e),
+            };
+            let _ = std::fs::remove_file(&path);
+            result
+        };
+        match dumped.await {
+            Ok((file, len)) => crate::rpc::Handled {
+                outcome: crate::rpc::Outcome::Data {
+                    reply: Reply::Dump { len },
+                    len,
+                    file: Some(file),
+                },
+                unread: 0,
+            },
+            Err(e) => Err(e).into(),
+        }
     }
 
     /// `SyncVldb`: this server's volumes against the VLDB, then every volume

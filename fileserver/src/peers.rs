@@ -84,6 +84,27 @@ impl Peers {
     }
 }
 
+impl Peers {
+    /// Sends a `DumpVolume` to `addr` and writes the dump to a new file at
+    /// `path`; returns its length.
+    pub async fn dump_to_file(&self, addr: &str, req: &Request, path: &std::path::Path) -> FsResult<u64> {
+        let client = self.client(addr).await?;
+        let mut file = tokio::fs::File::create(path).await?;
+        match tokio::time::timeout(DUMP_TIMEOUT, client.dump_volume(req, &mut file, |_, _| {})).await {
+            Ok(Ok(len)) => Ok(len),
+            Ok(Err(CallError::Rpc(e))) => Err(rpc_err(e.code, format!("fileserver {addr}: {}", e.message))),
+            Ok(Err(e)) => Err(rpc_err(ErrorCode::Io, format!("fileserver {addr}: {e}"))),
+            Err(_) => Err(rpc_err(
+                ErrorCode::Io,
+                format!("fileserver {addr}: dump not done in {DUMP_TIMEOUT:?}"),
+            )),
+        }
+    }
+}
+
+/// Bound on fetching a whole dump from another server.
+const DUMP_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+
 /// Waits at most `limit` for a call to `addr`; its errors keep the remote
 /// server's code and message.
 async fn bounded(

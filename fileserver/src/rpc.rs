@@ -185,6 +185,9 @@ impl Context {
             self.rpcs.fetch_add(1, Ordering::Relaxed);
         }
         if let Some((id, server)) = self.remote_holder(&req) {
+            if matches!(req, Request::DumpVolume { .. }) {
+                return self.forward_dump(&server, &req).await;
+            }
             return self.forward_admin(id, server, req).await.into();
         }
         match req {
@@ -297,9 +300,12 @@ impl Context {
             Request::UnlockVolume { name } => self.lock_volume(name, None).await.into(),
             Request::BackupVolume { name } => self.backup_volume(client, name).await.into(),
             Request::DumpVolume { name, since } => self.dump_volume(name, since).await,
-            Request::RestoreVolume { name, len, overwrite } => {
-                self.restore_volume(client, name, len, overwrite, data).await
-            }
+            Request::RestoreVolume {
+                name,
+                len,
+                overwrite,
+                server,
+            } => self.restore_volume(client, (name, len, overwrite, server), data).await,
         }
     }
 
@@ -918,18 +924,25 @@ impl Context {
     async fn restore_volume<R: AsyncRead + Unpin>(
         &self,
         client: ClientId,
-        name: String,
-        len: u64,
-        overwrite: bool,
+        (name, len, overwrite, server): (String, u64, bool, Option<String>),
         data: &mut R,
     ) -> Handled {
         if let Err(e) = check_volume_name(&name) {
             return refused(e, len);
         }
+        let elsewhere = match self.restore_site(&name, server) {
+            Ok(s) => s,
+            Err(e) => return refused(e, len),
+        };
         let path = match self.receive_dump(len, data).await {
             Ok(p) => p,
             Err(e) => return refused(e, u64::MAX),
         };
+        if let Some(server) = elsewhere {
+            let result = self.restore_elsewhere(&server, &name, overwrite, &path, len).await;
+            let _ = std::fs::remove_file(&path);
+            return result.map(Reply::Volume).into();
+        }
         let restored = async {
             let existing = self.rw_volume_of(&name).ok();
             let _guard = match &existing {

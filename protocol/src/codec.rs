@@ -332,11 +332,14 @@ mod tests {
                 name().prop_map(|name| Request::Release { name }),
                 Just(Request::SyncVldb),
                 (name(), proptest::option::of(ts())).prop_map(|(name, since)| Request::DumpVolume { name, since }),
-                (name(), any::<u64>(), any::<bool>()).prop_map(|(name, len, overwrite)| Request::RestoreVolume {
-                    name,
-                    len,
-                    overwrite
-                }),
+                (name(), any::<u64>(), any::<bool>(), proptest::option::of(name())).prop_map(
+                    |(name, len, overwrite, server)| Request::RestoreVolume {
+                        name,
+                        len,
+                        overwrite,
+                        server
+                    }
+                ),
                 any::<u64>().prop_map(|volume| Request::LocateVolume { volume }),
                 name().prop_map(|address| Request::RegisterServer { address }),
                 (name(), any::<(u64, u64)>(), volume_kind())

@@ -182,7 +182,13 @@ pub enum Request {
     /// `name`. A full dump creates the volume, or replaces it when
     /// `overwrite`; an incremental dump applies to the existing volume it was
     /// taken from. Answered with `Reply::Volume`.
-    RestoreVolume { name: String, len: u64, overwrite: bool },
+    /// With `server`, the volume is made on that fileserver of the cell.
+    RestoreVolume {
+        name: String,
+        len: u64,
+        overwrite: bool,
+        server: Option<String>,
+    },
     /// A client that lost contact asks what changed in `volume` since change
     /// number `since` of the volume incarnation `incarnation` (both as learned
     /// from an earlier `Reconnect` reply or from breaks; 0 when unknown). It

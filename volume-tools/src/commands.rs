@@ -233,10 +233,7 @@ async fn execute(client: &RpcClient, command: Command) -> anyhow::Result<String>
             file,
             overwrite,
             server,
-        } => {
-            check_server(client, server.as_deref())?;
-            transfer::restore(client, &name, &file, overwrite).await
-        }
+        } => transfer::restore(client, &name, &file, overwrite, server.as_deref()).await,
     }
 }
 
@@ -249,20 +246,6 @@ async fn list_volumes(client: &RpcClient) -> anyhow::Result<Vec<VolumeInfo>> {
         Reply::Volumes(v) => Ok(v),
         other => bail!("unexpected reply to ListVolumes: {other:?}"),
     }
-}
-
-/// Refuses a `--server` other than the cell's first fileserver, which vos
-/// talks to (a restore elsewhere is a restore there and a `move`).
-fn check_server(client: &RpcClient, server: Option<&str>) -> anyhow::Result<()> {
-    let Some(server) = server else { return Ok(()) };
-    let connected = client.connection().remote_address();
-    let named = cellfs_protocol::transport::resolve(server).with_context(|| format!("--server {server}"))?;
-    if named != connected {
-        bail!(
-            "restoring onto {server} is not supported: restore onto the cell's first fileserver {connected}, then `move` the volume"
-        );
-    }
-    Ok(())
 }
 
 /// Who takes a lock: `user@host` of the caller.

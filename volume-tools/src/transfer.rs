@@ -81,7 +81,13 @@ fn partial_path(file: &Path) -> PathBuf {
 }
 
 /// Restores the dump in `file` as volume `name`.
-pub async fn restore(client: &RpcClient, name: &str, file: &Path, overwrite: bool) -> anyhow::Result<String> {
+pub async fn restore(
+    client: &RpcClient,
+    name: &str,
+    file: &Path,
+    overwrite: bool,
+    server: Option<&str>,
+) -> anyhow::Result<String> {
     let f = tokio::fs::File::open(file)
         .await
         .with_context(|| format!("cannot open dump {}", file.display()))?;
@@ -94,6 +100,7 @@ pub async fn restore(client: &RpcClient, name: &str, file: &Path, overwrite: boo
         name: name.to_owned(),
         len,
         overwrite,
+        server: server.map(str::to_owned),
     };
     let progress = bar(len, "restore");
     let mut reader = progress.wrap_async_read(f);
