@@ -19,7 +19,7 @@ fn examine(cell: &Cell, name: &str) -> serde_json::Value {
 #[test]
 fn a_joined_server_holds_volumes_and_read_only_sites_fail_over() {
     let mut first = Cell::new();
-    let second = first.join();
+    let mut second = first.join();
     let (s1, s2) = (first.addr().to_string(), second.addr().to_string());
 
     // A volume created on the second server, reached through the first.
@@ -105,13 +105,20 @@ fn a_joined_server_holds_volumes_and_read_only_sites_fail_over() {
 
     // A release that cannot reach a site reports it and marks it old.
     first.start();
-    drop(second);
+    second.kill();
     let out = first.vos(["release", "site.code"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         !out.status.success() && err.contains("marked old") && err.contains(&s2),
         "{err}"
     );
+    // Back, it gets the next release; `remsite` deletes its copy.
+    second.start();
+    first.vos_ok(["release", "site.code"]);
+    let copy = second.data_dir().join("volumes").join(ro["id"].to_string());
+    assert!(copy.is_dir());
+    first.vos_ok(["remsite", "site.code", &s2]);
+    assert!(!copy.exists(), "remsite deleted the copy on the second server");
 }
 
 fn cell_create_on(cell: &Cell, name: &str, server: &str) {

@@ -1393,6 +1393,8 @@ impl Core {
                 }
                 ServerMessage::BreakVolume(volume) => {
                     st.nodes.note_volume_break(volume);
+                    // It may have moved, or its sites changed (a release).
+                    self.link.forget_route(volume);
                     // A release or removal may change where mount points lead.
                     entries.extend(st.nodes.forget_mounts_into(volume));
                     let affected: Vec<u64> = st
@@ -1729,6 +1731,16 @@ impl Core {
                 .filter(|(_, n)| n.valid_for(epoch, now).is_some())
                 .count() as u64,
             last_revalidation: last,
+            other_servers: self
+                .link
+                .others()
+                .iter()
+                .map(|l| ServerState {
+                    server: l.server().to_string(),
+                    up: !l.is_down(),
+                    down_since: l.down_since().map(unix_secs),
+                })
+                .collect(),
         }
     }
 }
@@ -1756,6 +1768,20 @@ pub struct NodeStatus {
     pub promises_held: u64,
     /// The last revalidation after a reconnect, if any.
     pub last_revalidation: Option<Revalidation>,
+    /// The cell's other fileservers this node has reached.
+    #[serde(default)]
+    pub other_servers: Vec<ServerState>,
+}
+
+/// How a node sees one of the cell's other fileservers.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct ServerState {
+    /// Its address.
+    pub server: String,
+    /// Whether it is reachable.
+    pub up: bool,
+    /// Since when it is down (Unix seconds).
+    pub down_since: Option<u64>,
 }
 
 /// A file found under a pinned path: inode, FID, size.

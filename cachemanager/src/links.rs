@@ -31,7 +31,15 @@ pub struct Links {
     timeout: Duration,
     epoch: Arc<AtomicU64>,
     servers: Mutex<HashMap<SocketAddr, Arc<ServerLink>>>,
-    routes: Mutex<HashMap<VolumeId, Vec<Arc<ServerLink>>>>,
+    routes: Mutex<HashMap<VolumeId, Route>>,
+}
+
+/// The servers of one volume, best first.
+struct Route {
+    links: Vec<Arc<ServerLink>>,
+    /// False once a break or a `Moved` answer says it may be out of date:
+    /// the VLDB is asked again, and this route used only when it cannot answer.
+    fresh: bool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -85,6 +93,17 @@ impl Links {
         Some(info)
     }
 
+    /// The links to every server but the first, by address.
+    pub fn others(&self) -> Vec<Arc<ServerLink>> {
+        let mut others: Vec<Arc<ServerLink>> = lock(&self.servers)
+            .values()
+            .filter(|l| !Arc::ptr_eq(l, &self.primary))
+            .cloned()
+            .collect();
+        others.sort_by_key(|l| l.server());
+        others
+    }
+
     /// The first server's address.
     pub fn server(&self) -> SocketAddr {
         self.primary.server()
@@ -98,7 +117,7 @@ impl Links {
     /// True while no server holding `volume` is reachable.
     pub fn is_down_for(&self, volume: VolumeId) -> bool {
         match lock(&self.routes).get(&volume) {
-            Some(links) => links.iter().all(|l| l.is_down()),
+            Some(r) => r.links.iter().all(|l| l.is_down()),
             None => self.primary.is_down(),
         }
     }
@@ -172,12 +191,13 @@ impl Links {
         if routes.len() >= MAX_ROUTES && !routes.contains_key(&volume) {
             routes.clear();
         }
-        routes.insert(volume, links);
+        routes.insert(volume, Route { links, fresh: true });
     }
 
     /// Records that the cell's first server holds `volume` (the root volume).
     pub fn route_to_primary(&self, volume: VolumeId) {
-        lock(&self.routes).insert(volume, vec![self.primary.clone()]);
+        let links = vec![self.primary.clone()];
+        lock(&self.routes).insert(volume, Route { links, fresh: true });
     }
 
     fn link_to(&self, addr: SocketAddr) -> Arc<ServerLink> {
@@ -201,24 +221,30 @@ impl Links {
         let Some(volume) = volume else {
             return vec![self.primary.clone()];
         };
-        if let Some(links) = lock(&self.routes).get(&volume) {
-            return links.clone();
-        }
+        let stale = match lock(&self.routes).get(&volume) {
+            Some(r) if r.fresh => return r.links.clone(),
+            Some(r) => Some(r.links.clone()),
+            None => None,
+        };
         match self.primary.call(&Request::LocateVolume { volume }).await {
             Ok(Reply::Located(sites)) if !sites.is_empty() => {
                 self.set_route(volume, &sites);
-                if let Some(links) = lock(&self.routes).get(&volume) {
-                    return links.clone();
+                if let Some(r) = lock(&self.routes).get(&volume) {
+                    return r.links.clone();
                 }
             }
             Ok(_) => {}
-            Err(e) => tracing::debug!(volume, error = %e, "cannot locate volume; asking the first server"),
+            Err(e) => tracing::debug!(volume, error = %e, "cannot locate volume; using what was known"),
         }
-        vec![self.primary.clone()]
+        stale.unwrap_or_else(|| vec![self.primary.clone()])
     }
 
-    fn forget_route(&self, volume: VolumeId) {
-        lock(&self.routes).remove(&volume);
+    /// Marks what is known of `volume`'s servers out of date: the next
+    /// request asks the VLDB again (and uses it only if the VLDB cannot answer).
+    pub fn forget_route(&self, volume: VolumeId) {
+        if let Some(r) = lock(&self.routes).get_mut(&volume) {
+            r.fresh = false;
+        }
     }
 
     /// Runs `op` on the servers of `req`'s volume: the first one up; the

@@ -150,12 +150,15 @@ fn status(cache: &std::path::Path, format: Format) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&s)?);
         return Ok(());
     }
-    let state = match s.down_since {
-        None if s.up => "up".to_owned(),
+    let state = |up: bool, down_since: Option<u64>| match down_since {
+        None if up => "up".to_owned(),
         Some(t) => format!("DOWN since {t} (unix seconds)"),
         None => "down".to_owned(),
     };
-    println!("server {}: {state}", s.server);
+    println!("server {}: {}", s.server, state(s.up, s.down_since));
+    for o in &s.other_servers {
+        println!("server {}: {}", o.server, state(o.up, o.down_since));
+    }
     println!(
         "cache: {} of {} used, {} files",
         bytesize::ByteSize(s.cache_used),

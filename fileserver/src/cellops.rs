@@ -309,6 +309,39 @@ impl Context {
         }
     }
 
+    /// After `remsite`: the copy on a remote site is deleted there (nodes
+    /// reading it drop it) and the site forgotten as old.
+    pub(crate) async fn drop_remote_copy(&self, name: &str, site: &str) -> FsResult<()> {
+        let store = self.store.clone();
+        let n = name.to_owned();
+        let rw = blocking(move || store.volume_id(&n)).await?;
+        let store = self.store.clone();
+        let s = site.to_owned();
+        blocking(move || {
+            let old: Vec<String> = store
+                .old_sites(rw)?
+                .into_iter()
+                .filter(|o| !same_server(o, &s))
+                .collect();
+            store.set_old_sites(rw, &old)
+        })
+        .await?;
+        if same_server(site, &self.server_addr) {
+            return Ok(());
+        }
+        let req = Request::RemoveVolume {
+            name: clone_name(name, VolumeKind::ReadOnly),
+        };
+        match self.peers.call(site, &req).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.to_rpc().code == ErrorCode::NotFound => Ok(()),
+            Err(e) => Err(rpc_err(
+                ErrorCode::Io,
+                format!("removed site {site} of {name} from the VLDB, but its copy there could not be deleted: {e}"),
+            )),
+        }
+    }
+
     /// `SyncVldb`: this server's volumes against the VLDB, then every volume
     /// the VLDB places on another server against what that server holds.
     pub(crate) async fn sync_vldb(&self) -> FsResult<Reply> {

@@ -835,12 +835,13 @@ impl Context {
         let removed = {
             let _guard = vol.lock.write().await;
             let store = self.store.clone();
-            let n = name.clone();
-            blocking(move || store.remove_site(&n, &server)).await?
+            let (n, s) = (name.clone(), server.clone());
+            blocking(move || store.remove_site(&n, &s)).await?
         };
         if let Some(ro) = removed {
             self.callbacks.break_volume(Some(client), ro).await;
         }
+        self.drop_remote_copy(&name, &server).await?;
         let store = self.store.clone();
         let this = self.server_addr.clone();
         let info = blocking(move || store.info(store.volume_id(&name)?, &this)).await?;
