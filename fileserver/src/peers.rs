@@ -90,15 +90,7 @@ impl Peers {
     pub async fn dump_to_file(&self, addr: &str, req: &Request, path: &std::path::Path) -> FsResult<u64> {
         let client = self.client(addr).await?;
         let mut file = tokio::fs::File::create(path).await?;
-        match tokio::time::timeout(DUMP_TIMEOUT, client.dump_volume(req, &mut file, |_, _| {})).await {
-            Ok(Ok(len)) => Ok(len),
-            Ok(Err(CallError::Rpc(e))) => Err(rpc_err(e.code, format!("fileserver {addr}: {}", e.message))),
-            Ok(Err(e)) => Err(rpc_err(ErrorCode::Io, format!("fileserver {addr}: {e}"))),
-            Err(_) => Err(rpc_err(
-                ErrorCode::Io,
-                format!("fileserver {addr}: dump not done in {DUMP_TIMEOUT:?}"),
-            )),
-        }
+        bounded(addr, DUMP_TIMEOUT, client.dump_volume(req, &mut file, |_, _| {})).await
     }
 }
 
@@ -107,11 +99,11 @@ const DUMP_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 
 /// Waits at most `limit` for a call to `addr`; its errors keep the remote
 /// server's code and message.
-async fn bounded(
+async fn bounded<T>(
     addr: &str,
     limit: Duration,
-    call: impl std::future::Future<Output = Result<Reply, CallError>>,
-) -> FsResult<Reply> {
+    call: impl std::future::Future<Output = Result<T, CallError>>,
+) -> FsResult<T> {
     match tokio::time::timeout(limit, call).await {
         Ok(Ok(reply)) => Ok(reply),
         Ok(Err(CallError::Rpc(e))) => Err(rpc_err(e.code, format!("fileserver {addr}: {}", e.message))),
