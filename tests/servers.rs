@@ -68,6 +68,35 @@ fn a_joined_server_holds_volumes_and_read_only_sites_fail_over() {
         assert_eq!(fs::read(m.path().join("code/index.php")).unwrap(), b"v2");
     }
 
+    // A volume held by the second server is released the same way, to
+    // sites on both servers.
+    first.vos_ok(["mkmount", "/.blog", "site.blog", "--rw"]);
+    first.vos_ok(["addsite", "site.blog", &s2]);
+    first.vos_ok(["addsite", "site.blog", &s1]);
+    first.vos_ok(["release", "site.blog"]);
+    for m in [&a, &b] {
+        assert_eq!(fs::read(m.path().join("blog/index.php")).unwrap(), b"<?php echo 1;");
+        common::assert_errno(
+            fs::write(m.path().join("blog/x.php"), b"x"),
+            libc::EROFS,
+            "the released copy of a volume on the second server",
+        );
+    }
+    fs::write(a.path().join(".blog/index.php"), b"<?php echo 2;").unwrap();
+    first.vos_ok(["release", "site.blog"]);
+    for m in [&a, &b] {
+        assert_eq!(fs::read(m.path().join("blog/index.php")).unwrap(), b"<?php echo 2;");
+    }
+    let blog_ro = examine(&first, "site.blog.readonly");
+    assert!(
+        first
+            .data_dir()
+            .join("volumes")
+            .join(blog_ro["id"].to_string())
+            .is_dir(),
+        "the first server holds a copy"
+    );
+
     // Releases while B reads: each read is one whole release, whichever
     // site served it.
     let versions: Vec<Vec<u8>> = (0..4).map(|k| pattern(1 << 20, 70 + k)).collect();
@@ -99,8 +128,8 @@ fn a_joined_server_holds_volumes_and_read_only_sites_fail_over() {
         "B read from the second site after the first did not answer:\n{}",
         b.log()
     );
-    // The volume held by the second server is still fully served.
-    assert_eq!(fs::read(b.path().join("blog/index.php")).unwrap(), b"<?php echo 1;");
+    // The volume held by the second server is still served.
+    assert_eq!(fs::read(b.path().join("blog/index.php")).unwrap(), b"<?php echo 2;");
     drop((a, b));
 
     // A release that cannot reach a site reports it and marks it old.

@@ -529,6 +529,7 @@ impl Core {
             (ino, st.nodes.get(ino).map(|n| n.status.kind))
         };
         if kind == Some(FileKind::MountPoint) {
+            self.lock().nodes.note_mount_entry(fid, parent, name);
             return self.cross_mount(fid).map(Lookup::Found);
         }
         let st = self.lock();

@@ -8,6 +8,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// Most mount point kernel entries remembered.
+const MAX_MOUNT_ENTRIES: usize = 65_536;
 /// The root inode number the kernel uses for the mount.
 pub const ROOT_INO: u64 = 1;
 
@@ -76,6 +78,10 @@ pub struct NodeTable {
     by_fid: HashMap<Fid, u64>,
     next_ino: u64,
     mounts: HashMap<Fid, Fid>,
+    /// The kernel entry (parent inode, name) each crossed mount point was
+    /// looked up by, to drop when its target changes (the parent's listing
+    /// may no longer be cached then).
+    mount_entries: HashMap<Fid, (u64, String)>,
     /// Counts the callback breaks applied.
     break_gen: u64,
     /// FID → `break_gen` of its last break (the most recent ones).
@@ -98,6 +104,7 @@ impl NodeTable {
             by_fid: HashMap::new(),
             next_ino: ROOT_INO,
             mounts: HashMap::new(),
+            mount_entries: HashMap::new(),
             break_gen: 0,
             broken: HashMap::new(),
             broken_volumes: HashMap::new(),
@@ -220,6 +227,14 @@ impl NodeTable {
         self.mounts.insert(mount_point, root);
     }
 
+    /// Remembers the kernel entry a mount point was looked up by.
+    pub fn note_mount_entry(&mut self, mount_point: Fid, parent: u64, name: &str) {
+        if self.mount_entries.len() >= MAX_MOUNT_ENTRIES && !self.mount_entries.contains_key(&mount_point) {
+            return;
+        }
+        self.mount_entries.insert(mount_point, (parent, name.to_owned()));
+    }
+
     /// Forgets a mount point's resolution (it was removed or changed).
     pub fn forget_mount(&mut self, mount_point: Fid) {
         self.mounts.remove(&mount_point);
@@ -240,7 +255,10 @@ impl NodeTable {
         if dropped.is_empty() {
             return Vec::new();
         }
-        let mut entries = Vec::new();
+        let mut entries: Vec<(u64, String)> = dropped
+            .iter()
+            .filter_map(|m| self.mount_entries.get(m).cloned())
+            .collect();
         for (ino, n) in &self.nodes {
             let Some(listing) = &n.listing else { continue };
             for (name, fid) in &listing.entries {

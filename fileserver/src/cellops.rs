@@ -58,6 +58,12 @@ impl Context {
 
     /// `LocateVolume`: the servers holding volume `id`.
     pub(crate) async fn locate_volume(&self, id: VolumeId) -> FsResult<Reply> {
+        if let Some(loc) = self.store.location(id)? {
+            if let Some(sites) = self.remote_sites(id, &loc.server).await {
+                return Ok(Reply::Located(sites));
+            }
+            return Ok(Reply::Located(vec![loc.server]));
+        }
         if let Ok(vol) = self.store.volume(id) {
             let admin = self.store.admin(vol.id())?;
             let sites = match (admin.kind, admin.parent) {
@@ -69,9 +75,43 @@ impl Context {
             }
             return Ok(Reply::Located(sites));
         }
-        match self.store.location(id)? {
-            Some(loc) => Ok(Reply::Located(vec![loc.server])),
-            None => Err(rpc_err(ErrorCode::NotFound, format!("no volume {id} in the VLDB"))),
+        Err(rpc_err(ErrorCode::NotFound, format!("no volume {id} in the VLDB")))
+    }
+
+    /// The released copy of volume `name`, which `server` holds, and its
+    /// sites: asked of `server`; when it does not answer, a copy held here.
+    async fn remote_copy(&self, name: &str, server: &str) -> FsResult<Option<(VolumeId, Vec<String>)>> {
+        let ro = clone_name(name, VolumeKind::ReadOnly);
+        match self
+            .peers
+            .call(server, &Request::ExamineVolume { name: ro.clone() })
+            .await
+        {
+            Ok(Reply::Volume(info)) => {
+                let sites = self
+                    .remote_sites(info.id, server)
+                    .await
+                    .unwrap_or(vec![server.to_owned()]);
+                Ok(Some((info.id, sites)))
+            }
+            Err(e) if e.to_rpc().code == ErrorCode::NotFound => Ok(None),
+            _ => Ok(self
+                .store
+                .volume_id(&ro)
+                .ok()
+                .map(|id| (id, vec![self.server_addr.clone()]))),
+        }
+    }
+
+    /// The sites another server gives for its volume `id` (a read-only copy
+    /// it released knows them all), if it answers.
+    async fn remote_sites(&self, id: VolumeId, server: &str) -> Option<Vec<String>> {
+        if !self.is_vldb_server() {
+            return None;
+        }
+        match self.peers.call(server, &Request::LocateVolume { volume: id }).await {
+            Ok(Reply::Located(sites)) if !sites.is_empty() => Some(sites),
+            _ => None,
         }
     }
 
@@ -82,6 +122,15 @@ impl Context {
         if self.store.volume_id(&volume).is_err()
             && let Some((id, loc)) = self.store.location_by_name(&volume)?
         {
+            // The volume's server knows whether it has a released copy and
+            // where; the root's status is the node's to fetch from a site.
+            if !read_write && let Some((ro, sites)) = self.remote_copy(&volume, &loc.server).await? {
+                return Ok(Reply::MountRoot {
+                    volume: ro,
+                    sites,
+                    root: None,
+                });
+            }
             return Ok(Reply::MountRoot {
                 volume: id,
                 sites: vec![loc.server],
@@ -166,6 +215,11 @@ impl Context {
         if !self.is_vldb_server() || self.store.volume_id(name).is_ok() {
             return None;
         }
+        // A read-only copy goes with `remsite` at its volume's server; a
+        // removal of one asked here is of the copy here (there is none).
+        if matches!(req, Request::RemoveVolume { .. }) && name.ends_with(".readonly") {
+            return None;
+        }
         let (id, loc) = self.store.location_by_name(name).ok()??;
         Some((id, loc.server))
     }
@@ -179,14 +233,10 @@ impl Context {
                 let t = to.clone();
                 blocking(move || store.check_server(&t)).await?;
             }
-            Request::AddSite { name, .. } | Request::RemoveSite { name, .. } | Request::Release { name } => {
-                return Err(rpc_err(
-                    ErrorCode::NotPermitted,
-                    format!(
-                        "volume {name} is on {server}: {} is done for volumes on the cell's first server (`cellfs-vos move {name} --to` it first)",
-                        req.op_name()
-                    ),
-                ));
+            Request::AddSite { server: site, .. } => {
+                let store = self.store.clone();
+                let s = site.clone();
+                blocking(move || store.check_server(&s)).await?;
             }
             Request::RenameVolume { new_name, .. } => {
                 let store = self.store.clone();
@@ -201,6 +251,19 @@ impl Context {
             (Request::RemoveVolume { .. }, _) => blocking(move || store.set_location(id, None)).await?,
             (Request::RenameVolume { .. } | Request::BackupVolume { .. }, Reply::Volume(info)) => {
                 self.note_location(info, &server).await?
+            }
+            // The read-only copy is named in the VLDB under its read-write
+            // volume's server, which knows its sites.
+            (Request::Release { .. }, Reply::Volume(info)) => self.note_location(info, &server).await?,
+            // The last site gone, so is the copy.
+            (Request::RemoveSite { name, .. }, Reply::Volume(info)) if info.sites.len() <= 1 => {
+                let ro = clone_name(name, VolumeKind::ReadOnly);
+                let store = self.store.clone();
+                blocking(move || match store.location_by_name(&ro)? {
+                    Some((id, _)) => store.set_location(id, None),
+                    None => Ok(()),
+                })
+                .await?
             }
             // Moved here, the volume is local now (its install dropped the location).
             (Request::MoveVolume { to, .. }, Reply::Volume(info)) if !same_server(to, &self.server_addr) => {

@@ -715,7 +715,11 @@ impl Context {
         let store = self.store.clone();
         let server = self.server_addr.clone();
         let mut list = blocking(move || store.list(&server)).await?;
-        list.extend(self.remote_volumes().await?);
+        let remote = self.remote_volumes().await?;
+        // A copy held here of a volume released by another server is listed
+        // as that server describes it.
+        list.retain(|v| !remote.iter().any(|r| r.id == v.id));
+        list.extend(remote);
         Ok(Reply::Volumes(list))
     }
 
@@ -819,7 +823,11 @@ impl Context {
         check_volume_name(&name)?;
         let store = self.store.clone();
         let this = self.server_addr.clone();
+        let vldb = self.config.vldb.is_none();
         let info = blocking(move || {
+            if vldb {
+                store.check_server(&server)?;
+            }
             store.add_site(&name, &server)?;
             store.info(store.volume_id(&name)?, &this)
         })

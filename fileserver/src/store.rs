@@ -530,7 +530,10 @@ impl Store {
                 admin.last_release = Some(header.made);
             }
             put_admin(&txn, id, &admin)?;
-            txn.open_table(LOCATIONS)?.remove(id)?;
+            if kind == VolumeKind::ReadWrite {
+                // A volume moving here is no longer elsewhere.
+                txn.open_table(LOCATIONS)?.remove(id)?;
+            }
         }
         txn.commit()?;
         if let Some(old) = &existing {
@@ -695,11 +698,11 @@ impl Store {
         self.make_clone(name, VolumeKind::ReadOnly)
     }
 
-    /// Adds read-only site `server` (a registered fileserver of the cell) to
-    /// read-write volume `name`; the next release fills it.
+    /// Adds read-only site `server` to read-write volume `name`; the next
+    /// release fills it. (The caller checked that `server` is a fileserver
+    /// of the cell: only the VLDB server knows them.)
     pub fn add_site(&self, name: &str, server: &str) -> FsResult<()> {
         let (id, _) = self.admin_target(name, "add a site to")?;
-        self.check_server(server)?;
         let txn = self.vldb.begin_write()?;
         let mut admin = admin_in(&txn, id)?;
         if admin.ro_sites.iter().any(|s| same_server(s, server)) {
@@ -1211,7 +1214,7 @@ mod tests {
         assert_eq!(code(store.release("v")), ErrorCode::Invalid, "a release without a site");
         store.register_server("127.0.0.1:7000").unwrap();
         assert_eq!(
-            code(store.add_site("v", "10.0.0.9:7000")),
+            code(store.check_server("10.0.0.9:7000")),
             ErrorCode::NotFound,
             "a server that is not registered"
         );
