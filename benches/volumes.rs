@@ -116,6 +116,23 @@ fn main() {
     ]);
     let dump_time = t.elapsed();
 
+    // Two servers: move the volume over and back, then release it to
+    // read-only sites on both (a full copy sent to the second).
+    let second = cell.join();
+    let (s1, s2) = (cell.addr().to_string(), second.addr().to_string());
+    cell.vos_ok(["remove", "bench.backup"]);
+    let t = Instant::now();
+    cell.vos_ok(["move", "bench", "--to", &s2]);
+    let move_time = t.elapsed();
+    let t = Instant::now();
+    cell.vos_ok(["move", "bench", "--to", &s1]);
+    let move_back = t.elapsed();
+    cell.vos_ok(["addsite", "bench", &s1]);
+    cell.vos_ok(["addsite", "bench", &s2]);
+    let t = Instant::now();
+    cell.vos_ok(["release", "bench"]);
+    let release_time = t.elapsed();
+
     backup.sort();
     let median = backup[1];
     println!();
@@ -132,8 +149,44 @@ fn main() {
         after.saturating_sub(before) as f64 / 1048576.0,
         du(&native) as f64 / 1048576.0
     );
-    println!(
-        "| `vos dump` of the volume | {:.0} ms | | |",
-        dump_time.as_secs_f64() * 1e3
-    );
+    let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+    let native_ms = ms(native_copy);
+    println!("| `vos dump` of the volume | {:.0} ms | | |", ms(dump_time));
+    for (what, d) in [
+        ("`vos move` to a second server", move_time),
+        ("`vos move` back", move_back),
+        ("`vos release` to sites on both servers", release_time),
+    ] {
+        println!(
+            "| {what} | {:.0} ms | {native_ms:.0} ms | {:.2}× |",
+            ms(d),
+            ms(d) / native_ms
+        );
+    }
+    // How long writers waited during each move (the servers log it).
+    for log in [cell.log(), second.log()] {
+        for line in log.lines().filter(|l| l.contains("moved volume")) {
+            let plain = strip_colors(line);
+            let waited = plain.split("writers_waited=").nth(1).unwrap_or("?");
+            println!("move: writers waited {}", waited.trim());
+        }
+    }
+}
+
+/// `line` without terminal colour sequences (`ESC [ ... m`).
+fn strip_colors(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }

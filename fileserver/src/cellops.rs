@@ -245,7 +245,7 @@ impl Context {
             }
             _ => {}
         }
-        let reply = self.peers.call(&server, &req).await?;
+        let reply = self.peers.call_long(&server, &req).await?;
         let store = self.store.clone();
         match (&req, &reply) {
             (Request::RemoveVolume { .. }, _) => blocking(move || store.set_location(id, None)).await?,
@@ -558,14 +558,17 @@ impl Context {
         let started = std::time::Instant::now();
         let since = Timestamp::now();
         self.send_state(&vol, &name, &to, None).await?;
-        let _guard = vol.lock.write().await;
+        let guard = vol.lock.write().await;
+        let locked = std::time::Instant::now();
         self.send_state(&vol, &name, &to, Some(since)).await?;
         let store = self.store.clone();
         let (n, t) = (name.clone(), to.clone());
-        blocking(move || store.hand_over(&n, &t)).await?;
-        drop(_guard);
+        let trash = blocking(move || store.hand_over(&n, &t)).await?;
+        drop(guard);
+        let writers_waited = locked.elapsed();
         self.callbacks.break_volume(None, id).await;
-        tracing::info!(volume = %name, id, %to, took = ?started.elapsed(), "moved volume");
+        let _ = blocking(move || Ok(std::fs::remove_dir_all(trash)?)).await;
+        tracing::info!(volume = %name, id, %to, took = ?started.elapsed(), ?writers_waited, "moved volume");
         let info = expect_volume(self.peers.call(&to, &Request::ExamineVolume { name }).await?)?;
         Ok(Reply::Volume(info))
     }

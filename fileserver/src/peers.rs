@@ -16,6 +16,12 @@ const PEER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Slowest rate accepted while sending a dump to another server.
 const MIN_PEER_RATE: u64 = 1 << 20;
 
+/// Bound on work another server does for a call beyond moving bytes:
+/// building a received volume, or an admin operation forwarded to it (a
+/// move or release of a large volume). A server that dies meanwhile still
+/// ends the call through the connection's idle timeout.
+const PEER_WORK_TIMEOUT: Duration = Duration::from_secs(3600);
+
 /// Connections to the cell's other fileservers.
 pub struct Peers {
     ca_pem: String,
@@ -69,17 +75,24 @@ impl Peers {
         Ok(c)
     }
 
-    /// Sends `req` to the server at `addr`.
+    /// Sends `req` to the server at `addr`: a quick call.
     pub async fn call(&self, addr: &str, req: &Request) -> FsResult<Reply> {
         let client = self.client(addr).await?;
         bounded(addr, PEER_TIMEOUT, client.call(req)).await
+    }
+
+    /// Sends `req` to the server at `addr`, which may work on it long (an
+    /// admin operation forwarded to it).
+    pub async fn call_long(&self, addr: &str, req: &Request) -> FsResult<Reply> {
+        let client = self.client(addr).await?;
+        bounded(addr, PEER_WORK_TIMEOUT, client.call(req)).await
     }
 
     /// Sends `req` followed by the first `len` bytes of `file`.
     pub async fn call_with_file(&self, addr: &str, req: &Request, file: std::fs::File, len: u64) -> FsResult<Reply> {
         let client = self.client(addr).await?;
         let mut file = tokio::io::BufReader::with_capacity(1 << 20, tokio::fs::File::from_std(file));
-        let limit = PEER_TIMEOUT + Duration::from_secs(len / MIN_PEER_RATE);
+        let limit = PEER_WORK_TIMEOUT + Duration::from_secs(len / MIN_PEER_RATE);
         bounded(addr, limit, client.call_with_data(req, len, &mut file)).await
     }
 }

@@ -566,8 +566,10 @@ impl Store {
 
     /// Gives up read-write volume `name` after a move to `server`: the VLDB
     /// records where it went (requests for it are answered `Moved`) and its
-    /// folder is deleted. The caller holds the volume's write lock.
-    pub fn hand_over(&self, name: &str, server: &str) -> FsResult<VolumeId> {
+    /// folder goes to `tmp/`, whose path is returned for the caller to
+    /// delete once it released the volume's write lock (a start empties
+    /// `tmp/` anyway).
+    pub fn hand_over(&self, name: &str, server: &str) -> FsResult<PathBuf> {
         let id = self.check_movable(name)?;
         let vol = self.volume(id)?;
         let txn = self.vldb.begin_write()?;
@@ -581,8 +583,9 @@ impl Store {
         txn.commit()?;
         vol.mark_moved();
         self.volumes.write().unwrap_or_else(|e| e.into_inner()).remove(&id);
-        std::fs::remove_dir_all(self.volume_dir(id))?;
-        Ok(id)
+        let trash = self.temp_path("moved")?;
+        std::fs::rename(self.volume_dir(id), &trash)?;
+        Ok(trash)
     }
 
     /// The administrative state of volume `id`.

@@ -32,7 +32,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     // Dumps and restores move whole volumes; a dead server still ends them
     // through the connection's idle timeout.
     let limit = match cli.command {
-        Command::Dump { .. } | Command::Restore { .. } => TRANSFER_TIMEOUT,
+        Command::Dump { .. } | Command::Restore { .. } | Command::Move { .. } | Command::Release { .. } => {
+            TRANSFER_TIMEOUT
+        }
         _ => COMMAND_TIMEOUT,
     };
     let text = runtime.block_on(async {
