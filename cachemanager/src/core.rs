@@ -437,7 +437,7 @@ impl Core {
     }
 
     fn promise_from(&self, sent: Sent) -> Option<Promise> {
-        let secs = self.link.info().map(|i| i.promise_secs)?;
+        let secs = self.link.promise_secs()?;
         Some(Promise {
             epoch: self.link.epoch(),
             until: sent.at + Duration::from_secs(secs),

@@ -115,6 +115,11 @@ impl ServerLink {
         self.info.lock().ok().and_then(|i| i.clone())
     }
 
+    /// The promise lifetime the server announced, once connected.
+    pub fn promise_secs(&self) -> Option<u64> {
+        self.info.lock().ok()?.as_ref().map(|i| i.promise_secs)
+    }
+
     fn health(&self) -> std::sync::MutexGuard<'_, Health> {
         self.health.lock().unwrap_or_else(|p| p.into_inner())
     }

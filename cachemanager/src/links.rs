@@ -85,12 +85,16 @@ impl Links {
     /// longer than the server that granted it keeps it).
     pub fn info(&self) -> Option<CellInfo> {
         let mut info = self.primary.info()?;
-        for link in lock(&self.servers).values() {
-            if let Some(i) = link.info() {
-                info.promise_secs = info.promise_secs.min(i.promise_secs);
-            }
-        }
+        info.promise_secs = self.promise_secs()?;
         Some(info)
+    }
+
+    /// The shortest promise lifetime any connected server announced (none
+    /// before the first server answered).
+    pub fn promise_secs(&self) -> Option<u64> {
+        let first = self.primary.promise_secs()?;
+        let others = lock(&self.servers).values().filter_map(|l| l.promise_secs()).min();
+        Some(others.map_or(first, |o| o.min(first)))
     }
 
     /// The links to every server but the first, by address.

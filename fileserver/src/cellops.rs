@@ -59,7 +59,11 @@ impl Context {
     /// `LocateVolume`: the servers holding volume `id`.
     pub(crate) async fn locate_volume(&self, id: VolumeId) -> FsResult<Reply> {
         if let Some(loc) = self.store.location(id)? {
-            if let Some(sites) = self.remote_sites(id, &loc.server).await {
+            // A read-write volume has one site; a released copy's are
+            // known to the server that released it.
+            if loc.name.ends_with(".readonly")
+                && let Some(sites) = self.remote_sites(id, &loc.server).await
+            {
                 return Ok(Reply::Located(sites));
             }
             return Ok(Reply::Located(vec![loc.server]));
@@ -277,19 +281,53 @@ impl Context {
     /// Every volume another server holds, as that server describes it (a
     /// server that does not answer is reported in the log and skipped).
     pub(crate) async fn remote_volumes(&self) -> FsResult<Vec<VolumeInfo>> {
-        let store = self.store.clone();
-        let locations = blocking(move || store.locations()).await?;
         let mut out = Vec::new();
-        for (_, loc) in locations {
-            let req = Request::ExamineVolume { name: loc.name.clone() };
-            match self.peers.call(&loc.server, &req).await.and_then(expect_volume) {
-                Ok(info) => out.push(info),
+        for (id, loc, listed) in self.placed_elsewhere().await? {
+            match listed {
+                Ok(Some(info)) => out.push(info),
+                Ok(None) => {
+                    tracing::warn!(volume = %loc.name, id, server = %loc.server, "the VLDB places a volume on a server that does not hold it")
+                }
                 Err(e) => {
                     tracing::warn!(volume = %loc.name, server = %loc.server, error = %e, "cannot describe a volume on another server")
                 }
             }
         }
         Ok(out)
+    }
+
+    /// Every volume the VLDB places on another server, with what that
+    /// server lists under its id (one `ListVolumes` per server). Only the
+    /// VLDB server asks: other servers list just their own volumes, so
+    /// listings never go round between servers.
+    async fn placed_elsewhere(&self) -> FsResult<Vec<(VolumeId, Location, FsResult<Option<VolumeInfo>>)>> {
+        if !self.is_vldb_server() {
+            return Ok(Vec::new());
+        }
+        let store = self.store.clone();
+        let locations = blocking(move || store.locations()).await?;
+        let mut lists: std::collections::HashMap<String, Result<Vec<VolumeInfo>, String>> =
+            std::collections::HashMap::new();
+        for (_, loc) in &locations {
+            if !lists.contains_key(&loc.server) {
+                let listed = match self.peers.call(&loc.server, &Request::ListVolumes).await {
+                    Ok(Reply::Volumes(v)) => Ok(v),
+                    Ok(other) => Err(format!("unexpected reply {other:?}")),
+                    Err(e) => Err(e.to_string()),
+                };
+                lists.insert(loc.server.clone(), listed);
+            }
+        }
+        Ok(locations
+            .into_iter()
+            .map(|(id, loc)| {
+                let listed = match &lists[&loc.server] {
+                    Ok(v) => Ok(v.iter().find(|i| i.id == id).cloned()),
+                    Err(e) => Err(rpc_err(ErrorCode::Io, e.clone())),
+                };
+                (id, loc, listed)
+            })
+            .collect())
     }
 
     /// Where a restore of `name` goes: `Some(server)` for another server
@@ -410,17 +448,19 @@ impl Context {
     pub(crate) async fn sync_vldb(&self) -> FsResult<Reply> {
         let store = self.store.clone();
         let mut report = blocking(move || store.sync_vldb()).await?;
-        let store = self.store.clone();
-        for (id, loc) in blocking(move || store.locations()).await? {
-            let req = Request::ExamineVolume { name: loc.name.clone() };
-            match self.peers.call(&loc.server, &req).await.and_then(expect_volume) {
-                Ok(info) if info.id == id => {}
-                Ok(info) => report.push(format!(
-                    "{} is volume {id} in the VLDB but {} holds it as volume {}",
-                    loc.name, loc.server, info.id
+        for (id, loc, listed) in self.placed_elsewhere().await? {
+            match listed {
+                Ok(Some(info)) if info.name == loc.name => {}
+                Ok(Some(info)) => report.push(format!(
+                    "volume {id} is {} in the VLDB but {} holds it as {}",
+                    loc.name, loc.server, info.name
+                )),
+                Ok(None) => report.push(format!(
+                    "{} (id {id}) is placed on {} by the VLDB, which does not hold it",
+                    loc.name, loc.server
                 )),
                 Err(e) => report.push(format!(
-                    "{} (id {id}) is placed on {} by the VLDB, which cannot describe it: {e}",
+                    "{} (id {id}) is placed on {} by the VLDB, which cannot list its volumes: {e}",
                     loc.name, loc.server
                 )),
             }
@@ -443,27 +483,46 @@ impl Context {
             Ok(p) => p,
             Err(e) => return crate::rpc::refused(e, u64::MAX),
         };
-        let installed = async {
-            let existing = self.store.volume(id).ok();
+        let existing = self.store.volume(id).ok();
+        let n = name.clone();
+        let result = self
+            .build_from_received(client, existing, path, move |store, p| {
+                store.install_volume(&n, id, kind, p).map(|()| id)
+            })
+            .await;
+        if let Ok(info) = &result {
+            tracing::info!(volume = %info.name, id, kind = kind.short(), files = info.files, "installed volume sent by another server");
+        }
+        result.map(Reply::Volume).into()
+    }
+
+    /// Builds a volume from the received dump at `path` with `build` (which
+    /// returns its id) under the write lock of `existing`, the volume it
+    /// replaces, if any; then every node drops what it knew of the volume.
+    /// The dump file is deleted in any case.
+    pub(crate) async fn build_from_received(
+        &self,
+        client: ClientId,
+        existing: Option<std::sync::Arc<crate::volume::Volume>>,
+        path: std::path::PathBuf,
+        build: impl FnOnce(&crate::store::Store, &std::path::Path) -> FsResult<VolumeId> + Send + 'static,
+    ) -> FsResult<VolumeInfo> {
+        let built = async {
             let _guard = match &existing {
                 Some(v) => Some(v.lock.write().await),
                 None => None,
             };
-            let store = self.store.clone();
-            let (n, p) = (name.clone(), path.clone());
-            blocking(move || store.install_volume(&n, id, kind, &p)).await?;
+            let (store, p) = (self.store.clone(), path.clone());
+            let id = blocking(move || build(&store, &p)).await?;
             drop(_guard);
             self.callbacks.break_volume(Some(client), id).await;
             let store = self.store.clone();
             let server = self.server_addr.clone();
             blocking(move || store.info(id, &server)).await
         };
-        let result = installed.await;
+        let result = built.await;
         let _ = std::fs::remove_file(&path);
-        if let Ok(info) = &result {
-            tracing::info!(volume = %info.name, id, kind = kind.short(), files = info.files, "installed volume sent by another server");
-        }
-        result.map(Reply::Volume).into()
+        result
     }
 
     /// Receives the `len` bytes of a dump into a temporary file.

@@ -952,24 +952,13 @@ impl Context {
             let _ = std::fs::remove_file(&path);
             return result.map(Reply::Volume).into();
         }
-        let restored = async {
-            let existing = self.rw_volume_of(&name).ok();
-            let _guard = match &existing {
-                Some(v) => Some(v.lock.write().await),
-                None => None,
-            };
-            let store = self.store.clone();
-            let p = path.clone();
-            let n = name.clone();
-            let id = blocking(move || store.restore_volume(&n, &p, overwrite)).await?;
-            drop(_guard);
-            self.callbacks.break_volume(Some(client), id).await;
-            let store = self.store.clone();
-            let server = self.server_addr.clone();
-            blocking(move || store.info(id, &server)).await
-        };
-        let result = restored.await;
-        let _ = std::fs::remove_file(&path);
+        let existing = self.rw_volume_of(&name).ok();
+        let n = name.clone();
+        let result = self
+            .build_from_received(client, existing, path, move |store, p| {
+                store.restore_volume(&n, p, overwrite)
+            })
+            .await;
         if let Ok(info) = &result {
             tracing::info!(volume = %info.name, id = info.id, files = info.files, "restored volume");
         }
