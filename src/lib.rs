@@ -19,6 +19,7 @@ mod proxy;
 
 pub use proxy::{Proxy, ProxyMode, ProxyStats};
 
+use cellfs_protocol::acl::Caller;
 use cellfs_protocol::config::CellConfig;
 use cellfs_protocol::transport::{CallError, ConnectError, Connector};
 use cellfs_protocol::{Reply, Request, Stats};
@@ -192,10 +193,11 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 /// Makes one RPC on a fresh connection described by `cfg`, then closes it.
-async fn call_once(cfg: &CellConfig, req: &Request) -> Result<Reply, ClientError> {
+async fn call_once(cfg: &CellConfig, caller: Option<Caller>, req: &Request) -> Result<Reply, ClientError> {
     let connector = Connector::from_config(cfg).map_err(ClientError::Connect)?;
     let work = async {
         let client = connector.connect().await.map_err(ClientError::Connect)?;
+        let client = client.acting_for(caller.map(std::sync::Arc::new));
         let reply = client.call(req).await.map_err(ClientError::Call);
         client.close();
         reply
@@ -214,8 +216,10 @@ pub struct Cell {
     log: PathBuf,
     child: Option<Child>,
     rt: tokio::runtime::Runtime,
-    /// The client config that reaches this server.
+    /// The client config that reaches this server (a host credential).
     client_config: PathBuf,
+    /// The admin config that reaches this server (`cellfs-vos`, raw calls).
+    admin_config: PathBuf,
 }
 
 impl Cell {
@@ -233,7 +237,12 @@ impl Cell {
     pub fn with_init_args(extra: &[String]) -> Self {
         let mut args = vec!["--cell".to_owned(), CELL_NAME.to_owned()];
         args.extend_from_slice(extra);
-        Self::init_and_start("cellfs-cell-", &args, |data, _| data.join("client").join("cell.toml"))
+        Self::init_and_start("cellfs-cell-", &args, |data, _| {
+            (
+                data.join("client").join("cell.toml"),
+                data.join("admin").join("cell.toml"),
+            )
+        })
     }
 
     /// Adds a second fileserver to this cell (`cellfs-fileserver init
@@ -242,13 +251,19 @@ impl Cell {
     /// Volumes and mounts still go through this (the first) server.
     pub fn join(&self) -> Cell {
         let args = ["--join".to_owned(), self.data.display().to_string()];
-        Self::init_and_start("cellfs-server-", &args, |_, addr| self.client_config_via(addr))
+        Self::init_and_start("cellfs-server-", &args, |_, addr| {
+            (self.client_config_via(addr), self.admin_config_via(addr))
+        })
     }
 
     /// Runs `cellfs-fileserver init --data D --listen A ARGS` in a new
     /// temporary folder, then serves it; `client_config` names the config
     /// that reaches the new server.
-    fn init_and_start(prefix: &str, args: &[String], client_config: impl FnOnce(&Path, SocketAddr) -> PathBuf) -> Self {
+    fn init_and_start(
+        prefix: &str,
+        args: &[String],
+        configs: impl FnOnce(&Path, SocketAddr) -> (PathBuf, PathBuf),
+    ) -> Self {
         let tmp = tempfile::Builder::new()
             .prefix(prefix)
             .tempdir()
@@ -271,11 +286,12 @@ impl Cell {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        let client_config = client_config(&data, addr);
+        let (client_config, admin_config) = configs(&data, addr);
         assert!(
-            client_config.is_file(),
-            "cellfs-fileserver init succeeded but there is no client config at {}\nstdout: {}\nstderr: {}",
+            client_config.is_file() && admin_config.is_file(),
+            "cellfs-fileserver init succeeded but there is no client config at {} or admin config at {}\nstdout: {}\nstderr: {}",
             client_config.display(),
+            admin_config.display(),
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
@@ -288,6 +304,7 @@ impl Cell {
             child: None,
             rt: runtime(),
             client_config,
+            admin_config,
         };
         cell.start();
         cell
@@ -313,17 +330,35 @@ impl Cell {
         CellConfig::load(&self.config_path()).unwrap_or_else(|e| panic!("{e}"))
     }
 
+    /// The admin config `cellfs-vos` and [`Cell::call`] use.
+    pub fn admin_config_path(&self) -> PathBuf {
+        self.admin_config.clone()
+    }
+
+    /// The loaded admin config.
+    pub fn admin_config(&self) -> CellConfig {
+        CellConfig::load(&self.admin_config).unwrap_or_else(|e| panic!("{e}"))
+    }
+
     /// Writes a copy of the client config that sends to `addr` instead of the
     /// fileserver (e.g. a [`Proxy::addr`]), with the same credential (absolute
     /// paths), and returns its path (in the cell's folder, named after `addr`).
     /// Mount with it through [`Mount::with_config`].
     pub fn client_config_via(&self, addr: SocketAddr) -> PathBuf {
-        let mut cfg = self.config();
+        self.write_config_via(self.config(), "cell", addr)
+    }
+
+    /// Like [`Cell::client_config_via`] for the admin config.
+    pub fn admin_config_via(&self, addr: SocketAddr) -> PathBuf {
+        self.write_config_via(self.admin_config(), "admin", addr)
+    }
+
+    fn write_config_via(&self, mut cfg: CellConfig, tag: &str, addr: SocketAddr) -> PathBuf {
         cfg.servers = vec![addr.to_string()];
         let path = self
             .tmp
             .path()
-            .join(format!("cell-via-{}-{}.toml", addr.ip(), addr.port()));
+            .join(format!("{tag}-via-{}-{}.toml", addr.ip(), addr.port()));
         std::fs::write(&path, cfg.to_toml()).unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
         path
     }
@@ -393,7 +428,7 @@ impl Cell {
                 );
             }
             let attempt = self.rt.block_on(async {
-                tokio::time::timeout(Duration::from_secs(2), call_once(&cfg, &Request::Ping))
+                tokio::time::timeout(Duration::from_secs(2), call_once(&cfg, None, &Request::Ping))
                     .await
                     .unwrap_or(Err(ClientError::Timeout))
             });
@@ -427,15 +462,28 @@ impl Cell {
         self.start();
     }
 
-    /// Runs `req` on a fresh connection with this cell's client credential.
+    /// Runs `req` on a fresh connection with this cell's admin credential.
     pub fn call(&self, req: &Request) -> Result<Reply, ClientError> {
-        self.call_with(&self.config(), req)
+        self.call_with(&self.admin_config(), req)
     }
 
     /// Runs `req` on a fresh connection described by `cfg` (e.g. a config with
     /// another credential, or none).
     pub fn call_with(&self, cfg: &CellConfig, req: &Request) -> Result<Reply, ClientError> {
-        self.rt.block_on(call_once(cfg, req))
+        self.rt.block_on(call_once(cfg, None, req))
+    }
+
+    /// Runs `req` for `caller` (a process on a web node) on a fresh
+    /// connection with the cell's host credential, as a cache manager would
+    /// send it, but without the cache manager's own checks.
+    pub fn call_as(&self, caller: Caller, req: &Request) -> Result<Reply, ClientError> {
+        self.rt.block_on(call_once(&self.config(), Some(caller), req))
+    }
+
+    /// Runs `f` on this cell's async runtime (for tests that hold
+    /// connections open).
+    pub fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        self.rt.block_on(f)
     }
 
     /// The fileserver's counters.
@@ -449,8 +497,17 @@ impl Cell {
         }
     }
 
-    /// Runs `cellfs-vos --config <cell.toml> ARGS...` and returns its output.
+    /// Runs `cellfs-vos --config <admin cell.toml> ARGS...` and returns its output.
     pub fn vos<I, S>(&self, args: I) -> Output
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        self.vos_with(&self.admin_config, args)
+    }
+
+    /// Runs `cellfs-vos --config CONFIG ARGS...` and returns its output.
+    pub fn vos_with<I, S>(&self, config: &Path, args: I) -> Output
     where
         I: IntoIterator<Item = S>,
         S: AsRef<std::ffi::OsStr>,
@@ -458,7 +515,7 @@ impl Cell {
         output_with_timeout(
             Command::new(bin("cellfs-vos"))
                 .arg("--config")
-                .arg(self.config_path())
+                .arg(config)
                 .args(args)
                 .env_remove("CELLFS_CONFIG"),
             COMMAND_TIMEOUT,

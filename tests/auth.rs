@@ -2,6 +2,7 @@
 //! answered, and clients only talk to a server certified by the cell's CA.
 
 use cellfs::Cell;
+use cellfs_protocol::acl::Role;
 use cellfs_protocol::config::CellConfig;
 use cellfs_protocol::tls::{CellAuthority, Credential};
 use cellfs_protocol::{Reply, Request};
@@ -68,7 +69,7 @@ fn a_credential_from_another_ca_is_refused() {
     let cell = Cell::new();
     let tmp = tempfile::tempdir().unwrap();
     let rogue = CellAuthority::generate("rogue").unwrap();
-    let (cert, key) = write_credential(tmp.path(), &rogue.issue_client("intruder").unwrap());
+    let (cert, key) = write_credential(tmp.path(), &rogue.issue_client("intruder", Role::Host).unwrap());
     let mut cfg = cell.config();
     cfg.cert = Some(cert);
     cfg.key = Some(key);
@@ -107,7 +108,7 @@ fn cellfs_vos_reports_a_refused_credential() {
     let cell = Cell::new();
     let tmp = tempfile::tempdir().unwrap();
     let rogue = CellAuthority::generate("rogue").unwrap();
-    write_credential(tmp.path(), &rogue.issue_client("intruder").unwrap());
+    write_credential(tmp.path(), &rogue.issue_client("intruder", Role::Host).unwrap());
     std::fs::write(tmp.path().join("ca.pem"), std::fs::read(cell.config().ca).unwrap()).unwrap();
     let cfg = CellConfig {
         cell: cellfs::CELL_NAME.into(),

@@ -37,6 +37,7 @@ fn status(vnode: u64) -> Status {
         mtime: t,
         ctime: t,
         atime: t,
+        acl_dir: 1,
     }
 }
 

@@ -3,6 +3,7 @@
 //! talk to it: one JSON request line, one JSON reply line.
 
 use crate::core::{Core, NodeStatus, PinSummary};
+use cellfs_protocol::acl::{AclChange, AclLine};
 use serde::{Deserialize, Serialize};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -22,6 +23,18 @@ pub enum ControlRequest {
     Pin(String),
     /// Stop hoarding the subtree at a path relative to the mount root.
     Unpin(String),
+    /// Change the ACL of the directory at a path relative to the mount root,
+    /// for the user of the process asking (its socket credentials).
+    SetAcl {
+        /// The directory.
+        path: String,
+        /// The entries to set.
+        changes: Vec<AclChange>,
+        /// Start from an empty ACL.
+        clear: bool,
+    },
+    /// Show the ACL of the directory at a path relative to the mount root.
+    ListAcl(String),
 }
 
 /// What the cache manager answers.
@@ -34,6 +47,8 @@ pub enum ControlReply {
     Progress(u64, u64, u64),
     /// Final answer to `Pin`/`Unpin`.
     Pinned(PinSummary),
+    /// Answer to `SetAcl`/`ListAcl`: the directory's ACL.
+    Acl(Vec<AclLine>),
     /// The request was not understood.
     Error(String),
 }
@@ -66,10 +81,19 @@ pub async fn serve(core: Arc<Core>, cache_dir: PathBuf) -> std::io::Result<()> {
     let path = socket_path(&cache_dir);
     let _ = std::fs::remove_file(&path);
     let listener = tokio::net::UnixListener::bind(&path)?;
-    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    // Anyone may connect: what a request may do depends on who asks (its
+    // socket credentials), checked in `answer` and by the fileserver.
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o666))?;
     loop {
         let (stream, _) = listener.accept().await?;
         let core = core.clone();
+        let asker = match stream.peer_cred() {
+            Ok(c) => crate::caller::of(c.uid(), c.gid()),
+            Err(e) => {
+                tracing::warn!(error = %e, "control connection without credentials; refused");
+                continue;
+            }
+        };
         tokio::spawn(async move {
             let (read, mut write) = stream.into_split();
             let mut line = String::new();
@@ -79,7 +103,10 @@ pub async fn serve(core: Arc<Core>, cache_dir: PathBuf) -> std::io::Result<()> {
             }
             let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<ControlReply>();
             let request = serde_json::from_str::<ControlRequest>(line.trim());
-            let work = tokio::task::spawn_blocking(move || answer(&core, request, &tx));
+            let work = tokio::task::spawn_blocking(move || {
+                let _as = crate::caller::enter(Some(asker.clone()));
+                answer(&core, asker.uid, request, &tx)
+            });
             while let Some(reply) = rx.recv().await {
                 let Ok(mut out) = serde_json::to_vec(&reply) else { break };
                 out.push(b'\n');
@@ -95,11 +122,17 @@ pub async fn serve(core: Arc<Core>, cache_dir: PathBuf) -> std::io::Result<()> {
 /// Carries out one request, sending progress and the final reply to `tx`.
 fn answer(
     core: &Core,
+    uid: u32,
     request: Result<ControlRequest, serde_json::Error>,
     tx: &tokio::sync::mpsc::UnboundedSender<ControlReply>,
 ) {
     let reply = match request {
+        Ok(ControlRequest::Pin(_) | ControlRequest::Unpin(_)) if uid != 0 => {
+            ControlReply::Error("only root may pin or unpin".into())
+        }
         Ok(ControlRequest::Status) => ControlReply::Status(core.status()),
+        Ok(ControlRequest::SetAcl { path, changes, clear }) => acl_reply(core.set_acl(&path, changes, clear)),
+        Ok(ControlRequest::ListAcl(path)) => acl_reply(core.list_acl(&path)),
         Ok(ControlRequest::Pin(path)) => {
             let mut progress = |done, total, bytes| {
                 let _ = tx.send(ControlReply::Progress(done, total, bytes));
@@ -116,6 +149,19 @@ fn answer(
         Err(e) => ControlReply::Error(format!("bad request: {e}")),
     };
     let _ = tx.send(reply);
+}
+
+/// The answer to an ACL request: the ACL, or the error with its errno's
+/// text first ("Permission denied: ...").
+fn acl_reply(result: crate::error::FsResult<Vec<AclLine>>) -> ControlReply {
+    match result {
+        Ok(lines) => ControlReply::Acl(lines),
+        Err(e) => {
+            let os = std::io::Error::from_raw_os_error(e.errno).to_string();
+            let os = os.split(" (os error").next().unwrap_or_default().to_owned();
+            ControlReply::Error(format!("{os}: {}", e.message))
+        }
+    }
 }
 
 /// Sends `req` to the cache manager using `cache_dir` and returns its final

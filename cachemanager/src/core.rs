@@ -7,10 +7,12 @@
 
 use crate::cache::{CacheEntry, DiskCache};
 use crate::error::{FsError, FsResult};
-use crate::link::{LinkError, LinkEvent};
+use crate::link::{DISCONNECTED_ERRNO, LinkError, LinkEvent};
 use crate::links::Links;
 use crate::nodes::{Listing, Node, NodeTable, Promise, ROOT_INO};
 use crate::persist::{self, Snapshot};
+use crate::rights::RightsCache;
+use cellfs_protocol::acl::{AclChange, AclLine, Caller, Rights};
 use cellfs_protocol::message::{Break, ServerMessage};
 use cellfs_protocol::transport::CallError;
 use cellfs_protocol::{Fid, FileKind, Reply, Request, SetAttr, Status, VolumeId, VolumeInfo, VolumeKind};
@@ -134,6 +136,8 @@ struct OpenFile {
     passthrough: std::sync::atomic::AtomicBool,
     /// (mtime ns, size) of the local copy when last checked.
     seen: Mutex<(i128, u64)>,
+    /// Who opened it: stores of what it wrote are made for them.
+    caller: Option<Arc<Caller>>,
 }
 
 struct State {
@@ -160,6 +164,8 @@ struct State {
     /// Per volume: (incarnation, change number) up to which our promises
     /// are known to reflect the server; where a reconnect asks from.
     baselines: HashMap<VolumeId, (u64, u64)>,
+    /// Rights the server granted callers under each directory ACL.
+    rights: RightsCache,
 }
 
 impl State {
@@ -257,6 +263,7 @@ impl Core {
                 direct_writers: HashMap::new(),
                 next_fh: 1,
                 baselines,
+                rights: RightsCache::default(),
             }),
             link,
             rt,
@@ -393,6 +400,54 @@ impl Core {
         Ok((reply, self.promise_from(sent)))
     }
 
+    /// Refuses with `EACCES` when the caller of the kernel request being
+    /// served lacks `need` under the ACL governing `ino`, as the server
+    /// granted it (asked once per directory, caller and promise). Work
+    /// without a caller is the node's own. While the server is unreachable
+    /// and the caller's rights were never learned, the node serves its cache
+    /// (a web node keeps serving; see docs/SECURITY.md).
+    fn check_rights(&self, ino: u64, need: Rights) -> FsResult<()> {
+        let Some(caller) = crate::caller::current() else {
+            return Ok(());
+        };
+        let (fid, dir, owner) = {
+            let st = self.lock();
+            let n = st.node(ino)?;
+            (n.fid, (n.fid.volume, n.status.acl_dir), n.status.uid == caller.uid)
+        };
+        let epoch = self.link.epoch();
+        let cached = self.lock().rights.get(dir, &caller, epoch, Instant::now());
+        let granted = match cached {
+            Some(r) => r,
+            None if self.link.is_down_for(fid.volume) => return Ok(()),
+            None => {
+                let sent = self.sent();
+                let rights = match self.call(Request::GetRights { fid }) {
+                    Ok((Reply::Rights(r), _)) => r,
+                    Ok(_) => return Err(FsError::new(libc::EIO, "unexpected reply to GetRights")),
+                    Err(e) if e.errno == DISCONNECTED_ERRNO => return Ok(()),
+                    Err(e) => return Err(e),
+                };
+                let mut st = self.lock();
+                // A break after the request was sent may have changed the ACL.
+                if st.nodes.break_gen() == sent.breaks_seen
+                    && let Some(p) = self.promise_from(sent)
+                {
+                    st.rights.put(dir, &caller, rights, p.epoch, p.until);
+                }
+                rights
+            }
+        };
+        if granted.allow(need, owner) {
+            Ok(())
+        } else {
+            Err(FsError::new(
+                libc::EACCES,
+                format!("uid {} lacks the {need} right on {fid}", caller.uid),
+            ))
+        }
+    }
+
     /// A request that changes the cell: refused with `EROFS` at once while
     /// the cell is disconnected.
     fn change(&self, req: Request) -> FsResult<(Reply, Option<Promise>)> {
@@ -507,6 +562,7 @@ impl Core {
 
     /// Looks `name` up in directory `parent`, crossing mount points.
     pub fn lookup(&self, parent: u64, name: &str) -> FsResult<Lookup> {
+        self.check_rights(parent, Rights::LOOKUP)?;
         let listing = self.listing(parent)?;
         let Some(&fid) = listing.entries.get(name) else {
             let mut st = self.lock();
@@ -576,6 +632,7 @@ impl Core {
     /// The entries of directory `ino` for readdir, in a stable order, built
     /// once per listing (the kernel reads a large directory a page at a time).
     pub fn dir_items(&self, ino: u64) -> FsResult<Arc<Vec<DirItem>>> {
+        self.check_rights(ino, Rights::LOOKUP)?;
         let listing = self.listing(ino)?;
         let mut st = self.lock();
         // A directory's entries are the same at the same data version.
@@ -1106,6 +1163,10 @@ impl Core {
     /// Opens file `ino` (for writing if `write`).
     pub fn open(&self, ino: u64, write: bool) -> FsResult<Opened> {
         let (fid, _) = self.node_fid(ino)?;
+        // Reads of a cached copy are checked only here; writes again by the
+        // server when they are stored (refused here, the writer learns at
+        // open rather than at close).
+        self.check_rights(ino, if write { Rights::WRITE } else { Rights::READ })?;
         if write && self.link.is_down_for(fid.volume) {
             return Err(disconnected("open for writing"));
         }
@@ -1142,6 +1203,7 @@ impl Core {
                 write,
                 passthrough: false.into(),
                 seen,
+                caller: crate::caller::current(),
             };
             st.files.insert(fh, Arc::new(handle));
             Ok(Opened {
@@ -1265,6 +1327,9 @@ impl Core {
     /// Stores what was written to `fh`'s file since the last store.
     pub fn flush(&self, fh: u64) -> FsResult<()> {
         let h = self.handle(fh)?;
+        // Stores are made for whoever opened the file (the kernel may send
+        // the last flush or release for another process).
+        let _as = crate::caller::enter(h.caller.clone());
         self.note_direct_writes(&h)?;
         self.flush_ino(h.ino)
     }
@@ -1378,6 +1443,7 @@ impl Core {
                     {
                         tracing::debug!(%fid, ?names, deleted, "callback break");
                         st.nodes.note_break(fid);
+                        st.rights.forget(fid.volume, fid.vnode);
                         let Some(ino) = st.nodes.ino_of(fid) else { continue };
                         if let Some(n) = st.nodes.get_mut(ino) {
                             n.promise = None;
@@ -1394,6 +1460,7 @@ impl Core {
                 }
                 ServerMessage::BreakVolume(volume) => {
                     st.nodes.note_volume_break(volume);
+                    st.rights.forget_volume(volume);
                     // It may have moved, or its sites changed (a release).
                     self.link.forget_route(volume);
                     // A release or removal may change where mount points lead.
@@ -1617,6 +1684,45 @@ impl Core {
             }
         }
         Ok(ino)
+    }
+
+    /// The directory at `path` (from the mount root) and its FID.
+    fn acl_dir(&self, path: &str) -> FsResult<(u64, Fid)> {
+        let ino = self.resolve(path)?;
+        let st = self.lock();
+        let n = st.node(ino)?;
+        if n.status.kind != FileKind::Dir {
+            return Err(FsError::new(
+                libc::ENOTDIR,
+                format!("{path}: ACLs belong to directories (a file has its directory's)"),
+            ));
+        }
+        Ok((ino, n.fid))
+    }
+
+    /// `setacl`: changes the ACL of the directory at `path` for the caller
+    /// entered on this thread (the server checks its `a` right).
+    pub fn set_acl(&self, path: &str, changes: Vec<AclChange>, clear: bool) -> FsResult<Vec<AclLine>> {
+        let (ino, dir) = self.acl_dir(path)?;
+        let (reply, _) = self.change(Request::SetAcl { dir, changes, clear })?;
+        let mut st = self.lock();
+        st.rights.forget(dir.volume, dir.vnode);
+        if let Some(n) = st.nodes.get_mut(ino) {
+            n.promise = None;
+        }
+        match reply {
+            Reply::Acl(lines) => Ok(lines),
+            _ => Err(FsError::new(libc::EIO, "unexpected reply to SetAcl")),
+        }
+    }
+
+    /// `listacl`: the ACL of the directory at `path`.
+    pub fn list_acl(&self, path: &str) -> FsResult<Vec<AclLine>> {
+        let (_, dir) = self.acl_dir(path)?;
+        match self.call(Request::GetAcl { dir })?.0 {
+            Reply::Acl(lines) => Ok(lines),
+            _ => Err(FsError::new(libc::EIO, "unexpected reply to GetAcl")),
+        }
     }
 
     /// Every file under `ino` and the number of directories.

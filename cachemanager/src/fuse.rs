@@ -1,6 +1,7 @@
 //! The only module that touches fuser: translates kernel requests into core
 //! calls and core results into replies.
 
+use crate::caller;
 use crate::core::{Core, DirItem, Entry, KernelCache, Lookup, Opened};
 use crate::error::FsError;
 use crate::passthrough::{Backings, Mode, PASSTHROUGH_MIN_SIZE};
@@ -214,7 +215,8 @@ impl Filesystem for CellFs {
         Ok(())
     }
 
-    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+    fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let _as = caller::enter(Some(caller::of(req.uid(), req.gid())));
         let name = match name_str(name) {
             Ok(n) => n,
             Err(e) => return reply.error(e),
@@ -247,7 +249,8 @@ impl Filesystem for CellFs {
         }
     }
 
-    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+    fn getattr(&self, req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        let _as = caller::enter(Some(caller::of(req.uid(), req.gid())));
         match self.core.getattr(ino.0) {
             Ok(e) => reply.attr(&e.ttl, &attr(&e)),
             Err(e) => reply.error(errno(e)),
@@ -256,7 +259,7 @@ impl Filesystem for CellFs {
 
     fn setattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         mode: Option<u32>,
         uid: Option<u32>,
@@ -272,6 +275,7 @@ impl Filesystem for CellFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
+        let _as = caller::enter(Some(caller::of(req.uid(), req.gid())));
         let set = SetAttr {
             mode: mode.map(|m| m & 0o7777),
             uid,
@@ -286,7 +290,8 @@ impl Filesystem for CellFs {
         }
     }
 
-    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+    fn readlink(&self, req: &Request, ino: INodeNo, reply: ReplyData) {
+        let _as = caller::enter(Some(caller::of(req.uid(), req.gid())));
         match self.core.readlink(ino.0) {
             Ok(t) => reply.data(t.as_bytes()),
             Err(e) => reply.error(errno(e)),
@@ -294,6 +299,7 @@ impl Filesystem for CellFs {
     }
 
     fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, reply: ReplyEntry) {
+        let _as = caller::enter(Some(caller::of(req.uid(), req.gid())));
         let name = match name_str(name) {
             Ok(n) => n,
             Err(e) => return reply.error(e),
@@ -305,14 +311,16 @@ impl Filesystem for CellFs {
         );
     }
 
-    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+    fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let _as = caller::enter(Some(caller::of(req.uid(), req.gid())));
         match name_str(name) {
             Ok(n) => reply_empty(reply, self.core.remove(parent.0, n, false)),
             Err(e) => reply.error(e),
         }
     }
 
-    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+    fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let _as = caller::enter(Some(caller::of(req.uid(), req.gid())));
         match name_str(name) {
             Ok(n) => reply_empty(reply, self.core.remove(parent.0, n, true)),
             Err(e) => reply.error(e),
@@ -320,6 +328,7 @@ impl Filesystem for CellFs {
     }
 
     fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
+        let _as = caller::enter(Some(caller::of(req.uid(), req.gid())));
         let name = match name_str(link_name) {
             Ok(n) => n,
             Err(e) => return reply.error(e),
@@ -332,7 +341,7 @@ impl Filesystem for CellFs {
 
     fn rename(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         newparent: INodeNo,
@@ -340,6 +349,7 @@ impl Filesystem for CellFs {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
+        let _as = caller::enter(Some(caller::of(req.uid(), req.gid())));
         let (name, newname) = match (name_str(name), name_str(newname)) {
             (Ok(a), Ok(b)) => (a, b),
             (Err(e), _) | (_, Err(e)) => return reply.error(e),
@@ -351,14 +361,16 @@ impl Filesystem for CellFs {
         reply_empty(reply, self.core.rename(parent.0, name, newparent.0, newname, noreplace));
     }
 
-    fn link(&self, _req: &Request, ino: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
+    fn link(&self, req: &Request, ino: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
+        let _as = caller::enter(Some(caller::of(req.uid(), req.gid())));
         match name_str(newname) {
             Ok(n) => reply_entry(reply, self.core.link(ino.0, newparent.0, n)),
             Err(e) => reply.error(e),
         }
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let _as = caller::enter(Some(caller::of(req.uid(), req.gid())));
         let write = !matches!(flags.acc_mode(), fuser::OpenAccMode::O_RDONLY);
         let opened = match self.core.open(ino.0, write) {
             Ok(o) => o,
@@ -381,7 +393,7 @@ impl Filesystem for CellFs {
 
     fn read(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -390,6 +402,7 @@ impl Filesystem for CellFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        let _as = caller::enter(Some(caller::of(req.uid(), req.gid())));
         match self.core.read(fh.0, offset, size) {
             Ok(data) => reply.data(&data),
             Err(e) => reply.error(errno(e)),
@@ -398,7 +411,7 @@ impl Filesystem for CellFs {
 
     fn write(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -408,19 +421,21 @@ impl Filesystem for CellFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
+        let _as = caller::enter(Some(caller::of(req.uid(), req.gid())));
         match self.core.write(fh.0, offset, data) {
             Ok(n) => reply.written(n),
             Err(e) => reply.error(errno(e)),
         }
     }
 
-    fn flush(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
+    fn flush(&self, req: &Request, _ino: INodeNo, fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
+        let _as = caller::enter(Some(caller::of(req.uid(), req.gid())));
         reply_empty(reply, self.core.flush(fh.0));
     }
 
     fn release(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
@@ -428,11 +443,13 @@ impl Filesystem for CellFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        let _as = caller::enter(Some(caller::of(req.uid(), req.gid())));
         self.backings.release(fh.0);
         reply_empty(reply, self.core.release(fh.0));
     }
 
-    fn fsync(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+    fn fsync(&self, req: &Request, _ino: INodeNo, fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+        let _as = caller::enter(Some(caller::of(req.uid(), req.gid())));
         reply_empty(reply, self.core.flush(fh.0));
     }
 
@@ -446,7 +463,8 @@ impl Filesystem for CellFs {
         reply.opened(FileHandle(0), FopenFlags::FOPEN_CACHE_DIR)
     }
 
-    fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+    fn readdir(&self, req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+        let _as = caller::enter(Some(caller::of(req.uid(), req.gid())));
         let items = match self.core.dir_items(ino.0) {
             Ok(i) => i,
             Err(e) => return reply.error(errno(e)),
@@ -459,7 +477,8 @@ impl Filesystem for CellFs {
         reply.ok();
     }
 
-    fn readdirplus(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
+    fn readdirplus(&self, req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
+        let _as = caller::enter(Some(caller::of(req.uid(), req.gid())));
         let items = match self.core.dir_items(ino.0) {
             Ok(i) => i,
             Err(e) => return reply.error(errno(e)),
@@ -539,7 +558,8 @@ impl Filesystem for CellFs {
         reply.error(Errno::ENOTTY);
     }
 
-    fn statfs(&self, _req: &Request, ino: INodeNo, reply: ReplyStatfs) {
+    fn statfs(&self, req: &Request, ino: INodeNo, reply: ReplyStatfs) {
+        let _as = caller::enter(Some(caller::of(req.uid(), req.gid())));
         const BSIZE: u64 = 4096;
         match self.core.statfs(ino.0) {
             Ok(v) => {
@@ -572,6 +592,7 @@ impl Filesystem for CellFs {
         flags: i32,
         reply: ReplyCreate,
     ) {
+        let _as = caller::enter(Some(caller::of(req.uid(), req.gid())));
         let name = match name_str(name) {
             Ok(n) => n,
             Err(e) => return reply.error(e),

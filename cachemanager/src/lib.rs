@@ -3,6 +3,7 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod cache;
+pub mod caller;
 pub mod control;
 pub mod core;
 pub mod error;
@@ -13,3 +14,4 @@ pub mod mount;
 pub mod nodes;
 pub mod passthrough;
 pub mod persist;
+pub mod rights;

@@ -278,11 +278,14 @@ impl ServerLink {
         F: Fn(RpcClient) -> Fut,
         Fut: std::future::Future<Output = Result<T, CallError>>,
     {
-        let client = self.client().await?;
+        // Read before the first await: this runs on the thread serving the
+        // kernel request, which entered its caller.
+        let caller = crate::caller::current();
+        let client = self.client().await?.acting_for(caller.clone());
         match self.bounded(req, limit, &client, op(client.clone())).await? {
             Err(e) if e.is_transport() && (is_idempotent(req) || client.was_reset()) => {
                 tracing::debug!(error = %e, op = req.op_name(), "retrying on a new connection");
-                let client = self.client().await?;
+                let client = self.client().await?.acting_for(caller);
                 Ok(self.bounded(req, limit, &client, op(client.clone())).await??)
             }
             other => Ok(other?),
@@ -389,6 +392,9 @@ pub fn is_idempotent(req: &Request) -> bool {
             | Request::ListVolumes
             | Request::ExamineVolume { .. }
             | Request::Reconnect { .. }
+            | Request::FetchFiles { .. }
+            | Request::GetRights { .. }
+            | Request::GetAcl { .. }
     )
 }
 

@@ -43,6 +43,39 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
     },
+    /// Change the ACL of a directory (like AFS `fs setacl`): each NAME RIGHTS
+    /// pair sets one entry; NAME is a user or group of the cell,
+    /// `system:anyuser`, `system:authuser`, `uid:N` or `gid:N`; RIGHTS are
+    /// letters of `rlidwka` or `read`, `write`, `all`, `none` (removes it).
+    #[command(name = "setacl")]
+    SetAcl {
+        /// The cache folder the mount was started with.
+        #[arg(long, value_name = "DIR")]
+        cache: PathBuf,
+        /// Set negative entries (rights taken away whatever else grants them).
+        #[arg(long)]
+        negative: bool,
+        /// Start from an empty ACL instead of the current one.
+        #[arg(long)]
+        clear: bool,
+        /// A directory inside the mount.
+        path: PathBuf,
+        /// NAME RIGHTS pairs.
+        #[arg(required = true, num_args = 2.., value_name = "NAME RIGHTS")]
+        entries: Vec<String>,
+    },
+    /// Show the ACL of a directory (like AFS `fs listacl`).
+    #[command(name = "listacl")]
+    ListAcl {
+        /// The cache folder the mount was started with.
+        #[arg(long, value_name = "DIR")]
+        cache: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+        /// A directory inside the mount.
+        path: PathBuf,
+    },
     /// Mount the cell and serve it in the foreground until SIGINT/SIGTERM.
     Mount {
         /// The cell config (the client bundle's cell.toml).
@@ -70,10 +103,9 @@ enum Command {
     },
 }
 
-/// `pin` / `unpin`: hoard or release the subtree at `path` of the mount that uses `cache`.
-fn pin(cache: &std::path::Path, path: &std::path::Path, hoard: bool) -> anyhow::Result<()> {
+/// `path` relative to the root of the mount that uses `cache`.
+fn in_mount(cache: &std::path::Path, path: &std::path::Path) -> anyhow::Result<String> {
     use cellfs_cachemanager::control::{ControlReply, ControlRequest, query};
-    use std::io::{IsTerminal, Write};
     let mountpoint = match query(cache, &ControlRequest::Status, &mut |_, _, _| {})? {
         ControlReply::Status(s) => s.mountpoint,
         other => anyhow::bail!("unexpected answer from the cache manager: {other:?}"),
@@ -82,10 +114,48 @@ fn pin(cache: &std::path::Path, path: &std::path::Path, hoard: bool) -> anyhow::
     let rel = abs
         .strip_prefix(&mountpoint)
         .map_err(|_| anyhow::anyhow!("{} is not inside the mount at {}", path.display(), mountpoint.display()))?;
-    let rel = rel
+    Ok(rel
         .to_str()
         .ok_or_else(|| anyhow::anyhow!("{} is not valid UTF-8", path.display()))?
-        .to_owned();
+        .to_owned())
+}
+
+/// `setacl` / `listacl`: sends `req` made from the path inside the mount.
+fn acl(
+    cache: &std::path::Path,
+    path: &std::path::Path,
+    format: Format,
+    req: impl FnOnce(String) -> cellfs_cachemanager::control::ControlRequest,
+) -> anyhow::Result<()> {
+    use cellfs_cachemanager::control::{ControlReply, query};
+    let rel = in_mount(cache, path)?;
+    let lines = match query(cache, &req(rel), &mut |_, _, _| {})? {
+        ControlReply::Acl(lines) => lines,
+        ControlReply::Error(e) => anyhow::bail!("{}: {e}", path.display()),
+        other => anyhow::bail!("unexpected answer from the cache manager: {other:?}"),
+    };
+    if format == Format::Json {
+        println!("{}", serde_json::to_string_pretty(&lines)?);
+        return Ok(());
+    }
+    println!("Access list for {} is", path.display());
+    for (title, negative) in [("Normal rights:", false), ("Negative rights:", true)] {
+        let mut group = lines.iter().filter(|l| l.negative == negative).peekable();
+        if group.peek().is_some() {
+            println!("{title}");
+        }
+        for l in group {
+            println!("  {} {}", l.name, l.rights);
+        }
+    }
+    Ok(())
+}
+
+/// `pin` / `unpin`: hoard or release the subtree at `path` of the mount that uses `cache`.
+fn pin(cache: &std::path::Path, path: &std::path::Path, hoard: bool) -> anyhow::Result<()> {
+    use cellfs_cachemanager::control::{ControlReply, ControlRequest, query};
+    use std::io::{IsTerminal, Write};
+    let rel = in_mount(cache, path)?;
     let tty = std::io::stderr().is_terminal();
     let mut progress = |done: u64, total: u64, bytes: u64| {
         if tty {
@@ -196,6 +266,31 @@ fn main() -> anyhow::Result<()> {
         Command::Status { cache, format } => status(&cache, format),
         Command::Pin { cache, path } => pin(&cache, &path, true),
         Command::Unpin { cache, path } => pin(&cache, &path, false),
+        Command::SetAcl {
+            cache,
+            negative,
+            clear,
+            path,
+            entries,
+        } => {
+            if entries.len() % 2 != 0 {
+                anyhow::bail!("entries come in NAME RIGHTS pairs; {:?} has no rights", entries.last());
+            }
+            let changes = entries
+                .chunks(2)
+                .map(|p| cellfs_protocol::acl::AclChange {
+                    name: p[0].clone(),
+                    rights: p[1].clone(),
+                    negative,
+                })
+                .collect();
+            acl(&cache, &path, Format::Text, |path| {
+                cellfs_cachemanager::control::ControlRequest::SetAcl { path, changes, clear }
+            })
+        }
+        Command::ListAcl { cache, format, path } => acl(&cache, &path, format, |path| {
+            cellfs_cachemanager::control::ControlRequest::ListAcl(path)
+        }),
         Command::Mount {
             config,
             cache,

@@ -375,6 +375,7 @@ mod tests {
             mtime: Timestamp::default(),
             ctime: Timestamp::default(),
             atime: Timestamp::default(),
+            acl_dir: 1,
         }
     }
 

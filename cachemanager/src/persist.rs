@@ -131,6 +131,7 @@ mod tests {
             mtime: Timestamp::default(),
             ctime: Timestamp::default(),
             atime: Timestamp::default(),
+            acl_dir: 1,
         };
         Snapshot {
             cell: "c".into(),

@@ -3,9 +3,10 @@
 
 use crate::error::FsError;
 use crate::store::Store;
+use cellfs_protocol::acl::{HostInfo, Role};
 use cellfs_protocol::config::CellConfig;
 use cellfs_protocol::names;
-use cellfs_protocol::tls::{CellAuthority, TlsError};
+use cellfs_protocol::tls::{CellAuthority, Credential, TlsError};
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -35,6 +36,27 @@ pub const DEFAULT_PROMISE_SECS: u64 = 600;
 pub const DEFAULT_MAX_DATA: u64 = 1 << 40;
 /// Default cap on concurrent connections.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+
+/// Default cap on concurrent connections made with one credential.
+pub const DEFAULT_MAX_CONNECTIONS_PER_CREDENTIAL: usize = 64;
+/// Default cap on requests in progress on one connection (QUIC streams).
+pub const DEFAULT_MAX_STREAMS_PER_CONNECTION: u32 = 256;
+/// Default cap on requests in progress on the whole server.
+pub const DEFAULT_MAX_REQUESTS: usize = 4096;
+/// Folder holding the first admin credential and its `cell.toml`.
+pub const ADMIN_DIR: &str = "admin";
+
+fn default_max_connections_per_credential() -> usize {
+    DEFAULT_MAX_CONNECTIONS_PER_CREDENTIAL
+}
+
+fn default_max_streams_per_connection() -> u32 {
+    DEFAULT_MAX_STREAMS_PER_CONNECTION
+}
+
+fn default_max_requests() -> usize {
+    DEFAULT_MAX_REQUESTS
+}
 
 /// Default number of changes each volume's journal remembers.
 pub const DEFAULT_JOURNAL_LEN: u64 = 100_000;
@@ -69,6 +91,16 @@ pub struct ServerConfig {
     /// Most concurrent client connections.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// Most concurrent connections made with one credential (a flood from
+    /// one node cannot take the whole server).
+    #[serde(default = "default_max_connections_per_credential")]
+    pub max_connections_per_credential: usize,
+    /// Most requests in progress on one connection.
+    #[serde(default = "default_max_streams_per_connection")]
+    pub max_streams_per_connection: u32,
+    /// Most requests in progress on the server; more wait.
+    #[serde(default = "default_max_requests")]
+    pub max_requests: usize,
     /// Changes each volume's journal remembers for reconnecting clients
     /// (older ones are trimmed; a client further behind checks in bulk).
     #[serde(default = "default_journal_len")]
@@ -157,8 +189,48 @@ pub struct InitOptions {
 pub struct InitReport {
     /// Every file written, in order.
     pub files: Vec<PathBuf>,
-    /// The client `cell.toml`.
+    /// The client `cell.toml` (a host credential, for cache managers).
     pub client_config: PathBuf,
+    /// The admin `cell.toml` (an admin credential, for `cellfs-vos`), when
+    /// this run made one.
+    pub admin_config: Option<PathBuf>,
+}
+
+/// Writes a client bundle in `dir`: the CA, `credential` and a `cell.toml`
+/// naming them; returns the `cell.toml` path.
+fn write_bundle(
+    dir: &Path,
+    cell: &str,
+    listen: &str,
+    ca_pem: &str,
+    credential: &Credential,
+    files: &mut Vec<PathBuf>,
+) -> Result<PathBuf, ConfigError> {
+    std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+    write_file(&dir.join("ca.pem"), ca_pem, 0o644, files)?;
+    write_file(&dir.join("client.pem"), &credential.cert_pem, 0o644, files)?;
+    write_file(&dir.join("client.key"), &credential.key_pem, 0o600, files)?;
+    let cfg = CellConfig {
+        cell: cell.to_owned(),
+        servers: vec![listen.to_owned()],
+        ca: "ca.pem".into(),
+        cert: Some("client.pem".into()),
+        key: Some("client.key".into()),
+    };
+    let path = dir.join("cell.toml");
+    write_file(&path, &cfg.to_toml(), 0o644, files)?;
+    Ok(path)
+}
+
+/// The registry entry of a credential just issued.
+pub fn host_info(name: &str, role: Role, credential: &Credential) -> Result<HostInfo, TlsError> {
+    Ok(HostInfo {
+        name: name.to_owned(),
+        role,
+        fingerprint: cellfs_protocol::tls::pem_fingerprint(&credential.cert_pem)?,
+        issued: cellfs_protocol::Timestamp::now(),
+        revoked: None,
+    })
 }
 
 fn write_file(path: &Path, contents: &str, mode: u32, files: &mut Vec<PathBuf>) -> Result<(), ConfigError> {
@@ -188,32 +260,42 @@ pub fn init(opts: &InitOptions) -> Result<InitReport, ConfigError> {
     // Generate everything in memory first so a failure writes nothing.
     let authority = CellAuthority::generate(&opts.cell)?;
     let server = authority.issue_server()?;
-    let peer = authority.issue_client("fileserver 0")?;
-    let client = authority.issue_client("client")?;
-    let client_dir = dir.join(CLIENT_DIR);
-    std::fs::create_dir_all(&client_dir).map_err(io_err(&client_dir))?;
+    let peer = authority.issue_client("fileserver 0", Role::Server)?;
+    let client = authority.issue_client("client", Role::Host)?;
+    let admin = authority.issue_client("admin", Role::Admin)?;
     let mut files = Vec::new();
+    std::fs::create_dir_all(dir).map_err(io_err(dir))?;
     write_file(&dir.join(CA_PEM), &authority.ca.cert_pem, 0o644, &mut files)?;
     write_file(&dir.join(CA_KEY), &authority.ca.key_pem, 0o600, &mut files)?;
     write_file(&dir.join(SERVER_PEM), &server.cert_pem, 0o644, &mut files)?;
     write_file(&dir.join(SERVER_KEY), &server.key_pem, 0o600, &mut files)?;
     write_file(&dir.join(PEER_PEM), &peer.cert_pem, 0o644, &mut files)?;
     write_file(&dir.join(PEER_KEY), &peer.key_pem, 0o600, &mut files)?;
-    write_file(&client_dir.join("ca.pem"), &authority.ca.cert_pem, 0o644, &mut files)?;
-    write_file(&client_dir.join("client.pem"), &client.cert_pem, 0o644, &mut files)?;
-    write_file(&client_dir.join("client.key"), &client.key_pem, 0o600, &mut files)?;
-    let cell = CellConfig {
-        cell: opts.cell.clone(),
-        servers: vec![opts.listen.clone()],
-        ca: "ca.pem".into(),
-        cert: Some("client.pem".into()),
-        key: Some("client.key".into()),
+    let bundle = |sub: &str, cred: &Credential, files: &mut Vec<PathBuf>| {
+        write_bundle(
+            &dir.join(sub),
+            &opts.cell,
+            &opts.listen,
+            &authority.ca.cert_pem,
+            cred,
+            files,
+        )
     };
-    let client_config = client_dir.join("cell.toml");
-    write_file(&client_config, &cell.to_toml(), 0o644, &mut files)?;
+    let client_config = bundle(CLIENT_DIR, &client, &mut files)?;
+    let admin_config = bundle(ADMIN_DIR, &admin, &mut files)?;
     let store = Store::create(dir)?;
     store.create_volume(ROOT_VOLUME, 0)?;
     store.register_server(&opts.listen)?;
+    let issued = [
+        ("fileserver 0", Role::Server, &peer),
+        ("client", Role::Host, &client),
+        ("admin", Role::Admin, &admin),
+    ];
+    let hosts = issued
+        .into_iter()
+        .map(|(name, role, cred)| host_info(name, role, cred))
+        .collect::<Result<Vec<_>, _>>()?;
+    store.set_hosts(&hosts)?;
     files.push(dir.join(crate::store::VLDB_FILE));
     files.push(dir.join(crate::store::VOLUMES_DIR));
     let config = ServerConfig {
@@ -224,12 +306,19 @@ pub fn init(opts: &InitOptions) -> Result<InitReport, ConfigError> {
         max_data: DEFAULT_MAX_DATA,
         max_connections: DEFAULT_MAX_CONNECTIONS,
         journal_len: DEFAULT_JOURNAL_LEN,
+        max_connections_per_credential: DEFAULT_MAX_CONNECTIONS_PER_CREDENTIAL,
+        max_streams_per_connection: DEFAULT_MAX_STREAMS_PER_CONNECTION,
+        max_requests: DEFAULT_MAX_REQUESTS,
         index: 0,
         vldb: None,
     };
     // Written last: its presence marks a complete cell.
     write_file(&dir.join(SERVER_TOML), &config.to_toml(), 0o644, &mut files)?;
-    Ok(InitReport { files, client_config })
+    Ok(InitReport {
+        files,
+        client_config,
+        admin_config: Some(admin_config),
+    })
 }
 
 /// What `init --join` needs.
@@ -264,7 +353,7 @@ pub fn join(opts: &JoinOptions) -> Result<InitReport, ConfigError> {
     };
     let authority = CellAuthority::load(&cell.cell, ca)?;
     let server = authority.issue_server()?;
-    let peer = authority.issue_client(&format!("fileserver {}", opts.listen))?;
+    let peer = authority.issue_client(&format!("fileserver {}", opts.listen), Role::Server)?;
     let first = cell.servers[0].clone();
     let index = register_with(&first, &authority.ca.cert_pem, &peer, &opts.listen)?;
     if index == 0 {
@@ -290,6 +379,9 @@ pub fn join(opts: &JoinOptions) -> Result<InitReport, ConfigError> {
         max_data: DEFAULT_MAX_DATA,
         max_connections: DEFAULT_MAX_CONNECTIONS,
         journal_len: DEFAULT_JOURNAL_LEN,
+        max_connections_per_credential: DEFAULT_MAX_CONNECTIONS_PER_CREDENTIAL,
+        max_streams_per_connection: DEFAULT_MAX_STREAMS_PER_CONNECTION,
+        max_requests: DEFAULT_MAX_REQUESTS,
         index,
         vldb: Some(first),
     };
@@ -297,6 +389,7 @@ pub fn join(opts: &JoinOptions) -> Result<InitReport, ConfigError> {
     Ok(InitReport {
         files,
         client_config: cell_toml,
+        admin_config: None,
     })
 }
 

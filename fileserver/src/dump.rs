@@ -1,4 +1,4 @@
-//! The volume dump stream (format version 1; `docs/DUMP-FORMAT.md`).
+//! The volume dump stream (format version 2; `docs/DUMP-FORMAT.md`).
 //!
 //! `CELLDUMP`, a little-endian `u32` version, then records, each a
 //! little-endian `u32` length and a bincode [`Record`]; a file's bytes follow
@@ -15,7 +15,7 @@ use std::io::{Read, Write};
 /// First bytes of every dump.
 pub const MAGIC: &[u8; 8] = b"CELLDUMP";
 /// The format version this code writes and reads.
-pub const DUMP_VERSION: u32 = 1;
+pub const DUMP_VERSION: u32 = 2;
 /// Largest record frame (a record holds one vnode or entry, never data).
 pub const MAX_RECORD: u32 = 64 * 1024;
 /// Length of the trailing digest.
@@ -432,8 +432,8 @@ mod tests {
         let mut longer = bytes.clone();
         longer.push(0);
         assert!(matches!(read_all(&longer), Err(DumpError::Corrupt(_))));
-        bytes[8] = 2;
-        assert!(matches!(read_all(&bytes), Err(DumpError::Version(2))));
+        bytes[8] = 1;
+        assert!(matches!(read_all(&bytes), Err(DumpError::Version(1))));
         assert!(matches!(read_all(b"NOTADUMP...."), Err(DumpError::BadMagic)));
     }
 

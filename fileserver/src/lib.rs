@@ -17,6 +17,8 @@ pub mod peers;
 pub mod rpc;
 pub mod salvage;
 pub mod schema;
+pub mod secops;
+pub mod security;
 pub mod server;
 pub mod store;
 pub mod vldb;

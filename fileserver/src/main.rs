@@ -120,10 +120,17 @@ fn main() -> anyhow::Result<()> {
             println!("next:");
             println!("  cellfs-fileserver serve --data {}", data.display());
             println!(
-                "  copy {} to each client and point cellfs-cachemanager / cellfs-vos at {}",
+                "  copy {} to each web node and point cellfs-cachemanager at {} (a host credential;",
                 data.join("client").display(),
                 report.client_config.display()
             );
+            println!("  `cellfs-vos host add NAME` issues one per node)");
+            if let Some(admin) = &report.admin_config {
+                println!(
+                    "  point cellfs-vos at {} (the admin credential; keep it off web nodes)",
+                    admin.display()
+                );
+            }
             Ok(())
         }
         Command::Salvage { data, repair } => {

@@ -4,6 +4,7 @@
 use crate::callbacks::{Callbacks, ClientId};
 use crate::config::ServerConfig;
 use crate::error::{FsError, FsResult, rpc_err};
+use crate::security::Who;
 use crate::store::Store;
 use crate::volume::{Change, Created, Removed, Renamed, StorePlan, Volume};
 use cellfs_protocol::message::{
@@ -30,6 +31,8 @@ pub struct Context {
     pub server_addr: String,
     /// Connections to the cell's other fileservers.
     pub peers: crate::peers::Peers,
+    /// Who may do what, and the admitted connections.
+    pub security: crate::security::Security,
     /// Held by a release while it makes and sends the read-only copy.
     releases: tokio::sync::Mutex<()>,
     rpcs: AtomicU64,
@@ -125,6 +128,7 @@ impl Context {
             config,
             server_addr,
             peers,
+            security: crate::security::Security::default(),
             releases: tokio::sync::Mutex::new(()),
             rpcs: AtomicU64::new(0),
         }
@@ -159,7 +163,7 @@ impl Context {
     /// Runs a change under the volume's exclusive lock, collects the promises
     /// it breaks and grants the changer its new ones, then (lock released)
     /// tells the other holders and waits for them.
-    async fn change<T: Send + 'static>(
+    pub(crate) async fn change<T: Send + 'static>(
         &self,
         vol: Arc<Volume>,
         client: ClientId,
@@ -178,11 +182,20 @@ impl Context {
         Ok(value)
     }
 
-    /// Answers one request. `data` is the rest of the request stream (the
-    /// bytes of a `StoreData`).
-    pub async fn handle<R: AsyncRead + Unpin>(&self, client: ClientId, req: Request, data: &mut R) -> Handled {
+    /// Answers one request from `who`. `data` is the rest of the request
+    /// stream (the bytes of a `StoreData`).
+    pub async fn handle<R: AsyncRead + Unpin>(
+        &self,
+        client: ClientId,
+        who: &Who,
+        req: Request,
+        data: &mut R,
+    ) -> Handled {
         if !matches!(req, Request::Stats) {
             self.rpcs.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Err(e) = self.authorize(who, &req).await {
+            return refused(e, data_len(&req));
         }
         if let Some((id, server)) = self.remote_holder(&req) {
             if matches!(req, Request::DumpVolume { .. }) {
@@ -306,6 +319,22 @@ impl Context {
                 overwrite,
                 server,
             } => self.restore_volume(client, (name, len, overwrite, server), data).await,
+            Request::SetAcl { dir, changes, clear } => self.set_acl(client, dir, changes, clear).await.into(),
+            Request::GetAcl { dir } => self.get_acl(dir).await.into(),
+            Request::GetRights { fid } => self.get_rights(client, who, fid).await.into(),
+            Request::AddHost { name, role } => self.add_host(name, role).await.into(),
+            Request::RevokeHost { name } => self.revoke_host(name).await.into(),
+            Request::ListHosts => self.list_hosts().await.into(),
+            req @ (Request::AddUser { .. }
+            | Request::RemoveUser { .. }
+            | Request::AddGroup { .. }
+            | Request::RemoveGroup { .. }
+            | Request::AddMember { .. }
+            | Request::RemoveMember { .. }) => self.change_principals(req).await.into(),
+            Request::ListUsers => Ok(Reply::Users(self.security.snapshot().users)).into(),
+            Request::ListGroups => Ok(Reply::Groups(self.security.snapshot().groups)).into(),
+            Request::PutSecurity { state } => self.put_security(state).await.into(),
+            Request::GetSecurity => Ok(Reply::Security(self.security.snapshot())).into(),
         }
     }
 
@@ -1004,6 +1033,16 @@ impl Context {
 
 /// A refused `StoreData`: the error, and how much of its data is still to
 /// be drained from the stream (`u64::MAX`: stop the stream instead).
+/// How many bytes follow the frame of `req` on its stream.
+fn data_len(req: &Request) -> u64 {
+    match req {
+        Request::StoreData { len, .. } | Request::RestoreVolume { len, .. } | Request::InstallVolume { len, .. } => {
+            *len
+        }
+        _ => 0,
+    }
+}
+
 pub(crate) fn refused(e: FsError, unread: u64) -> Handled {
     Handled {
         outcome: Outcome::Reply(Err(log_err(&e))),

@@ -6,6 +6,7 @@
 
 use crate::error::{FsResult, rpc_err};
 use bincode::Options;
+use cellfs_protocol::acl::Acl;
 use cellfs_protocol::{ErrorCode, FileKind, Timestamp, VolumeId, VolumeKind, VolumeLock};
 use redb::TableDefinition;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
@@ -30,6 +31,9 @@ pub const LOCATIONS: TableDefinition<u64, &[u8]> = TableDefinition::new("locatio
 /// VLDB: read-write volume id → its read-only sites (a `Vec<String>`) that
 /// missed the latest release; nodes are not sent to them.
 pub const OLD_SITES: TableDefinition<u64, &[u8]> = TableDefinition::new("old_sites");
+/// Cell security (VLDB server): `state` is the `SecurityState` (users,
+/// groups, revoked fingerprints), `hosts` the credentials issued.
+pub const SECURITY: TableDefinition<&str, &[u8]> = TableDefinition::new("security");
 
 /// Volume: vnode number → [`VnodeRecord`].
 pub const VNODES: TableDefinition<u64, &[u8]> = TableDefinition::new("vnodes");
@@ -48,7 +52,7 @@ pub const JOURNAL_KEY: &str = "journal";
 pub const JOURNAL: TableDefinition<u64, &[u8]> = TableDefinition::new("journal");
 
 /// Format version byte in front of every record.
-pub const RECORD_VERSION: u8 = 1;
+pub const RECORD_VERSION: u8 = 2;
 
 /// A volume's entry in the VLDB.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -183,8 +187,13 @@ pub struct VnodeRecord {
     pub unique: u64,
     /// Symlink target or mount point volume name.
     pub target: Option<String>,
-    /// Parent directory vnode (directories only; the root is its own parent).
+    /// The directory this vnode is in: for a directory its parent (the
+    /// root is its own), for anything else the directory it was made in or
+    /// last renamed into, whose ACL governs it.
     pub parent: u64,
+    /// A directory's access control list (`None`: the open default,
+    /// [`Acl::open`]); always `None` for anything else.
+    pub acl: Option<Acl>,
 }
 
 impl VnodeRecord {
@@ -206,6 +215,7 @@ impl VnodeRecord {
             unique,
             target: None,
             parent,
+            acl: None,
         }
     }
 }
@@ -253,13 +263,14 @@ mod tests {
             unique: 13,
             target: Some("t".into()),
             parent: 14,
+            acl: Some(Acl::open()),
         };
         let bytes = encode(&rec).unwrap();
         // Changing this layout must bump RECORD_VERSION.
         assert_eq!(
             bytes,
             vec![
-                1, 2, 251, 237, 1, 1, 2, 3, 4, 5, 6, 14, 8, 18, 10, 22, 12, 13, 1, 1, b't', 14
+                2, 2, 251, 237, 1, 1, 2, 3, 4, 5, 6, 14, 8, 18, 10, 22, 12, 13, 1, 1, b't', 14, 1, 1, 0, 127, 0
             ]
         );
         assert_eq!(decode::<VnodeRecord>(&bytes).unwrap(), rec);
@@ -276,11 +287,11 @@ mod tests {
         };
         let bytes = encode(&st).unwrap();
         // Changing this layout must bump RECORD_VERSION.
-        assert_eq!(bytes, vec![1, 251, 44, 1, 2, 1]);
+        assert_eq!(bytes, vec![2, 251, 44, 1, 2, 1]);
         assert_eq!(decode::<JournalState>(&bytes).unwrap(), st);
         let entry: JournalEntry = vec![(1, 1), (5, 9)];
         let bytes = encode(&entry).unwrap();
-        assert_eq!(bytes, vec![1, 2, 1, 1, 5, 9]);
+        assert_eq!(bytes, vec![2, 2, 1, 1, 5, 9]);
         assert_eq!(decode::<JournalEntry>(&bytes).unwrap(), entry);
     }
 }

@@ -6,11 +6,14 @@ use crate::config::{CA_PEM, ConfigError, PEER_KEY, PEER_PEM, SERVER_KEY, SERVER_
 use crate::error::FsError;
 use crate::lock::DataLock;
 use crate::rpc::{Context, Outcome};
+use crate::security::Who;
 use crate::store::Store;
+use cellfs_protocol::acl::MAX_CALLER_GIDS;
 use cellfs_protocol::codec::{CodecError, MAX_FRAME};
 use cellfs_protocol::message::Reply;
 use cellfs_protocol::tls::{self, Credential, TlsError};
 use cellfs_protocol::{ErrorCode, RpcError, transport};
+use std::collections::HashMap;
 use std::fs::File;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -34,6 +37,8 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 const CODE_BAD_REQUEST: u32 = 1;
 /// Stream error code: the server could not finish sending data.
 const CODE_DATA_FAILED: u32 = 2;
+/// Connection close code: too many connections with one credential.
+const CODE_BUSY: u32 = 3;
 
 /// Errors starting or running the server.
 #[derive(Debug, thiserror::Error)]
@@ -129,8 +134,13 @@ impl Server {
         let store = tokio::task::spawn_blocking(move || Store::open_with(&root, journal_len))
             .await
             .map_err(FsError::from)??;
-        let endpoint = transport::server_endpoint(addr, crypto, credential.key_pem.as_bytes())
-            .map_err(|source| ServerError::Bind { addr, source })?;
+        let endpoint = transport::server_endpoint(
+            addr,
+            crypto,
+            credential.key_pem.as_bytes(),
+            config.max_streams_per_connection,
+        )
+        .map_err(|source| ServerError::Bind { addr, source })?;
         let local_addr = endpoint
             .local_addr()
             .map_err(|source| ServerError::Bind { addr, source })?;
@@ -149,7 +159,9 @@ impl Server {
             store.register_server(&config.listen).map_err(ServerError::from)?;
         }
         let peers = crate::peers::Peers::new(ca.clone(), peer);
+        let security = store.security_state().map_err(ServerError::from)?;
         let ctx = Arc::new(Context::new(Arc::new(store), callbacks, config, server_addr, peers));
+        ctx.security.replace(security);
         Ok(Server {
             endpoint,
             ctx,
@@ -179,6 +191,20 @@ impl Server {
         } = self;
         tracing::info!("serving cell {} on {}", ctx.config.cell, local_addr);
         let limit = Arc::new(Semaphore::new(ctx.config.max_connections.max(1)));
+        let requests = Arc::new(Semaphore::new(ctx.config.max_requests.max(1)));
+        let per_credential = Arc::new(std::sync::Mutex::new(HashMap::<String, usize>::new()));
+        let puller = ctx.config.vldb.is_some().then(|| {
+            let ctx = ctx.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(crate::secops::SECURITY_PULL_INTERVAL);
+                loop {
+                    tick.tick().await;
+                    if let Err(e) = ctx.pull_security().await {
+                        tracing::debug!(error = %e, "cannot pull the cell's security state yet");
+                    }
+                }
+            })
+        });
         let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
         let sweeper = {
             let callbacks = ctx.callbacks.clone();
@@ -208,9 +234,13 @@ impl Server {
             let span = tracing::info_span!("conn", client, remote = %incoming.remote_address());
             let ctx = ctx.clone();
             let done = done_tx.clone();
+            let limits = Limits {
+                requests: requests.clone(),
+                per_credential: per_credential.clone(),
+            };
             tokio::spawn(
                 async move {
-                    connection(ctx, client, incoming, done).await;
+                    connection(ctx, client, incoming, limits, done).await;
                     drop(permit);
                 }
                 .instrument(span),
@@ -218,6 +248,9 @@ impl Server {
         }
         tracing::info!("shutting down");
         sweeper.abort();
+        if let Some(p) = puller {
+            p.abort();
+        }
         endpoint.close(quinn::VarInt::from_u32(0), b"server shutdown");
         drop(done_tx);
         let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
@@ -260,7 +293,67 @@ fn log_close(e: &quinn::ConnectionError) {
     }
 }
 
-async fn connection(ctx: Arc<Context>, client: ClientId, incoming: quinn::Incoming, done: mpsc::Sender<()>) {
+/// Bounds shared by every connection.
+struct Limits {
+    /// Requests in progress on the whole server.
+    requests: Arc<Semaphore>,
+    /// Connections open per credential fingerprint.
+    per_credential: Arc<std::sync::Mutex<HashMap<String, usize>>>,
+}
+
+/// Counts a connection against its credential's cap until dropped.
+struct CredentialSlot {
+    counts: Arc<std::sync::Mutex<HashMap<String, usize>>>,
+    fingerprint: String,
+}
+
+impl CredentialSlot {
+    fn take(counts: &Arc<std::sync::Mutex<HashMap<String, usize>>>, fingerprint: &str, max: usize) -> Option<Self> {
+        let mut map = counts.lock().unwrap_or_else(|e| e.into_inner());
+        let n = map.entry(fingerprint.to_owned()).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(CredentialSlot {
+            counts: counts.clone(),
+            fingerprint: fingerprint.to_owned(),
+        })
+    }
+}
+
+impl Drop for CredentialSlot {
+    fn drop(&mut self) {
+        let mut map = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = map.get_mut(&self.fingerprint) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                map.remove(&self.fingerprint);
+            }
+        }
+    }
+}
+
+/// The verified identity of a connection's client certificate.
+fn peer_identity(conn: &quinn::Connection) -> Result<tls::Identity, TlsError> {
+    let certs = conn
+        .peer_identity()
+        .and_then(|any| {
+            any.downcast::<Vec<cellfs_protocol::tls::CertificateDer<'static>>>()
+                .ok()
+        })
+        .ok_or(TlsError::Identity("no client certificate"))?;
+    let first = certs.first().ok_or(TlsError::Identity("no client certificate"))?;
+    tls::identify(first)
+}
+
+async fn connection(
+    ctx: Arc<Context>,
+    client: ClientId,
+    incoming: quinn::Incoming,
+    limits: Limits,
+    done: mpsc::Sender<()>,
+) {
     let conn = match incoming.await {
         Ok(c) => c,
         Err(e) => {
@@ -268,17 +361,56 @@ async fn connection(ctx: Arc<Context>, client: ClientId, incoming: quinn::Incomi
             return;
         }
     };
-    tracing::debug!("connected");
+    let identity = match peer_identity(&conn) {
+        Ok(i) => i,
+        Err(e) => {
+            tracing::warn!(error = %e, "refusing a connection");
+            conn.close(
+                quinn::VarInt::from_u32(crate::security::REVOKED_CODE),
+                b"no usable identity",
+            );
+            return;
+        }
+    };
+    let Some(_slot) = CredentialSlot::take(
+        &limits.per_credential,
+        &identity.fingerprint,
+        ctx.config.max_connections_per_credential.max(1),
+    ) else {
+        tracing::warn!(name = %identity.name, "too many connections with one credential; refusing");
+        conn.close(
+            quinn::VarInt::from_u32(CODE_BUSY),
+            b"too many connections with this credential",
+        );
+        return;
+    };
+    if let Err(e) = ctx.security.admit(client, &identity, &conn) {
+        tracing::warn!(name = %identity.name, "refusing a revoked credential");
+        conn.close(
+            quinn::VarInt::from_u32(crate::security::REVOKED_CODE),
+            e.to_string().as_bytes(),
+        );
+        return;
+    }
+    tracing::debug!(name = %identity.name, role = %identity.role, "connected");
     ctx.callbacks.add_client(client, conn.clone());
+    let identity = Arc::new(identity);
     loop {
         match conn.accept_bi().await {
             Ok((send, recv)) => {
+                // Waiting here holds further streams of this connection in
+                // QUIC flow control while the whole server is busy.
+                let Ok(permit) = limits.requests.clone().acquire_owned().await else {
+                    break;
+                };
                 let span = tracing::debug_span!("rpc", stream = %send.id(), op = tracing::field::Empty);
                 let ctx = ctx.clone();
                 let done = done.clone();
+                let identity = identity.clone();
                 tokio::spawn(
                     async move {
-                        stream(&ctx, client, send, recv).await;
+                        stream(&ctx, client, &identity, send, recv).await;
+                        drop(permit);
                         drop(done);
                     }
                     .instrument(span),
@@ -290,12 +422,29 @@ async fn connection(ctx: Arc<Context>, client: ClientId, incoming: quinn::Incomi
             }
         }
     }
+    ctx.security.leave(client);
     ctx.callbacks.remove_client(client);
 }
 
-async fn stream(ctx: &Context, client: ClientId, mut send: quinn::SendStream, mut recv: quinn::RecvStream) {
-    let req = match transport::read_request(&mut recv, MAX_FRAME).await {
-        Ok(r) => r,
+async fn stream(
+    ctx: &Context,
+    client: ClientId,
+    identity: &tls::Identity,
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+) {
+    let call = transport::read_call(&mut recv, MAX_FRAME)
+        .await
+        .map_err(|e| e.to_string());
+    let call = call.and_then(|c| match &c.caller {
+        Some(caller) if caller.gids.len() > MAX_CALLER_GIDS => Err(format!(
+            "a caller with {} gids; at most {MAX_CALLER_GIDS}",
+            caller.gids.len()
+        )),
+        _ => Ok(c),
+    });
+    let call = match call {
+        Ok(c) => c,
         Err(e) => {
             tracing::debug!(error = %e, "bad request frame");
             let reply = Err(RpcError::new(ErrorCode::BadRequest, format!("bad request: {e}")));
@@ -308,8 +457,13 @@ async fn stream(ctx: &Context, client: ClientId, mut send: quinn::SendStream, mu
             return;
         }
     };
+    let req = call.request;
     tracing::Span::current().record("op", req.op_name());
-    let handled = ctx.handle(client, req, &mut recv).await;
+    let who = Who {
+        identity: identity.clone(),
+        caller: call.caller,
+    };
+    let handled = ctx.handle(client, &who, req, &mut recv).await;
     let sent = match handled.outcome {
         Outcome::Reply(reply) => write_reply(&mut send, &reply).await,
         Outcome::Data { reply, len, file } => send_data(&mut send, reply, len, file).await,

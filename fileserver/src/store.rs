@@ -214,6 +214,11 @@ impl Store {
     }
 
     /// The VLDB database (for the tables of [`crate::vldb`]).
+    /// The data folder.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
     pub(crate) fn vldb(&self) -> &Database {
         &self.vldb
     }

@@ -70,8 +70,8 @@ fn new_cell() -> (tempfile::TempDir, PathBuf) {
 async fn client(data: &Path, addr: SocketAddr) -> RpcClient {
     let ca = std::fs::read_to_string(data.join(CA_PEM)).unwrap();
     let cred = Credential {
-        cert_pem: std::fs::read_to_string(data.join("client/client.pem")).unwrap(),
-        key_pem: std::fs::read_to_string(data.join("client/client.key")).unwrap(),
+        cert_pem: std::fs::read_to_string(data.join("admin/client.pem")).unwrap(),
+        key_pem: std::fs::read_to_string(data.join("admin/client.key")).unwrap(),
     };
     Connector::new(addr, &ca, Some(&cred)).unwrap().connect().await.unwrap()
 }

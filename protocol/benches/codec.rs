@@ -29,6 +29,7 @@ fn status(vnode: u64, size: u64) -> Status {
         mtime: t,
         ctime: t,
         atime: t,
+        acl_dir: 1,
     }
 }
 

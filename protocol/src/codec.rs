@@ -133,6 +133,7 @@ mod tests {
                     mtime,
                     ctime,
                     atime,
+                    acl_dir: fid.vnode,
                 },
             )
     }

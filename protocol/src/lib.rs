@@ -3,6 +3,7 @@
 //! fileserver, the cache manager and `cellfs-vos`.
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+pub mod acl;
 pub mod codec;
 pub mod config;
 pub mod error;

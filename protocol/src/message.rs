@@ -10,6 +10,7 @@
 //! promise on that FID, lasting [`Reply::Hello::promise_secs`] from when the
 //! request was sent.
 
+use crate::acl::{AclChange, AclLine, Caller, GroupInfo, HostInfo, Rights, Role, UserInfo};
 use crate::types::{DirEntry, Fid, SetAttr, Stats, Status, Timestamp, VolumeId, VolumeInfo};
 use serde::{Deserialize, Serialize};
 
@@ -212,6 +213,74 @@ pub enum Request {
         max_file: u64,
         max_total: u64,
     },
+    /// Change the ACL of directory `dir` (needs the `a` right): each
+    /// change sets one principal's entry; with `clear` the ACL starts empty.
+    /// Answered with `Reply::Acl`.
+    SetAcl {
+        dir: Fid,
+        changes: Vec<AclChange>,
+        clear: bool,
+    },
+    /// The ACL of directory `dir` with names resolved (needs `l`).
+    /// Answered with `Reply::Acl`.
+    GetAcl { dir: Fid },
+    /// The rights the caller has on the ACL governing `fid` (a directory's
+    /// own, a file's directory's: `Status::acl_dir`). Answered with
+    /// `Reply::Rights`.
+    GetRights { fid: Fid },
+    /// Admin: issue a credential named `name` for `role`; the reply carries
+    /// its certificate and key (`Reply::Credential`), which are not kept.
+    AddHost { name: String, role: Role },
+    /// Admin: revoke every credential issued as `name`; connections using
+    /// one are closed at once and refused from then on.
+    RevokeHost { name: String },
+    /// The credentials the cell issued. Answered with `Reply::Hosts`.
+    ListHosts,
+    /// Admin: add a user of the cell with the uid web nodes know it by.
+    AddUser { name: String, uid: u32 },
+    /// Admin: remove a user (and its group memberships).
+    RemoveUser { name: String },
+    /// The cell's users. Answered with `Reply::Users`.
+    ListUsers,
+    /// Admin: add a group with the gid web nodes know it by.
+    AddGroup { name: String, gid: u32 },
+    /// Admin: remove a group.
+    RemoveGroup { name: String },
+    /// Admin: add user `user` to group `group`.
+    AddMember { group: String, user: String },
+    /// Admin: remove user `user` from group `group`.
+    RemoveMember { group: String, user: String },
+    /// The cell's groups with their members. Answered with `Reply::Groups`.
+    ListGroups,
+    /// Server to server: the cell's users, groups and revoked credentials,
+    /// pushed by the VLDB server after every change.
+    PutSecurity { state: SecurityState },
+    /// Server to server: the cell's security state, asked of the VLDB
+    /// server at start. Answered with `Reply::Security`.
+    GetSecurity,
+}
+
+/// The part of the cell's security every fileserver needs: who is who, and
+/// which credentials no longer count.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct SecurityState {
+    /// The cell's users.
+    pub users: Vec<UserInfo>,
+    /// The cell's groups.
+    pub groups: Vec<GroupInfo>,
+    /// SHA-256 fingerprints (hex) of revoked certificates.
+    pub revoked: Vec<String>,
+}
+
+/// What a client writes at the start of every RPC stream: the request and,
+/// for file requests made for a process on a web node, who that process is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Call {
+    /// The process the request acts for; `None` is anonymous (only
+    /// `system:anyuser` entries apply).
+    pub caller: Option<Caller>,
+    /// The request.
+    pub request: Request,
 }
 
 impl Request {
@@ -232,7 +301,10 @@ impl Request {
             | Request::Link { dir, .. }
             | Request::Remove { dir, .. }
             | Request::RemoveDir { dir, .. }
-            | Request::MakeMount { dir, .. } => Some(dir.volume),
+            | Request::MakeMount { dir, .. }
+            | Request::SetAcl { dir, .. }
+            | Request::GetAcl { dir } => Some(dir.volume),
+            Request::GetRights { fid } => Some(fid.volume),
             Request::Rename { from_dir, .. } => Some(from_dir.volume),
             Request::BulkStatus { fids } | Request::GiveUpCallbacks { fids } | Request::FetchFiles { fids, .. } => {
                 fids.first().map(|f| f.volume)
@@ -289,6 +361,22 @@ impl Request {
             Request::BackupVolume { .. } => "backup_volume",
             Request::DumpVolume { .. } => "dump_volume",
             Request::RestoreVolume { .. } => "restore_volume",
+            Request::SetAcl { .. } => "set_acl",
+            Request::GetAcl { .. } => "get_acl",
+            Request::GetRights { .. } => "get_rights",
+            Request::AddHost { .. } => "add_host",
+            Request::RevokeHost { .. } => "revoke_host",
+            Request::ListHosts => "list_hosts",
+            Request::AddUser { .. } => "add_user",
+            Request::RemoveUser { .. } => "remove_user",
+            Request::ListUsers => "list_users",
+            Request::AddGroup { .. } => "add_group",
+            Request::RemoveGroup { .. } => "remove_group",
+            Request::AddMember { .. } => "add_member",
+            Request::RemoveMember { .. } => "remove_member",
+            Request::ListGroups => "list_groups",
+            Request::PutSecurity { .. } => "put_security",
+            Request::GetSecurity => "get_security",
         }
     }
 }
@@ -379,6 +467,20 @@ pub enum Reply {
     /// Answer to `RegisterServer`: the new server's index in the cell, which
     /// places its volume ids (`index << 32` and up).
     Registered { index: u32 },
+    /// A directory's ACL (`SetAcl`, `GetAcl`).
+    Acl(Vec<AclLine>),
+    /// The caller's rights on a directory (`GetRights`).
+    Rights(Rights),
+    /// A new credential (`AddHost`).
+    Credential { cert_pem: String, key_pem: String },
+    /// The cell's credentials (`ListHosts`).
+    Hosts(Vec<HostInfo>),
+    /// The cell's users (`ListUsers`).
+    Users(Vec<UserInfo>),
+    /// The cell's groups (`ListGroups`).
+    Groups(Vec<GroupInfo>),
+    /// The cell's security state (`GetSecurity`).
+    Security(SecurityState),
 }
 
 /// A file's status and, when it was small enough, its whole content.

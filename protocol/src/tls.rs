@@ -1,17 +1,19 @@
 //! The cell's TLS identities: a cell CA that signs the fileserver's certificate
 //! and client credentials, and the rustls configurations for mutual TLS.
 
+use crate::acl::Role;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 use rustls::RootCertStore;
+pub use rustls::pki_types::CertificateDer;
+use rustls::pki_types::PrivateKeyDer;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::sync::Arc;
 
 /// The DNS name every fileserver certificate carries and clients verify.
 pub const SERVER_NAME: &str = "cellfs-fileserver";
 
 /// ALPN protocol id; bump on incompatible wire changes.
-pub const ALPN: &[u8] = b"cellfs/1";
+pub const ALPN: &[u8] = b"cellfs/2";
 
 /// Errors building or loading TLS material.
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +36,9 @@ pub enum TlsError {
     /// QUIC refused the TLS configuration.
     #[error("QUIC crypto: {0}")]
     Quic(String),
+    /// A certificate does not say who it is for.
+    #[error("certificate identity: {0}")]
+    Identity(&'static str),
 }
 
 /// A PEM certificate and its PEM private key.
@@ -44,6 +49,9 @@ pub struct Credential {
     /// PEM private key.
     pub key_pem: String,
 }
+
+/// A calendar date: year, month, day.
+pub type Date = (i32, u8, u8);
 
 /// The cell authority: signs fileserver and client certificates.
 pub struct CellAuthority {
@@ -102,9 +110,30 @@ impl CellAuthority {
         )
     }
 
-    /// Issues a client credential named `name`.
-    pub fn issue_client(&self, name: &str) -> Result<Credential, TlsError> {
-        self.issue(name, Vec::new(), rcgen::ExtendedKeyUsagePurpose::ClientAuth)
+    /// Issues a client credential named `name` for `role`, valid from now
+    /// on (for years).
+    pub fn issue_client(&self, name: &str, role: Role) -> Result<Credential, TlsError> {
+        self.issue_client_valid(name, role, None)
+    }
+
+    /// Issues a client credential valid only between the two dates (year,
+    /// month, day) of `validity`, or from now on when `None`; tests use it
+    /// to make expired credentials.
+    pub fn issue_client_valid(
+        &self,
+        name: &str,
+        role: Role,
+        validity: Option<(Date, Date)>,
+    ) -> Result<Credential, TlsError> {
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params
+            .distinguished_name
+            .push(DnType::OrganizationalUnitName, role.unit());
+        if let Some(((y0, m0, d0), (y1, m1, d1))) = validity {
+            params.not_before = rcgen::date_time_ymd(y0, m0, d0);
+            params.not_after = rcgen::date_time_ymd(y1, m1, d1);
+        }
+        self.sign(params, name, rcgen::ExtendedKeyUsagePurpose::ClientAuth)
     }
 
     fn issue(
@@ -113,7 +142,15 @@ impl CellAuthority {
         sans: Vec<String>,
         usage: rcgen::ExtendedKeyUsagePurpose,
     ) -> Result<Credential, TlsError> {
-        let mut params = CertificateParams::new(sans)?;
+        self.sign(CertificateParams::new(sans)?, common_name, usage)
+    }
+
+    fn sign(
+        &self,
+        mut params: CertificateParams,
+        common_name: &str,
+        usage: rcgen::ExtendedKeyUsagePurpose,
+    ) -> Result<Credential, TlsError> {
         params.distinguished_name.push(DnType::CommonName, common_name);
         params.use_authority_key_identifier_extension = true;
         params.key_usages.push(KeyUsagePurpose::DigitalSignature);
@@ -125,6 +162,55 @@ impl CellAuthority {
             key_pem: key.serialize_pem(),
         })
     }
+}
+
+/// Who a verified client certificate names: the name and role it was issued
+/// for, and its fingerprint (what revocation lists).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// The certificate's common name.
+    pub name: String,
+    /// The role it was issued for; certificates without one (made before
+    /// roles existed) count as hosts.
+    pub role: Role,
+    /// SHA-256 of the certificate, in hex.
+    pub fingerprint: String,
+}
+
+/// SHA-256 of `der`, in lowercase hex.
+pub fn fingerprint(der: &[u8]) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, der);
+    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The fingerprint of the first certificate in `pem`.
+pub fn pem_fingerprint(pem: &str) -> Result<String, TlsError> {
+    let certs = certs(pem, "certificate")?;
+    let first = certs.first().ok_or(TlsError::Identity("no certificate in the PEM"))?;
+    Ok(fingerprint(first))
+}
+
+/// Reads the identity out of a client certificate the TLS layer verified.
+pub fn identify(der: &[u8]) -> Result<Identity, TlsError> {
+    let (_, cert) =
+        x509_parser::parse_x509_certificate(der).map_err(|_| TlsError::Identity("unparsable certificate"))?;
+    let subject = cert.subject();
+    let name = subject
+        .iter_common_name()
+        .next()
+        .and_then(|a| a.as_str().ok())
+        .ok_or(TlsError::Identity("certificate without a common name"))?
+        .to_owned();
+    let role = subject
+        .iter_organizational_unit()
+        .filter_map(|a| a.as_str().ok())
+        .find_map(Role::from_unit)
+        .unwrap_or(Role::Host);
+    Ok(Identity {
+        name,
+        role,
+        fingerprint: fingerprint(der),
+    })
 }
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {

@@ -1,9 +1,10 @@
 //! QUIC transport shared by every cellfs program: endpoints, connecting to a
 //! cell, and one RPC per bidirectional stream.
 
+use crate::acl::Caller;
 use crate::codec::{self, CodecError, MAX_FRAME};
 use crate::config::CellConfig;
-use crate::message::{ClientAck, Reply, Request, ServerMessage};
+use crate::message::{Call, ClientAck, Reply, Request, ServerMessage};
 use crate::tls::{self, Credential, TlsError};
 use crate::types::{Fid, Status};
 use crate::{ErrorCode, RpcError};
@@ -98,7 +99,7 @@ const COPY_CHUNK: usize = 1 << 20;
 /// Flow-control window of one stream (bytes in flight on one file transfer).
 const STREAM_WINDOW: u32 = 16 << 20;
 
-fn transport_config() -> Arc<quinn::TransportConfig> {
+fn transport_config(max_streams: u32) -> Arc<quinn::TransportConfig> {
     let mut t = quinn::TransportConfig::default();
     t.keep_alive_interval(Some(KEEP_ALIVE));
     t.max_idle_timeout(Some(
@@ -106,7 +107,7 @@ fn transport_config() -> Arc<quinn::TransportConfig> {
             .try_into()
             .unwrap_or(quinn::IdleTimeout::from(quinn::VarInt::from_u32(6000))),
     ));
-    t.max_concurrent_bidi_streams(quinn::VarInt::from_u32(256));
+    t.max_concurrent_bidi_streams(quinn::VarInt::from_u32(max_streams));
     t.max_concurrent_uni_streams(quinn::VarInt::from_u32(0));
     // Search for datagrams up to the largest UDP payload: loopback and
     // jumbo-frame networks carry far more than 1452 bytes a packet, and a
@@ -120,7 +121,11 @@ fn transport_config() -> Arc<quinn::TransportConfig> {
     Arc::new(t)
 }
 
-/// A server endpoint on `addr` with the fileserver's TLS config.
+/// Streams a client lets a server open at once (callback breaks).
+const CLIENT_MAX_STREAMS: u32 = 256;
+
+/// A server endpoint on `addr` with the fileserver's TLS config, letting
+/// each client have at most `max_streams` requests in progress.
 ///
 /// `reset_secret` must be stable across restarts of the same server (it is
 /// derived from its private key): the stateless-reset key comes from it, so a
@@ -130,9 +135,10 @@ pub fn server_endpoint(
     addr: SocketAddr,
     crypto: quinn::crypto::rustls::QuicServerConfig,
     reset_secret: &[u8],
+    max_streams: u32,
 ) -> std::io::Result<quinn::Endpoint> {
     let mut cfg = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-    cfg.transport_config(transport_config());
+    cfg.transport_config(transport_config(max_streams.max(1)));
     let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
     ctx.update(b"cellfs stateless reset key\0");
     ctx.update(reset_secret);
@@ -181,7 +187,7 @@ impl Connector {
     pub fn new(addr: SocketAddr, ca_pem: &str, credential: Option<&Credential>) -> Result<Self, ConnectError> {
         let crypto = tls::client_crypto(ca_pem, credential)?;
         let mut client_config = quinn::ClientConfig::new(Arc::new(crypto));
-        client_config.transport_config(transport_config());
+        client_config.transport_config(transport_config(CLIENT_MAX_STREAMS));
         let bind: SocketAddr = if addr.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" }
             .parse()
             .expect("literal address");
@@ -244,7 +250,7 @@ impl Connector {
             addr: self.addr,
             source,
         })?;
-        Ok(RpcClient { conn })
+        Ok(RpcClient { conn, caller: None })
     }
 }
 
@@ -252,6 +258,7 @@ impl Connector {
 #[derive(Clone, Debug)]
 pub struct RpcClient {
     conn: quinn::Connection,
+    caller: Option<Arc<Caller>>,
 }
 
 impl RpcClient {
@@ -260,18 +267,32 @@ impl RpcClient {
         &self.conn
     }
 
+    /// The same connection making its requests for `caller` (a process on
+    /// a web node), or anonymously when `None`.
+    pub fn acting_for(&self, caller: Option<Arc<Caller>>) -> RpcClient {
+        RpcClient {
+            conn: self.conn.clone(),
+            caller,
+        }
+    }
+
+    /// Opens a stream and writes the call frame for `req`.
+    async fn open_call(&self, req: &Request) -> Result<(quinn::SendStream, quinn::RecvStream), CallError> {
+        let (mut send, recv) = self.conn.open_bi().await?;
+        write_call(&mut send, self.caller.as_deref(), req).await?;
+        Ok((send, recv))
+    }
+
     /// Sends a request with no data and returns its reply.
     pub async fn call(&self, req: &Request) -> Result<Reply, CallError> {
-        let (mut send, mut recv) = self.conn.open_bi().await?;
-        codec::write_frame(&mut send, req).await?;
+        let (mut send, mut recv) = self.open_call(req).await?;
         let _ = send.finish();
         read_reply(&mut recv).await
     }
 
     /// `FetchData`: streams the file's bytes into `sink` and returns its status.
     pub async fn fetch_data<W: AsyncWrite + Unpin>(&self, fid: Fid, sink: &mut W) -> Result<Status, CallError> {
-        let (mut send, mut recv) = self.conn.open_bi().await?;
-        codec::write_frame(&mut send, &Request::FetchData { fid }).await?;
+        let (mut send, mut recv) = self.open_call(&Request::FetchData { fid }).await?;
         let _ = send.finish();
         let status = match read_reply(&mut recv).await? {
             Reply::Data { status } => status,
@@ -302,8 +323,7 @@ impl RpcClient {
         len: u64,
         data: &mut R,
     ) -> Result<Reply, CallError> {
-        let (mut send, mut recv) = self.conn.open_bi().await?;
-        codec::write_frame(&mut send, req).await?;
+        let (mut send, mut recv) = self.open_call(req).await?;
         let sent = tokio::io::copy(&mut data.take(len), &mut send).await?;
         if sent != len {
             return Err(CallError::Io(std::io::Error::new(
@@ -323,8 +343,7 @@ impl RpcClient {
         sink: &mut W,
         progress: impl FnMut(u64, u64),
     ) -> Result<u64, CallError> {
-        let (mut send, mut recv) = self.conn.open_bi().await?;
-        codec::write_frame(&mut send, req).await?;
+        let (mut send, mut recv) = self.open_call(req).await?;
         let _ = send.finish();
         let len = match read_reply(&mut recv).await? {
             Reply::Dump { len } => len,
@@ -398,8 +417,23 @@ async fn read_reply(recv: &mut quinn::RecvStream) -> Result<Reply, CallError> {
     Ok(reply?)
 }
 
-/// Server side: reads one request frame of at most `max` bytes.
-pub async fn read_request<R: AsyncRead + Unpin>(recv: &mut R, max: u32) -> Result<Request, CodecError> {
+/// Client side: writes the call frame of `req` made for `caller`.
+pub async fn write_call<W: AsyncWrite + Unpin>(
+    send: &mut W,
+    caller: Option<&Caller>,
+    req: &Request,
+) -> Result<(), CodecError> {
+    // Encoded by hand as `Call` would be, to avoid cloning the request.
+    #[derive(serde::Serialize)]
+    struct CallRef<'a> {
+        caller: Option<&'a Caller>,
+        request: &'a Request,
+    }
+    codec::write_frame(send, &CallRef { caller, request: req }).await
+}
+
+/// Server side: reads one call frame of at most `max` bytes.
+pub async fn read_call<R: AsyncRead + Unpin>(recv: &mut R, max: u32) -> Result<Call, CodecError> {
     codec::read_frame(recv, max).await
 }
 

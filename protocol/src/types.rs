@@ -124,6 +124,9 @@ pub struct Status {
     pub ctime: Timestamp,
     /// Last access as set by clients (the server does not track reads).
     pub atime: Timestamp,
+    /// Vnode number of the directory whose ACL governs this vnode: a
+    /// directory's own, otherwise the directory it was made or renamed in.
+    pub acl_dir: u64,
 }
 
 /// One name in a directory listing, with the status of what it names.

@@ -8,7 +8,8 @@ use std::path::PathBuf;
 #[derive(Debug, Parser)]
 #[command(name = "cellfs-vos", version, about, long_about = None)]
 pub struct Cli {
-    /// The cell's client config (`cell.toml` from the fileserver's `client/` bundle).
+    /// The cell's admin config (`cell.toml` from the fileserver's `admin/`
+    /// bundle; a host credential may only list and examine).
     #[arg(
         long,
         short = 'c',
@@ -184,6 +185,126 @@ pub enum Command {
         /// The fileserver to act on (host:port); the cell's fileserver when omitted.
         #[arg(long, value_name = "SERVER")]
         server: Option<String>,
+    },
+    /// Credentials of web nodes, admins and fileservers (mutual TLS).
+    Host {
+        /// What to do.
+        #[command(subcommand)]
+        action: HostCommand,
+    },
+    /// Users of the cell (like AFS `pts`): names for the uids web nodes use.
+    User {
+        /// What to do.
+        #[command(subcommand)]
+        action: UserCommand,
+    },
+    /// Groups of the cell, for directory ACLs.
+    Group {
+        /// What to do.
+        #[command(subcommand)]
+        action: GroupCommand,
+    },
+}
+
+/// `cellfs-vos host ...`
+#[derive(Debug, Subcommand)]
+pub enum HostCommand {
+    /// Issue a credential and write its bundle (ca.pem, client.pem,
+    /// client.key, cell.toml) into a new folder.
+    Add {
+        /// The name it is issued to (e.g. the web node's host name).
+        name: String,
+        /// The folder to write the bundle into (must not exist).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// An admin credential (for `cellfs-vos`) instead of a host one.
+        #[arg(long)]
+        admin: bool,
+    },
+    /// Revoke every credential issued to a name: its connections are closed
+    /// and refused from then on.
+    Revoke {
+        /// The name.
+        name: String,
+    },
+    /// List the credentials the cell issued.
+    List {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+}
+
+/// `cellfs-vos user ...`
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Add a user with the uid web nodes run its processes as.
+    Add {
+        /// User name.
+        name: String,
+        /// Its uid on the web nodes.
+        #[arg(long)]
+        uid: u32,
+    },
+    /// Remove a user (and its group memberships).
+    Remove {
+        /// User name.
+        name: String,
+    },
+    /// List the users.
+    List {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+}
+
+/// `cellfs-vos group ...`
+#[derive(Debug, Subcommand)]
+pub enum GroupCommand {
+    /// Add a group with the gid web nodes know it by.
+    Add {
+        /// Group name.
+        name: String,
+        /// Its gid on the web nodes.
+        #[arg(long)]
+        gid: u32,
+    },
+    /// Remove a group.
+    Remove {
+        /// Group name.
+        name: String,
+    },
+    /// Add or remove members.
+    Member {
+        /// What to do.
+        #[command(subcommand)]
+        action: MemberCommand,
+    },
+    /// List the groups and their members.
+    List {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+}
+
+/// `cellfs-vos group member ...`
+#[derive(Debug, Subcommand)]
+pub enum MemberCommand {
+    /// Add a user to a group.
+    Add {
+        /// Group name.
+        group: String,
+        /// User name.
+        user: String,
+    },
+    /// Remove a user from a group.
+    Remove {
+        /// Group name.
+        group: String,
+        /// User name.
+        user: String,
     },
 }
 

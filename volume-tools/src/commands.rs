@@ -39,7 +39,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     };
     let text = runtime.block_on(async {
         let (connector, client) = connect(&config, &config_path).await?;
-        let result = tokio::time::timeout(limit, execute(&client, cli.command)).await;
+        let result = tokio::time::timeout(limit, execute(&client, &config, cli.command)).await;
         client.close();
         connector.wait_idle(CLOSE_TIMEOUT).await;
         result.map_err(|_| anyhow!("no answer from the fileserver within {limit:?}"))?
@@ -85,8 +85,11 @@ async fn call_volume(client: &RpcClient, req: Request, doing: &str) -> anyhow::R
 }
 
 /// Executes `command` and returns what to print.
-async fn execute(client: &RpcClient, command: Command) -> anyhow::Result<String> {
+async fn execute(client: &RpcClient, config: &CellConfig, command: Command) -> anyhow::Result<String> {
     match command {
+        Command::Host { action } => crate::principals::host(client, config, action).await,
+        Command::User { action } => crate::principals::user(client, action).await,
+        Command::Group { action } => crate::principals::group(client, action).await,
         Command::Create { name, quota, server } => {
             let req = Request::CreateVolume {
                 name: name.clone(),

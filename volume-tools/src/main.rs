@@ -4,6 +4,7 @@
 mod cli;
 mod commands;
 mod output;
+mod principals;
 mod size;
 mod transfer;
 mod walk;

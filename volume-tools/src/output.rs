@@ -10,19 +10,15 @@ pub fn volumes(list: &[VolumeInfo], format: Format) -> anyhow::Result<String> {
     Ok(match format {
         Format::Json => serde_json::to_string_pretty(list)? + "\n",
         Format::Text => {
-            let mut rows: Vec<[String; 7]> = vec![[
-                "NAME".into(),
-                "ID".into(),
-                "TYPE".into(),
-                "QUOTA".into(),
-                "USED".into(),
-                "FILES".into(),
-                "SERVER".into(),
-            ]];
+            let mut rows: Vec<Vec<String>> = vec![
+                ["NAME", "ID", "TYPE", "QUOTA", "USED", "FILES", "SERVER"]
+                    .map(String::from)
+                    .to_vec(),
+            ];
             let mut sorted: Vec<&VolumeInfo> = list.iter().collect();
             sorted.sort_by(|a, b| a.name.cmp(&b.name));
             for v in sorted {
-                rows.push([
+                rows.push(vec![
                     v.name.clone(),
                     v.id.to_string(),
                     v.kind.short().to_owned(),
@@ -32,21 +28,27 @@ pub fn volumes(list: &[VolumeInfo], format: Format) -> anyhow::Result<String> {
                     v.server.clone(),
                 ]);
             }
-            let mut widths = [0usize; 7];
-            for row in &rows {
-                for (w, cell) in widths.iter_mut().zip(row) {
-                    *w = (*w).max(cell.chars().count());
-                }
-            }
-            let mut out = String::new();
-            for row in &rows {
-                let line: Vec<String> = row.iter().zip(widths).map(|(cell, w)| format!("{cell:<w$}")).collect();
-                out.push_str(line.join("  ").trim_end());
-                out.push('\n');
-            }
-            out
+            table(&rows)
         }
     })
+}
+
+/// Renders rows as left-aligned columns two spaces apart.
+pub fn table(rows: &[Vec<String>]) -> String {
+    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let mut widths = vec![0usize; columns];
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in rows {
+        let line: Vec<String> = row.iter().zip(&widths).map(|(cell, w)| format!("{cell:<w$}")).collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
 }
 
 /// Renders one volume.

@@ -3,6 +3,7 @@
 //! them on a blocking thread while holding [`Volume::lock`] (shared for reads,
 //! exclusive for changes).
 
+mod access;
 mod clone;
 mod data;
 mod dumping;
@@ -11,6 +12,7 @@ mod txn;
 
 use txn::VnodeAccess;
 
+pub use access::Governed;
 pub use data::{CHUNK, MAX_FILE_SIZE, PendingStore, StorePlan};
 pub use dumping::{Built, build_from_dump};
 pub use namespace::{Created, Removed, Renamed};
@@ -106,7 +108,8 @@ impl Volume {
         std::fs::create_dir_all(dir.join("data"))?;
         let db = Database::create(dir.join("meta.redb"))?;
         let t = now();
-        let root = VnodeRecord::new(FileKind::Dir, 0o755, (0, 0), 1, Fid::ROOT_VNODE, t);
+        let mut root = VnodeRecord::new(FileKind::Dir, 0o755, (0, 0), 1, Fid::ROOT_VNODE, t);
+        root.acl = Some(cellfs_protocol::acl::Acl::open());
         let state = VolumeState {
             next_vnode: Fid::ROOT_VNODE + 1,
             next_unique: 2,

@@ -119,6 +119,10 @@ impl Volume {
                 dir.vnode,
                 t.now,
             );
+            if is_dir {
+                // A new directory starts with its parent's ACL.
+                rec.acl = drec.acl.clone();
+            }
             if let Some(target) = node.target {
                 rec.size = target.len() as u64;
                 rec.target = Some(target.to_owned());
@@ -486,8 +490,9 @@ fn rename_in(
         if is_dir {
             frec.nlink = frec.nlink.saturating_sub(1);
             trec.nlink += 1;
-            mrec.parent = to_dir.vnode;
         }
+        // Whatever moves is governed by its new directory's ACL from now on.
+        mrec.parent = to_dir.vnode;
         dir_changed(t, &mut frec, -1);
         dir_changed(t, &mut trec, added);
         t.put(from_dir.vnode, &frec)?;

@@ -78,6 +78,11 @@ pub fn to_status(volume: VolumeId, vnode: u64, rec: &VnodeRecord) -> Status {
         mtime: rec.mtime,
         ctime: rec.ctime,
         atime: rec.atime,
+        acl_dir: if rec.kind == cellfs_protocol::FileKind::Dir {
+            vnode
+        } else {
+            rec.parent
+        },
     }
 }
 
