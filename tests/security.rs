@@ -407,3 +407,59 @@ fn cached_reads_honour_acls_per_caller() {
         other => panic!("GetAcl: {other:?}"),
     }
 }
+
+#[test]
+fn users_and_revocations_reach_a_joined_server() {
+    let cell = Cell::new();
+    let second = cell.join();
+    let s2 = second.addr().to_string();
+    cell.vos_ok(["create", "site.two", "--server", &s2]);
+    cell.vos_ok(["mkmount", "/two", "site.two"]);
+    users(&cell);
+    let a = Mount::new(&cell);
+    open_up(&a);
+    let d = a.path().join("two").join("d");
+    std::fs::create_dir(&d).unwrap();
+    std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o777)).unwrap();
+    std::fs::write(d.join("f"), b"on the second server").unwrap();
+    std::fs::set_permissions(d.join("f"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    // The second server resolves the cell's users: they were pushed to it.
+    let cm = bin("cellfs-cachemanager");
+    let cache = a.cache_dir().display().to_string();
+    let path = d.display().to_string();
+    let out = output_with_timeout(
+        Command::new(&cm).args([
+            "setacl", "--cache", &cache, "--clear", &path, "uid:0", "all", "alice", "rl", "bob", "l",
+        ]),
+        COMMAND_TIMEOUT,
+    );
+    assert!(
+        out.status.success(),
+        "setacl on the second server: {}",
+        text(&out.stderr)
+    );
+    let f = d.join("f").display().to_string();
+    assert_allowed(&as_user(ALICE, &["cat", &f]), "alice reading on the second server");
+    assert_denied(&as_user(BOB, &["cat", &f]), "bob reading on the second server");
+    // A revoked credential is cut off the second server too.
+    let web = load(&issue(&cell, "web2", false));
+    let mut direct = web.clone();
+    direct.servers = vec![s2.clone()];
+    let client = cell.block_on(async {
+        let client = Connector::from_config(&direct).unwrap().connect().await.unwrap();
+        assert_eq!(client.call(&Request::Ping).await.unwrap(), Reply::Ok);
+        client
+    });
+    cell.vos_ok(["host", "revoke", "web2"]);
+    wait_for(
+        "the second server to close the revoked connection",
+        Duration::from_secs(5),
+        || client.connection().close_reason().is_some(),
+    );
+    assert!(cell.call_with(&direct, &Request::Ping).is_err());
+    // The node's own (host) credential still reaches both.
+    assert_allowed(
+        &as_user(ALICE, &["cat", &f]),
+        "alice reading after another host's revocation",
+    );
+}
