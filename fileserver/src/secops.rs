@@ -284,15 +284,7 @@ impl Context {
         };
         match self.peers.call(&first, &Request::GetSecurity).await? {
             Reply::Security(state) => self.adopt_security(state).await,
-            other => Err(rpc_err(
-                ErrorCode::BadRequest,
-                format!("unexpected reply to GetSecurity: {}", reply_name(&other)),
-            )),
+            _ => Err(rpc_err(ErrorCode::BadRequest, "unexpected reply to GetSecurity")),
         }
     }
-}
-
-fn reply_name(r: &Reply) -> String {
-    let s = format!("{r:?}");
-    s.split(['(', ' ', '{']).next().unwrap_or_default().to_owned()
 }

@@ -5,7 +5,7 @@
 //! (or its stream reset) without a panic, a hang, or a change the request
 //! had no right to make; the server keeps serving throughout.
 //!
-//! Case counts: `HOSTILE_CASES` (default 300) per property.
+//! Case counts: `HOSTILE_CASES` (default 2,000) per property.
 
 use cellfs_fileserver::config::{CA_PEM, InitOptions};
 use cellfs_fileserver::{ServeOptions, Server, init};
@@ -28,7 +28,7 @@ fn cases() -> u32 {
     std::env::var("HOSTILE_CASES")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(300)
+        .unwrap_or(2000)
 }
 
 struct Cell {
@@ -243,6 +243,79 @@ fn request(real: Fid) -> impl Strategy<Value = Request> {
         }),
         bad_name().prop_map(|name| Request::RemoveVolume { name }),
         Just(Request::GetSecurity),
+        proptest::collection::vec(f.clone(), 0..16).prop_map(|fids| Request::BulkStatus { fids }),
+        (any::<u64>(), any::<u64>(), proptest::collection::vec(f.clone(), 0..8)).prop_map(
+            |(incarnation, since, fids)| Request::Reconnect {
+                volume: fids.first().map_or(1, |f| f.volume),
+                incarnation,
+                since,
+                fids,
+            }
+        ),
+        f.clone().prop_map(|dir| Request::GetAcl { dir }),
+        f.clone().prop_map(|fid| Request::ReadLink { fid }),
+        f.clone().prop_map(|fid| Request::FetchStatus { fid }),
+        proptest::collection::vec(f.clone(), 0..8).prop_map(|fids| Request::GiveUpCallbacks { fids }),
+        any::<u64>().prop_map(|volume| Request::GetVolumeStatus { volume }),
+        (bad_name(), any::<bool>()).prop_map(|(volume, read_write)| Request::GetMountRoot { volume, read_write }),
+        any::<u64>().prop_map(|volume| Request::LocateVolume { volume }),
+        bad_name().prop_map(|name| Request::ExamineVolume { name }),
+        (f.clone(), any::<u64>(), 0u64..4096).prop_map(|(fid, offset, len)| Request::StoreData {
+            fid,
+            offset,
+            len,
+            truncate: None,
+            mtime: None,
+        }),
+        (f.clone(), bad_name(), bad_name()).prop_map(|(dir, name, volume)| Request::MakeMount {
+            dir,
+            name,
+            volume,
+            read_write: false,
+        }),
+        bad_name().prop_map(|name| Request::AddHost {
+            name,
+            role: cellfs_protocol::acl::Role::Admin
+        }),
+        Just(Request::PutSecurity {
+            state: Default::default()
+        }),
+    ]
+}
+
+/// Admin requests naming volumes, users and groups no one may create.
+fn admin_request() -> impl Strategy<Value = Request> {
+    let bad = prop_oneof![
+        Just(String::new()),
+        Just("..".to_owned()),
+        Just("a/b".to_owned()),
+        Just("nul\0byte".to_owned()),
+        Just("x".repeat(300)),
+        Just("system:anyuser".to_owned()),
+    ];
+    prop_oneof![
+        bad.clone().prop_map(|name| Request::CreateVolume {
+            name,
+            quota: 0,
+            server: None
+        }),
+        bad.clone().prop_map(|name| Request::DumpVolume { name, since: None }),
+        (bad.clone(), 0u64..4096).prop_map(|(name, len)| Request::RestoreVolume {
+            name,
+            len,
+            overwrite: true,
+            server: None
+        }),
+        (bad.clone(), bad.clone()).prop_map(|(name, new_name)| Request::RenameVolume { name, new_name }),
+        (bad.clone(), bad.clone()).prop_map(|(name, to)| Request::MoveVolume { name, to }),
+        (bad.clone(), bad.clone()).prop_map(|(name, server)| Request::AddSite { name, server }),
+        bad.clone().prop_map(|name| Request::Release { name }),
+        bad.clone().prop_map(|name| Request::BackupVolume { name }),
+        (bad.clone(), any::<u64>()).prop_map(|(name, quota)| Request::SetQuota { name, quota }),
+        (bad.clone(), any::<u32>()).prop_map(|(name, uid)| Request::AddUser { name, uid }),
+        (bad.clone(), any::<u32>()).prop_map(|(name, gid)| Request::AddGroup { name, gid }),
+        (bad.clone(), bad.clone()).prop_map(|(group, user)| Request::AddMember { group, user }),
+        bad.clone().prop_map(|name| Request::RevokeHost { name }),
     ]
 }
 
@@ -395,6 +468,48 @@ fn forged_requests_from_a_host_are_refused_without_harm() {
     // Nothing was made outside the data folder through a name.
     let outside = cell.data.parent().unwrap();
     assert_eq!(entries(outside), vec!["cell".to_owned()]);
+}
+
+#[test]
+fn admin_requests_with_impossible_names_change_nothing() {
+    let cell = start();
+    let (admin, file) = cell.rt.block_on(async {
+        let admin = cell.client("admin").await;
+        let (_, file) = setup(&admin).await;
+        (admin, file)
+    });
+    let volumes = entries(&cell.data.join("volumes"));
+    let mut runner = TestRunner::new(Config {
+        cases: cases(),
+        failure_persistence: None,
+        ..Config::default()
+    });
+    runner
+        .run(
+            &(admin_request(), proptest::collection::vec(any::<u8>(), 0..4096)),
+            |(req, junk)| {
+                let mut bytes = frame(
+                    &codec::encode(&Call {
+                        caller: None,
+                        request: req.clone(),
+                    })
+                    .unwrap(),
+                );
+                bytes.extend(junk);
+                let reply = cell.rt.block_on(raw(&admin, &bytes));
+                prop_assert!(matches!(reply, None | Some(Err(_))), "{req:?} was answered {reply:?}");
+                Ok(())
+            },
+        )
+        .unwrap();
+    cell.rt.block_on(healthy(&admin, file));
+    assert_eq!(
+        entries(&cell.data.join("volumes")),
+        volumes,
+        "a volume appeared or vanished"
+    );
+    let users = cell.rt.block_on(admin.call(&Request::ListUsers)).unwrap();
+    assert_eq!(users, Reply::Users(Vec::new()), "an impossible user was added");
 }
 
 #[test]
