@@ -536,14 +536,23 @@ impl Core {
             }
             n.fid
         };
+        let sent = self.sent();
         let (reply, promise) = match self.call(Request::ReadDir { dir: fid }) {
             Ok(r) => r,
             Err(e) => return self.or_cached(Err(e), |st| st.nodes.get(ino).and_then(|n| n.listing.clone())),
         };
-        let Reply::Dir { dir, entries } = reply else {
+        let Reply::Dir { dir, entries, rights } = reply else {
             return Err(unexpected("read_dir"));
         };
         let mut st = self.lock();
+        // The listing brings the caller's rights under this directory's ACL
+        // (and so on the files it governs): no `GetRights` for them.
+        if let (Some(caller), Some(p)) = (crate::caller::current(), promise)
+            && st.nodes.break_gen() == sent.breaks_seen
+        {
+            st.rights
+                .put((fid.volume, fid.vnode), &caller, rights, p.epoch, p.until);
+        }
         let listing = Arc::new(Listing {
             data_version: dir.data_version,
             entries: entries.iter().map(|e| (e.name.clone(), e.status.fid)).collect(),
@@ -562,8 +571,9 @@ impl Core {
 
     /// Looks `name` up in directory `parent`, crossing mount points.
     pub fn lookup(&self, parent: u64, name: &str) -> FsResult<Lookup> {
-        self.check_rights(parent, Rights::LOOKUP)?;
+        // The listing first: fetching it brings the caller's rights along.
         let listing = self.listing(parent)?;
+        self.check_rights(parent, Rights::LOOKUP)?;
         let Some(&fid) = listing.entries.get(name) else {
             let mut st = self.lock();
             let ttl = st.nodes.get(parent).map(|n| self.ttl(n)).unwrap_or_default();
@@ -632,8 +642,8 @@ impl Core {
     /// The entries of directory `ino` for readdir, in a stable order, built
     /// once per listing (the kernel reads a large directory a page at a time).
     pub fn dir_items(&self, ino: u64) -> FsResult<Arc<Vec<DirItem>>> {
-        self.check_rights(ino, Rights::LOOKUP)?;
         let listing = self.listing(ino)?;
+        self.check_rights(ino, Rights::LOOKUP)?;
         let mut st = self.lock();
         // A directory's entries are the same at the same data version.
         if let Some((dv, items)) = st.dir_items.get(&ino)

@@ -7,6 +7,7 @@ use crate::error::{FsError, FsResult, rpc_err};
 use crate::security::Who;
 use crate::store::Store;
 use crate::volume::{Change, Created, Removed, Renamed, StorePlan, Volume};
+use cellfs_protocol::acl::Rights;
 use cellfs_protocol::message::{
     MAX_BULK_FIDS, MAX_FETCH_FILES, MAX_INLINE_FILE, MAX_INLINE_TOTAL, MAX_RECONNECT_FIDS, Reply, Request,
 };
@@ -194,9 +195,10 @@ impl Context {
         if !matches!(req, Request::Stats) {
             self.rpcs.fetch_add(1, Ordering::Relaxed);
         }
-        if let Err(e) = self.authorize(who, &req).await {
-            return refused(e, data_len(&req));
-        }
+        let granted = match self.authorize(who, &req).await {
+            Ok(g) => g,
+            Err(e) => return refused(e, data_len(&req)),
+        };
         if let Some((id, server)) = self.remote_holder(&req) {
             if matches!(req, Request::DumpVolume { .. }) {
                 return self.forward_dump(&server, &req).await;
@@ -211,7 +213,7 @@ impl Context {
             Request::FetchStatus { fid } => self.fetch_status(client, fid).await.map(Reply::Status).into(),
             Request::BulkStatus { fids } => self.bulk_status(client, fids).await.into(),
             Request::Lookup { dir, name } => self.lookup(client, dir, name).await.into(),
-            Request::ReadDir { dir } => self.read_dir(client, dir).await.into(),
+            Request::ReadDir { dir } => self.read_dir(client, dir, granted.unwrap_or_default()).await.into(),
             Request::FetchData { fid } => self.fetch_data(client, fid).await,
             Request::StoreData {
                 fid,
@@ -489,12 +491,12 @@ impl Context {
         Ok(Reply::Status(s))
     }
 
-    async fn read_dir(&self, client: ClientId, dir: Fid) -> FsResult<Reply> {
+    async fn read_dir(&self, client: ClientId, dir: Fid, rights: Rights) -> FsResult<Reply> {
         let vol = self.store.volume(dir.volume)?;
         let fids =
             |(d, e): &(Status, Vec<DirEntry>)| std::iter::once(d.fid).chain(e.iter().map(|x| x.status.fid)).collect();
         let (dir, entries) = self.read(vol, client, move |v| v.read_dir(dir), fids).await?;
-        Ok(Reply::Dir { dir, entries })
+        Ok(Reply::Dir { dir, entries, rights })
     }
 
     async fn fetch_data(&self, client: ClientId, fid: Fid) -> Handled {

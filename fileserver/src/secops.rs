@@ -22,11 +22,13 @@ pub const SECURITY_PULL_INTERVAL: Duration = Duration::from_secs(10);
 impl Context {
     /// Refuses `req` unless `who` may send it: its credential's role, and
     /// for file requests the rights the governing ACLs give its caller.
-    pub(crate) async fn authorize(&self, who: &Who, req: &Request) -> FsResult<()> {
+    /// Returns the caller's rights under the first ACL checked (for a
+    /// `ReadDir`, the directory's own).
+    pub(crate) async fn authorize(&self, who: &Who, req: &Request) -> FsResult<Option<Rights>> {
         crate::security::check_role(&who.identity, req)?;
         let wanted = crate::security::file_rights(req);
         let Some(first) = wanted.first() else {
-            return Ok(());
+            return Ok(None);
         };
         if wanted.iter().any(|(f, _)| f.volume != first.0.volume) {
             // Refused as its handler would refuse it.
@@ -59,8 +61,10 @@ impl Context {
             Ok((wanted, governed))
         })
         .await?;
+        let mut granted = None;
         for ((fid, need), g) in wanted.iter().zip(governed) {
             let have = self.security.rights(&g.acl, who.caller.as_ref());
+            granted.get_or_insert(have);
             let owner = who.caller.as_ref().is_some_and(|c| c.uid == g.owner);
             if !have.allow(*need, owner) {
                 let who = match &who.caller {
@@ -76,7 +80,7 @@ impl Context {
                 ));
             }
         }
-        Ok(())
+        Ok(granted)
     }
 
     /// `SetAcl`: applies `changes` to the ACL of `dir` (or to an empty one

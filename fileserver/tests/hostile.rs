@@ -24,6 +24,15 @@ use std::time::Duration;
 /// Bound on one hostile exchange.
 const EXCHANGE: Duration = Duration::from_secs(10);
 
+/// A property runner with [`cases`] cases and no failure file.
+fn runner() -> TestRunner {
+    TestRunner::new(Config {
+        cases: cases(),
+        failure_persistence: None,
+        ..Config::default()
+    })
+}
+
 fn cases() -> u32 {
     std::env::var("HOSTILE_CASES")
         .ok()
@@ -369,6 +378,17 @@ async fn setup(client: &RpcClient) -> (Fid, Fid) {
     (root, file)
 }
 
+/// The server answers, the setup's file is intact, and no volume appeared
+/// or vanished.
+fn unharmed(cell: &Cell, client: &RpcClient, file: Fid, volumes: &[String]) {
+    cell.rt.block_on(healthy(client, file));
+    assert_eq!(
+        entries(&cell.data.join("volumes")),
+        volumes,
+        "a volume appeared or vanished"
+    );
+}
+
 fn entries(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(dir)
         .unwrap()
@@ -396,11 +416,7 @@ fn arbitrary_frames_and_the_corpus_are_answered_without_harm() {
         seeds += 1;
     }
     assert!(seeds >= 5, "the corpus in {} is missing", corpus.display());
-    let mut runner = TestRunner::new(Config {
-        cases: cases(),
-        failure_persistence: None,
-        ..Config::default()
-    });
+    let mut runner = runner();
     let strategy = prop_oneof![
         proptest::collection::vec(any::<u8>(), 0..64).prop_map(|b| frame(&b)),
         proptest::collection::vec(any::<u8>(), 0..64),
@@ -436,11 +452,7 @@ fn forged_requests_from_a_host_are_refused_without_harm() {
         (cell.client("client").await, root, file)
     });
     let volumes = entries(&cell.data.join("volumes"));
-    let mut runner = TestRunner::new(Config {
-        cases: cases(),
-        failure_persistence: None,
-        ..Config::default()
-    });
+    let mut runner = runner();
     runner
         .run(&(request(root), caller()), |(req, caller)| {
             let call = Call {
@@ -459,12 +471,7 @@ fn forged_requests_from_a_host_are_refused_without_harm() {
             Ok(())
         })
         .unwrap();
-    cell.rt.block_on(healthy(&client, file));
-    assert_eq!(
-        entries(&cell.data.join("volumes")),
-        volumes,
-        "a volume appeared or vanished"
-    );
+    unharmed(&cell, &client, file, &volumes);
     // Nothing was made outside the data folder through a name.
     let outside = cell.data.parent().unwrap();
     assert_eq!(entries(outside), vec!["cell".to_owned()]);
@@ -479,11 +486,7 @@ fn admin_requests_with_impossible_names_change_nothing() {
         (admin, file)
     });
     let volumes = entries(&cell.data.join("volumes"));
-    let mut runner = TestRunner::new(Config {
-        cases: cases(),
-        failure_persistence: None,
-        ..Config::default()
-    });
+    let mut runner = runner();
     runner
         .run(
             &(admin_request(), proptest::collection::vec(any::<u8>(), 0..4096)),
@@ -502,12 +505,7 @@ fn admin_requests_with_impossible_names_change_nothing() {
             },
         )
         .unwrap();
-    cell.rt.block_on(healthy(&admin, file));
-    assert_eq!(
-        entries(&cell.data.join("volumes")),
-        volumes,
-        "a volume appeared or vanished"
-    );
+    unharmed(&cell, &admin, file, &volumes);
     let users = cell.rt.block_on(admin.call(&Request::ListUsers)).unwrap();
     assert_eq!(users, Reply::Users(Vec::new()), "an impossible user was added");
 }

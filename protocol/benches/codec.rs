@@ -40,6 +40,7 @@ fn bench(c: &mut Criterion) {
     };
     let listing = Ok::<Reply, cellfs_protocol::RpcError>(Reply::Dir {
         dir: status(1, 0),
+        rights: cellfs_protocol::acl::Rights::ALL,
         entries: (0..1000)
             .map(|i| DirEntry {
                 name: format!("class-wp-{i:04}.php"),

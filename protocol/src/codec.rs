@@ -377,9 +377,12 @@ mod tests {
                 0..4
             )
             .prop_map(Reply::BulkStatus),
-            (status(), proptest::collection::vec((name(), status()), 0..4)).prop_map(|(dir, e)| Reply::Dir {
-                dir,
-                entries: e.into_iter().map(|(name, status)| DirEntry { name, status }).collect()
+            (status(), proptest::collection::vec((name(), status()), 0..4), 0u8..128).prop_map(|(dir, e, r)| {
+                Reply::Dir {
+                    dir,
+                    entries: e.into_iter().map(|(name, status)| DirEntry { name, status }).collect(),
+                    rights: crate::acl::Rights(r),
+                }
             }),
             status().prop_map(|status| Reply::Data { status }),
             (status(), status()).prop_map(|(dir, status)| Reply::Created { dir, status }),

@@ -410,8 +410,13 @@ pub enum Reply {
     Status(Status),
     /// Answer to `BulkStatus`: one result per requested FID, in order.
     BulkStatus(Vec<Result<Status, crate::RpcError>>),
-    /// A directory and its entries (ReadDir).
-    Dir { dir: Status, entries: Vec<DirEntry> },
+    /// A directory and its entries (ReadDir), and the rights the caller has
+    /// under its ACL (so a node need not ask `GetRights` for it).
+    Dir {
+        dir: Status,
+        entries: Vec<DirEntry>,
+        rights: Rights,
+    },
     /// `FetchData`: the file's status; exactly `status.size` bytes follow.
     Data { status: Status },
     /// A new name: the parent directory's new status and the named vnode's
