@@ -410,13 +410,14 @@ impl Core {
         let Some(caller) = crate::caller::current() else {
             return Ok(());
         };
-        let (fid, dir, owner) = {
+        let epoch = self.link.epoch();
+        let (fid, dir, owner, cached) = {
             let st = self.lock();
             let n = st.node(ino)?;
-            (n.fid, (n.fid.volume, n.status.acl_dir), n.status.uid == caller.uid)
+            let dir = (n.fid.volume, n.status.acl_dir);
+            let cached = st.rights.get(dir, &caller, epoch, Instant::now());
+            (n.fid, dir, n.status.uid == caller.uid, cached)
         };
-        let epoch = self.link.epoch();
-        let cached = self.lock().rights.get(dir, &caller, epoch, Instant::now());
         let granted = match cached {
             Some(r) => r,
             None if self.link.is_down_for(fid.volume) => return Ok(()),

@@ -249,8 +249,7 @@ impl Filesystem for CellFs {
         }
     }
 
-    fn getattr(&self, req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        let _as = caller::enter(Some(caller::of(req.uid(), req.gid())));
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         match self.core.getattr(ino.0) {
             Ok(e) => reply.attr(&e.ttl, &attr(&e)),
             Err(e) => reply.error(errno(e)),
@@ -393,7 +392,7 @@ impl Filesystem for CellFs {
 
     fn read(
         &self,
-        req: &Request,
+        _req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -402,7 +401,6 @@ impl Filesystem for CellFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        let _as = caller::enter(Some(caller::of(req.uid(), req.gid())));
         match self.core.read(fh.0, offset, size) {
             Ok(data) => reply.data(&data),
             Err(e) => reply.error(errno(e)),
@@ -411,7 +409,7 @@ impl Filesystem for CellFs {
 
     fn write(
         &self,
-        req: &Request,
+        _req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -421,21 +419,19 @@ impl Filesystem for CellFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        let _as = caller::enter(Some(caller::of(req.uid(), req.gid())));
         match self.core.write(fh.0, offset, data) {
             Ok(n) => reply.written(n),
             Err(e) => reply.error(errno(e)),
         }
     }
 
-    fn flush(&self, req: &Request, _ino: INodeNo, fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
-        let _as = caller::enter(Some(caller::of(req.uid(), req.gid())));
+    fn flush(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
         reply_empty(reply, self.core.flush(fh.0));
     }
 
     fn release(
         &self,
-        req: &Request,
+        _req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
@@ -443,13 +439,11 @@ impl Filesystem for CellFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        let _as = caller::enter(Some(caller::of(req.uid(), req.gid())));
         self.backings.release(fh.0);
         reply_empty(reply, self.core.release(fh.0));
     }
 
-    fn fsync(&self, req: &Request, _ino: INodeNo, fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
-        let _as = caller::enter(Some(caller::of(req.uid(), req.gid())));
+    fn fsync(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
         reply_empty(reply, self.core.flush(fh.0));
     }
 
@@ -558,8 +552,7 @@ impl Filesystem for CellFs {
         reply.error(Errno::ENOTTY);
     }
 
-    fn statfs(&self, req: &Request, ino: INodeNo, reply: ReplyStatfs) {
-        let _as = caller::enter(Some(caller::of(req.uid(), req.gid())));
+    fn statfs(&self, _req: &Request, ino: INodeNo, reply: ReplyStatfs) {
         const BSIZE: u64 = 4096;
         match self.core.statfs(ino.0) {
             Ok(v) => {

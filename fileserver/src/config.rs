@@ -196,8 +196,8 @@ pub struct InitReport {
     pub admin_config: Option<PathBuf>,
 }
 
-/// Writes a client bundle in `dir`: the CA, `credential` and a `cell.toml`
-/// naming them; returns the `cell.toml` path.
+/// Writes a client bundle in `dir` for a cell served at `listen` and
+/// returns its `cell.toml` path.
 fn write_bundle(
     dir: &Path,
     cell: &str,
@@ -206,20 +206,16 @@ fn write_bundle(
     credential: &Credential,
     files: &mut Vec<PathBuf>,
 ) -> Result<PathBuf, ConfigError> {
-    std::fs::create_dir_all(dir).map_err(io_err(dir))?;
-    write_file(&dir.join("ca.pem"), ca_pem, 0o644, files)?;
-    write_file(&dir.join("client.pem"), &credential.cert_pem, 0o644, files)?;
-    write_file(&dir.join("client.key"), &credential.key_pem, 0o600, files)?;
-    let cfg = CellConfig {
-        cell: cell.to_owned(),
-        servers: vec![listen.to_owned()],
-        ca: "ca.pem".into(),
-        cert: Some("client.pem".into()),
-        key: Some("client.key".into()),
-    };
-    let path = dir.join("cell.toml");
-    write_file(&path, &cfg.to_toml(), 0o644, files)?;
-    Ok(path)
+    let servers = [listen.to_owned()];
+    let written =
+        cellfs_protocol::config::write_bundle(dir, cell, &servers, ca_pem, &credential.cert_pem, &credential.key_pem)
+            .map_err(|e| ConfigError::Io {
+            path: e.path,
+            source: e.source,
+        })?;
+    let toml = written.last().cloned().unwrap_or_else(|| dir.join("cell.toml"));
+    files.extend(written);
+    Ok(toml)
 }
 
 /// The registry entry of a credential just issued.

@@ -29,7 +29,7 @@ const HOSTS_KEY: &str = "hosts";
 #[derive(Debug, Clone)]
 pub struct Who {
     /// The connection's verified credential.
-    pub identity: Identity,
+    pub identity: std::sync::Arc<Identity>,
     /// The process the request is made for; `None`: anonymous.
     pub caller: Option<Caller>,
 }

@@ -429,7 +429,7 @@ async fn connection(
 async fn stream(
     ctx: &Context,
     client: ClientId,
-    identity: &tls::Identity,
+    identity: &Arc<tls::Identity>,
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
 ) {

@@ -18,6 +18,66 @@ pub enum ConfigError {
     NoServer(PathBuf),
 }
 
+/// A file of a credential bundle could not be written.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot write {path}: {source}")]
+pub struct BundleError {
+    /// The file.
+    pub path: PathBuf,
+    /// The cause.
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// Writes a credential bundle into `dir` (created if missing; no file may
+/// exist yet): `ca.pem`, `client.pem`, `client.key` (mode 0600) and a
+/// `cell.toml` naming them for cell `cell` at `servers`. Returns the files
+/// written, `cell.toml` last.
+pub fn write_bundle(
+    dir: &Path,
+    cell: &str,
+    servers: &[String],
+    ca_pem: &str,
+    cert_pem: &str,
+    key_pem: &str,
+) -> Result<Vec<PathBuf>, BundleError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let fail = |path: &Path| {
+        let path = path.to_owned();
+        move |source| BundleError { path, source }
+    };
+    std::fs::create_dir_all(dir).map_err(fail(dir))?;
+    let cfg = CellConfig {
+        cell: cell.to_owned(),
+        servers: servers.to_vec(),
+        ca: "ca.pem".into(),
+        cert: Some("client.pem".into()),
+        key: Some("client.key".into()),
+    };
+    let toml = cfg.to_toml();
+    let mut written = Vec::new();
+    for (name, text, mode) in [
+        ("ca.pem", ca_pem, 0o644),
+        ("client.pem", cert_pem, 0o644),
+        ("client.key", key_pem, 0o600),
+        ("cell.toml", toml.as_str(), 0o644),
+    ] {
+        let path = dir.join(name);
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&path)
+            .map_err(fail(&path))?;
+        f.write_all(text.as_bytes())
+            .and_then(|()| f.sync_all())
+            .map_err(fail(&path))?;
+        written.push(path);
+    }
+    Ok(written)
+}
+
 /// Contents of `cell.toml`. Relative paths are relative to the file's folder.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

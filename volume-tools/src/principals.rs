@@ -8,8 +8,6 @@ use cellfs_protocol::acl::Role;
 use cellfs_protocol::config::CellConfig;
 use cellfs_protocol::transport::RpcClient;
 use cellfs_protocol::{Reply, Request};
-use std::io::Write as _;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 /// Sends `req`, which changes something and is answered `Ok`.
@@ -104,30 +102,9 @@ pub async fn host(client: &RpcClient, config: &CellConfig, action: HostCommand) 
 /// Writes a credential bundle: the cell CA, the credential and a
 /// `cell.toml` reaching the same servers as `config`.
 fn write_bundle(dir: &Path, config: &CellConfig, cert: &str, key: &str) -> anyhow::Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let write = |name: &str, text: &str, mode: u32| -> anyhow::Result<()> {
-        let path = dir.join(name);
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&path)
-            .with_context(|| format!("cannot create {}", path.display()))?;
-        f.write_all(text.as_bytes())
-            .with_context(|| format!("cannot write {}", path.display()))
-    };
     let ca = std::fs::read_to_string(&config.ca).with_context(|| format!("cannot read {}", config.ca.display()))?;
-    write("ca.pem", &ca, 0o644)?;
-    write("client.pem", cert, 0o644)?;
-    write("client.key", key, 0o600)?;
-    let cfg = CellConfig {
-        cell: config.cell.clone(),
-        servers: config.servers.clone(),
-        ca: "ca.pem".into(),
-        cert: Some("client.pem".into()),
-        key: Some("client.key".into()),
-    };
-    write("cell.toml", &cfg.to_toml(), 0o644)
+    cellfs_protocol::config::write_bundle(dir, &config.cell, &config.servers, &ca, cert, key)?;
+    Ok(())
 }
 
 /// `user add/remove/list`.
