@@ -8,6 +8,7 @@ mod common;
 use cellfs::{COMMAND_TIMEOUT, Cell, ClientError, Mount, bin, output_with_timeout, wait_for};
 use cellfs_protocol::acl::{AclChange, Caller, Role};
 use cellfs_protocol::config::CellConfig;
+use cellfs_protocol::message::{LockMode, LockOp};
 use cellfs_protocol::tls::{CellAuthority, Credential};
 use cellfs_protocol::transport::{CallError, Connector};
 use cellfs_protocol::{ErrorCode, Fid, Reply, Request, Status};
@@ -219,7 +220,7 @@ fn each_right_is_enforced_by_the_server_and_through_a_mount() {
     let root = common::server_root(&cell);
     // One directory per right: alice holds it (through her group for `r`),
     // bob does not; both may look names up where the right is not `l`.
-    let rights = ["r", "l", "i", "d", "w", "a"];
+    let rights = ["r", "l", "i", "d", "w", "k", "a"];
     for right in rights {
         let d = a.path().join(format!("d{right}"));
         std::fs::create_dir(&d).unwrap();
@@ -234,11 +235,12 @@ fn each_right_is_enforced_by_the_server_and_through_a_mount() {
         let alice_rights = match right {
             "l" => "l".to_owned(),
             "w" => "lrw".to_owned(),
+            "k" => "lrk".to_owned(),
             _ => format!("l{right}"),
         };
         let bob_rights = match right {
             "l" => "r",
-            "w" => "lr",
+            "w" | "k" => "lr",
             _ => "l",
         };
         let alice_entry = if right == "r" { "site1" } else { "alice" };
@@ -274,6 +276,10 @@ fn each_right_is_enforced_by_the_server_and_through_a_mount() {
                 len: 0,
                 truncate: Some(3),
                 mtime: None,
+            },
+            "k" => Request::Lock {
+                fid: f,
+                op: LockOp::Acquire(LockMode::Exclusive),
             },
             _ => Request::SetAcl {
                 dir,
@@ -321,6 +327,10 @@ fn each_right_is_enforced_by_the_server_and_through_a_mount() {
         &run(ALICE, &["sh", "-c", &format!("echo alice >> {}", p("w", "f"))]),
         "alice writing",
     );
+    // k: flock(1) opens the file for reading, then locks it.
+    let flock = |uid: u32| run(uid, &["flock", "-n", &p("k", "f"), "true"]);
+    assert_denied(&flock(BOB), "bob locking without k");
+    assert_allowed(&flock(ALICE), "alice locking");
     // a: setacl through the cache manager's control socket.
     let setacl = |uid: u32| {
         let cm = bin("cellfs-cachemanager");

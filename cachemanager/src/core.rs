@@ -24,6 +24,9 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
+mod locking;
+pub use locking::{Blocker, LockRequest};
+
 /// Longest wait for the kernel to apply a break's invalidations before the
 /// break is acknowledged anyway.
 const ACK_WAIT: Duration = Duration::from_millis(250);
@@ -188,6 +191,8 @@ pub struct Core {
     last_revalidation: Mutex<Option<Revalidation>>,
     closing: std::sync::atomic::AtomicBool,
     probing: std::sync::atomic::AtomicBool,
+    locks: Mutex<locking::NodeLocks>,
+    locks_changed: std::sync::Condvar,
 }
 
 impl Core {
@@ -273,6 +278,8 @@ impl Core {
             mountpoint: OnceLock::new(),
             closing: std::sync::atomic::AtomicBool::new(false),
             probing: std::sync::atomic::AtomicBool::new(false),
+            locks: Mutex::default(),
+            locks_changed: std::sync::Condvar::new(),
         });
         if let Some((root, sent)) = root_reply {
             let volume = root.fid.volume;
@@ -362,7 +369,11 @@ impl Core {
                 }
                 LinkEvent::Reconnected => {
                     let core = self.clone();
-                    let _ = tokio::task::spawn_blocking(move || core.revalidate()).await;
+                    let _ = tokio::task::spawn_blocking(move || {
+                        core.revalidate();
+                        core.reassert_locks();
+                    })
+                    .await;
                 }
             }
         }

@@ -2,14 +2,16 @@
 //! calls and core results into replies.
 
 use crate::caller;
-use crate::core::{Core, DirItem, Entry, KernelCache, Lookup, Opened};
+use crate::core::{Core, DirItem, Entry, KernelCache, LockRequest, Lookup, Opened};
 use crate::error::FsError;
 use crate::passthrough::{Backings, Mode, PASSTHROUGH_MIN_SIZE};
+use crate::range_locks::Kind;
 use cellfs_protocol::{FileKind, SetAttr, Timestamp};
 use fuser::{
     BackingId, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
     KernelConfig, LockOwner, Notifier, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
-    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow, WriteFlags,
+    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLock, ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow,
+    WriteFlags,
 };
 use std::ffi::OsStr;
 use std::path::Path;
@@ -177,6 +179,36 @@ fn reply_entry(reply: ReplyEntry, r: Result<Entry, FsError>) {
     }
 }
 
+/// A kernel lock request in the core's terms.
+#[allow(clippy::too_many_arguments)]
+fn lock_request(
+    req: &Request,
+    ino: INodeNo,
+    fh: FileHandle,
+    owner: LockOwner,
+    start: u64,
+    end: u64,
+    typ: i32,
+    pid: u32,
+) -> Result<LockRequest, Errno> {
+    let kind = match typ {
+        libc::F_RDLCK => Some(Kind::Read),
+        libc::F_WRLCK => Some(Kind::Write),
+        libc::F_UNLCK => None,
+        _ => return Err(Errno::EINVAL),
+    };
+    Ok(LockRequest {
+        ino: ino.0,
+        fh: fh.0,
+        owner: owner.0,
+        pid,
+        start,
+        end,
+        kind,
+        waiter: req.pid(),
+    })
+}
+
 fn reply_empty(reply: ReplyEmpty, r: Result<(), FsError>) {
     match r {
         Ok(()) => reply.ok(),
@@ -195,6 +227,16 @@ impl Filesystem for CellFs {
         ] {
             if config.add_capabilities(flag).is_err() {
                 tracing::info!("the kernel does not offer {what}");
+            }
+        }
+        // Locks come to us so the server can check `k` and keep other
+        // nodes out; without these the kernel would lock on this node only.
+        for (flag, what) in [
+            (InitFlags::FUSE_POSIX_LOCKS, "POSIX locks"),
+            (InitFlags::FUSE_FLOCK_LOCKS, "flock locks"),
+        ] {
+            if config.add_capabilities(flag).is_err() {
+                tracing::warn!("the kernel does not pass {what} to the filesystem: they hold on this node only");
             }
         }
         let no_opendir = config.add_capabilities(InitFlags::FUSE_NO_OPENDIR_SUPPORT).is_ok();
@@ -425,20 +467,22 @@ impl Filesystem for CellFs {
         }
     }
 
-    fn flush(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
+    fn flush(&self, _req: &Request, ino: INodeNo, fh: FileHandle, lock_owner: LockOwner, reply: ReplyEmpty) {
+        self.core.unlock_owner(ino.0, lock_owner.0);
         reply_empty(reply, self.core.flush(fh.0));
     }
 
     fn release(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
-        _lock_owner: Option<LockOwner>,
+        lock_owner: Option<LockOwner>,
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        self.core.unlock_handle(ino.0, fh.0, lock_owner.map(|o| o.0));
         self.backings.release(fh.0);
         reply_empty(reply, self.core.release(fh.0));
     }
@@ -572,6 +616,56 @@ impl Filesystem for CellFs {
                 )
             }
             Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn getlk(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        lock_owner: LockOwner,
+        start: u64,
+        end: u64,
+        typ: i32,
+        pid: u32,
+        reply: ReplyLock,
+    ) {
+        let _as = caller::enter(Some(caller::of(req.uid(), req.gid())));
+        let r = match lock_request(req, ino, fh, lock_owner, start, end, typ, pid) {
+            Ok(r) => r,
+            Err(e) => return reply.error(e),
+        };
+        match self.core.getlk(&r) {
+            Ok(None) => reply.locked(start, end, libc::F_UNLCK, 0),
+            Ok(Some(b)) => {
+                let typ = match b.kind {
+                    Kind::Read => libc::F_RDLCK,
+                    Kind::Write => libc::F_WRLCK,
+                };
+                reply.locked(b.start, b.end, typ, b.pid)
+            }
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn setlk(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        lock_owner: LockOwner,
+        start: u64,
+        end: u64,
+        typ: i32,
+        pid: u32,
+        sleep: bool,
+        reply: ReplyEmpty,
+    ) {
+        let _as = caller::enter(Some(caller::of(req.uid(), req.gid())));
+        match lock_request(req, ino, fh, lock_owner, start, end, typ, pid) {
+            Ok(r) => self.core.setlk(r, sleep, move |result| reply_empty(reply, result)),
+            Err(e) => reply.error(e),
         }
     }
 

@@ -14,4 +14,5 @@ pub mod mount;
 pub mod nodes;
 pub mod passthrough;
 pub mod persist;
+pub mod range_locks;
 pub mod rights;

@@ -12,6 +12,7 @@ pub mod cellops;
 pub mod config;
 pub mod dump;
 pub mod error;
+pub mod file_locks;
 pub mod lock;
 pub mod peers;
 pub mod rpc;

@@ -34,6 +34,8 @@ pub struct Context {
     pub peers: crate::peers::Peers,
     /// Who may do what, and the admitted connections.
     pub security: crate::security::Security,
+    /// The whole-file locks nodes hold for their processes.
+    pub file_locks: crate::file_locks::FileLocks,
     /// Held by a release while it makes and sends the read-only copy.
     releases: tokio::sync::Mutex<()>,
     rpcs: AtomicU64,
@@ -130,6 +132,7 @@ impl Context {
             server_addr,
             peers,
             security: crate::security::Security::default(),
+            file_locks: crate::file_locks::FileLocks::default(),
             releases: tokio::sync::Mutex::new(()),
             rpcs: AtomicU64::new(0),
         }
@@ -337,6 +340,7 @@ impl Context {
             Request::ListGroups => Ok(Reply::Groups(self.security.snapshot().groups)).into(),
             Request::PutSecurity { state } => self.put_security(state).await.into(),
             Request::GetSecurity => Ok(Reply::Security(self.security.snapshot())).into(),
+            Request::Lock { fid, op } => self.lock_file(client, fid, op).into(),
         }
     }
 

@@ -11,7 +11,7 @@ use crate::store::Store;
 use cellfs_protocol::acl::{
     ANYUSER, AUTHUSER, Acl, AclLine, Caller, GroupInfo, HostInfo, Principal, Rights, Role, UserInfo,
 };
-use cellfs_protocol::message::{Request, SecurityState};
+use cellfs_protocol::message::{LockOp, Request, SecurityState};
 use cellfs_protocol::names::validate_name;
 use cellfs_protocol::tls::Identity;
 use cellfs_protocol::{ErrorCode, Fid};
@@ -125,6 +125,10 @@ pub fn file_rights(req: &Request) -> Vec<(Fid, Rights)> {
         Request::Remove { dir, .. } | Request::RemoveDir { dir, .. } => vec![(*dir, Rights::DELETE)],
         Request::Rename { from_dir, to_dir, .. } => vec![(*from_dir, Rights::DELETE), (*to_dir, Rights::INSERT)],
         Request::SetAcl { dir, .. } => vec![(*dir, Rights::ADMINISTER)],
+        Request::Lock {
+            fid,
+            op: LockOp::Acquire(_) | LockOp::Test(_),
+        } => vec![(*fid, Rights::LOCK)],
         _ => Vec::new(),
     }
 }

@@ -424,6 +424,7 @@ async fn connection(
     }
     ctx.security.leave(client);
     ctx.callbacks.remove_client(client);
+    ctx.file_locks.drop_client(client);
 }
 
 async fn stream(

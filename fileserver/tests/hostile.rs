@@ -10,7 +10,7 @@
 use cellfs_fileserver::config::{CA_PEM, InitOptions};
 use cellfs_fileserver::{ServeOptions, Server, init};
 use cellfs_protocol::acl::{AclChange, Caller};
-use cellfs_protocol::message::{Call, Reply, Request};
+use cellfs_protocol::message::{Call, LockMode, LockOp, Reply, Request};
 use cellfs_protocol::tls::Credential;
 use cellfs_protocol::transport::{Connector, RpcClient};
 use cellfs_protocol::{Fid, RpcError, SetAttr, codec};
@@ -244,6 +244,14 @@ fn request(real: Fid) -> impl Strategy<Value = Request> {
             clear: false,
         }),
         f.clone().prop_map(|fid| Request::GetRights { fid }),
+        (f.clone(), 0u8..3).prop_map(|(fid, op)| Request::Lock {
+            fid,
+            op: match op {
+                0 => LockOp::Acquire(LockMode::Exclusive),
+                1 => LockOp::Test(LockMode::Shared),
+                _ => LockOp::Release,
+            },
+        }),
         bad_name().prop_map(|volume| Request::GetRoot { volume }),
         bad_name().prop_map(|name| Request::CreateVolume {
             name,

@@ -86,7 +86,7 @@ async fn read_exact<R: AsyncRead + Unpin>(r: &mut R, buf: &mut [u8]) -> Result<(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::message::{Break, InlineFile, Reply, Request, ServerMessage};
+    use crate::message::{Break, InlineFile, LockMode, LockOp, Reply, Request, ServerMessage};
     use crate::types::*;
     use crate::{ErrorCode, RpcError};
     use proptest::prelude::*;
@@ -346,13 +346,27 @@ mod tests {
                 (name(), any::<(u64, u64)>(), volume_kind())
                     .prop_map(|(name, (id, len), kind)| Request::InstallVolume { name, id, kind, len }),
                 (name(), name()).prop_map(|(name, to)| Request::MoveVolume { name, to }),
+                (fid(), lock_op()).prop_map(|(fid, op)| Request::Lock { fid, op }),
             ];
         prop_oneof![a, b, c]
+    }
+
+    fn lock_mode() -> impl Strategy<Value = LockMode> {
+        prop_oneof![Just(LockMode::Shared), Just(LockMode::Exclusive)]
+    }
+
+    fn lock_op() -> impl Strategy<Value = LockOp> {
+        prop_oneof![
+            lock_mode().prop_map(LockOp::Acquire),
+            lock_mode().prop_map(LockOp::Test),
+            Just(LockOp::Release)
+        ]
     }
 
     fn reply() -> impl Strategy<Value = Result<Reply, RpcError>> {
         let ok = prop_oneof![
             Just(Reply::Ok),
+            proptest::option::of(lock_mode()).prop_map(|conflict| Reply::Lock { conflict }),
             (name(), name(), any::<(u64, u64)>(), name()).prop_map(
                 |(cell, root_volume, (promise_secs, max_data), address)| Reply::Hello {
                     cell,

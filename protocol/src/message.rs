@@ -258,6 +258,32 @@ pub enum Request {
     /// Server to server: the cell's security state, asked of the VLDB
     /// server at start. Answered with `Reply::Security`.
     GetSecurity,
+    /// A whole-file lock held by the asking node (its connection) for the
+    /// processes on it; acquiring and testing need the `k` right. Answered
+    /// with `Reply::Lock`. Locks end with the connection.
+    Lock { fid: Fid, op: LockOp },
+}
+
+/// A whole-file lock mode, as a node holds it on behalf of its processes
+/// (byte ranges are kept by the node itself).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum LockMode {
+    /// Shared with other nodes holding `Shared` (read locks).
+    Shared,
+    /// No other node holds any lock (write locks).
+    Exclusive,
+}
+
+/// What a `Lock` request asks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LockOp {
+    /// Hold the file in this mode (replacing what this node held) unless
+    /// another node holds a conflicting lock.
+    Acquire(LockMode),
+    /// Only say whether `Acquire` of this mode would conflict.
+    Test(LockMode),
+    /// Hold nothing on the file any more.
+    Release,
 }
 
 /// The part of the cell's security every fileserver needs: who is who, and
@@ -304,7 +330,7 @@ impl Request {
             | Request::MakeMount { dir, .. }
             | Request::SetAcl { dir, .. }
             | Request::GetAcl { dir } => Some(dir.volume),
-            Request::GetRights { fid } => Some(fid.volume),
+            Request::GetRights { fid } | Request::Lock { fid, .. } => Some(fid.volume),
             Request::Rename { from_dir, .. } => Some(from_dir.volume),
             Request::BulkStatus { fids } | Request::GiveUpCallbacks { fids } | Request::FetchFiles { fids, .. } => {
                 fids.first().map(|f| f.volume)
@@ -377,6 +403,7 @@ impl Request {
             Request::ListGroups => "list_groups",
             Request::PutSecurity { .. } => "put_security",
             Request::GetSecurity => "get_security",
+            Request::Lock { .. } => "lock",
         }
     }
 }
@@ -486,6 +513,9 @@ pub enum Reply {
     Groups(Vec<GroupInfo>),
     /// The cell's security state (`GetSecurity`).
     Security(SecurityState),
+    /// Answer to `Lock`: the strongest lock another node holds that is in
+    /// the way (`None`: acquired, or would be; always `None` for `Release`).
+    Lock { conflict: Option<LockMode> },
 }
 
 /// A file's status and, when it was small enough, its whole content.

@@ -137,3 +137,34 @@ impl WholeReads {
         self.handle.join().unwrap()
     }
 }
+
+/// A background process killed (and reaped) when dropped, so a failing test
+/// leaves nothing running.
+pub struct Background(pub std::process::Child);
+
+impl Background {
+    /// Starts `argv` with its output discarded.
+    pub fn start(argv: &[&str]) -> Self {
+        let child = std::process::Command::new(argv[0])
+            .args(&argv[1..])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {argv:?}: {e}"));
+        Background(child)
+    }
+
+    /// Sends `signal` to the process.
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on a child we have not reaped yet.
+        unsafe { libc::kill(self.0.id() as libc::pid_t, signal) };
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
