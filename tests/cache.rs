@@ -251,3 +251,47 @@ fn fetch_files_is_bounded_and_answers_per_file() {
     let files = ask(5);
     assert!(matches!(&files[0], Ok(InlineFile { data: None, status }) if status.size == 10));
 }
+
+/// A large file fetched for a reader is read as it arrives: over a slow
+/// link, the first block is served while the rest is still coming, a second
+/// reader joins the same fetch, and the whole file then reads right.
+#[test]
+fn a_reader_of_the_first_block_does_not_wait_for_the_last() {
+    use std::io::Read;
+    let cell = Cell::new();
+    let a = Mount::new(&cell);
+    let proxy = cellfs::Proxy::new(cell.addr());
+    let b = Mount::with_config(&cell, &cell.client_config_via(proxy.addr()), "2GiB");
+    let data = pattern(96 << 20, 21);
+    fs::write(a.path().join("video"), &data).unwrap();
+    let on_b = b.path().join("video");
+    cellfs::wait_for("B to see the file whole", std::time::Duration::from_secs(10), || {
+        fs::metadata(&on_b).is_ok_and(|m| m.len() == data.len() as u64)
+    });
+    // 100 ms each way: the transfer takes seconds, the first block one trip.
+    proxy.delay(std::time::Duration::from_millis(100));
+    let mut reader = File::open(&on_b).unwrap();
+    let mut first = vec![0u8; 64 << 10];
+    reader.read_exact(&mut first).unwrap();
+    assert!(first == data[..first.len()], "the first block read wrong");
+    let status = b.status();
+    let arriving: Vec<u64> = status["fetching"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|f| f["arrived"].as_u64()).collect())
+        .unwrap_or_default();
+    assert!(
+        arriving.len() == 1 && arriving[0] < data.len() as u64,
+        "the first block waited for the whole file: {status}"
+    );
+    // A second reader joins the fetch under way rather than starting one.
+    let second = sha256_file(&on_b);
+    let mut rest = Vec::new();
+    reader.read_to_end(&mut rest).unwrap();
+    first.extend_from_slice(&rest);
+    assert_eq!(sha256(&first), sha256(&data), "the file read through the stream");
+    assert_eq!(second, sha256(&data), "the second reader");
+    proxy.pass();
+    // Once whole, the copy is an ordinary cached one.
+    assert!(b.status()["fetching"].as_array().is_some_and(|a| a.is_empty()));
+    assert_eq!(sha256_file(&on_b), sha256(&data));
+}

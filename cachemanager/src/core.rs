@@ -5,6 +5,7 @@
 //! Every method is synchronous (FUSE threads call it) and runs RPCs on the
 //! tokio runtime it was given. The state lock is never held across an RPC.
 
+use crate::arrival::Arrival;
 use crate::cache::{CacheEntry, DiskCache};
 use crate::error::{FsError, FsResult};
 use crate::link::{DISCONNECTED_ERRNO, LinkError, LinkEvent};
@@ -70,6 +71,10 @@ pub enum Lookup {
     Missing(Duration),
 }
 
+/// Files at least this large are read as they arrive when fetched for a
+/// reader; smaller ones arrive before the open returns.
+pub const STREAM_MIN_SIZE: u64 = 4 << 20;
+
 /// When a request was sent, and how many breaks had been applied by then.
 #[derive(Debug, Clone, Copy)]
 struct Sent {
@@ -96,6 +101,9 @@ pub struct Opened {
     pub file: Arc<File>,
     /// The file's size as last known.
     pub size: u64,
+    /// The copy is still arriving: reads must come to the cache manager
+    /// (no passthrough).
+    pub streaming: bool,
 }
 
 /// Replaces the content of `dest` with that of `src`, keeping `dest`'s inode.
@@ -141,6 +149,9 @@ struct OpenFile {
     seen: Mutex<(i128, u64)>,
     /// Who opened it: stores of what it wrote are made for them.
     caller: Option<Arc<Caller>>,
+    /// The fetch still bringing the copy, when the handle reads it as it
+    /// arrives.
+    arrival: Option<Arc<Arrival>>,
 }
 
 struct State {
@@ -169,9 +180,21 @@ struct State {
     baselines: HashMap<VolumeId, (u64, u64)>,
     /// Rights the server granted callers under each directory ACL.
     rights: RightsCache,
+    /// Large files being fetched for readers, who read them as they arrive:
+    /// the progress and the copy being written.
+    streams: HashMap<Fid, (Arc<Arrival>, Arc<File>)>,
 }
 
 impl State {
+    /// Whether the kernel reads or writes some copy of `fid` directly
+    /// (passthrough): then every open of it must pass through to that one
+    /// file, and a new version goes into it whole.
+    fn passed_through(&self, fid: Fid) -> bool {
+        self.files
+            .values()
+            .any(|h| h.fid == fid && h.passthrough.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
     /// The node of `ino`, or `ENOENT`.
     fn node(&self, ino: u64) -> FsResult<&Node> {
         self.nodes
@@ -193,6 +216,8 @@ pub struct Core {
     probing: std::sync::atomic::AtomicBool,
     locks: Mutex<locking::NodeLocks>,
     locks_changed: std::sync::Condvar,
+    /// This core, for fetches that finish on threads of their own.
+    me: OnceLock<std::sync::Weak<Core>>,
 }
 
 impl Core {
@@ -269,6 +294,7 @@ impl Core {
                 next_fh: 1,
                 baselines,
                 rights: RightsCache::default(),
+                streams: HashMap::new(),
             }),
             link,
             rt,
@@ -280,7 +306,9 @@ impl Core {
             probing: std::sync::atomic::AtomicBool::new(false),
             locks: Mutex::default(),
             locks_changed: std::sync::Condvar::new(),
+            me: OnceLock::new(),
         });
+        let _ = core.me.set(Arc::downgrade(&core));
         if let Some((root, sent)) = root_reply {
             let volume = root.fid.volume;
             core.link.route_to_primary(volume);
@@ -1002,7 +1030,13 @@ impl Core {
 
     /// Makes sure the local copy of `ino` is current, fetching it if needed.
     /// Returns whether the kernel's cached pages are still good.
-    fn ensure_data(&self, ino: u64) -> FsResult<bool> {
+    ///
+    /// For a `reader` of a large file the fetch goes on in the background
+    /// (see [`Core::start_stream`]); the copy is then not whole yet.
+    fn ensure_data(&self, ino: u64, reader: bool) -> FsResult<bool> {
+        if self.join_stream(ino, reader)? {
+            return Ok(false);
+        }
         let (fid, valid) = {
             let mut st = self.lock();
             let n = st.node(ino)?;
@@ -1038,8 +1072,12 @@ impl Core {
                 return Ok(true);
             }
         }
+        let size = self.lock().nodes.get(ino).map_or(0, |n| n.status.size);
         let fetched = match self.small_neighbours(ino, fid) {
             Some(batch) => self.fetch_small(fid, batch),
+            None if reader && size >= STREAM_MIN_SIZE && !self.lock().passed_through(fid) => {
+                self.start_stream(fid, size)
+            }
             None => self.fetch(fid),
         };
         self.or_cached(fetched.map(|()| false), have_copy)
@@ -1129,7 +1167,13 @@ impl Core {
 
     /// Fetches the whole file into the cache.
     fn fetch(&self, fid: Fid) -> FsResult<()> {
-        let (tmp, size) = {
+        let (tmp, size) = self.fetch_target(fid);
+        self.fetch_into(fid, size, &tmp, self.sent(), None)
+    }
+
+    /// Where a fetch of `fid` writes, and the size it expects.
+    fn fetch_target(&self, fid: Fid) -> (std::path::PathBuf, u64) {
+        {
             let st = self.lock();
             let size = st
                 .nodes
@@ -1138,12 +1182,16 @@ impl Core {
                 .map(|n| n.status.size)
                 .unwrap_or(0);
             (st.cache.temp_path(fid), size)
-        };
-        let sent = self.sent();
-        let status = match self.rt.block_on(self.link.fetch_to(fid, size, &tmp)) {
+        }
+    }
+
+    /// Fetches `fid` into `tmp`, telling `arrived` of the bytes as they come,
+    /// then puts the copy in place.
+    fn fetch_into(&self, fid: Fid, size: u64, tmp: &Path, sent: Sent, arrived: crate::link::Arrived) -> FsResult<()> {
+        let status = match self.rt.block_on(self.link.fetch_to(fid, size, tmp, arrived)) {
             Ok(s) => s,
             Err(e) => {
-                let _ = std::fs::remove_file(&tmp);
+                let _ = std::fs::remove_file(tmp);
                 return Err(e.into());
             }
         };
@@ -1155,22 +1203,19 @@ impl Core {
             // backing file: every open of an inode must share that file, so
             // the new version goes into it. (Cached-mode handles keep the
             // old copy: the new one is renamed over its name.)
-            let passthrough = std::sync::atomic::Ordering::Relaxed;
-            let in_place = st
-                .files
-                .values()
-                .any(|h| h.fid == fid && h.passthrough.load(passthrough))
-                && dest.exists();
+            let in_place = st.passed_through(fid) && dest.exists();
             (dest, in_place)
         };
         let placed = if in_place {
-            overwrite_in_place(&tmp, &dest)
+            overwrite_in_place(tmp, &dest)
         } else {
-            std::fs::rename(&tmp, &dest)
+            std::fs::rename(tmp, &dest)
         };
-        let _ = std::fs::remove_file(&tmp);
+        let _ = std::fs::remove_file(tmp);
         placed.map_err(|e| FsError::local("placing the fetched copy", e))?;
         let mut st = self.lock();
+        // Opens from now on find the whole copy, not the stream.
+        st.streams.remove(&fid);
         st.cache.insert(
             fid,
             CacheEntry {
@@ -1180,6 +1225,61 @@ impl Core {
         );
         st.nodes.upsert(status, promise);
         Ok(())
+    }
+
+    /// Starts fetching large file `fid` for readers on a thread of its own;
+    /// they read it as it arrives (a reader of the first block does not
+    /// wait for the last). The fetch acts for the caller that started it.
+    fn start_stream(&self, fid: Fid, size: u64) -> FsResult<()> {
+        let Some(core) = self.me.get().and_then(std::sync::Weak::upgrade) else {
+            return self.fetch(fid);
+        };
+        let (tmp, _) = self.fetch_target(fid);
+        // Made now, so opens hold it before the first byte arrives (the
+        // fetch writes this same file; placing it keeps its inode).
+        let copy = File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)
+            .map_err(|e| FsError::local("creating the fetched copy", e))?;
+        let arrival = Arc::new(Arrival::default());
+        self.lock().streams.insert(fid, (arrival.clone(), Arc::new(copy)));
+        let (sent, caller) = (self.sent(), crate::caller::current());
+        self.rt.spawn_blocking(move || {
+            let _as = crate::caller::enter(caller);
+            let outcome = core.fetch_into(fid, size, &tmp, sent, Some(&|n| arrival.written(n)));
+            if let Err(e) = &outcome {
+                tracing::warn!(%fid, error = %e.message, "fetching a large file failed");
+                let mut st = core.lock();
+                if st.streams.get(&fid).is_some_and(|(a, _)| Arc::ptr_eq(a, &arrival)) {
+                    st.streams.remove(&fid);
+                }
+            }
+            arrival.end(outcome);
+        });
+        Ok(())
+    }
+
+    /// Whether a large-file fetch of `ino` is under way that this open
+    /// joins: a reader joins it while the promise on the file holds; anyone
+    /// else waits for it to end first.
+    fn join_stream(&self, ino: u64, reader: bool) -> FsResult<bool> {
+        let arrival = {
+            let st = self.lock();
+            let n = st.node(ino)?;
+            let Some((arrival, _)) = st.streams.get(&n.fid) else {
+                return Ok(false);
+            };
+            if reader && n.valid_for(self.link.epoch(), Instant::now()).is_some() {
+                return Ok(true);
+            }
+            arrival.clone()
+        };
+        // Its failure is this open's only if its own fetch fails too.
+        let _ = arrival.wait_for(u64::MAX);
+        Ok(false)
     }
 
     /// Opens file `ino` (for writing if `write`).
@@ -1201,7 +1301,7 @@ impl Core {
         // Pinned before the fetch, so a file larger than the cache survives
         // the eviction its own arrival triggers.
         self.lock().cache.pin(fid);
-        let opened = self.ensure_data(ino).and_then(|_| {
+        let opened = self.ensure_data(ino, !write).and_then(|_| {
             let mut st = self.lock();
             // The kernel may keep its pages unless they are of another version.
             let keep_cache = match st.nodes.get_mut(ino) {
@@ -1212,7 +1312,13 @@ impl Core {
                 None => false,
             };
             let local = |e| FsError::local("open", e);
-            let file = Arc::new(st.cache.open_file(fid).map_err(local)?);
+            let stream = if write { None } else { st.streams.get(&fid).cloned() };
+            let file = match &stream {
+                Some((_, copy)) => copy.clone(),
+                None => Arc::new(st.cache.open_file(fid).map_err(local)?),
+            };
+            let arrival = stream.map(|(a, _)| a);
+            let streaming = arrival.is_some();
             // Only a writer's handle needs the stamp passthrough writes show by.
             let seen = Mutex::new(if write { stamp(&file).map_err(local)? } else { (0, 0) });
             let size = st.nodes.get(ino).map_or(0, |n| n.status.size);
@@ -1226,6 +1332,7 @@ impl Core {
                 passthrough: false.into(),
                 seen,
                 caller: crate::caller::current(),
+                arrival,
             };
             st.files.insert(fh, Arc::new(handle));
             Ok(Opened {
@@ -1233,6 +1340,7 @@ impl Core {
                 keep_cache,
                 file: file.clone(),
                 size,
+                streaming,
             })
         });
         if opened.is_err() {
@@ -1304,6 +1412,9 @@ impl Core {
     /// Reads from the local copy.
     pub fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
         let h = self.handle(fh)?;
+        if let Some(arrival) = &h.arrival {
+            arrival.wait_for(offset.saturating_add(u64::from(size)))?;
+        }
         let mut buf = vec![0u8; size as usize];
         let mut done = 0;
         while done < buf.len() {
@@ -1807,7 +1918,7 @@ impl Core {
         };
         for (i, (ino, fid, size)) in files.into_iter().enumerate() {
             self.lock().cache.pin(fid);
-            let kept = self.ensure_data(ino);
+            let kept = self.ensure_data(ino, false);
             let mut st = self.lock();
             if kept.is_ok() {
                 st.cache.hoard(fid);
@@ -1870,6 +1981,14 @@ impl Core {
                     down_since: l.down_since().map(unix_secs),
                 })
                 .collect(),
+            fetching: st
+                .streams
+                .iter()
+                .map(|(fid, (a, _))| Fetching {
+                    fid: fid.to_string(),
+                    arrived: a.snapshot().0,
+                })
+                .collect(),
         }
     }
 }
@@ -1900,6 +2019,18 @@ pub struct NodeStatus {
     /// The cell's other fileservers this node has reached.
     #[serde(default)]
     pub other_servers: Vec<ServerState>,
+    /// Large files being fetched while readers read them.
+    #[serde(default)]
+    pub fetching: Vec<Fetching>,
+}
+
+/// A large file arriving for its readers.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Fetching {
+    /// Its FID.
+    pub fid: String,
+    /// Bytes arrived so far.
+    pub arrived: u64,
 }
 
 /// How a node sees one of the cell's other fileservers.

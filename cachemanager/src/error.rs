@@ -4,7 +4,7 @@
 use crate::link::LinkError;
 
 /// A failed file operation.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[error("{message} (errno {errno})")]
 pub struct FsError {
     /// What the kernel is told.

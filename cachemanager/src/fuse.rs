@@ -423,6 +423,12 @@ impl Filesystem for CellFs {
             fopen |= FopenFlags::FOPEN_NOFLUSH;
         }
         let fh = FileHandle(opened.fh);
+        if opened.streaming {
+            // A copy still arriving is read through us, which wait for its
+            // bytes; direct I/O keeps the inode out of the kernel's caching
+            // mode, so the next open can pass through to the whole copy.
+            return reply.opened(fh, fopen | FopenFlags::FOPEN_DIRECT_IO);
+        }
         let want = opened.size >= PASSTHROUGH_MIN_SIZE;
         match self.backing(ino.0, &opened, want, |f| reply.open_backing(f)) {
             Ok(Some(b)) => reply.opened_passthrough(fh, fopen, &b),

@@ -333,10 +333,18 @@ impl ServerLink {
     }
 
     /// Fetches the whole content of `fid` (about `size` bytes) into a new file at `path`.
-    pub async fn fetch_to(&self, fid: Fid, size: u64, path: &Path) -> Result<Status, LinkError> {
+    pub async fn fetch_to(&self, fid: Fid, size: u64, path: &Path, arrived: Arrived<'_>) -> Result<Status, LinkError> {
         self.with_retry(&Request::FetchData { fid }, self.transfer_limit(size), |c| async move {
             // `fetch_data` writes whole 1 MiB chunks: no buffer needed.
-            let mut file = tokio::fs::File::create(path).await?;
+            let file = tokio::fs::File::create(path).await?;
+            let mut file = Following {
+                file,
+                queued: 0,
+                arrived,
+            };
+            if let Some(arrived) = arrived {
+                arrived(0);
+            }
             let status = c.fetch_data(fid, &mut file).await?;
             file.flush().await?;
             Ok(status)
@@ -370,6 +378,58 @@ impl ServerLink {
         if let Some(c) = self.current.lock().await.take() {
             c.close();
         }
+    }
+}
+
+/// Told how many bytes of a fetched copy are written, as they arrive.
+pub type Arrived<'a> = Option<&'a (dyn Fn(u64) + Sync)>;
+
+/// A copy being fetched, reporting the bytes known written (not merely
+/// queued: a tokio file hands each write to another thread, so a write
+/// counts once the next one, or a flush, found it done).
+struct Following<'a> {
+    file: tokio::fs::File,
+    queued: u64,
+    arrived: Arrived<'a>,
+}
+
+impl Following<'_> {
+    fn report(&self) {
+        if let Some(arrived) = self.arrived {
+            arrived(self.queued);
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for Following<'_> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let this = &mut *self;
+        std::task::ready!(std::pin::Pin::new(&mut this.file).poll_flush(cx))?;
+        this.report();
+        let n = std::task::ready!(std::pin::Pin::new(&mut this.file).poll_write(cx, buf))?;
+        this.queued += n as u64;
+        std::task::Poll::Ready(Ok(n))
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        std::task::ready!(std::pin::Pin::new(&mut this.file).poll_flush(cx))?;
+        this.report();
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.file).poll_shutdown(cx)
     }
 }
 

@@ -300,10 +300,19 @@ impl Links {
     }
 
     /// Fetches the whole content of `fid` (about `size` bytes) into a new file at `path`.
-    pub async fn fetch_to(&self, fid: Fid, size: u64, path: &Path) -> Result<Status, LinkError> {
+    pub async fn fetch_to(
+        &self,
+        fid: Fid,
+        size: u64,
+        path: &Path,
+        arrived: crate::link::Arrived<'_>,
+    ) -> Result<Status, LinkError> {
         let req = Request::FetchData { fid };
-        self.routed(&req, |link| async move { link.fetch_to(fid, size, path).await })
-            .await
+        self.routed(
+            &req,
+            |link| async move { link.fetch_to(fid, size, path, arrived).await },
+        )
+        .await
     }
 
     /// Sends a `StoreData` whose bytes start at `start` in the file at `path`.

@@ -98,6 +98,9 @@ pub fn run(opts: MountOptions) -> anyhow::Result<()> {
     tracing::info!(mountpoint = %opts.mountpoint.display(), cell = %cfg.cell, "mounted");
     let result = session.run();
     core.shutdown();
+    // A fetch still under way for a reader ends with the connection; do not
+    // wait long for it.
+    rt.shutdown_timeout(std::time::Duration::from_secs(2));
     tracing::info!("unmounted");
     result.context("FUSE session")
 }
