@@ -562,34 +562,7 @@ impl Drop for Cell {
 /// Whether `path` is a mount point, according to `/proc/self/mountinfo`.
 /// Works even when the FUSE daemon is gone (where `stat` would fail).
 pub fn is_mounted(path: &Path) -> bool {
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return false;
-    };
-    info.lines()
-        .filter_map(|line| line.split(' ').nth(4))
-        .any(|mp| Path::new(&unescape_mountinfo(mp)) == path)
-}
-
-/// Decodes the octal escapes (`\040` for a space) of a mountinfo field.
-fn unescape_mountinfo(field: &str) -> String {
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'\\'
-            && let Some(code) = field
-                .get(i + 1..i + 4)
-                .filter(|oct| oct.bytes().all(|b| (b'0'..=b'7').contains(&b)))
-                .and_then(|oct| u8::from_str_radix(oct, 8).ok())
-        {
-            out.push(code);
-            i += 4;
-            continue;
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    cellfs_cachemanager::fstab::mount_type(path).is_some()
 }
 
 /// Polls `ok` every 50 ms until it holds, panicking after `limit`. Only for
@@ -863,13 +836,6 @@ impl Drop for Mount {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn mountinfo_unescape() {
-        assert_eq!(unescape_mountinfo("/tmp/a\\040b"), "/tmp/a b");
-        assert_eq!(unescape_mountinfo("/plain"), "/plain");
-        assert_eq!(unescape_mountinfo("/x\\"), "/x\\");
-    }
 
     #[test]
     fn root_is_mounted() {

@@ -8,6 +8,7 @@ pub mod caller;
 pub mod control;
 pub mod core;
 pub mod error;
+pub mod fstab;
 pub mod fuse;
 pub mod link;
 pub mod links;

@@ -262,6 +262,15 @@ fn main() -> anyhow::Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
+    let mut args = std::env::args_os();
+    if let Some(argv0) = args.next()
+        && cellfs_cachemanager::fstab::called_as_helper(&argv0)
+    {
+        // mount(8) runs us as mount.fuse.cellfs for `-t fuse.cellfs`.
+        let rest: Vec<std::ffi::OsString> = args.collect();
+        let req = cellfs_cachemanager::fstab::parse(&rest).map_err(|e| anyhow::anyhow!("mount.fuse.cellfs: {e}"))?;
+        return cellfs_cachemanager::fstab::run(&req).context("mount.fuse.cellfs");
+    }
     match Cli::parse().command {
         Command::Status { cache, format } => status(&cache, format),
         Command::Pin { cache, path } => pin(&cache, &path, true),

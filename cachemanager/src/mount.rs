@@ -96,6 +96,11 @@ pub fn run(opts: MountOptions) -> anyhow::Result<()> {
         }
     });
     tracing::info!(mountpoint = %opts.mountpoint.display(), cell = %cfg.cell, "mounted");
+    // The kernel holds the mount and `run` answers its first message (INIT)
+    // at once: tell systemd (Type=notify) the mount serves.
+    if let Err(e) = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]) {
+        tracing::warn!(error = %e, "cannot tell the service manager we are ready");
+    }
     let result = session.run();
     core.shutdown();
     // A fetch still under way for a reader ends with the connection; do not

@@ -151,7 +151,15 @@ fn main() -> anyhow::Result<()> {
             let rt = tokio::runtime::Runtime::new().context("cannot start the tokio runtime")?;
             let opts = ServeOptions { listen, journal_len };
             rt.block_on(async {
-                cellfs_fileserver::serve_with(&data, &opts, shutdown_signal())
+                let server = cellfs_fileserver::server::Server::open_with(&data, &opts)
+                    .await
+                    .with_context(|| format!("cannot serve {}", data.display()))?;
+                // Listening now: tell systemd (Type=notify) we serve.
+                if let Err(e) = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]) {
+                    tracing::warn!(error = %e, "cannot tell the service manager we are ready");
+                }
+                server
+                    .run(shutdown_signal())
                     .await
                     .with_context(|| format!("cannot serve {}", data.display()))
             })

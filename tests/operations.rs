@@ -1,0 +1,252 @@
+//! Running cellfs as a well-kept daemon: mounting through mount(8) and
+//! `/etc/fstab` (`mount.fuse.cellfs`), the systemd units in `dist/systemd/`,
+//! and the readiness both daemons tell systemd.
+
+mod common;
+
+use cellfs::{COMMAND_TIMEOUT, Cell, bin, free_udp_port, is_mounted, output_with_timeout, wait_for, wait_timeout};
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+const HELPER: &str = "/sbin/mount.fuse.cellfs";
+
+/// `/sbin/mount.fuse.cellfs` pointing at the built cache manager while the
+/// test runs (where mount(8) looks for helpers); what was there comes back.
+struct Helper {
+    before: Option<PathBuf>,
+}
+
+impl Helper {
+    fn install() -> Self {
+        let path = Path::new(HELPER);
+        let before = std::fs::read_link(path).ok();
+        assert!(
+            before.is_some() || !path.exists(),
+            "{HELPER} is a real file here; not replacing it"
+        );
+        let _ = std::fs::remove_file(path);
+        std::os::unix::fs::symlink(bin("cellfs-cachemanager"), path).expect("installing the mount helper");
+        Helper { before }
+    }
+}
+
+impl Drop for Helper {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(HELPER);
+        if let Some(target) = &self.before {
+            let _ = std::os::unix::fs::symlink(target, HELPER);
+        }
+    }
+}
+
+/// Unmounts `dir` and stops every process using `cache` when dropped.
+struct Cleanup {
+    dir: PathBuf,
+    cache: PathBuf,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        if is_mounted(&self.dir) {
+            let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
+        }
+        let _ = Command::new("pkill").arg("-KILL").arg("-f").arg(&self.cache).status();
+    }
+}
+
+/// Whether a cache manager with `cache` in its command line runs.
+fn cache_manager_running(cache: &Path) -> bool {
+    Command::new("pgrep")
+        .arg("-f")
+        .arg(cache)
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn mount(config: &Path, dir: &Path, options: &str) -> Output {
+    output_with_timeout(
+        Command::new("mount")
+            .args(["-t", "fuse.cellfs"])
+            .arg(config)
+            .arg(dir)
+            .args(["-o", options]),
+        COMMAND_TIMEOUT,
+    )
+}
+
+#[test]
+fn mount_t_fuse_cellfs_mounts_and_umount_unmounts() {
+    let cell = Cell::new();
+    let _helper = Helper::install();
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, cache) = (tmp.path().join("www"), tmp.path().join("cache"));
+    std::fs::create_dir(&dir).unwrap();
+    let _cleanup = Cleanup {
+        dir: dir.clone(),
+        cache: cache.clone(),
+    };
+    let options = format!("cache={},cache_size=64MiB,_netdev,nofail", cache.display());
+    let out = mount(&cell.config_path(), &dir, &options);
+    assert!(out.status.success(), "mount failed: {}", text(&out.stderr));
+    // mount(8) returns once the mount serves.
+    assert_eq!(
+        cellfs_cachemanager::fstab::mount_type(&dir).as_deref(),
+        Some("fuse"),
+        "not mounted when mount returned"
+    );
+    std::fs::write(dir.join("hello"), b"from fstab").unwrap();
+    assert_eq!(std::fs::read(dir.join("hello")).unwrap(), b"from fstab");
+    assert!(cache.join("cachemanager.log").exists(), "no log in the cache folder");
+    assert!(cache_manager_running(&cache));
+
+    let out = output_with_timeout(Command::new("umount").arg(&dir), COMMAND_TIMEOUT);
+    assert!(out.status.success(), "umount failed: {}", text(&out.stderr));
+    assert!(!is_mounted(&dir));
+    wait_for(
+        "the cache manager to exit after umount",
+        Duration::from_secs(10),
+        || !cache_manager_running(&cache),
+    );
+
+    // A misspelt option is refused by name and nothing is mounted.
+    let out = mount(
+        &cell.config_path(),
+        &dir,
+        &format!("cache={},cache_sise=1GiB", cache.display()),
+    );
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("cache_sise"), "{}", text(&out.stderr));
+    assert!(!is_mounted(&dir));
+    // A cell config that does not exist: the cache manager's own words.
+    let out = mount(
+        &tmp.path().join("missing.toml"),
+        &dir,
+        &format!("cache={}", cache.display()),
+    );
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("missing.toml"), "{}", text(&out.stderr));
+    assert!(!is_mounted(&dir));
+}
+
+#[test]
+fn systemd_accepts_the_units() {
+    let tmp = tempfile::tempdir().unwrap();
+    let units = Path::new(env!("CARGO_MANIFEST_DIR")).join("dist/systemd");
+    let mut files = Vec::new();
+    for (unit, installed) in [
+        ("cellfs-fileserver.service", "cellfs-fileserver.service"),
+        ("cellfs-cachemanager@.service", "cellfs-cachemanager@srv-www.service"),
+    ] {
+        // The binaries as built here stand in for /usr/bin.
+        let mut text = std::fs::read_to_string(units.join(unit)).unwrap();
+        for name in ["cellfs-fileserver", "cellfs-cachemanager"] {
+            text = text.replace(&format!("/usr/bin/{name}"), bin(name).to_str().unwrap());
+        }
+        let path = tmp.path().join(installed);
+        std::fs::write(&path, text).unwrap();
+        files.push(path);
+    }
+    let out = output_with_timeout(
+        Command::new("systemd-analyze")
+            .args(["verify", "--man=no"])
+            .args(&files),
+        COMMAND_TIMEOUT,
+    );
+    assert!(out.status.success(), "systemd-analyze verify: {}", text(&out.stderr));
+    // Warnings (unknown keys, bad values) do not fail verify: none allowed.
+    assert!(out.stderr.is_empty(), "systemd-analyze warned: {}", text(&out.stderr));
+}
+
+/// A daemon under test: SIGTERM, then SIGKILL, when dropped.
+struct Daemon(Child);
+
+impl Daemon {
+    /// Starts `cmd` as systemd would start a `Type=notify` service.
+    fn start(cmd: &mut Command, notify_socket: &Path) -> Self {
+        let child = cmd
+            .env("NOTIFY_SOCKET", notify_socket)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+        Daemon(child)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on a child we have not reaped yet.
+        unsafe { libc::kill(self.0.id() as libc::pid_t, libc::SIGTERM) };
+        if wait_timeout(&mut self.0, Duration::from_secs(10)).is_none() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// A notification socket like systemd's, and the first message on it.
+fn ready_message(sock: &UnixDatagram) -> String {
+    let mut buf = [0u8; 512];
+    let n = sock.recv(&mut buf).expect("no readiness message within 30 s");
+    text(&buf[..n])
+}
+
+#[test]
+fn daemons_tell_systemd_when_they_serve() {
+    let tmp = tempfile::tempdir().unwrap();
+    let socket_path = tmp.path().join("notify");
+    let sock = UnixDatagram::bind(&socket_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+
+    // The fileserver: ready once it listens.
+    let data = tmp.path().join("data");
+    let port = free_udp_port();
+    let out = output_with_timeout(
+        Command::new(bin("cellfs-fileserver"))
+            .args(["init", "--cell", "notify.test", "--data"])
+            .arg(&data)
+            .args(["--listen", &format!("127.0.0.1:{port}")]),
+        COMMAND_TIMEOUT,
+    );
+    assert!(out.status.success(), "init: {}", text(&out.stderr));
+    let server = Daemon::start(
+        Command::new(bin("cellfs-fileserver"))
+            .args(["serve", "--data"])
+            .arg(&data),
+        &socket_path,
+    );
+    assert_eq!(ready_message(&sock).trim(), "READY=1");
+    let taken = std::net::UdpSocket::bind(("127.0.0.1", port));
+    assert!(taken.is_err(), "READY=1 came before the fileserver listened");
+
+    // The cache manager: ready once the mount serves.
+    let mnt = tmp.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let cache = tmp.path().join("cache");
+    let _cleanup = Cleanup {
+        dir: mnt.clone(),
+        cache: cache.clone(),
+    };
+    let client = Daemon::start(
+        Command::new(bin("cellfs-cachemanager"))
+            .args(["mount", "--config"])
+            .arg(data.join("client/cell.toml"))
+            .arg("--cache")
+            .arg(&cache)
+            .arg(&mnt),
+        &socket_path,
+    );
+    assert_eq!(ready_message(&sock).trim(), "READY=1");
+    assert!(is_mounted(&mnt), "READY=1 came before the mount");
+    std::fs::write(mnt.join("ready"), b"yes").unwrap();
+    assert_eq!(std::fs::read(mnt.join("ready")).unwrap(), b"yes");
+    drop(client);
+    drop(server);
+}
