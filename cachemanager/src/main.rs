@@ -2,7 +2,9 @@
 
 use anyhow::Context;
 use cellfs_cachemanager::mount::{MountOptions, run};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
+
+mod docs;
 use std::path::PathBuf;
 
 /// The cellfs cache manager: a FUSE mount of a cell with a local whole-file cache.
@@ -75,6 +77,14 @@ enum Command {
         format: Format,
         /// A directory inside the mount.
         path: PathBuf,
+    },
+    /// Print this program's manual page or shell completions (used to make
+    /// the checked-in man/ and completions/).
+    #[command(hide = true)]
+    Generate {
+        /// What to print.
+        #[arg(value_enum)]
+        what: cellfs_cli_docs::Generate,
     },
     /// Mount the cell and serve it in the foreground until SIGINT/SIGTERM.
     Mount {
@@ -272,6 +282,10 @@ fn main() -> anyhow::Result<()> {
         return cellfs_cachemanager::fstab::run(&req).context("mount.fuse.cellfs");
     }
     match Cli::parse().command {
+        Command::Generate { what } => {
+            print!("{}", cellfs_cli_docs::generate(Cli::command(), &docs::PAGE, what));
+            Ok(())
+        }
         Command::Status { cache, format } => status(&cache, format),
         Command::Pin { cache, path } => pin(&cache, &path, true),
         Command::Unpin { cache, path } => pin(&cache, &path, false),

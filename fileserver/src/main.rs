@@ -3,7 +3,9 @@
 use anyhow::Context as _;
 use cellfs_fileserver::ServeOptions;
 use cellfs_fileserver::config::{DEFAULT_PROMISE_SECS, InitOptions, JoinOptions};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
+
+mod docs;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -51,6 +53,14 @@ enum Command {
         /// overriding server.toml's `journal_len` (default 100000).
         #[arg(long, value_name = "N")]
         journal_len: Option<u64>,
+    },
+    /// Print this program's manual page or shell completions (used to make
+    /// the checked-in man/ and completions/).
+    #[command(hide = true)]
+    Generate {
+        /// What to print.
+        #[arg(value_enum)]
+        what: cellfs_cli_docs::Generate,
     },
     /// Check every volume's metadata against its data files, like the AFS
     /// salvager, and with --repair fix what is found. Refuses to run while a
@@ -131,6 +141,10 @@ fn main() -> anyhow::Result<()> {
                     admin.display()
                 );
             }
+            Ok(())
+        }
+        Command::Generate { what } => {
+            print!("{}", cellfs_cli_docs::generate(Cli::command(), &docs::PAGE, what));
             Ok(())
         }
         Command::Salvage { data, repair } => {

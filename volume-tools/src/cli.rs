@@ -37,6 +37,14 @@ pub enum Format {
 /// The `cellfs-vos` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Print this program's manual page or shell completions (used to make
+    /// the checked-in man/ and completions/).
+    #[command(hide = true)]
+    Generate {
+        /// What to print.
+        #[arg(value_enum)]
+        what: cellfs_cli_docs::Generate,
+    },
     /// Create a volume.
     Create {
         /// Volume name: 1-64 letters, digits, '.', '_' or '-'.

@@ -87,6 +87,7 @@ async fn call_volume(client: &RpcClient, req: Request, doing: &str) -> anyhow::R
 /// Executes `command` and returns what to print.
 async fn execute(client: &RpcClient, config: &CellConfig, command: Command) -> anyhow::Result<String> {
     match command {
+        Command::Generate { what } => Ok(crate::docs::text(what)),
         Command::Host { action } => crate::principals::host(client, config, action).await,
         Command::User { action } => crate::principals::user(client, action).await,
         Command::Group { action } => crate::principals::group(client, action).await,

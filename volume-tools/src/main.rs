@@ -3,6 +3,7 @@
 
 mod cli;
 mod commands;
+mod docs;
 mod output;
 mod principals;
 mod size;
@@ -14,6 +15,11 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
+    // Needs no cell config.
+    if let cli::Command::Generate { what } = cli.command {
+        print!("{}", docs::text(what));
+        return ExitCode::SUCCESS;
+    }
     match commands::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

@@ -1,0 +1,142 @@
+//! The checked-in manual pages and completions match what the programs
+//! generate, each page documents every command and option `--help` shows,
+//! and every page renders with `man` without a warning. After changing a
+//! command line, run `scripts/gen-docs`.
+
+use cellfs::{COMMAND_TIMEOUT, bin, output_with_timeout};
+use std::path::Path;
+use std::process::Command;
+
+/// (program, manual section).
+const PROGRAMS: [(&str, &str); 3] = [
+    ("cellfs-fileserver", "8"),
+    ("cellfs-cachemanager", "8"),
+    ("cellfs-vos", "1"),
+];
+
+fn run(program: &str, args: &[&str]) -> String {
+    let out = output_with_timeout(Command::new(bin(program)).args(args), COMMAND_TIMEOUT);
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn repo(path: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+#[test]
+fn checked_in_pages_and_completions_are_current() {
+    for (program, section) in PROGRAMS {
+        for (what, file) in [
+            ("man", format!("man/{program}.{section}")),
+            ("bash", format!("completions/{program}.bash")),
+            ("zsh", format!("completions/_{program}")),
+            ("fish", format!("completions/{program}.fish")),
+        ] {
+            let checked_in = std::fs::read_to_string(repo(&file)).unwrap_or_default();
+            assert!(
+                checked_in == run(program, &["generate", what]),
+                "{file} is out of date: run scripts/gen-docs"
+            );
+        }
+    }
+}
+
+/// The commands and `--long` options a `--help` text lists.
+fn help_items(help: &str) -> (Vec<String>, Vec<String>) {
+    let (mut commands, mut options) = (Vec::new(), Vec::new());
+    let mut in_commands = false;
+    for line in help.lines() {
+        if !line.starts_with(' ') {
+            in_commands = line.starts_with("Commands:");
+            continue;
+        }
+        let first = line.split_whitespace().next().unwrap_or("");
+        if in_commands && !first.is_empty() && first != "help" {
+            commands.push(first.to_owned());
+        }
+        for word in line.split_whitespace().take(3) {
+            let name = word.trim_end_matches(',');
+            if let Some(long) = name.strip_prefix("--").filter(|l| !l.is_empty()) {
+                let long = long.split(['=', '<', ' ']).next().unwrap_or(long);
+                if long != "help" && long != "version" {
+                    options.push(long.to_owned());
+                }
+            }
+        }
+    }
+    (commands, options)
+}
+
+#[test]
+fn every_page_lists_every_command_and_option_of_help() {
+    for (program, section) in PROGRAMS {
+        let page = std::fs::read_to_string(repo(&format!("man/{program}.{section}"))).unwrap();
+        let mut paths = vec![Vec::<String>::new()];
+        let mut checked = 0;
+        while let Some(path) = paths.pop() {
+            let mut args: Vec<&str> = path.iter().map(String::as_str).collect();
+            args.push("--help");
+            let (commands, options) = help_items(&run(program, &args));
+            for long in options {
+                let roff = format!("\\-\\-{}", long.replace('-', "\\-"));
+                assert!(
+                    page.contains(&roff),
+                    "{program} {path:?}: --{long} is not in its manual page"
+                );
+                checked += 1;
+            }
+            if !path.is_empty() {
+                let heading = format!(".SS \"{program} {}\"", path.join(" "));
+                assert!(
+                    page.contains(&heading),
+                    "{program} {path:?} has no section in its manual page"
+                );
+            }
+            for c in commands {
+                let mut sub = path.clone();
+                sub.push(c);
+                paths.push(sub);
+            }
+        }
+        assert!(checked > 3, "{program}: found almost no options in --help");
+    }
+}
+
+#[test]
+fn pages_render_without_warnings() {
+    for (program, section) in PROGRAMS {
+        let file = repo(&format!("man/{program}.{section}"));
+        let out = output_with_timeout(
+            Command::new("man")
+                .args(["--warnings", "-l"])
+                .arg(&file)
+                .env("MANWIDTH", "80")
+                .env_remove("MAN_KEEP_FORMATTING"),
+            COMMAND_TIMEOUT,
+        );
+        assert!(out.status.success(), "man -l {}", file.display());
+        assert!(
+            out.stderr.is_empty(),
+            "{}: {}",
+            file.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        for section in [
+            "NAME",
+            "SYNOPSIS",
+            "DESCRIPTION",
+            "COMMANDS",
+            "FILES",
+            "EXIT STATUS",
+            "EXAMPLES",
+        ] {
+            assert!(text.contains(section), "{}: no {section} section", file.display());
+        }
+    }
+}
