@@ -16,11 +16,29 @@ _cellfs__cachemanager() {
             ",$1")
                 cmd="cellfs__cachemanager"
                 ;;
+            cellfs__cachemanager,checkservers)
+                cmd="cellfs__cachemanager__subcmd__checkservers"
+                ;;
+            cellfs__cachemanager,examine)
+                cmd="cellfs__cachemanager__subcmd__examine"
+                ;;
+            cellfs__cachemanager,flush)
+                cmd="cellfs__cachemanager__subcmd__flush"
+                ;;
+            cellfs__cachemanager,flushvolume)
+                cmd="cellfs__cachemanager__subcmd__flushvolume"
+                ;;
+            cellfs__cachemanager,getcacheparms)
+                cmd="cellfs__cachemanager__subcmd__getcacheparms"
+                ;;
             cellfs__cachemanager,help)
                 cmd="cellfs__cachemanager__subcmd__help"
                 ;;
             cellfs__cachemanager,listacl)
                 cmd="cellfs__cachemanager__subcmd__listacl"
+                ;;
+            cellfs__cachemanager,listquota)
+                cmd="cellfs__cachemanager__subcmd__listquota"
                 ;;
             cellfs__cachemanager,mount)
                 cmd="cellfs__cachemanager__subcmd__mount"
@@ -31,17 +49,41 @@ _cellfs__cachemanager() {
             cellfs__cachemanager,setacl)
                 cmd="cellfs__cachemanager__subcmd__setacl"
                 ;;
+            cellfs__cachemanager,setcachesize)
+                cmd="cellfs__cachemanager__subcmd__setcachesize"
+                ;;
             cellfs__cachemanager,status)
                 cmd="cellfs__cachemanager__subcmd__status"
                 ;;
             cellfs__cachemanager,unpin)
                 cmd="cellfs__cachemanager__subcmd__unpin"
                 ;;
+            cellfs__cachemanager,whereis)
+                cmd="cellfs__cachemanager__subcmd__whereis"
+                ;;
+            cellfs__cachemanager__subcmd__help,checkservers)
+                cmd="cellfs__cachemanager__subcmd__help__subcmd__checkservers"
+                ;;
+            cellfs__cachemanager__subcmd__help,examine)
+                cmd="cellfs__cachemanager__subcmd__help__subcmd__examine"
+                ;;
+            cellfs__cachemanager__subcmd__help,flush)
+                cmd="cellfs__cachemanager__subcmd__help__subcmd__flush"
+                ;;
+            cellfs__cachemanager__subcmd__help,flushvolume)
+                cmd="cellfs__cachemanager__subcmd__help__subcmd__flushvolume"
+                ;;
+            cellfs__cachemanager__subcmd__help,getcacheparms)
+                cmd="cellfs__cachemanager__subcmd__help__subcmd__getcacheparms"
+                ;;
             cellfs__cachemanager__subcmd__help,help)
                 cmd="cellfs__cachemanager__subcmd__help__subcmd__help"
                 ;;
             cellfs__cachemanager__subcmd__help,listacl)
                 cmd="cellfs__cachemanager__subcmd__help__subcmd__listacl"
+                ;;
+            cellfs__cachemanager__subcmd__help,listquota)
+                cmd="cellfs__cachemanager__subcmd__help__subcmd__listquota"
                 ;;
             cellfs__cachemanager__subcmd__help,mount)
                 cmd="cellfs__cachemanager__subcmd__help__subcmd__mount"
@@ -52,11 +94,17 @@ _cellfs__cachemanager() {
             cellfs__cachemanager__subcmd__help,setacl)
                 cmd="cellfs__cachemanager__subcmd__help__subcmd__setacl"
                 ;;
+            cellfs__cachemanager__subcmd__help,setcachesize)
+                cmd="cellfs__cachemanager__subcmd__help__subcmd__setcachesize"
+                ;;
             cellfs__cachemanager__subcmd__help,status)
                 cmd="cellfs__cachemanager__subcmd__help__subcmd__status"
                 ;;
             cellfs__cachemanager__subcmd__help,unpin)
                 cmd="cellfs__cachemanager__subcmd__help__subcmd__unpin"
+                ;;
+            cellfs__cachemanager__subcmd__help,whereis)
+                cmd="cellfs__cachemanager__subcmd__help__subcmd__whereis"
                 ;;
             *)
                 ;;
@@ -65,7 +113,7 @@ _cellfs__cachemanager() {
 
     case "${cmd}" in
         cellfs__cachemanager)
-            opts="-h --help pin unpin status setacl listacl mount help"
+            opts="-h --help pin unpin status setacl listacl whereis examine listquota flush flushvolume checkservers getcacheparms setcachesize mount help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -78,9 +126,189 @@ _cellfs__cachemanager() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        cellfs__subcmd__cachemanager__subcmd__help)
-            opts="pin unpin status setacl listacl mount help"
+        cellfs__subcmd__cachemanager__subcmd__checkservers)
+            opts="-h --cache --format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --cache)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --format)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        cellfs__subcmd__cachemanager__subcmd__examine)
+            opts="-h --cache --format --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --cache)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --format)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        cellfs__subcmd__cachemanager__subcmd__flush)
+            opts="-h --cache --format --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --cache)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --format)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        cellfs__subcmd__cachemanager__subcmd__flushvolume)
+            opts="-h --cache --format --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --cache)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --format)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        cellfs__subcmd__cachemanager__subcmd__getcacheparms)
+            opts="-h --cache --format --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --cache)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --format)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        cellfs__subcmd__cachemanager__subcmd__help)
+            opts="pin unpin status setacl listacl whereis examine listquota flush flushvolume checkservers getcacheparms setcachesize mount help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        cellfs__subcmd__cachemanager__subcmd__help__subcmd__checkservers)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        cellfs__subcmd__cachemanager__subcmd__help__subcmd__examine)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        cellfs__subcmd__cachemanager__subcmd__help__subcmd__flush)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        cellfs__subcmd__cachemanager__subcmd__help__subcmd__flushvolume)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        cellfs__subcmd__cachemanager__subcmd__help__subcmd__getcacheparms)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -107,6 +335,20 @@ _cellfs__cachemanager() {
             return 0
             ;;
         cellfs__subcmd__cachemanager__subcmd__help__subcmd__listacl)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        cellfs__subcmd__cachemanager__subcmd__help__subcmd__listquota)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -162,6 +404,20 @@ _cellfs__cachemanager() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        cellfs__subcmd__cachemanager__subcmd__help__subcmd__setcachesize)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         cellfs__subcmd__cachemanager__subcmd__help__subcmd__status)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -190,7 +446,43 @@ _cellfs__cachemanager() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        cellfs__subcmd__cachemanager__subcmd__help__subcmd__whereis)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         cellfs__subcmd__cachemanager__subcmd__listacl)
+            opts="-h --cache --format --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --cache)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --format)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        cellfs__subcmd__cachemanager__subcmd__listquota)
             opts="-h --cache --format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -282,6 +574,28 @@ _cellfs__cachemanager() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        cellfs__subcmd__cachemanager__subcmd__setcachesize)
+            opts="-h --cache --format --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --cache)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --format)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         cellfs__subcmd__cachemanager__subcmd__status)
             opts="-h --cache --format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -313,6 +627,28 @@ _cellfs__cachemanager() {
             case "${prev}" in
                 --cache)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        cellfs__subcmd__cachemanager__subcmd__whereis)
+            opts="-h --cache --format --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --cache)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --format)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
                     return 0
                     ;;
                 *)

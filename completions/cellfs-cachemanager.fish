@@ -30,6 +30,14 @@ complete -c cellfs-cachemanager -n "__fish_cellfs_cachemanager_needs_command" -f
 complete -c cellfs-cachemanager -n "__fish_cellfs_cachemanager_needs_command" -f -a "status"
 complete -c cellfs-cachemanager -n "__fish_cellfs_cachemanager_needs_command" -f -a "setacl" -d 'Change the ACL of a directory (like AFS `fs setacl`): each NAME RIGHTS pair sets one entry; NAME is a user or group of the cell, `system:anyuser`, `system:authuser`, `uid:N` or `gid:N`; RIGHTS are letters of `rlidwka` or `read`, `write`, `all`, `none` (removes it)'
 complete -c cellfs-cachemanager -n "__fish_cellfs_cachemanager_needs_command" -f -a "listacl" -d 'Show the ACL of a directory (like AFS `fs listacl`)'
+complete -c cellfs-cachemanager -n "__fish_cellfs_cachemanager_needs_command" -f -a "whereis" -d 'Show the volume a path is in, its type (RW, RO, backup) and its servers (like AFS `fs whereis`)'
+complete -c cellfs-cachemanager -n "__fish_cellfs_cachemanager_needs_command" -f -a "examine" -d 'Show what the node knows of a path: FID, kind, size, version, owner, mode, whether it is cached and for how long it is promised'
+complete -c cellfs-cachemanager -n "__fish_cellfs_cachemanager_needs_command" -f -a "listquota" -d 'Show the quota and usage of the volume a path is in'
+complete -c cellfs-cachemanager -n "__fish_cellfs_cachemanager_needs_command" -f -a "flush" -d 'Drop what the node cached of a path (a file, or a directory\'s listing and the files in it); the next use fetches it again'
+complete -c cellfs-cachemanager -n "__fish_cellfs_cachemanager_needs_command" -f -a "flushvolume" -d 'Drop everything the node cached of the volume a path is in (root)'
+complete -c cellfs-cachemanager -n "__fish_cellfs_cachemanager_needs_command" -f -a "checkservers" -d 'Probe every fileserver of the cell now and show which answer'
+complete -c cellfs-cachemanager -n "__fish_cellfs_cachemanager_needs_command" -f -a "getcacheparms" -d 'Show the cache\'s size limit and use'
+complete -c cellfs-cachemanager -n "__fish_cellfs_cachemanager_needs_command" -f -a "setcachesize" -d 'Change the cache\'s size limit at once, evicting down to it (root)'
 complete -c cellfs-cachemanager -n "__fish_cellfs_cachemanager_needs_command" -f -a "mount" -d 'Mount the cell and serve it in the foreground until SIGINT/SIGTERM'
 complete -c cellfs-cachemanager -n "__fish_cellfs_cachemanager_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c cellfs-cachemanager -n "__fish_cellfs_cachemanager_using_subcommand pin" -l cache -d 'The cache folder the mount was started with' -r -F
@@ -48,6 +56,38 @@ complete -c cellfs-cachemanager -n "__fish_cellfs_cachemanager_using_subcommand 
 complete -c cellfs-cachemanager -n "__fish_cellfs_cachemanager_using_subcommand listacl" -l format -d 'Output format' -r -f -a "text\t'For people'
 json\t'For scripts'"
 complete -c cellfs-cachemanager -n "__fish_cellfs_cachemanager_using_subcommand listacl" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c cellfs-cachemanager -n "__fish_cellfs_cachemanager_using_subcommand whereis" -l cache -d 'The cache folder the mount was started with' -r -F
+complete -c cellfs-cachemanager -n "__fish_cellfs_cachemanager_using_subcommand whereis" -l format -d 'Output format' -r -f -a "text\t'For people'
+json\t'For scripts'"
+complete -c cellfs-cachemanager -n "__fish_cellfs_cachemanager_using_subcommand whereis" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c cellfs-cachemanager -n "__fish_cellfs_cachemanager_using_subcommand examine" -l cache -d 'The cache folder the mount was started with' -r -F
+complete -c cellfs-cachemanager -n "__fish_cellfs_cachemanager_using_subcommand examine" -l format -d 'Output format' -r -f -a "text\t'For people'
+json\t'For scripts'"
+complete -c cellfs-cachemanager -n "__fish_cellfs_cachemanager_using_subcommand examine" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c cellfs-cachemanager -n "__fish_cellfs_cachemanager_using_subcommand listquota" -l cache -d 'The cache folder the mount was started with' -r -F
+complete -c cellfs-cachemanager -n "__fish_cellfs_cachemanager_using_subcommand listquota" -l format -d 'Output format' -r -f -a "text\t'For people'
+json\t'For scripts'"
+complete -c cellfs-cachemanager -n "__fish_cellfs_cachemanager_using_subcommand listquota" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c cellfs-cachemanager -n "__fish_cellfs_cachemanager_using_subcommand flush" -l cache -d 'The cache folder the mount was started with' -r -F
+complete -c cellfs-cachemanager -n "__fish_cellfs_cachemanager_using_subcommand flush" -l format -d 'Output format' -r -f -a "text\t'For people'
+json\t'For scripts'"
+complete -c cellfs-cachemanager -n "__fish_cellfs_cachemanager_using_subcommand flush" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c cellfs-cachemanager -n "__fish_cellfs_cachemanager_using_subcommand flushvolume" -l cache -d 'The cache folder the mount was started with' -r -F
+complete -c cellfs-cachemanager -n "__fish_cellfs_cachemanager_using_subcommand flushvolume" -l format -d 'Output format' -r -f -a "text\t'For people'
+json\t'For scripts'"
+complete -c cellfs-cachemanager -n "__fish_cellfs_cachemanager_using_subcommand flushvolume" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c cellfs-cachemanager -n "__fish_cellfs_cachemanager_using_subcommand checkservers" -l cache -d 'The cache folder the mount was started with' -r -F
+complete -c cellfs-cachemanager -n "__fish_cellfs_cachemanager_using_subcommand checkservers" -l format -d 'Output format' -r -f -a "text\t'For people'
+json\t'For scripts'"
+complete -c cellfs-cachemanager -n "__fish_cellfs_cachemanager_using_subcommand checkservers" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c cellfs-cachemanager -n "__fish_cellfs_cachemanager_using_subcommand getcacheparms" -l cache -d 'The cache folder the mount was started with' -r -F
+complete -c cellfs-cachemanager -n "__fish_cellfs_cachemanager_using_subcommand getcacheparms" -l format -d 'Output format' -r -f -a "text\t'For people'
+json\t'For scripts'"
+complete -c cellfs-cachemanager -n "__fish_cellfs_cachemanager_using_subcommand getcacheparms" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c cellfs-cachemanager -n "__fish_cellfs_cachemanager_using_subcommand setcachesize" -l cache -d 'The cache folder the mount was started with' -r -F
+complete -c cellfs-cachemanager -n "__fish_cellfs_cachemanager_using_subcommand setcachesize" -l format -d 'Output format' -r -f -a "text\t'For people'
+json\t'For scripts'"
+complete -c cellfs-cachemanager -n "__fish_cellfs_cachemanager_using_subcommand setcachesize" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c cellfs-cachemanager -n "__fish_cellfs_cachemanager_using_subcommand mount" -l config -d 'The cell config (the client bundle\'s cell.toml)' -r -F
 complete -c cellfs-cachemanager -n "__fish_cellfs_cachemanager_using_subcommand mount" -l cache -d 'Folder for the disk cache' -r -F
 complete -c cellfs-cachemanager -n "__fish_cellfs_cachemanager_using_subcommand mount" -l cache-size -d 'Cache size limit, e.g. 2GiB' -r
@@ -55,10 +95,18 @@ complete -c cellfs-cachemanager -n "__fish_cellfs_cachemanager_using_subcommand 
 complete -c cellfs-cachemanager -n "__fish_cellfs_cachemanager_using_subcommand mount" -l request-timeout -d 'Seconds a request may take before the fileserver counts as down and the node serves its cache read-only' -r
 complete -c cellfs-cachemanager -n "__fish_cellfs_cachemanager_using_subcommand mount" -l no-passthrough -d 'Serve every read through the cache manager instead of letting the kernel read cached files directly (FUSE passthrough)'
 complete -c cellfs-cachemanager -n "__fish_cellfs_cachemanager_using_subcommand mount" -s h -l help -d 'Print help'
-complete -c cellfs-cachemanager -n "__fish_cellfs_cachemanager_using_subcommand help; and not __fish_seen_subcommand_from pin unpin status setacl listacl mount help" -f -a "pin" -d 'Show the state of the running cache manager that uses a cache folder: server up/down and since when, cache used/limit, files cached, promises held, last revalidation. Fetch the subtree at PATH completely and keep it from eviction, so the node can serve it while the fileserver is unreachable'
-complete -c cellfs-cachemanager -n "__fish_cellfs_cachemanager_using_subcommand help; and not __fish_seen_subcommand_from pin unpin status setacl listacl mount help" -f -a "unpin" -d 'Let a pinned subtree be evicted again'
-complete -c cellfs-cachemanager -n "__fish_cellfs_cachemanager_using_subcommand help; and not __fish_seen_subcommand_from pin unpin status setacl listacl mount help" -f -a "status"
-complete -c cellfs-cachemanager -n "__fish_cellfs_cachemanager_using_subcommand help; and not __fish_seen_subcommand_from pin unpin status setacl listacl mount help" -f -a "setacl" -d 'Change the ACL of a directory (like AFS `fs setacl`): each NAME RIGHTS pair sets one entry; NAME is a user or group of the cell, `system:anyuser`, `system:authuser`, `uid:N` or `gid:N`; RIGHTS are letters of `rlidwka` or `read`, `write`, `all`, `none` (removes it)'
-complete -c cellfs-cachemanager -n "__fish_cellfs_cachemanager_using_subcommand help; and not __fish_seen_subcommand_from pin unpin status setacl listacl mount help" -f -a "listacl" -d 'Show the ACL of a directory (like AFS `fs listacl`)'
-complete -c cellfs-cachemanager -n "__fish_cellfs_cachemanager_using_subcommand help; and not __fish_seen_subcommand_from pin unpin status setacl listacl mount help" -f -a "mount" -d 'Mount the cell and serve it in the foreground until SIGINT/SIGTERM'
-complete -c cellfs-cachemanager -n "__fish_cellfs_cachemanager_using_subcommand help; and not __fish_seen_subcommand_from pin unpin status setacl listacl mount help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c cellfs-cachemanager -n "__fish_cellfs_cachemanager_using_subcommand help; and not __fish_seen_subcommand_from pin unpin status setacl listacl whereis examine listquota flush flushvolume checkservers getcacheparms setcachesize mount help" -f -a "pin" -d 'Show the state of the running cache manager that uses a cache folder: server up/down and since when, cache used/limit, files cached, promises held, last revalidation. Fetch the subtree at PATH completely and keep it from eviction, so the node can serve it while the fileserver is unreachable'
+complete -c cellfs-cachemanager -n "__fish_cellfs_cachemanager_using_subcommand help; and not __fish_seen_subcommand_from pin unpin status setacl listacl whereis examine listquota flush flushvolume checkservers getcacheparms setcachesize mount help" -f -a "unpin" -d 'Let a pinned subtree be evicted again'
+complete -c cellfs-cachemanager -n "__fish_cellfs_cachemanager_using_subcommand help; and not __fish_seen_subcommand_from pin unpin status setacl listacl whereis examine listquota flush flushvolume checkservers getcacheparms setcachesize mount help" -f -a "status"
+complete -c cellfs-cachemanager -n "__fish_cellfs_cachemanager_using_subcommand help; and not __fish_seen_subcommand_from pin unpin status setacl listacl whereis examine listquota flush flushvolume checkservers getcacheparms setcachesize mount help" -f -a "setacl" -d 'Change the ACL of a directory (like AFS `fs setacl`): each NAME RIGHTS pair sets one entry; NAME is a user or group of the cell, `system:anyuser`, `system:authuser`, `uid:N` or `gid:N`; RIGHTS are letters of `rlidwka` or `read`, `write`, `all`, `none` (removes it)'
+complete -c cellfs-cachemanager -n "__fish_cellfs_cachemanager_using_subcommand help; and not __fish_seen_subcommand_from pin unpin status setacl listacl whereis examine listquota flush flushvolume checkservers getcacheparms setcachesize mount help" -f -a "listacl" -d 'Show the ACL of a directory (like AFS `fs listacl`)'
+complete -c cellfs-cachemanager -n "__fish_cellfs_cachemanager_using_subcommand help; and not __fish_seen_subcommand_from pin unpin status setacl listacl whereis examine listquota flush flushvolume checkservers getcacheparms setcachesize mount help" -f -a "whereis" -d 'Show the volume a path is in, its type (RW, RO, backup) and its servers (like AFS `fs whereis`)'
+complete -c cellfs-cachemanager -n "__fish_cellfs_cachemanager_using_subcommand help; and not __fish_seen_subcommand_from pin unpin status setacl listacl whereis examine listquota flush flushvolume checkservers getcacheparms setcachesize mount help" -f -a "examine" -d 'Show what the node knows of a path: FID, kind, size, version, owner, mode, whether it is cached and for how long it is promised'
+complete -c cellfs-cachemanager -n "__fish_cellfs_cachemanager_using_subcommand help; and not __fish_seen_subcommand_from pin unpin status setacl listacl whereis examine listquota flush flushvolume checkservers getcacheparms setcachesize mount help" -f -a "listquota" -d 'Show the quota and usage of the volume a path is in'
+complete -c cellfs-cachemanager -n "__fish_cellfs_cachemanager_using_subcommand help; and not __fish_seen_subcommand_from pin unpin status setacl listacl whereis examine listquota flush flushvolume checkservers getcacheparms setcachesize mount help" -f -a "flush" -d 'Drop what the node cached of a path (a file, or a directory\'s listing and the files in it); the next use fetches it again'
+complete -c cellfs-cachemanager -n "__fish_cellfs_cachemanager_using_subcommand help; and not __fish_seen_subcommand_from pin unpin status setacl listacl whereis examine listquota flush flushvolume checkservers getcacheparms setcachesize mount help" -f -a "flushvolume" -d 'Drop everything the node cached of the volume a path is in (root)'
+complete -c cellfs-cachemanager -n "__fish_cellfs_cachemanager_using_subcommand help; and not __fish_seen_subcommand_from pin unpin status setacl listacl whereis examine listquota flush flushvolume checkservers getcacheparms setcachesize mount help" -f -a "checkservers" -d 'Probe every fileserver of the cell now and show which answer'
+complete -c cellfs-cachemanager -n "__fish_cellfs_cachemanager_using_subcommand help; and not __fish_seen_subcommand_from pin unpin status setacl listacl whereis examine listquota flush flushvolume checkservers getcacheparms setcachesize mount help" -f -a "getcacheparms" -d 'Show the cache\'s size limit and use'
+complete -c cellfs-cachemanager -n "__fish_cellfs_cachemanager_using_subcommand help; and not __fish_seen_subcommand_from pin unpin status setacl listacl whereis examine listquota flush flushvolume checkservers getcacheparms setcachesize mount help" -f -a "setcachesize" -d 'Change the cache\'s size limit at once, evicting down to it (root)'
+complete -c cellfs-cachemanager -n "__fish_cellfs_cachemanager_using_subcommand help; and not __fish_seen_subcommand_from pin unpin status setacl listacl whereis examine listquota flush flushvolume checkservers getcacheparms setcachesize mount help" -f -a "mount" -d 'Mount the cell and serve it in the foreground until SIGINT/SIGTERM'
+complete -c cellfs-cachemanager -n "__fish_cellfs_cachemanager_using_subcommand help; and not __fish_seen_subcommand_from pin unpin status setacl listacl whereis examine listquota flush flushvolume checkservers getcacheparms setcachesize mount help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'

@@ -258,3 +258,73 @@ fn daemons_tell_systemd_when_they_serve() {
     drop(client);
     drop(server);
 }
+
+/// `cellfs-cachemanager VERB --cache … --format json [PATH]`, parsed.
+fn fs_json(m: &cellfs::Mount, verb: &str, path: Option<&Path>) -> serde_json::Value {
+    let out = m.command(&[verb, "--format", "json"], path);
+    assert!(out.status.success(), "{verb}: {}", text(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{verb} printed no JSON ({e})"))
+}
+
+#[test]
+fn fs_commands_do_what_they_say_on_a_real_mount() {
+    let mut cell = Cell::new();
+    let m = cellfs::Mount::new(&cell);
+    let dir = m.path().join("site");
+    std::fs::create_dir(&dir).unwrap();
+    for i in 0..4 {
+        std::fs::write(dir.join(format!("f{i}")), vec![b'x'; 100 << 10]).unwrap();
+    }
+    let file = dir.join("f0");
+
+    // whereis / examine / listquota: the facts, from the node and the server.
+    let info = fs_json(&m, "whereis", Some(&file));
+    assert_eq!(info["volume"]["name"], "root.cell", "{info}");
+    assert_eq!(info["volume"]["kind"], "ReadWrite", "{info}");
+    let out = m.command(&["whereis"], Some(&file));
+    assert!(
+        text(&out.stdout).contains("volume root.cell (RW"),
+        "{}",
+        text(&out.stdout)
+    );
+    let info = fs_json(&m, "examine", Some(&file));
+    assert_eq!(info["status"]["size"], 100 << 10, "{info}");
+    assert_eq!(info["cached"], true, "{info}");
+    cell.vos_ok(["setquota", "root.cell", "10MiB"]);
+    let quota = fs_json(&m, "listquota", Some(&file));
+    assert_eq!(quota["quota"], 10 << 20, "{quota}");
+    assert!(quota["used"].as_u64().unwrap() >= 400 << 10, "{quota}");
+
+    // flush: the copy is gone from the cache, and the file reads right again.
+    let before = m.status()["files_cached"].as_u64().unwrap();
+    let flushed = fs_json(&m, "flush", Some(&file));
+    assert_eq!(flushed["files"], 1, "{flushed}");
+    assert_eq!(m.status()["files_cached"].as_u64().unwrap(), before - 1);
+    assert_eq!(fs_json(&m, "examine", Some(&file))["cached"], false);
+    assert_eq!(std::fs::read(&file).unwrap(), vec![b'x'; 100 << 10]);
+    // flushvolume: every copy of the volume goes.
+    let flushed = fs_json(&m, "flushvolume", Some(&dir));
+    assert!(flushed["files"].as_u64().unwrap() >= 4, "{flushed}");
+    assert_eq!(m.status()["files_cached"], 0);
+
+    // setcachesize: takes effect at once, evicting down to the new limit.
+    for i in 0..4 {
+        std::fs::read(dir.join(format!("f{i}"))).unwrap();
+    }
+    let set = fs_json(&m, "setcachesize", Some(Path::new("150KiB")));
+    assert_eq!(set["limit"], 150 << 10, "{set}");
+    let parms = fs_json(&m, "getcacheparms", None);
+    assert_eq!(parms["limit"], 150 << 10, "{parms}");
+    assert!(parms["used"].as_u64().unwrap() <= 150 << 10, "{parms}");
+    let status = m.status();
+    assert_eq!(status["cache_limit"], 150 << 10);
+
+    // checkservers: probes now, so a dead server shows at once.
+    let servers = fs_json(&m, "checkservers", None);
+    assert_eq!(servers[0]["up"], true, "{servers}");
+    cell.kill();
+    let servers = fs_json(&m, "checkservers", None);
+    assert_eq!(servers[0]["up"], false, "{servers}");
+    let out = m.command(&["checkservers"], None);
+    assert!(text(&out.stdout).contains("DOWN"), "{}", text(&out.stdout));
+}

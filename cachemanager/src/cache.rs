@@ -243,6 +243,13 @@ impl DiskCache {
         self.limit
     }
 
+    /// Changes the size limit, evicting down to it (open and pinned copies
+    /// stay, so the cache may stay above a very small limit).
+    pub fn set_limit(&mut self, limit: u64) {
+        self.limit = limit;
+        self.evict();
+    }
+
     /// Opens the local copy of `fid` for reading and writing.
     pub fn open_file(&self, fid: Fid) -> io::Result<File> {
         File::options().read(true).write(true).open(self.path(fid))

@@ -2,7 +2,7 @@
 //! through which `cellfs-cachemanager status` and later fs-style commands
 //! talk to it: one JSON request line, one JSON reply line.
 
-use crate::core::{Core, NodeStatus, PinSummary};
+use crate::core::{Core, Flushed, NodeStatus, PathInfo, PinSummary, ServerState};
 use cellfs_protocol::acl::{AclChange, AclLine};
 use serde::{Deserialize, Serialize};
 use std::io::{BufRead, BufReader, Write};
@@ -35,6 +35,18 @@ pub enum ControlRequest {
     },
     /// Show the ACL of the directory at a path relative to the mount root.
     ListAcl(String),
+    /// The facts of a path relative to the mount root and of its volume
+    /// (`whereis`, `examine`, `listquota`).
+    Examine(String),
+    /// Drop what the node cached of a path (a file, or a directory's
+    /// listing and its files).
+    Flush(String),
+    /// Drop what the node cached of a path's volume (root only).
+    FlushVolume(String),
+    /// Probe every fileserver of the cell now.
+    CheckServers,
+    /// Change the cache size limit at once, evicting down to it (root only).
+    SetCacheSize(u64),
 }
 
 /// What the cache manager answers.
@@ -49,6 +61,19 @@ pub enum ControlReply {
     Pinned(PinSummary),
     /// Answer to `SetAcl`/`ListAcl`: the directory's ACL.
     Acl(Vec<AclLine>),
+    /// Answer to `Examine`.
+    Examined(Box<PathInfo>),
+    /// Answer to `Flush`/`FlushVolume`.
+    Flushed(Flushed),
+    /// Answer to `CheckServers`: each server, the cell's first one first.
+    Servers(Vec<ServerState>),
+    /// Answer to `SetCacheSize`: bytes used and the new limit.
+    CacheSize {
+        /// Bytes held by cached copies after evicting.
+        used: u64,
+        /// The limit now.
+        limit: u64,
+    },
     /// The request was not understood.
     Error(String),
 }
@@ -127,12 +152,24 @@ fn answer(
     tx: &tokio::sync::mpsc::UnboundedSender<ControlReply>,
 ) {
     let reply = match request {
-        Ok(ControlRequest::Pin(_) | ControlRequest::Unpin(_)) if uid != 0 => {
-            ControlReply::Error("only root may pin or unpin".into())
-        }
+        Ok(
+            ControlRequest::Pin(_)
+            | ControlRequest::Unpin(_)
+            | ControlRequest::FlushVolume(_)
+            | ControlRequest::SetCacheSize(_),
+        ) if uid != 0 => ControlReply::Error("only root may pin, unpin, flush a volume or resize the cache".into()),
         Ok(ControlRequest::Status) => ControlReply::Status(core.status()),
-        Ok(ControlRequest::SetAcl { path, changes, clear }) => acl_reply(core.set_acl(&path, changes, clear)),
-        Ok(ControlRequest::ListAcl(path)) => acl_reply(core.list_acl(&path)),
+        Ok(ControlRequest::SetAcl { path, changes, clear }) => {
+            reply_with(core.set_acl(&path, changes, clear), ControlReply::Acl)
+        }
+        Ok(ControlRequest::ListAcl(path)) => reply_with(core.list_acl(&path), ControlReply::Acl),
+        Ok(ControlRequest::Examine(path)) => reply_with(core.examine(&path), |i| ControlReply::Examined(Box::new(i))),
+        Ok(ControlRequest::Flush(path)) => reply_with(core.flush_path(&path), ControlReply::Flushed),
+        Ok(ControlRequest::FlushVolume(path)) => reply_with(core.flush_volume(&path), ControlReply::Flushed),
+        Ok(ControlRequest::CheckServers) => ControlReply::Servers(core.check_servers()),
+        Ok(ControlRequest::SetCacheSize(limit)) => reply_with(core.set_cache_size(limit), |(used, limit)| {
+            ControlReply::CacheSize { used, limit }
+        }),
         Ok(ControlRequest::Pin(path)) => {
             let mut progress = |done, total, bytes| {
                 let _ = tx.send(ControlReply::Progress(done, total, bytes));
@@ -151,11 +188,11 @@ fn answer(
     let _ = tx.send(reply);
 }
 
-/// The answer to an ACL request: the ACL, or the error with its errno's
-/// text first ("Permission denied: ...").
-fn acl_reply(result: crate::error::FsResult<Vec<AclLine>>) -> ControlReply {
+/// The answer to a request: `ok` of its result, or the error with its
+/// errno's text first ("Permission denied: ...").
+fn reply_with<T>(result: crate::error::FsResult<T>, ok: impl FnOnce(T) -> ControlReply) -> ControlReply {
     match result {
-        Ok(lines) => ControlReply::Acl(lines),
+        Ok(value) => ok(value),
         Err(e) => {
             let os = std::io::Error::from_raw_os_error(e.errno).to_string();
             let os = os.split(" (os error").next().unwrap_or_default().to_owned();

@@ -25,7 +25,9 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
+mod fscmds;
 mod locking;
+pub use fscmds::{Flushed, PathInfo};
 pub use locking::{Blocker, LockRequest};
 
 /// Longest wait for the kernel to apply a break's invalidations before the
@@ -1971,16 +1973,7 @@ impl Core {
                 .filter(|(_, n)| n.valid_for(epoch, now).is_some())
                 .count() as u64,
             last_revalidation: last,
-            other_servers: self
-                .link
-                .others()
-                .iter()
-                .map(|l| ServerState {
-                    server: l.server().to_string(),
-                    up: !l.is_down(),
-                    down_since: l.down_since().map(unix_secs),
-                })
-                .collect(),
+            other_servers: self.server_states().into_iter().skip(1).collect(),
             fetching: st
                 .streams
                 .iter()

@@ -5,6 +5,7 @@ use cellfs_cachemanager::mount::{MountOptions, run};
 use clap::{CommandFactory, Parser, Subcommand};
 
 mod docs;
+mod fscli;
 use std::path::PathBuf;
 
 /// The cellfs cache manager: a FUSE mount of a cell with a local whole-file cache.
@@ -78,6 +79,8 @@ enum Command {
         /// A directory inside the mount.
         path: PathBuf,
     },
+    #[command(flatten)]
+    Fs(fscli::FsCommand),
     /// Print this program's manual page or shell completions (used to make
     /// the checked-in man/ and completions/).
     #[command(hide = true)]
@@ -113,8 +116,17 @@ enum Command {
     },
 }
 
+/// How `whereis` and `examine` name a volume's type.
+pub(crate) fn volume_type(kind: cellfs_protocol::VolumeKind) -> &'static str {
+    match kind {
+        cellfs_protocol::VolumeKind::ReadWrite => "RW",
+        cellfs_protocol::VolumeKind::ReadOnly => "RO",
+        cellfs_protocol::VolumeKind::Backup => "backup",
+    }
+}
+
 /// `path` relative to the root of the mount that uses `cache`.
-fn in_mount(cache: &std::path::Path, path: &std::path::Path) -> anyhow::Result<String> {
+pub(crate) fn in_mount(cache: &std::path::Path, path: &std::path::Path) -> anyhow::Result<String> {
     use cellfs_cachemanager::control::{ControlReply, ControlRequest, query};
     let mountpoint = match query(cache, &ControlRequest::Status, &mut |_, _, _| {})? {
         ControlReply::Status(s) => s.mountpoint,
@@ -212,7 +224,7 @@ fn pin(cache: &std::path::Path, path: &std::path::Path, hoard: bool) -> anyhow::
 
 /// Output formats.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-enum Format {
+pub(crate) enum Format {
     /// For people.
     Text,
     /// For scripts.
@@ -287,6 +299,7 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Status { cache, format } => status(&cache, format),
+        Command::Fs(cmd) => fscli::run(cmd),
         Command::Pin { cache, path } => pin(&cache, &path, true),
         Command::Unpin { cache, path } => pin(&cache, &path, false),
         Command::SetAcl {
