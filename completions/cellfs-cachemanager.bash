@@ -505,12 +505,16 @@ _cellfs__cachemanager() {
             return 0
             ;;
         cellfs__subcmd__cachemanager__subcmd__mount)
-            opts="-h --config --cache --cache-size --threads --request-timeout --no-passthrough --help"
+            opts="-h --settings --config --cache --cache-size --threads --request-timeout --no-passthrough --pin --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --settings)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -528,6 +532,10 @@ _cellfs__cachemanager() {
                     return 0
                     ;;
                 --request-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --pin)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -328,3 +328,114 @@ fn fs_commands_do_what_they_say_on_a_real_mount() {
     let out = m.command(&["checkservers"], None);
     assert!(text(&out.stdout).contains("DOWN"), "{}", text(&out.stdout));
 }
+
+#[test]
+fn settings_files_are_checked_and_flags_win() {
+    let mut cell = Cell::new();
+    let tmp = tempfile::tempdir().unwrap();
+    let cm = |args: &[&str]| {
+        output_with_timeout(
+            Command::new(bin("cellfs-cachemanager"))
+                .arg("mount")
+                .args(args)
+                .env("RUST_LIB_BACKTRACE", "0"),
+            COMMAND_TIMEOUT,
+        )
+    };
+    // The cache manager: an unknown key and a bad value, each named with its line.
+    let settings = tmp.path().join("cachemanager.toml");
+    let s = settings.to_str().unwrap();
+    std::fs::write(&settings, "cache = \"/tmp/x\"\ncache_sise = \"1GiB\"\n").unwrap();
+    let err = text(&cm(&["--settings", s]).stderr);
+    assert!(
+        err.contains(s) && err.contains("line 2") && err.contains("cache_sise"),
+        "{err}"
+    );
+    std::fs::write(&settings, "threads = \"many\"\n").unwrap();
+    let err = text(&cm(&["--settings", s]).stderr);
+    assert!(err.contains("line 1") && err.contains("threads"), "{err}");
+
+    // A good file: the flag's cache size wins over the file's, the file's
+    // pinned path is pinned once mounted.
+    let a = cellfs::Mount::new(&cell);
+    std::fs::create_dir(a.path().join("site")).unwrap();
+    std::fs::write(a.path().join("site/index.php"), vec![b'p'; 20_000]).unwrap();
+    let (mnt, cache) = (tmp.path().join("mnt"), tmp.path().join("cache"));
+    std::fs::create_dir(&mnt).unwrap();
+    let _cleanup = Cleanup {
+        dir: mnt.clone(),
+        cache: cache.clone(),
+    };
+    std::fs::write(
+        &settings,
+        format!(
+            "config = {:?}\ncache = {:?}\ncache_size = \"1MiB\"\nmountpoint = {:?}\npin = [\"/site\"]\n",
+            cell.config_path(),
+            cache,
+            mnt
+        ),
+    )
+    .unwrap();
+    let notify = tmp.path().join("notify");
+    let sock = UnixDatagram::bind(&notify).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let _node = Daemon::start(
+        Command::new(bin("cellfs-cachemanager")).args(["mount", "--settings", s, "--cache-size", "3MiB"]),
+        &notify,
+    );
+    assert_eq!(ready_message(&sock).trim(), "READY=1");
+    let status = |key: &str| {
+        let out = output_with_timeout(
+            Command::new(bin("cellfs-cachemanager"))
+                .args(["status", "--format", "json", "--cache"])
+                .arg(&cache),
+            COMMAND_TIMEOUT,
+        );
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()[key].clone()
+    };
+    assert_eq!(status("cache_limit"), 3 << 20, "the flag did not win over the file");
+    wait_for("the file's pinned path to be pinned", Duration::from_secs(20), || {
+        status("pinned_bytes").as_u64().unwrap_or(0) >= 20_000
+    });
+    assert_eq!(std::fs::read(mnt.join("site/index.php")).unwrap().len(), 20_000);
+
+    // The fileserver's server.toml: the same checks; --listen wins over it.
+    cell.kill();
+    let data = cell.data_dir().to_path_buf();
+    let toml = data.join("server.toml");
+    let good = std::fs::read_to_string(&toml).unwrap();
+    let serve = |extra: &[&str]| {
+        output_with_timeout(
+            Command::new(bin("cellfs-fileserver"))
+                .args(["serve", "--data"])
+                .arg(&data)
+                .args(extra)
+                .env("RUST_LIB_BACKTRACE", "0"),
+            COMMAND_TIMEOUT,
+        )
+    };
+    std::fs::write(&toml, format!("{good}bogus_key = 3\n")).unwrap();
+    let line = good.lines().count() + 1;
+    let err = text(&serve(&[]).stderr);
+    assert!(
+        err.contains("server.toml") && err.contains(&format!("line {line}")) && err.contains("bogus_key"),
+        "{err}"
+    );
+    std::fs::write(&toml, good.replace("max_requests = 4096", "max_requests = \"lots\"")).unwrap();
+    let err = text(&serve(&[]).stderr);
+    assert!(err.contains("line") && err.contains("max_requests = \"lots\""), "{err}");
+    std::fs::write(&toml, &good).unwrap();
+    let port = free_udp_port();
+    let server = Daemon::start(
+        Command::new(bin("cellfs-fileserver"))
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data"])
+            .arg(&data),
+        &notify,
+    );
+    assert_eq!(ready_message(&sock).trim(), "READY=1");
+    assert!(
+        std::net::UdpSocket::bind(("127.0.0.1", port)).is_err(),
+        "--listen did not win over server.toml"
+    );
+    drop(server);
+}

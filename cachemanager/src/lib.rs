@@ -18,3 +18,4 @@ pub mod passthrough;
 pub mod persist;
 pub mod range_locks;
 pub mod rights;
+pub mod settings;

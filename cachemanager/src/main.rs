@@ -90,29 +90,40 @@ enum Command {
         what: cellfs_cli_docs::Generate,
     },
     /// Mount the cell and serve it in the foreground until SIGINT/SIGTERM.
+    /// Every flag may come from a settings file instead (--settings); a
+    /// flag given here wins over the file.
     Mount {
+        /// A settings file (TOML) with any of these flags as keys (config,
+        /// cache, cache_size, threads, request_timeout, passthrough,
+        /// mountpoint, pin); see cellfs-cachemanager(8).
+        #[arg(long, value_name = "FILE")]
+        settings: Option<PathBuf>,
         /// The cell config (the client bundle's cell.toml).
         #[arg(long, value_name = "CELL.TOML")]
-        config: PathBuf,
+        config: Option<PathBuf>,
         /// Folder for the disk cache.
         #[arg(long, value_name = "DIR")]
-        cache: PathBuf,
-        /// Cache size limit, e.g. 2GiB.
-        #[arg(long, value_name = "SIZE", default_value = "1GiB")]
-        cache_size: bytesize::ByteSize,
-        /// FUSE worker threads.
-        #[arg(long, default_value_t = 4)]
-        threads: usize,
+        cache: Option<PathBuf>,
+        /// Cache size limit, e.g. 2GiB (1GiB when neither flag nor file says).
+        #[arg(long, value_name = "SIZE")]
+        cache_size: Option<bytesize::ByteSize>,
+        /// FUSE worker threads (4 when neither flag nor file says).
+        #[arg(long)]
+        threads: Option<usize>,
         /// Seconds a request may take before the fileserver counts as down and
-        /// the node serves its cache read-only.
-        #[arg(long, value_name = "SECONDS", default_value_t = 2.0, value_parser = parse_timeout)]
-        request_timeout: f64,
+        /// the node serves its cache read-only (2 when neither flag nor file says).
+        #[arg(long, value_name = "SECONDS", value_parser = parse_timeout)]
+        request_timeout: Option<f64>,
         /// Serve every read through the cache manager instead of letting the
         /// kernel read cached files directly (FUSE passthrough).
         #[arg(long)]
         no_passthrough: bool,
+        /// Pin this path (from the mount root) once mounted, as `pin` does;
+        /// may be given more than once (added to the file's).
+        #[arg(long, value_name = "PATH")]
+        pin: Vec<String>,
         /// Where to mount.
-        mountpoint: PathBuf,
+        mountpoint: Option<PathBuf>,
     },
 }
 
@@ -328,22 +339,42 @@ fn main() -> anyhow::Result<()> {
             cellfs_cachemanager::control::ControlRequest::ListAcl(path)
         }),
         Command::Mount {
+            settings,
             config,
             cache,
             cache_size,
             threads,
             request_timeout,
             no_passthrough,
+            pin,
             mountpoint,
-        } => run(MountOptions {
-            config,
-            cache_dir: cache,
-            cache_size: cache_size.as_u64(),
-            mountpoint,
-            threads,
-            request_timeout: std::time::Duration::from_secs_f64(request_timeout),
-            passthrough: !no_passthrough,
-        })
+        } => {
+            let file = match &settings {
+                Some(path) => cellfs_cachemanager::settings::Settings::load(path)?,
+                None => Default::default(),
+            };
+            let missing = |what: &str, flag: &str| {
+                anyhow::anyhow!("no {what}: pass {flag} or set it in a settings file (--settings)")
+            };
+            let request_timeout = match request_timeout.or(file.request_timeout) {
+                Some(t) => parse_timeout(&t.to_string()).map_err(|e| anyhow::anyhow!("request_timeout: {e}"))?,
+                None => 2.0,
+            };
+            run(MountOptions {
+                config: config
+                    .or(file.config)
+                    .ok_or_else(|| missing("cell config", "--config"))?,
+                cache_dir: cache.or(file.cache).ok_or_else(|| missing("cache folder", "--cache"))?,
+                cache_size: cache_size.or(file.cache_size).map_or(1 << 30, |s| s.as_u64()),
+                mountpoint: mountpoint
+                    .or(file.mountpoint)
+                    .ok_or_else(|| missing("mount point", "MOUNTPOINT"))?,
+                threads: threads.or(file.threads).unwrap_or(4).max(1),
+                request_timeout: std::time::Duration::from_secs_f64(request_timeout),
+                passthrough: !no_passthrough && file.passthrough.unwrap_or(true),
+                pins: file.pin.into_iter().chain(pin).collect(),
+            })
+        }
         .context("cellfs-cachemanager mount"),
     }
 }

@@ -30,6 +30,8 @@ pub struct MountOptions {
     pub request_timeout: std::time::Duration,
     /// Let the kernel read and write cached files directly (FUSE passthrough).
     pub passthrough: bool,
+    /// Paths (from the mount root) to pin once mounted.
+    pub pins: Vec<String>,
 }
 
 /// Mounts the cell and serves it until the mount ends or a signal arrives.
@@ -96,6 +98,17 @@ pub fn run(opts: MountOptions) -> anyhow::Result<()> {
         }
     });
     tracing::info!(mountpoint = %opts.mountpoint.display(), cell = %cfg.cell, "mounted");
+    if !opts.pins.is_empty() {
+        let (core, pins) = (core.clone(), opts.pins.clone());
+        std::thread::spawn(move || {
+            for path in pins {
+                match core.pin(&path, &mut |_, _, _| {}) {
+                    Ok(s) => tracing::info!(path, files = s.files, bytes = s.bytes, "pinned"),
+                    Err(e) => tracing::warn!(path, error = %e.message, "cannot pin"),
+                }
+            }
+        });
+    }
     // The kernel holds the mount and `run` answers its first message (INIT)
     // at once: tell systemd (Type=notify) the mount serves.
     if let Err(e) = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]) {
