@@ -505,7 +505,7 @@ _cellfs__cachemanager() {
             return 0
             ;;
         cellfs__subcmd__cachemanager__subcmd__mount)
-            opts="-h --settings --config --cache --cache-size --threads --request-timeout --no-passthrough --pin --help"
+            opts="-h --settings --config --cache --cache-size --threads --request-timeout --no-passthrough --pin --metrics --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -536,6 +536,10 @@ _cellfs__cachemanager() {
                     return 0
                     ;;
                 --pin)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --metrics)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -183,7 +183,7 @@ _cellfs__fileserver() {
             return 0
             ;;
         cellfs__subcmd__fileserver__subcmd__serve)
-            opts="-h --data --listen --journal-len --help"
+            opts="-h --data --listen --journal-len --metrics --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -198,6 +198,10 @@ _cellfs__fileserver() {
                     return 0
                     ;;
                 --journal-len)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --metrics)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

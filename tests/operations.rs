@@ -439,3 +439,162 @@ fn settings_files_are_checked_and_flags_win() {
     );
     drop(server);
 }
+
+fn free_tcp_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// `GET /metrics` from `port`: every sample line as (series, value).
+fn scrape(port: u16) -> Vec<(String, f64)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("metrics endpoint");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).unwrap();
+    let (head, body) = body.split_once("\r\n\r\n").expect("an HTTP answer");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    body.lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| {
+            // Prometheus text format: a name with optional {labels}, a value.
+            let (series, value) = l.rsplit_once(' ').unwrap_or_else(|| panic!("not a sample line: {l:?}"));
+            let name_end = series.find('{').unwrap_or(series.len());
+            assert!(
+                series[..name_end]
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
+                "bad metric name in {l:?}"
+            );
+            let value: f64 = value.parse().unwrap_or_else(|_| panic!("bad value in {l:?}"));
+            (series.to_owned(), value)
+        })
+        .collect()
+}
+
+/// The sum of every sample of a metric (all its labels).
+fn total(samples: &[(String, f64)], name: &str) -> f64 {
+    samples
+        .iter()
+        .filter(|(s, _)| s == name || s.starts_with(&format!("{name}{{")))
+        .map(|(_, v)| v)
+        .sum()
+}
+
+#[test]
+fn metrics_endpoints_carry_the_series_and_move() {
+    let tmp = tempfile::tempdir().unwrap();
+    let notify = tmp.path().join("notify");
+    let sock = UnixDatagram::bind(&notify).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let data = tmp.path().join("data");
+    let out = output_with_timeout(
+        Command::new(bin("cellfs-fileserver"))
+            .args(["init", "--cell", "metrics.test", "--data"])
+            .arg(&data)
+            .args(["--listen", &format!("127.0.0.1:{}", free_udp_port())]),
+        COMMAND_TIMEOUT,
+    );
+    assert!(out.status.success(), "init: {}", text(&out.stderr));
+    let (server_port, node_port) = (free_tcp_port(), free_tcp_port());
+    let _server = Daemon::start(
+        Command::new(bin("cellfs-fileserver"))
+            .args(["serve", "--metrics", &format!("127.0.0.1:{server_port}"), "--data"])
+            .arg(&data),
+        &notify,
+    );
+    assert_eq!(ready_message(&sock).trim(), "READY=1");
+    let (mnt, cache) = (tmp.path().join("mnt"), tmp.path().join("cache"));
+    std::fs::create_dir(&mnt).unwrap();
+    let _cleanup = Cleanup {
+        dir: mnt.clone(),
+        cache: cache.clone(),
+    };
+    let _node = Daemon::start(
+        Command::new(bin("cellfs-cachemanager"))
+            .args(["mount", "--metrics", &format!("127.0.0.1:{node_port}"), "--config"])
+            .arg(data.join("client/cell.toml"))
+            .arg("--cache")
+            .arg(&cache)
+            .arg(&mnt),
+        &notify,
+    );
+    assert_eq!(ready_message(&sock).trim(), "READY=1");
+
+    let work = |round: usize| {
+        for i in 0..5 {
+            std::fs::write(mnt.join(format!("f{round}-{i}")), vec![b'm'; 30_000]).unwrap();
+        }
+        let flush = output_with_timeout(
+            Command::new(bin("cellfs-cachemanager"))
+                .args(["flushvolume", "--cache"])
+                .arg(&cache)
+                .arg(&mnt),
+            COMMAND_TIMEOUT,
+        );
+        assert!(flush.status.success(), "{}", text(&flush.stderr));
+        for i in 0..5 {
+            assert_eq!(std::fs::read(mnt.join(format!("f{round}-{i}"))).unwrap().len(), 30_000);
+        }
+        // The gauges are sampled every second.
+        std::thread::sleep(Duration::from_millis(1500));
+    };
+    work(0);
+    let (server1, node1) = (scrape(server_port), scrape(node_port));
+    for name in [
+        "cellfs_fileserver_rpc_seconds_count",
+        "cellfs_fileserver_rpcs_total",
+        "cellfs_fileserver_breaks_sent_total",
+        "cellfs_fileserver_promises",
+        "cellfs_fileserver_connections",
+    ] {
+        assert!(
+            server1.iter().any(|(s, _)| s.starts_with(name)),
+            "fileserver lacks {name}"
+        );
+    }
+    assert!(
+        server1.iter().any(|(s, _)| s.contains("op=\"store_data\"")),
+        "no store latency by operation"
+    );
+    for name in [
+        "cellfs_cachemanager_rpc_seconds_count",
+        "cellfs_cachemanager_cache_hits_total",
+        "cellfs_cachemanager_cache_misses_total",
+        "cellfs_cachemanager_fetched_bytes_total",
+        "cellfs_cachemanager_cache_used_bytes",
+        "cellfs_cachemanager_cache_limit_bytes",
+        "cellfs_cachemanager_promises",
+        "cellfs_cachemanager_server_up",
+    ] {
+        assert!(
+            node1.iter().any(|(s, _)| s.starts_with(name)),
+            "cache manager lacks {name}"
+        );
+    }
+    assert_eq!(total(&node1, "cellfs_cachemanager_server_up"), 1.0);
+    assert!(total(&node1, "cellfs_cachemanager_fetched_bytes_total") >= 150_000.0);
+
+    // More reads and writes move the counters.
+    work(1);
+    let (server2, node2) = (scrape(server_port), scrape(node_port));
+    for (samples1, samples2, name) in [
+        (&server1, &server2, "cellfs_fileserver_rpcs_total"),
+        (&server1, &server2, "cellfs_fileserver_rpc_seconds_count"),
+        (&node1, &node2, "cellfs_cachemanager_rpc_seconds_count"),
+        (&node1, &node2, "cellfs_cachemanager_cache_misses_total"),
+        (&node1, &node2, "cellfs_cachemanager_fetched_bytes_total"),
+    ] {
+        assert!(
+            total(samples2, name) > total(samples1, name),
+            "{name} did not move: {} then {}",
+            total(samples1, name),
+            total(samples2, name)
+        );
+    }
+}

@@ -266,6 +266,7 @@ impl DiskCache {
             match victim {
                 Some(fid) => {
                     tracing::debug!(%fid, "evicting from cache");
+                    metrics::counter!("cellfs_cachemanager_evictions_total").increment(1);
                     self.remove(fid);
                 }
                 None => break,

@@ -1049,6 +1049,7 @@ impl Core {
             }
             let cached = st.cache.get(fid);
             if valid && cached.is_some_and(|c| c.data_version == dv) {
+                metrics::counter!("cellfs_cachemanager_cache_hits_total").increment(1);
                 return Ok(true);
             }
             if self.link.is_down_for(fid.volume) && cached.is_some() {
@@ -1075,6 +1076,7 @@ impl Core {
             }
         }
         let size = self.lock().nodes.get(ino).map_or(0, |n| n.status.size);
+        metrics::counter!("cellfs_cachemanager_cache_misses_total").increment(1);
         let fetched = match self.small_neighbours(ino, fid) {
             Some(batch) => self.fetch_small(fid, batch),
             None if reader && size >= STREAM_MIN_SIZE && !self.lock().passed_through(fid) => {
@@ -1134,6 +1136,7 @@ impl Core {
         let mut placed = Vec::new();
         for file in files.into_iter().flatten() {
             let Some(data) = file.data else { continue };
+            metrics::counter!("cellfs_cachemanager_fetched_bytes_total").increment(data.len() as u64);
             let fid = file.status.fid;
             let (tmp, dest) = {
                 let st = self.lock();
@@ -1215,6 +1218,7 @@ impl Core {
         };
         let _ = std::fs::remove_file(tmp);
         placed.map_err(|e| FsError::local("placing the fetched copy", e))?;
+        metrics::counter!("cellfs_cachemanager_fetched_bytes_total").increment(status.size);
         let mut st = self.lock();
         // Opens from now on find the whole copy, not the stream.
         st.streams.remove(&fid);
@@ -1572,6 +1576,7 @@ impl Core {
             let mut st = self.lock();
             match msg {
                 ServerMessage::Break(breaks) => {
+                    metrics::counter!("cellfs_cachemanager_breaks_received_total").increment(breaks.len() as u64);
                     for Break {
                         fid, names, deleted, ..
                     } in breaks
@@ -1594,6 +1599,7 @@ impl Core {
                     }
                 }
                 ServerMessage::BreakVolume(volume) => {
+                    metrics::counter!("cellfs_cachemanager_breaks_received_total").increment(1);
                     st.nodes.note_volume_break(volume);
                     st.rights.forget_volume(volume);
                     // It may have moved, or its sites changed (a release).

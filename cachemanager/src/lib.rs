@@ -16,6 +16,7 @@ pub mod mount;
 pub mod nodes;
 pub mod passthrough;
 pub mod persist;
+pub mod prometheus;
 pub mod range_locks;
 pub mod rights;
 pub mod settings;

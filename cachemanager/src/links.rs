@@ -259,6 +259,23 @@ impl Links {
         F: Fn(Arc<ServerLink>) -> Fut,
         Fut: std::future::Future<Output = Result<T, LinkError>>,
     {
+        let started = std::time::Instant::now();
+        let result = self.routed_once(req, op).await;
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(e) if e.is_unreachable() => "unreachable",
+            Err(_) => "error",
+        };
+        metrics::histogram!("cellfs_cachemanager_rpc_seconds", "op" => req.op_name(), "outcome" => outcome)
+            .record(started.elapsed().as_secs_f64());
+        result
+    }
+
+    async fn routed_once<T, F, Fut>(&self, req: &Request, op: F) -> Result<T, LinkError>
+    where
+        F: Fn(Arc<ServerLink>) -> Fut,
+        Fut: std::future::Future<Output = Result<T, LinkError>>,
+    {
         let volume = req.volume();
         let mut relocated = false;
         loop {

@@ -122,6 +122,10 @@ enum Command {
         /// may be given more than once (added to the file's).
         #[arg(long, value_name = "PATH")]
         pin: Vec<String>,
+        /// Where to serve Prometheus metrics (http://ADDR/metrics), or `off`
+        /// (127.0.0.1:9471 when neither flag nor file says).
+        #[arg(long, value_name = "ADDR")]
+        metrics: Option<String>,
         /// Where to mount.
         mountpoint: Option<PathBuf>,
     },
@@ -347,6 +351,7 @@ fn main() -> anyhow::Result<()> {
             request_timeout,
             no_passthrough,
             pin,
+            metrics,
             mountpoint,
         } => {
             let file = match &settings {
@@ -373,6 +378,7 @@ fn main() -> anyhow::Result<()> {
                 request_timeout: std::time::Duration::from_secs_f64(request_timeout),
                 passthrough: !no_passthrough && file.passthrough.unwrap_or(true),
                 pins: file.pin.into_iter().chain(pin).collect(),
+                metrics: metrics.or(file.metrics).unwrap_or_else(|| "127.0.0.1:9471".into()),
             })
         }
         .context("cellfs-cachemanager mount"),

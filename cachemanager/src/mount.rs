@@ -32,6 +32,8 @@ pub struct MountOptions {
     pub passthrough: bool,
     /// Paths (from the mount root) to pin once mounted.
     pub pins: Vec<String>,
+    /// Where to serve Prometheus metrics, or "off".
+    pub metrics: String,
 }
 
 /// Mounts the cell and serves it until the mount ends or a signal arrives.
@@ -54,6 +56,13 @@ pub fn run(opts: MountOptions) -> anyhow::Result<()> {
     let core = Core::start(link, rt.handle().clone(), &opts.cache_dir, opts.cache_size, &cfg.cell)
         .with_context(|| format!("connecting to cell {} at {}", cfg.cell, cfg.servers.join(",")))?;
     rt.spawn(core.clone().run_events(rx));
+    let serving_metrics = {
+        let _guard = rt.enter();
+        cellfs_protocol::metrics_endpoint::serve(&opts.metrics)?
+    };
+    if serving_metrics {
+        rt.spawn(crate::prometheus::sample(core.clone()));
+    }
     let control = core.clone();
     let cache_dir = opts.cache_dir.clone();
     rt.spawn(async move {

@@ -27,6 +27,8 @@ pub struct Settings {
     pub passthrough: Option<bool>,
     /// The mount point.
     pub mountpoint: Option<PathBuf>,
+    /// `--metrics`: where to serve Prometheus metrics, or "off".
+    pub metrics: Option<String>,
     /// Paths (from the mount root) pinned at start, so the node serves them
     /// through a fileserver outage (`--pin`).
     #[serde(default)]

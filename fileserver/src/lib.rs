@@ -15,6 +15,7 @@ pub mod error;
 pub mod file_locks;
 pub mod lock;
 pub mod peers;
+pub mod prometheus;
 pub mod rpc;
 pub mod salvage;
 pub mod schema;

@@ -53,6 +53,9 @@ enum Command {
         /// overriding server.toml's `journal_len` (default 100000).
         #[arg(long, value_name = "N")]
         journal_len: Option<u64>,
+        /// Where to serve Prometheus metrics (http://ADDR/metrics), or `off`.
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9470")]
+        metrics: String,
     },
     /// Print this program's manual page or shell completions (used to make
     /// the checked-in man/ and completions/).
@@ -161,6 +164,7 @@ fn main() -> anyhow::Result<()> {
             data,
             listen,
             journal_len,
+            metrics,
         } => {
             let rt = tokio::runtime::Runtime::new().context("cannot start the tokio runtime")?;
             let opts = ServeOptions { listen, journal_len };
@@ -168,6 +172,9 @@ fn main() -> anyhow::Result<()> {
                 let server = cellfs_fileserver::server::Server::open_with(&data, &opts)
                     .await
                     .with_context(|| format!("cannot serve {}", data.display()))?;
+                if cellfs_protocol::metrics_endpoint::serve(&metrics)? {
+                    tokio::spawn(cellfs_fileserver::prometheus::sample(server.context().clone()));
+                }
                 // Listening now: tell systemd (Type=notify) we serve.
                 if let Err(e) = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]) {
                     tracing::warn!(error = %e, "cannot tell the service manager we are ready");

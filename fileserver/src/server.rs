@@ -459,12 +459,20 @@ async fn stream(
         }
     };
     let req = call.request;
-    tracing::Span::current().record("op", req.op_name());
+    let op = req.op_name();
+    tracing::Span::current().record("op", op);
     let who = Who {
         identity: identity.clone(),
         caller: call.caller,
     };
+    let started = std::time::Instant::now();
     let handled = ctx.handle(client, &who, req, &mut recv).await;
+    let outcome = match &handled.outcome {
+        Outcome::Reply(Err(_)) => "error",
+        _ => "ok",
+    };
+    metrics::histogram!("cellfs_fileserver_rpc_seconds", "op" => op, "outcome" => outcome)
+        .record(started.elapsed().as_secs_f64());
     let sent = match handled.outcome {
         Outcome::Reply(reply) => write_reply(&mut send, &reply).await,
         Outcome::Data { reply, len, file } => send_data(&mut send, reply, len, file).await,

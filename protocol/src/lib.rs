@@ -8,6 +8,7 @@ pub mod codec;
 pub mod config;
 pub mod error;
 pub mod message;
+pub mod metrics_endpoint;
 pub mod names;
 pub mod tls;
 pub mod transport;
