@@ -140,3 +140,63 @@ fn pages_render_without_warnings() {
         }
     }
 }
+
+/// The keys of the TOML table in `path`.
+fn toml_keys(path: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(path).unwrap();
+    let table: toml::Table = toml::from_str(&text).unwrap();
+    table.keys().cloned().collect()
+}
+
+#[test]
+fn the_settings_page_documents_every_key() {
+    let page_path = repo("man/cellfs.toml.5");
+    let page = std::fs::read_to_string(&page_path).unwrap();
+    let documented = |key: &str| page.contains(&format!("\\fB{key}\\fR"));
+    // What init writes, read back from a real cell.
+    let cell = cellfs::Cell::new();
+    for file in [cell.data_dir().join("server.toml"), cell.config_path()] {
+        for key in toml_keys(&file) {
+            assert!(documented(&key), "{key} of {} is not in cellfs.toml(5)", file.display());
+        }
+    }
+    // Every flag of `mount` is a key of cachemanager.toml.
+    let help = output_with_timeout(
+        Command::new(bin("cellfs-cachemanager")).args(["mount", "--help"]),
+        COMMAND_TIMEOUT,
+    );
+    let help = String::from_utf8_lossy(&help.stdout);
+    for word in help.split_whitespace() {
+        let Some(long) = word.trim_end_matches(',').strip_prefix("--") else {
+            continue;
+        };
+        let key = match long {
+            "help" | "settings" => continue,
+            "no-passthrough" => "passthrough".to_owned(),
+            other => other.replace('-', "_"),
+        };
+        assert!(documented(&key), "mount --{long} has no key {key} in cellfs.toml(5)");
+    }
+    // The example parses as the cache manager reads it.
+    let example: String = page
+        .split(".nf\n")
+        .nth(1)
+        .and_then(|rest| rest.split("\n.fi").next())
+        .expect("an example")
+        .replace("\\-", "-");
+    cellfs_cachemanager::settings::Settings::parse(&example).expect("the example is valid");
+    // It renders cleanly.
+    let out = output_with_timeout(
+        Command::new("man")
+            .args(["--warnings", "-l"])
+            .arg(&page_path)
+            .env("MANWIDTH", "80")
+            .env_remove("MAN_KEEP_FORMATTING"),
+        COMMAND_TIMEOUT,
+    );
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
