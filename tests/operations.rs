@@ -1,6 +1,7 @@
 //! Running cellfs as a well-kept daemon: mounting through mount(8) and
 //! `/etc/fstab` (`mount.fuse.cellfs`), the systemd units in `dist/systemd/`,
-//! and the readiness both daemons tell systemd.
+//! the readiness both daemons tell systemd, the fs-style commands, settings
+//! files, metrics and logs, and the Debian packages.
 
 mod common;
 
@@ -8,7 +9,7 @@ use cellfs::{COMMAND_TIMEOUT, Cell, bin, free_udp_port, is_mounted, output_with_
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
@@ -178,10 +179,19 @@ struct Daemon(Child);
 impl Daemon {
     /// Starts `cmd` as systemd would start a `Type=notify` service.
     fn start(cmd: &mut Command, notify_socket: &Path) -> Self {
+        Self::spawn(cmd.stderr(Stdio::null()), notify_socket)
+    }
+
+    /// [`Daemon::start`] with the daemon's log written to `log`.
+    fn start_logging(cmd: &mut Command, notify_socket: &Path, log: &Path) -> Self {
+        let file = std::fs::File::create(log).unwrap();
+        Self::spawn(cmd.stderr(file), notify_socket)
+    }
+
+    fn spawn(cmd: &mut Command, notify_socket: &Path) -> Self {
         let child = cmd
             .env("NOTIFY_SOCKET", notify_socket)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
         Daemon(child)
@@ -502,11 +512,15 @@ fn metrics_endpoints_carry_the_series_and_move() {
     );
     assert!(out.status.success(), "init: {}", text(&out.stderr));
     let (server_port, node_port) = (free_tcp_port(), free_tcp_port());
-    let _server = Daemon::start(
+    // Each daemon logs one span per RPC stream and per FUSE request.
+    let (server_log, node_log) = (tmp.path().join("server.log"), tmp.path().join("node.log"));
+    let _server = Daemon::start_logging(
         Command::new(bin("cellfs-fileserver"))
             .args(["serve", "--metrics", &format!("127.0.0.1:{server_port}"), "--data"])
-            .arg(&data),
+            .arg(&data)
+            .env("RUST_LOG", "info,cellfs_fileserver::server=debug"),
         &notify,
+        &server_log,
     );
     assert_eq!(ready_message(&sock).trim(), "READY=1");
     let (mnt, cache) = (tmp.path().join("mnt"), tmp.path().join("cache"));
@@ -515,14 +529,16 @@ fn metrics_endpoints_carry_the_series_and_move() {
         dir: mnt.clone(),
         cache: cache.clone(),
     };
-    let _node = Daemon::start(
+    let _node = Daemon::start_logging(
         Command::new(bin("cellfs-cachemanager"))
             .args(["mount", "--metrics", &format!("127.0.0.1:{node_port}"), "--config"])
             .arg(data.join("client/cell.toml"))
             .arg("--cache")
             .arg(&cache)
-            .arg(&mnt),
+            .arg(&mnt)
+            .env("RUST_LOG", "info,fuser=warn,cellfs_cachemanager::fuse=debug"),
         &notify,
+        &node_log,
     );
     assert_eq!(ready_message(&sock).trim(), "READY=1");
 
@@ -552,6 +568,7 @@ fn metrics_endpoints_carry_the_series_and_move() {
         "cellfs_fileserver_breaks_sent_total",
         "cellfs_fileserver_promises",
         "cellfs_fileserver_connections",
+        "cellfs_fileserver_journal_limit",
     ] {
         assert!(
             server1.iter().any(|(s, _)| s.starts_with(name)),
@@ -597,4 +614,164 @@ fn metrics_endpoints_carry_the_series_and_move() {
             total(samples2, name)
         );
     }
+
+    // Journal lengths are sampled every 10 s; the ten stores are in it.
+    let journal =
+        |samples: &[(String, f64)]| total(samples, r#"cellfs_fileserver_journal_entries{volume="root.cell"}"#);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while journal(&scrape(server_port)) < 10.0 {
+        assert!(
+            Instant::now() < deadline,
+            "the journal gauge did not reach the 10 stores"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+
+    // One span per FUSE request and per RPC stream, logged when it closes.
+    let closed = |log: &Path, span: &str| {
+        std::fs::read_to_string(log)
+            .unwrap()
+            .lines()
+            .filter(|l| l.contains(span) && l.contains("close time.busy="))
+            .count()
+    };
+    assert!(
+        closed(&node_log, r#"fuse{op="create""#) >= 10,
+        "no span per FUSE create"
+    );
+    assert!(
+        closed(&node_log, r#"fuse{op="release""#) >= 10,
+        "no span per FUSE release"
+    );
+    assert!(closed(&server_log, "rpc{stream=") >= 10, "no span per RPC stream");
+}
+
+/// The packages `scripts/package` builds, in the order dpkg may take them.
+const PACKAGES: [&str; 4] = [
+    "cellfs-common",
+    "cellfs-fileserver",
+    "cellfs-cachemanager",
+    "cellfs-vos",
+];
+
+/// Whether Debian package `name` is installed.
+fn package_installed(name: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${db:Status-Status}", name])
+        .output()
+        .is_ok_and(|o| o.stdout == b"installed")
+}
+
+/// Purges the cellfs packages when dropped.
+struct Packages;
+
+impl Drop for Packages {
+    fn drop(&mut self) {
+        let _ = output_with_timeout(Command::new("dpkg").arg("--purge").args(PACKAGES), COMMAND_TIMEOUT);
+    }
+}
+
+#[test]
+fn debian_packages_install_and_serve() {
+    for p in PACKAGES {
+        assert!(
+            !package_installed(p),
+            "{p} is installed on this machine: this test installs and purges the cellfs packages, \
+             so it leaves an existing installation alone (dpkg --purge it to run the test)"
+        );
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let debs_dir = tmp.path().join("debs");
+    // Package the binaries the other tests run.
+    let built = bin("cellfs-fileserver");
+    let profile = match built.parent().and_then(|d| d.file_name()).and_then(|n| n.to_str()) {
+        Some("debug") => "dev",
+        Some(other) => other,
+        None => panic!("cannot tell the build profile of {}", built.display()),
+    };
+    let out = output_with_timeout(
+        Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/package"))
+            .args(["--no-build", "--profile", profile])
+            .arg(&debs_dir),
+        Duration::from_secs(600),
+    );
+    assert!(out.status.success(), "scripts/package: {}", text(&out.stderr));
+    let mut debs: Vec<PathBuf> = std::fs::read_dir(&debs_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "deb"))
+        .collect();
+    debs.sort();
+    assert_eq!(debs.len(), PACKAGES.len(), "{debs:?}");
+
+    let _purge = Packages;
+    let out = output_with_timeout(Command::new("dpkg").arg("-i").args(&debs), COMMAND_TIMEOUT);
+    assert!(
+        out.status.success(),
+        "dpkg -i: {}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    for p in PACKAGES {
+        assert!(package_installed(p), "{p} not installed after dpkg -i");
+    }
+    for name in ["cellfs-fileserver", "cellfs-cachemanager", "cellfs-vos"] {
+        let out = output_with_timeout(
+            Command::new(format!("/usr/bin/{name}")).arg("--version"),
+            COMMAND_TIMEOUT,
+        );
+        assert!(out.status.success(), "{name} --version: {}", text(&out.stderr));
+        assert_eq!(
+            text(&out.stdout).trim(),
+            format!("{name} {}", env!("CARGO_PKG_VERSION"))
+        );
+    }
+    for page in ["cellfs-fileserver", "cellfs-cachemanager", "cellfs-vos", "cellfs.toml"] {
+        let out = output_with_timeout(Command::new("man").args(["-w", page]), COMMAND_TIMEOUT);
+        assert!(
+            text(&out.stdout).starts_with("/usr/share/man/"),
+            "man cannot find {page}: {}",
+            text(&out.stderr)
+        );
+    }
+    for completion in [
+        "/usr/share/bash-completion/completions/cellfs-vos",
+        "/usr/share/zsh/vendor-completions/_cellfs-cachemanager",
+        "/usr/share/fish/vendor_completions.d/cellfs-fileserver.fish",
+    ] {
+        assert!(Path::new(completion).is_file(), "{completion} not installed");
+    }
+    // The installed units, as systemd would load them (the template under
+    // an instance name).
+    let instance = tmp.path().join("cellfs-cachemanager@srv-www.service");
+    std::fs::copy("/usr/lib/systemd/system/cellfs-cachemanager@.service", &instance).unwrap();
+    let out = output_with_timeout(
+        Command::new("systemd-analyze")
+            .arg("verify")
+            .arg("/usr/lib/systemd/system/cellfs-fileserver.service")
+            .arg(&instance),
+        COMMAND_TIMEOUT,
+    );
+    assert!(out.status.success(), "systemd-analyze verify: {}", text(&out.stderr));
+    assert!(out.stderr.is_empty(), "systemd-analyze warned: {}", text(&out.stderr));
+
+    // The packaged mount helper mounts a cell.
+    assert_eq!(
+        std::fs::canonicalize(HELPER).unwrap(),
+        Path::new("/usr/bin/cellfs-cachemanager"),
+        "{HELPER} is not the packaged cache manager"
+    );
+    let cell = Cell::new();
+    let (dir, cache) = (tmp.path().join("www"), tmp.path().join("cache"));
+    std::fs::create_dir(&dir).unwrap();
+    let _cleanup = Cleanup {
+        dir: dir.clone(),
+        cache: cache.clone(),
+    };
+    let out = mount(&cell.config_path(), &dir, &format!("cache={}", cache.display()));
+    assert!(out.status.success(), "mount failed: {}", text(&out.stderr));
+    std::fs::write(dir.join("index.php"), b"<?php echo 1;").unwrap();
+    assert_eq!(std::fs::read(dir.join("index.php")).unwrap(), b"<?php echo 1;");
+    let out = output_with_timeout(Command::new("umount").arg(&dir), COMMAND_TIMEOUT);
+    assert!(out.status.success(), "umount failed: {}", text(&out.stderr));
 }

@@ -216,6 +216,19 @@ fn reply_empty(reply: ReplyEmpty, r: Result<(), FsError>) {
     }
 }
 
+/// The span of one kernel request: `RUST_LOG=cellfs_cachemanager::fuse=debug`
+/// logs each with its time when it closes.
+fn serve(req: &Request, op: &'static str, ino: u64) -> tracing::span::EnteredSpan {
+    tracing::debug_span!("fuse", op, ino, unique = req.unique().0, pid = req.pid()).entered()
+}
+
+/// [`serve`] for a request the fileserver authorizes: the span, and the
+/// request's caller entered on this thread.
+fn serve_as(req: &Request, op: &'static str, ino: u64) -> (tracing::span::EnteredSpan, caller::Scope) {
+    let span = serve(req, op, ino);
+    (span, caller::enter(Some(caller::of(req.uid(), req.gid()))))
+}
+
 impl Filesystem for CellFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         let _ = config.set_max_write(1 << 20);
@@ -258,7 +271,7 @@ impl Filesystem for CellFs {
     }
 
     fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        let _as = caller::enter(Some(caller::of(req.uid(), req.gid())));
+        let _as = serve_as(req, "lookup", parent.0);
         let name = match name_str(name) {
             Ok(n) => n,
             Err(e) => return reply.error(e),
@@ -291,7 +304,8 @@ impl Filesystem for CellFs {
         }
     }
 
-    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+    fn getattr(&self, req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        let _span = serve(req, "getattr", ino.0);
         match self.core.getattr(ino.0) {
             Ok(e) => reply.attr(&e.ttl, &attr(&e)),
             Err(e) => reply.error(errno(e)),
@@ -316,7 +330,7 @@ impl Filesystem for CellFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        let _as = caller::enter(Some(caller::of(req.uid(), req.gid())));
+        let _as = serve_as(req, "setattr", ino.0);
         let set = SetAttr {
             mode: mode.map(|m| m & 0o7777),
             uid,
@@ -332,7 +346,7 @@ impl Filesystem for CellFs {
     }
 
     fn readlink(&self, req: &Request, ino: INodeNo, reply: ReplyData) {
-        let _as = caller::enter(Some(caller::of(req.uid(), req.gid())));
+        let _as = serve_as(req, "readlink", ino.0);
         match self.core.readlink(ino.0) {
             Ok(t) => reply.data(t.as_bytes()),
             Err(e) => reply.error(errno(e)),
@@ -340,7 +354,7 @@ impl Filesystem for CellFs {
     }
 
     fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, reply: ReplyEntry) {
-        let _as = caller::enter(Some(caller::of(req.uid(), req.gid())));
+        let _as = serve_as(req, "mkdir", parent.0);
         let name = match name_str(name) {
             Ok(n) => n,
             Err(e) => return reply.error(e),
@@ -353,7 +367,7 @@ impl Filesystem for CellFs {
     }
 
     fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let _as = caller::enter(Some(caller::of(req.uid(), req.gid())));
+        let _as = serve_as(req, "unlink", parent.0);
         match name_str(name) {
             Ok(n) => reply_empty(reply, self.core.remove(parent.0, n, false)),
             Err(e) => reply.error(e),
@@ -361,7 +375,7 @@ impl Filesystem for CellFs {
     }
 
     fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let _as = caller::enter(Some(caller::of(req.uid(), req.gid())));
+        let _as = serve_as(req, "rmdir", parent.0);
         match name_str(name) {
             Ok(n) => reply_empty(reply, self.core.remove(parent.0, n, true)),
             Err(e) => reply.error(e),
@@ -369,7 +383,7 @@ impl Filesystem for CellFs {
     }
 
     fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
-        let _as = caller::enter(Some(caller::of(req.uid(), req.gid())));
+        let _as = serve_as(req, "symlink", parent.0);
         let name = match name_str(link_name) {
             Ok(n) => n,
             Err(e) => return reply.error(e),
@@ -390,7 +404,7 @@ impl Filesystem for CellFs {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        let _as = caller::enter(Some(caller::of(req.uid(), req.gid())));
+        let _as = serve_as(req, "rename", parent.0);
         let (name, newname) = match (name_str(name), name_str(newname)) {
             (Ok(a), Ok(b)) => (a, b),
             (Err(e), _) | (_, Err(e)) => return reply.error(e),
@@ -403,7 +417,7 @@ impl Filesystem for CellFs {
     }
 
     fn link(&self, req: &Request, ino: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
-        let _as = caller::enter(Some(caller::of(req.uid(), req.gid())));
+        let _as = serve_as(req, "link", ino.0);
         match name_str(newname) {
             Ok(n) => reply_entry(reply, self.core.link(ino.0, newparent.0, n)),
             Err(e) => reply.error(e),
@@ -411,7 +425,7 @@ impl Filesystem for CellFs {
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        let _as = caller::enter(Some(caller::of(req.uid(), req.gid())));
+        let _as = serve_as(req, "open", ino.0);
         let write = !matches!(flags.acc_mode(), fuser::OpenAccMode::O_RDONLY);
         let opened = match self.core.open(ino.0, write) {
             Ok(o) => o,
@@ -440,8 +454,8 @@ impl Filesystem for CellFs {
 
     fn read(
         &self,
-        _req: &Request,
-        _ino: INodeNo,
+        req: &Request,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         size: u32,
@@ -449,6 +463,7 @@ impl Filesystem for CellFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        let _span = serve(req, "read", ino.0);
         match self.core.read(fh.0, offset, size) {
             Ok(data) => reply.data(&data),
             Err(e) => reply.error(errno(e)),
@@ -457,8 +472,8 @@ impl Filesystem for CellFs {
 
     fn write(
         &self,
-        _req: &Request,
-        _ino: INodeNo,
+        req: &Request,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         data: &[u8],
@@ -467,20 +482,22 @@ impl Filesystem for CellFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
+        let _span = serve(req, "write", ino.0);
         match self.core.write(fh.0, offset, data) {
             Ok(n) => reply.written(n),
             Err(e) => reply.error(errno(e)),
         }
     }
 
-    fn flush(&self, _req: &Request, ino: INodeNo, fh: FileHandle, lock_owner: LockOwner, reply: ReplyEmpty) {
+    fn flush(&self, req: &Request, ino: INodeNo, fh: FileHandle, lock_owner: LockOwner, reply: ReplyEmpty) {
+        let _span = serve(req, "flush", ino.0);
         self.core.unlock_owner(ino.0, lock_owner.0);
         reply_empty(reply, self.core.flush(fh.0));
     }
 
     fn release(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
@@ -488,16 +505,19 @@ impl Filesystem for CellFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        let _span = serve(req, "release", ino.0);
         self.core.unlock_handle(ino.0, fh.0, lock_owner.map(|o| o.0));
         self.backings.release(fh.0);
         reply_empty(reply, self.core.release(fh.0));
     }
 
-    fn fsync(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+    fn fsync(&self, req: &Request, ino: INodeNo, fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+        let _span = serve(req, "fsync", ino.0);
         reply_empty(reply, self.core.flush(fh.0));
     }
 
-    fn opendir(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+    fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        let _span = serve(req, "opendir", ino.0);
         if self.no_opendir.load(Ordering::Relaxed) {
             // The kernel stops sending opendir/releasedir and keeps each
             // directory's cached entries until an invalidation (breaks).
@@ -508,7 +528,7 @@ impl Filesystem for CellFs {
     }
 
     fn readdir(&self, req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
-        let _as = caller::enter(Some(caller::of(req.uid(), req.gid())));
+        let _as = serve_as(req, "readdir", ino.0);
         let items = match self.core.dir_items(ino.0) {
             Ok(i) => i,
             Err(e) => return reply.error(errno(e)),
@@ -522,7 +542,7 @@ impl Filesystem for CellFs {
     }
 
     fn readdirplus(&self, req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
-        let _as = caller::enter(Some(caller::of(req.uid(), req.gid())));
+        let _as = serve_as(req, "readdirplus", ino.0);
         let items = match self.core.dir_items(ino.0) {
             Ok(i) => i,
             Err(e) => return reply.error(errno(e)),
@@ -572,25 +592,28 @@ impl Filesystem for CellFs {
         reply.ok();
     }
 
-    fn fsyncdir(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+    fn fsyncdir(&self, req: &Request, ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+        let _span = serve(req, "fsyncdir", ino.0);
         // Directory changes are committed on the server before they return.
         reply.ok();
     }
 
-    fn getxattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, _size: u32, reply: fuser::ReplyXattr) {
+    fn getxattr(&self, req: &Request, ino: INodeNo, _name: &OsStr, _size: u32, reply: fuser::ReplyXattr) {
+        let _span = serve(req, "getxattr", ino.0);
         // No extended attributes: ENOSYS once and the kernel stops asking
         // (it asks for security.capability before the first write).
         reply.error(Errno::ENOSYS);
     }
 
-    fn listxattr(&self, _req: &Request, _ino: INodeNo, _size: u32, reply: fuser::ReplyXattr) {
+    fn listxattr(&self, req: &Request, ino: INodeNo, _size: u32, reply: fuser::ReplyXattr) {
+        let _span = serve(req, "listxattr", ino.0);
         reply.error(Errno::ENOSYS);
     }
 
     fn ioctl(
         &self,
-        _req: &Request,
-        _ino: INodeNo,
+        req: &Request,
+        ino: INodeNo,
         _fh: FileHandle,
         _flags: fuser::IoctlFlags,
         _cmd: u32,
@@ -598,11 +621,13 @@ impl Filesystem for CellFs {
         _out_size: u32,
         reply: fuser::ReplyIoctl,
     ) {
+        let _span = serve(req, "ioctl", ino.0);
         // No ioctls: what isatty() and friends expect of a plain file, quietly.
         reply.error(Errno::ENOTTY);
     }
 
-    fn statfs(&self, _req: &Request, ino: INodeNo, reply: ReplyStatfs) {
+    fn statfs(&self, req: &Request, ino: INodeNo, reply: ReplyStatfs) {
+        let _span = serve(req, "statfs", ino.0);
         const BSIZE: u64 = 4096;
         match self.core.statfs(ino.0) {
             Ok(v) => {
@@ -637,7 +662,7 @@ impl Filesystem for CellFs {
         pid: u32,
         reply: ReplyLock,
     ) {
-        let _as = caller::enter(Some(caller::of(req.uid(), req.gid())));
+        let _as = serve_as(req, "getlk", ino.0);
         let r = match lock_request(req, ino, fh, lock_owner, start, end, typ, pid) {
             Ok(r) => r,
             Err(e) => return reply.error(e),
@@ -668,7 +693,7 @@ impl Filesystem for CellFs {
         sleep: bool,
         reply: ReplyEmpty,
     ) {
-        let _as = caller::enter(Some(caller::of(req.uid(), req.gid())));
+        let _as = serve_as(req, "setlk", ino.0);
         match lock_request(req, ino, fh, lock_owner, start, end, typ, pid) {
             Ok(r) => self.core.setlk(r, sleep, move |result| reply_empty(reply, result)),
             Err(e) => reply.error(e),
@@ -685,7 +710,7 @@ impl Filesystem for CellFs {
         flags: i32,
         reply: ReplyCreate,
     ) {
-        let _as = caller::enter(Some(caller::of(req.uid(), req.gid())));
+        let _as = serve_as(req, "create", parent.0);
         let name = match name_str(name) {
             Ok(n) => n,
             Err(e) => return reply.error(e),

@@ -292,13 +292,7 @@ fn parse_timeout(s: &str) -> Result<f64, String> {
 }
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,fuser=warn".into()),
-        )
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .init();
+    cellfs_protocol::logging::init("info,fuser=warn");
     let mut args = std::env::args_os();
     if let Some(argv0) = args.next()
         && cellfs_cachemanager::fstab::called_as_helper(&argv0)

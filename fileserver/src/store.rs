@@ -977,6 +977,24 @@ impl Store {
     pub fn volumes(&self) -> Vec<Arc<Volume>> {
         self.map().values().cloned().collect()
     }
+
+    /// Each open volume's name and the number of changes its journal holds
+    /// (one read transaction per volume; a volume that cannot be read is
+    /// left out).
+    pub fn journal_lengths(&self) -> Vec<(String, u64)> {
+        let one = |vol: &Volume| -> FsResult<(String, u64)> {
+            let js = vol.journal_state()?;
+            Ok((self.header(vol.id())?.name, (js.seq + 1).saturating_sub(js.oldest)))
+        };
+        self.volumes()
+            .iter()
+            .filter_map(|vol| {
+                one(vol)
+                    .map_err(|e| tracing::debug!(volume = vol.id(), "journal: {e}"))
+                    .ok()
+            })
+            .collect()
+    }
 }
 
 /// The name of volume `name`'s clone of `kind` (`NAME.backup`, `NAME.readonly`).

@@ -7,6 +7,7 @@ pub mod acl;
 pub mod codec;
 pub mod config;
 pub mod error;
+pub mod logging;
 pub mod message;
 pub mod metrics_endpoint;
 pub mod names;
