@@ -38,7 +38,7 @@ complete -c cellfs-fileserver -n "__fish_cellfs_fileserver_using_subcommand init
 complete -c cellfs-fileserver -n "__fish_cellfs_fileserver_using_subcommand serve" -l data -d 'Data folder made by `init`' -r -F
 complete -c cellfs-fileserver -n "__fish_cellfs_fileserver_using_subcommand serve" -l listen -d 'Listen address overriding server.toml' -r
 complete -c cellfs-fileserver -n "__fish_cellfs_fileserver_using_subcommand serve" -l journal-len -d 'Changes each volume\'s journal remembers for reconnecting clients, overriding server.toml\'s `journal_len` (default 100000)' -r
-complete -c cellfs-fileserver -n "__fish_cellfs_fileserver_using_subcommand serve" -l metrics -d 'Where to serve Prometheus metrics (http://ADDR/metrics), or `off`' -r
+complete -c cellfs-fileserver -n "__fish_cellfs_fileserver_using_subcommand serve" -l metrics -d 'Where to serve Prometheus metrics (http://ADDR/metrics), or `off`, overriding server.toml\'s `metrics` (default 127.0.0.1:9470)' -r
 complete -c cellfs-fileserver -n "__fish_cellfs_fileserver_using_subcommand serve" -s h -l help -d 'Print help'
 complete -c cellfs-fileserver -n "__fish_cellfs_fileserver_using_subcommand salvage" -l data -d 'Data folder made by `init`' -r -F
 complete -c cellfs-fileserver -n "__fish_cellfs_fileserver_using_subcommand salvage" -l repair -d 'Fix what is found (otherwise only report)'

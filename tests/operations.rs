@@ -434,7 +434,9 @@ fn settings_files_are_checked_and_flags_win() {
     std::fs::write(&toml, good.replace("max_requests = 4096", "max_requests = \"lots\"")).unwrap();
     let err = text(&serve(&[]).stderr);
     assert!(err.contains("line") && err.contains("max_requests = \"lots\""), "{err}");
-    std::fs::write(&toml, &good).unwrap();
+    // A metrics address from the file (no --metrics flag).
+    let metrics_port = free_tcp_port();
+    std::fs::write(&toml, format!("{good}metrics = \"127.0.0.1:{metrics_port}\"\n")).unwrap();
     let port = free_udp_port();
     let server = Daemon::start(
         Command::new(bin("cellfs-fileserver"))
@@ -447,6 +449,11 @@ fn settings_files_are_checked_and_flags_win() {
         std::net::UdpSocket::bind(("127.0.0.1", port)).is_err(),
         "--listen did not win over server.toml"
     );
+    wait_for("metrics where server.toml put them", Duration::from_secs(10), || {
+        scrape(metrics_port)
+            .iter()
+            .any(|(s, _)| s.starts_with("cellfs_fileserver_journal_limit"))
+    });
     drop(server);
 }
 

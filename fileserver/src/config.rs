@@ -113,7 +113,14 @@ pub struct ServerConfig {
     /// the first server itself.
     #[serde(default)]
     pub vldb: Option<String>,
+    /// Where to serve Prometheus metrics (`host:port`, or `off`); `None`:
+    /// [`DEFAULT_METRICS`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<String>,
 }
+
+/// Where the fileserver serves its metrics unless told otherwise.
+pub const DEFAULT_METRICS: &str = "127.0.0.1:9470";
 
 /// Errors of `init` and of loading the configuration.
 #[derive(Debug, thiserror::Error)]
@@ -307,6 +314,7 @@ pub fn init(opts: &InitOptions) -> Result<InitReport, ConfigError> {
         max_requests: DEFAULT_MAX_REQUESTS,
         index: 0,
         vldb: None,
+        metrics: None,
     };
     // Written last: its presence marks a complete cell.
     write_file(&dir.join(SERVER_TOML), &config.to_toml(), 0o644, &mut files)?;
@@ -380,6 +388,7 @@ pub fn join(opts: &JoinOptions) -> Result<InitReport, ConfigError> {
         max_requests: DEFAULT_MAX_REQUESTS,
         index,
         vldb: Some(first),
+        metrics: None,
     };
     write_file(&dir.join(SERVER_TOML), &config.to_toml(), 0o644, &mut files)?;
     Ok(InitReport {

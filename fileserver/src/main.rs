@@ -53,9 +53,10 @@ enum Command {
         /// overriding server.toml's `journal_len` (default 100000).
         #[arg(long, value_name = "N")]
         journal_len: Option<u64>,
-        /// Where to serve Prometheus metrics (http://ADDR/metrics), or `off`.
-        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9470")]
-        metrics: String,
+        /// Where to serve Prometheus metrics (http://ADDR/metrics), or `off`,
+        /// overriding server.toml's `metrics` (default 127.0.0.1:9470).
+        #[arg(long, value_name = "ADDR")]
+        metrics: Option<String>,
     },
     /// Print this program's manual page or shell completions (used to make
     /// the checked-in man/ and completions/).
@@ -166,6 +167,9 @@ fn main() -> anyhow::Result<()> {
                 let server = cellfs_fileserver::server::Server::open_with(&data, &opts)
                     .await
                     .with_context(|| format!("cannot serve {}", data.display()))?;
+                let metrics = metrics
+                    .or_else(|| server.context().config.metrics.clone())
+                    .unwrap_or_else(|| cellfs_fileserver::config::DEFAULT_METRICS.to_owned());
                 if cellfs_protocol::metrics_endpoint::serve(&metrics)? {
                     tokio::spawn(cellfs_fileserver::prometheus::sample(server.context().clone()));
                 }
