@@ -1,5 +1,5 @@
 //! The checked-in manual pages and completions match what the programs
-//! generate, each page documents every command and option `--help` shows,
+//! (and, for cellfs.toml(5), the config types) generate, each page documents every command and option `--help` shows,
 //! and every page renders with `man` without a warning. After changing a
 //! command line, run `scripts/gen-docs`.
 
@@ -26,6 +26,35 @@ fn run(program: &str, args: &[&str]) -> String {
 
 fn repo(path: &str) -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+/// cellfs.toml(5) as the config types make it.
+fn settings_page() -> String {
+    let cell = schemars::schema_for!(cellfs_protocol::config::CellConfig);
+    let server = schemars::schema_for!(cellfs_fileserver::config::ServerConfig);
+    let node = schemars::schema_for!(cellfs_cachemanager::settings::Settings);
+    cellfs_cli_docs::settings::settings_page(
+        env!("CARGO_PKG_VERSION"),
+        cell.as_value(),
+        server.as_value(),
+        node.as_value(),
+    )
+}
+
+/// The checked-in cellfs.toml(5) is the one the config types make;
+/// `scripts/gen-docs` runs this with `CELLFS_WRITE_DOCS=1` to write it.
+#[test]
+fn the_settings_page_is_made_from_the_config_types() {
+    let path = repo("man/cellfs.toml.5");
+    let page = settings_page();
+    if std::env::var_os("CELLFS_WRITE_DOCS").is_some() {
+        std::fs::write(&path, &page).unwrap();
+    }
+    let checked_in = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        checked_in == page,
+        "man/cellfs.toml.5 is out of date: run scripts/gen-docs"
+    );
 }
 
 #[test]
@@ -178,13 +207,7 @@ fn the_settings_page_documents_every_key() {
         assert!(documented(&key), "mount --{long} has no key {key} in cellfs.toml(5)");
     }
     // The example parses as the cache manager reads it.
-    let example: String = page
-        .split(".nf\n")
-        .nth(1)
-        .and_then(|rest| rest.split("\n.fi").next())
-        .expect("an example")
-        .replace("\\-", "-");
-    cellfs_cachemanager::settings::Settings::parse(&example).expect("the example is valid");
+    cellfs_cachemanager::settings::Settings::parse(cellfs_cli_docs::settings::EXAMPLE).expect("the example is valid");
     // It renders cleanly.
     let out = output_with_timeout(
         Command::new("man")

@@ -9,28 +9,32 @@ use std::path::{Path, PathBuf};
 /// Where packages put the settings file.
 pub const DEFAULT_SETTINGS: &str = "/etc/cellfs/cachemanager.toml";
 
-/// What the settings file may hold (each one a `mount` flag).
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+/// What the settings file may hold (each one a `mount` flag). The field
+/// docs are the keys' text in cellfs.toml(5).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
-    /// `--config`: the cell config.
+    /// The cell config (`--config`).
     pub config: Option<PathBuf>,
-    /// `--cache`: the cache folder.
+    /// The cache folder (`--cache`).
     pub cache: Option<PathBuf>,
-    /// `--cache-size`, e.g. "8GiB".
+    /// The cache size limit, e.g. "8GiB" (`--cache-size`; 1GiB by default).
+    #[schemars(with = "Option<String>")]
     pub cache_size: Option<bytesize::ByteSize>,
-    /// `--threads`.
+    /// FUSE worker threads (`--threads`; 4 by default).
     pub threads: Option<usize>,
-    /// `--request-timeout`, seconds.
+    /// Seconds a request may take before the fileserver counts as down
+    /// (`--request-timeout`; 2 by default).
     pub request_timeout: Option<f64>,
-    /// `false` is `--no-passthrough`.
+    /// false turns FUSE passthrough off (`--no-passthrough`).
     pub passthrough: Option<bool>,
-    /// The mount point.
+    /// Where to mount.
     pub mountpoint: Option<PathBuf>,
-    /// `--metrics`: where to serve Prometheus metrics, or "off".
+    /// Where to serve Prometheus metrics, or "off" (`--metrics`;
+    /// 127.0.0.1:9471 by default).
     pub metrics: Option<String>,
-    /// Paths (from the mount root) pinned at start, so the node serves them
-    /// through a fileserver outage (`--pin`).
+    /// Paths from the mount root to pin once mounted, so the node serves
+    /// them through a fileserver outage (`--pin`, added to).
     #[serde(default)]
     pub pin: Vec<String>,
 }

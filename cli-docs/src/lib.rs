@@ -4,6 +4,8 @@
 //! them to `man/` and `completions/`, and a test fails when the checked-in
 //! copies differ from what the programs generate.
 
+pub mod settings;
+
 use clap_mangen::roff::{Inline, Roff, bold, italic, roman};
 
 /// The parts of a manual page that `--help` does not hold.

@@ -73,26 +73,27 @@ fn default_max_connections() -> usize {
     DEFAULT_MAX_CONNECTIONS
 }
 
-/// Contents of `server.toml`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Contents of `server.toml`. The field docs are the keys' text in
+/// cellfs.toml(5).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
-    /// Cell name.
+    /// The cell's name.
     pub cell: String,
-    /// Address to listen on (`host:port`).
+    /// The address to listen on (`host:port`), also given to clients; `serve --listen` wins.
     pub listen: String,
-    /// Lifetime of callback promises in seconds.
+    /// Lifetime of callback promises, in seconds.
     pub promise_secs: u64,
-    /// Name of the root volume.
+    /// The name of the cell's root volume.
     pub root_volume: String,
-    /// Largest `StoreData` length accepted.
+    /// The largest store accepted, in bytes.
     #[serde(default = "default_max_data")]
     pub max_data: u64,
-    /// Most concurrent client connections.
+    /// Most client connections at once.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
-    /// Most concurrent connections made with one credential (a flood from
-    /// one node cannot take the whole server).
+    /// Most connections made with one credential (a flood from one node
+    /// cannot take the whole server).
     #[serde(default = "default_max_connections_per_credential")]
     pub max_connections_per_credential: usize,
     /// Most requests in progress on one connection.
@@ -102,19 +103,20 @@ pub struct ServerConfig {
     #[serde(default = "default_max_requests")]
     pub max_requests: usize,
     /// Changes each volume's journal remembers for reconnecting clients
-    /// (older ones are trimmed; a client further behind checks in bulk).
+    /// (older ones are trimmed; a client further behind revalidates in
+    /// bulk); `serve --journal-len` wins.
     #[serde(default = "default_journal_len")]
     pub journal_len: u64,
     /// This server's number in the cell (0 for the first server); its
-    /// volume ids start at `index << 32`.
+    /// volume ids start at index × 2^32.
     #[serde(default)]
     pub index: u32,
-    /// Address of the cell's first server, which keeps the VLDB; `None` on
-    /// the first server itself.
+    /// The address of the cell's first server, which keeps the VLDB; absent
+    /// on the first server itself.
     #[serde(default)]
     pub vldb: Option<String>,
-    /// Where to serve Prometheus metrics (`host:port`, or `off`); `None`:
-    /// [`DEFAULT_METRICS`].
+    /// Where to serve Prometheus metrics (`host:port`, or `off`);
+    /// 127.0.0.1:9470 when absent; `serve --metrics` wins.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics: Option<String>,
 }

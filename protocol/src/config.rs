@@ -79,18 +79,19 @@ pub fn write_bundle(
 }
 
 /// Contents of `cell.toml`. Relative paths are relative to the file's folder.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// The field docs are the keys' text in cellfs.toml(5).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CellConfig {
-    /// Cell name.
+    /// The cell's name.
     pub cell: String,
-    /// Fileserver addresses (`host:port`); the first is used today.
+    /// The fileservers' addresses (`host:port`), the cell's first server first.
     pub servers: Vec<String>,
-    /// PEM file of the cell CA that signs every server certificate.
+    /// The PEM file of the cell's certificate authority, which signs every server certificate.
     pub ca: PathBuf,
-    /// PEM certificate of this client's credential.
+    /// The PEM certificate of this credential (host, admin or server role).
     pub cert: Option<PathBuf>,
-    /// PEM private key of this client's credential.
+    /// The PEM private key of this credential.
     pub key: Option<PathBuf>,
 }
 
