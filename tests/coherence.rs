@@ -8,7 +8,7 @@ use cellfs::{Cell, Mount};
 use common::{assert_errno, pattern, sha256, sha256_file};
 use std::collections::BTreeSet;
 use std::fs;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -193,4 +193,60 @@ fn b_reads_new_bytes_after_a_fileserver_restart() {
         }
     }
     assert_eq!(fs::read(b.path().join("f")).unwrap(), b"after restart");
+}
+
+#[test]
+fn a_truncating_overwrite_on_a_reaches_b_at_close_in_one_store() {
+    let cell = Cell::new();
+    let a = Mount::new(&cell);
+    let b = Mount::new(&cell);
+    let (on_a, on_b) = (a.path().join("cache.php"), b.path().join("cache.php"));
+    fs::write(&on_a, pattern(50_000, 1)).unwrap();
+    assert_eq!(fs::read(&on_b).unwrap().len(), 50_000);
+
+    // O_TRUNC empties A's copy at once; the truncation travels with the
+    // writes at close, so B sees the old bytes until then and the new ones
+    // right after.
+    let mut f = fs::File::options().write(true).truncate(true).open(&on_a).unwrap();
+    assert_eq!(f.metadata().unwrap().len(), 0);
+    assert_eq!(fs::metadata(&on_a).unwrap().len(), 0);
+    assert_eq!(
+        fs::read(&on_b).unwrap().len(),
+        50_000,
+        "the truncation was stored before close"
+    );
+    f.write_all(b"<?php return 1;").unwrap();
+    assert_eq!(fs::metadata(&on_a).unwrap().len(), 15);
+    // A stat on B while A writes cannot bring the old size back to A.
+    assert_eq!(fs::metadata(&on_b).unwrap().len(), 50_000);
+    assert_eq!(fs::metadata(&on_a).unwrap().len(), 15);
+    drop(f);
+    assert_eq!(fs::read(&on_b).unwrap(), b"<?php return 1;");
+    assert_eq!(fs::metadata(&on_b).unwrap().len(), 15);
+
+    // ftruncate(fd, 0) on a writer's handle, then a write.
+    let mut f = fs::File::options().write(true).open(&on_a).unwrap();
+    f.set_len(0).unwrap();
+    f.write_all(b"x").unwrap();
+    drop(f);
+    assert_eq!(fs::read(&on_b).unwrap(), b"x");
+
+    // Emptied and closed without a write: stored empty.
+    drop(fs::File::options().write(true).truncate(true).open(&on_a).unwrap());
+    assert_eq!(fs::metadata(&on_b).unwrap().len(), 0);
+    assert!(fs::read(&on_b).unwrap().is_empty());
+
+    // A truncate by path is not deferred, even while a writer holds the
+    // file open on A.
+    fs::write(&on_a, b"0123456789").unwrap();
+    let held = fs::File::options().write(true).open(&on_a).unwrap();
+    let status = std::process::Command::new("truncate")
+        .args(["-s", "4"])
+        .arg(&on_a)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(fs::read(&on_b).unwrap(), b"0123");
+    drop(held);
+    assert_eq!(fs::read(&on_b).unwrap(), b"0123");
 }

@@ -746,7 +746,10 @@ impl Core {
     }
 
     /// chmod/chown/utimes/truncate.
-    pub fn setattr(&self, ino: u64, attr: SetAttr) -> FsResult<Entry> {
+    pub fn setattr(&self, ino: u64, attr: SetAttr, fh: Option<u64>) -> FsResult<Entry> {
+        if let Some(entry) = self.empty_for_writer(ino, &attr, fh)? {
+            return Ok(entry);
+        }
         let (fid, _) = self.node_fid(ino)?;
         if attr.size.is_some() || attr.mtime.is_some() {
             // Unstored writes go first, so the truncate or the explicit time
@@ -783,6 +786,56 @@ impl Core {
         }
         let ino = st.nodes.upsert(status, promise);
         self.entry(&st, ino)
+    }
+
+    /// `O_TRUNC` on the open that made handle `fh` (the kernel passes it
+    /// with the open): deferred to the store at close when
+    /// [`Core::setattr`] can, else made on the server at once.
+    pub fn truncate_opened(&self, ino: u64, fh: u64) -> FsResult<()> {
+        let empty = SetAttr {
+            size: Some(0),
+            ..SetAttr::default()
+        };
+        self.setattr(ino, empty, Some(fh)).map(|_| ())
+    }
+
+    /// `O_TRUNC`, or `ftruncate(fd, 0)`, through a handle this node holds
+    /// open for writing, on a file it holds a promise on: the local copy is
+    /// emptied now and the truncation is stored with the writes at close, in
+    /// the same store (one durable commit on the server instead of two;
+    /// other nodes see the new content at close, as with every write).
+    /// `None` when `attr` is anything else; a truncate by path, or of a file
+    /// without a promise, goes to the server at once.
+    fn empty_for_writer(&self, ino: u64, attr: &SetAttr, fh: Option<u64>) -> FsResult<Option<Entry>> {
+        // The kernel sends O_TRUNC and ftruncate as size 0 with the time.
+        let only_empties = attr.size == Some(0)
+            && attr.mode.is_none()
+            && attr.uid.is_none()
+            && attr.gid.is_none()
+            && attr.atime.is_none();
+        let Some(h) = fh.filter(|_| only_empties).and_then(|fh| self.handle(fh).ok()) else {
+            return Ok(None);
+        };
+        if !h.write || h.ino != ino || h.arrival.is_some() {
+            return Ok(None);
+        }
+        let mut st = self.lock();
+        let promised = st
+            .nodes
+            .get(ino)
+            .is_some_and(|n| n.valid_for(self.link.epoch(), Instant::now()).is_some());
+        if !promised || st.cache.peek(h.fid).is_none() {
+            return Ok(None);
+        }
+        h.file.set_len(0).map_err(|e| FsError::local("truncate", e))?;
+        st.cache.resize(h.fid, 0);
+        if let Some(n) = st.nodes.get_mut(ino) {
+            // Whatever was written before is gone with the truncation.
+            n.dirty = Some((0, 0));
+            n.status.size = 0;
+            n.status.mtime = attr.mtime.unwrap_or_else(cellfs_protocol::Timestamp::now);
+        }
+        self.entry(&st, ino).map(Some)
     }
 
     /// Target of a symlink.

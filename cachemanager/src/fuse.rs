@@ -237,6 +237,9 @@ impl Filesystem for CellFs {
         for (flag, what) in [
             (InitFlags::FUSE_DO_READDIRPLUS, "readdirplus"),
             (InitFlags::FUSE_PARALLEL_DIROPS, "parallel directory operations"),
+            // O_TRUNC comes with the open, on the handle: a writer's
+            // truncation is stored with its writes at close.
+            (InitFlags::FUSE_ATOMIC_O_TRUNC, "atomic O_TRUNC"),
         ] {
             if config.add_capabilities(flag).is_err() {
                 tracing::info!("the kernel does not offer {what}");
@@ -323,7 +326,7 @@ impl Filesystem for CellFs {
         atime: Option<TimeOrNow>,
         mtime: Option<TimeOrNow>,
         _ctime: Option<SystemTime>,
-        _fh: Option<FileHandle>,
+        fh: Option<FileHandle>,
         _crtime: Option<SystemTime>,
         _chgtime: Option<SystemTime>,
         _bkuptime: Option<SystemTime>,
@@ -339,7 +342,7 @@ impl Filesystem for CellFs {
             atime: atime.map(time),
             mtime: mtime.map(time),
         };
-        match self.core.setattr(ino.0, set) {
+        match self.core.setattr(ino.0, set, fh.map(|h| h.0)) {
             Ok(e) => reply.attr(&e.ttl, &attr(&e)),
             Err(e) => reply.error(errno(e)),
         }
@@ -427,10 +430,18 @@ impl Filesystem for CellFs {
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let _as = serve_as(req, "open", ino.0);
         let write = !matches!(flags.acc_mode(), fuser::OpenAccMode::O_RDONLY);
-        let opened = match self.core.open(ino.0, write) {
+        let mut opened = match self.core.open(ino.0, write) {
             Ok(o) => o,
             Err(e) => return reply.error(errno(e)),
         };
+        // Atomic O_TRUNC: the kernel truncates its view once we answer.
+        if write && flags.0 & libc::O_TRUNC != 0 {
+            if let Err(e) = self.core.truncate_opened(ino.0, opened.fh) {
+                let _ = self.core.release(opened.fh);
+                return reply.error(errno(e));
+            }
+            opened.size = 0;
+        }
         let mut fopen = FopenFlags::empty();
         if !write {
             // Nothing to store when a read-only handle closes.
@@ -720,7 +731,17 @@ impl Filesystem for CellFs {
             .core
             .create(parent.0, name, mode & !umask & 0o7777, req.uid(), req.gid(), exclusive)
         {
-            Ok((e, opened)) => {
+            Ok((mut e, mut opened)) => {
+                // A name another node made meanwhile is opened, not made: an
+                // O_TRUNC applies to it (the kernel takes it as done).
+                if flags & libc::O_TRUNC != 0 && e.status.size > 0 {
+                    if let Err(err) = self.core.truncate_opened(e.ino, opened.fh) {
+                        let _ = self.core.release(opened.fh);
+                        return reply.error(errno(err));
+                    }
+                    e.status.size = 0;
+                    opened.size = 0;
+                }
                 let fh = FileHandle(opened.fh);
                 let a = attr(&e);
                 match self.backing(e.ino, &opened, true, |f| reply.open_backing(f)) {

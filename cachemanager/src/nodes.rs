@@ -176,7 +176,10 @@ impl NodeTable {
             let (size, mtime) = (node.status.size, node.status.mtime);
             node.status = status;
             if keep_local {
-                node.status.size = node.status.size.max(size);
+                // The local copy holds unstored changes and is stored whole
+                // (truncated to its length): its size is the file's, larger
+                // or smaller (a deferred truncation) than the server's.
+                node.status.size = size;
                 node.status.mtime = node.status.mtime.max(mtime);
             }
             if promise.is_some() {
