@@ -250,3 +250,29 @@ fn a_truncating_overwrite_on_a_reaches_b_at_close_in_one_store() {
     drop(held);
     assert_eq!(fs::read(&on_b).unwrap(), b"0123");
 }
+
+#[test]
+fn b_refreshes_a_changed_small_copy_in_one_round_trip() {
+    let cell = Cell::with_promise_secs(600);
+    let a = Mount::new(&cell);
+    let b = Mount::new(&cell);
+    fs::write(a.path().join("config.php"), b"<?php $v = 1;").unwrap();
+    let on_b = b.path().join("config.php");
+    assert_eq!(fs::read(&on_b).unwrap(), b"<?php $v = 1;");
+    for round in 2..6 {
+        let text = format!("<?php $v = {round};");
+        fs::write(a.path().join("config.php"), &text).unwrap();
+        let before = cell.stats().rpcs;
+        // What PHP does with an include: stat it, then open and read it.
+        // B's stale copy comes back with its new status in one FetchFiles.
+        assert_eq!(fs::metadata(&on_b).unwrap().len(), text.len() as u64);
+        assert_eq!(fs::read(&on_b).unwrap(), text.as_bytes());
+        let after = cell.stats().rpcs;
+        assert_eq!(
+            after - before,
+            1,
+            "round {round}: B took {} round trips",
+            after - before
+        );
+    }
+}

@@ -725,14 +725,35 @@ impl Core {
         // The kernel writes passthrough files without telling us: size and
         // mtime come from the local copy while such a writer is open.
         self.note_direct_writes_of(ino)?;
-        let fid = {
+        let (fid, stale_small_copy) = {
             let st = self.lock();
             let n = st.node(ino)?;
             if self.usable(n) || n.dirty.is_some() {
                 return self.entry(&st, ino);
             }
-            n.fid
+            let stale_small_copy = n.status.kind == FileKind::File
+                && n.status.size <= INLINE_FILE_MAX
+                && st.cache.peek(n.fid).is_some()
+                && st.cache.open_count(n.fid) == 0;
+            (n.fid, stale_small_copy)
         };
+        // A small file read here before and changed since (the stat before
+        // the next open, after another node's write): its status and bytes
+        // in one round trip, so the open that follows is local. Refused
+        // (say, no read right) or failed: the status alone, below.
+        if stale_small_copy {
+            match self.fetch_inline(vec![fid], fid, INLINE_FILE_MAX) {
+                Ok(_) => {
+                    let st = self.lock();
+                    let n = st.node(ino)?;
+                    if n.valid_for(self.link.epoch(), Instant::now()).is_some() {
+                        return self.entry(&st, ino);
+                    }
+                }
+                Err(e) if self.link.any_down() => return self.or_cached(Err(e), |st| self.entry(st, ino).ok()),
+                Err(_) => {}
+            }
+        }
         let (reply, promise) = match self.call(Request::FetchStatus { fid }) {
             Ok(r) => r,
             Err(e) => return self.or_cached(Err(e), |st| self.entry(st, ino).ok()),
@@ -1175,22 +1196,39 @@ impl Core {
     /// Fetches `batch` (which starts with `fid`) with their bytes in one
     /// round trip; `fid` itself by `FetchData` if it did not come inline.
     fn fetch_small(&self, fid: Fid, batch: Vec<Fid>) -> FsResult<()> {
-        let target = fid;
+        if self.fetch_inline(batch, fid, INLINE_BATCH_BYTES)? {
+            Ok(())
+        } else {
+            self.fetch(fid)
+        }
+    }
+
+    /// One `FetchFiles` of `fids`: places each copy that came with its bytes
+    /// (keeping one as new that an open fetched meanwhile, except
+    /// `target`'s) and records `target`'s status even without its bytes.
+    /// Whether `target`'s copy was placed.
+    fn fetch_inline(&self, fids: Vec<Fid>, target: Fid, max_total: u64) -> FsResult<bool> {
         let sent = self.sent();
         let (reply, _) = self.call(Request::FetchFiles {
-            fids: batch,
+            fids,
             max_file: INLINE_FILE_MAX,
-            max_total: INLINE_BATCH_BYTES,
+            max_total,
         })?;
         let Reply::Files(files) = reply else {
             return Err(unexpected("fetch_files"));
         };
         let promise = self.promise_from(sent);
         let mut placed = Vec::new();
+        let mut target_status = None;
         for file in files.into_iter().flatten() {
-            let Some(data) = file.data else { continue };
-            metrics::counter!("cellfs_cachemanager_fetched_bytes_total").increment(data.len() as u64);
             let fid = file.status.fid;
+            let Some(data) = file.data else {
+                if fid == target {
+                    target_status = Some(file.status);
+                }
+                continue;
+            };
+            metrics::counter!("cellfs_cachemanager_fetched_bytes_total").increment(data.len() as u64);
             let (tmp, dest) = {
                 let st = self.lock();
                 // A copy as new arrived meanwhile (an open fetched it): keep it.
@@ -1219,8 +1257,10 @@ impl Core {
             st.cache.insert(status.fid, entry);
             st.nodes.upsert(status, promise);
         }
-        drop(st);
-        if got_it { Ok(()) } else { self.fetch(fid) }
+        if let Some(status) = target_status {
+            st.nodes.upsert(status, promise);
+        }
+        Ok(got_it)
     }
 
     /// Fetches the whole file into the cache.

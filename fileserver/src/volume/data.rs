@@ -160,6 +160,10 @@ impl Volume {
                 Ok((status, file))
             })
             .collect();
+        if opened.len() == 1 {
+            // One file (a node refreshing the copy it had): no threads.
+            return Ok(opened.into_iter().map(read_inline).collect());
+        }
         let per_thread = opened.len().div_ceil(INLINE_READERS).max(1);
         let mut parts: Vec<Vec<_>> = (0..INLINE_READERS).map(|_| Vec::new()).collect();
         for (i, o) in opened.into_iter().enumerate() {
