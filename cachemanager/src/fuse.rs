@@ -434,8 +434,9 @@ impl Filesystem for CellFs {
             Ok(o) => o,
             Err(e) => return reply.error(errno(e)),
         };
-        // Atomic O_TRUNC: the kernel truncates its view once we answer.
-        if write && flags.0 & libc::O_TRUNC != 0 {
+        // Atomic O_TRUNC: the kernel truncates its view once we answer (a
+        // read-only open with O_TRUNC truncates too, on the server).
+        if flags.0 & libc::O_TRUNC != 0 {
             if let Err(e) = self.core.truncate_opened(ino.0, opened.fh) {
                 let _ = self.core.release(opened.fh);
                 return reply.error(errno(e));
