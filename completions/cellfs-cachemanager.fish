@@ -88,7 +88,7 @@ complete -c cellfs-cachemanager -n "__fish_cellfs_cachemanager_using_subcommand 
 complete -c cellfs-cachemanager -n "__fish_cellfs_cachemanager_using_subcommand setcachesize" -l format -d 'Output format' -r -f -a "text\t'For people'
 json\t'For scripts'"
 complete -c cellfs-cachemanager -n "__fish_cellfs_cachemanager_using_subcommand setcachesize" -s h -l help -d 'Print help (see more with \'--help\')'
-complete -c cellfs-cachemanager -n "__fish_cellfs_cachemanager_using_subcommand mount" -l settings -d 'A settings file (TOML) with any of these flags as keys (config, cache, cache_size, threads, request_timeout, passthrough, mountpoint, pin); see cellfs-cachemanager(8)' -r -F
+complete -c cellfs-cachemanager -n "__fish_cellfs_cachemanager_using_subcommand mount" -l settings -d 'A settings file (TOML) with any of these flags as keys (config, cache, cache_size, threads, request_timeout, passthrough, mountpoint, metrics, pin); see cellfs.toml(5)' -r -F
 complete -c cellfs-cachemanager -n "__fish_cellfs_cachemanager_using_subcommand mount" -l config -d 'The cell config (the client bundle\'s cell.toml)' -r -F
 complete -c cellfs-cachemanager -n "__fish_cellfs_cachemanager_using_subcommand mount" -l cache -d 'Folder for the disk cache' -r -F
 complete -c cellfs-cachemanager -n "__fish_cellfs_cachemanager_using_subcommand mount" -l cache-size -d 'Cache size limit, e.g. 2GiB (1GiB when neither flag nor file says)' -r

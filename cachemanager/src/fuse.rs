@@ -43,6 +43,18 @@ impl CellFs {
 }
 
 impl CellFs {
+    /// O_TRUNC on the handle `opened` was just made for
+    /// ([`Core::truncate_opened`]); on failure the handle is released and
+    /// the errno for the kernel returned.
+    fn truncate_opened(&self, ino: u64, opened: &mut Opened) -> Result<(), Errno> {
+        if let Err(e) = self.core.truncate_opened(ino, opened.fh) {
+            let _ = self.core.release(opened.fh);
+            return Err(errno(e));
+        }
+        opened.size = 0;
+        Ok(())
+    }
+
     /// The passthrough backing for the just opened `opened` of inode `ino`
     /// (`None`: ordinary cached I/O), or the error to answer the open with.
     fn backing(
@@ -436,12 +448,10 @@ impl Filesystem for CellFs {
         };
         // Atomic O_TRUNC: the kernel truncates its view once we answer (a
         // read-only open with O_TRUNC truncates too, on the server).
-        if flags.0 & libc::O_TRUNC != 0 {
-            if let Err(e) = self.core.truncate_opened(ino.0, opened.fh) {
-                let _ = self.core.release(opened.fh);
-                return reply.error(errno(e));
-            }
-            opened.size = 0;
+        if flags.0 & libc::O_TRUNC != 0
+            && let Err(e) = self.truncate_opened(ino.0, &mut opened)
+        {
+            return reply.error(e);
         }
         let mut fopen = FopenFlags::empty();
         if !write {
@@ -736,12 +746,10 @@ impl Filesystem for CellFs {
                 // A name another node made meanwhile is opened, not made: an
                 // O_TRUNC applies to it (the kernel takes it as done).
                 if flags & libc::O_TRUNC != 0 && e.status.size > 0 {
-                    if let Err(err) = self.core.truncate_opened(e.ino, opened.fh) {
-                        let _ = self.core.release(opened.fh);
-                        return reply.error(errno(err));
+                    if let Err(err) = self.truncate_opened(e.ino, &mut opened) {
+                        return reply.error(err);
                     }
                     e.status.size = 0;
-                    opened.size = 0;
                 }
                 let fh = FileHandle(opened.fh);
                 let a = attr(&e);

@@ -95,7 +95,7 @@ enum Command {
     Mount {
         /// A settings file (TOML) with any of these flags as keys (config,
         /// cache, cache_size, threads, request_timeout, passthrough,
-        /// mountpoint, pin); see cellfs-cachemanager(8).
+        /// mountpoint, metrics, pin); see cellfs.toml(5).
         #[arg(long, value_name = "FILE")]
         settings: Option<PathBuf>,
         /// The cell config (the client bundle's cell.toml).
@@ -372,7 +372,9 @@ fn main() -> anyhow::Result<()> {
                 request_timeout: std::time::Duration::from_secs_f64(request_timeout),
                 passthrough: !no_passthrough && file.passthrough.unwrap_or(true),
                 pins: file.pin.into_iter().chain(pin).collect(),
-                metrics: metrics.or(file.metrics).unwrap_or_else(|| "127.0.0.1:9471".into()),
+                metrics: metrics
+                    .or(file.metrics)
+                    .unwrap_or_else(|| cellfs_cachemanager::settings::DEFAULT_METRICS.into()),
             })
         }
         .context("cellfs-cachemanager mount"),

@@ -9,6 +9,9 @@ use std::path::{Path, PathBuf};
 /// Where packages put the settings file.
 pub const DEFAULT_SETTINGS: &str = "/etc/cellfs/cachemanager.toml";
 
+/// Where a mount serves its metrics unless told otherwise.
+pub const DEFAULT_METRICS: &str = "127.0.0.1:9471";
+
 /// What the settings file may hold (each one a `mount` flag). The field
 /// docs are the keys' text in cellfs.toml(5).
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, schemars::JsonSchema)]

@@ -91,16 +91,11 @@ pub fn man_page(cmd: clap::Command, page: &Page) -> String {
     if !page.examples.is_empty() {
         roff.control("SH", ["EXAMPLES"]);
         for (what, lines) in page.examples {
-            roff.control("PP", []).text([roman(*what)]);
-            roff.control("PP", []).control("RS", ["4"]).control("nf", []);
-            for line in lines.lines() {
-                roff.text([roman(line)]);
-            }
-            roff.control("fi", []).control("RE", []);
+            example(&mut roff, what, lines);
         }
     }
     if !page.see_also.is_empty() {
-        roff.control("SH", ["SEE ALSO"]).text([roman(page.see_also.join(", "))]);
+        see_also(&mut roff, page.see_also);
     }
     rendered.expect("rendering into memory cannot fail");
     let mut text = String::from_utf8_lossy(&out).into_owned();
@@ -185,6 +180,21 @@ fn arg(roff: &mut Roff, a: &clap::Arg) {
         help.push_str(&format!(" [env: {}]", env.to_string_lossy()));
     }
     roff.text([roman(help)]);
+}
+
+/// One example: what it does, then its lines as typed.
+fn example(roff: &mut Roff, what: &str, lines: &str) {
+    roff.control("PP", []).text([roman(what)]);
+    roff.control("PP", []).control("RS", ["4"]).control("nf", []);
+    for line in lines.lines() {
+        roff.text([roman(line)]);
+    }
+    roff.control("fi", []).control("RE", []);
+}
+
+/// The SEE ALSO section naming `pages`.
+fn see_also(roff: &mut Roff, pages: &[&str]) {
+    roff.control("SH", ["SEE ALSO"]).text([roman(pages.join(", "))]);
 }
 
 fn list(roff: &mut Roff, title: &str, items: &[(&str, &str)]) {

@@ -52,18 +52,12 @@ pub fn settings_page(version: &str, cell: &Value, server: &Value, cachemanager: 
             roff.text(code_spans(&text.replace('\n', " ")));
         }
     }
-    roff.control("SH", ["EXAMPLES"])
-        .control("PP", [])
-        .text([roman("A web node's /etc/cellfs/cachemanager.toml:")])
-        .control("PP", [])
-        .control("RS", ["4"])
-        .control("nf", []);
-    for line in EXAMPLE.lines() {
-        roff.text([roman(line)]);
-    }
-    roff.control("fi", []).control("RE", []);
-    roff.control("SH", ["SEE ALSO"])
-        .text([roman("cellfs-fileserver(8), cellfs-cachemanager(8), cellfs-vos(1)")]);
+    roff.control("SH", ["EXAMPLES"]);
+    crate::example(&mut roff, "A web node's /etc/cellfs/cachemanager.toml:", EXAMPLE);
+    crate::see_also(
+        &mut roff,
+        &["cellfs-fileserver(8)", "cellfs-cachemanager(8)", "cellfs-vos(1)"],
+    );
     roff.to_roff()
 }
 
