@@ -251,8 +251,15 @@ fn a_truncating_overwrite_on_a_reaches_b_at_close_in_one_store() {
     assert_eq!(fs::read(&on_b).unwrap(), b"0123");
 }
 
+/// The RPCs the cell's fileserver answered while `f` ran.
+fn rpcs_during(cell: &Cell, f: impl FnOnce()) -> u64 {
+    let before = cell.stats().rpcs;
+    f();
+    cell.stats().rpcs - before
+}
+
 #[test]
-fn b_refreshes_a_changed_small_copy_in_one_round_trip() {
+fn b_gets_a_changed_small_file_with_its_break() {
     let cell = Cell::with_promise_secs(600);
     let a = Mount::new(&cell);
     let b = Mount::new(&cell);
@@ -260,19 +267,73 @@ fn b_refreshes_a_changed_small_copy_in_one_round_trip() {
     let on_b = b.path().join("config.php");
     assert_eq!(fs::read(&on_b).unwrap(), b"<?php $v = 1;");
     for round in 2..6 {
-        let text = format!("<?php $v = {round};");
+        let text = format!("<?php $v = {round}; // {}", "x".repeat(round * 1000));
         fs::write(a.path().join("config.php"), &text).unwrap();
-        let before = cell.stats().rpcs;
         // What PHP does with an include: stat it, then open and read it.
-        // B's stale copy comes back with its new status in one FetchFiles.
-        assert_eq!(fs::metadata(&on_b).unwrap().len(), text.len() as u64);
-        assert_eq!(fs::read(&on_b).unwrap(), text.as_bytes());
-        let after = cell.stats().rpcs;
-        assert_eq!(
-            after - before,
-            1,
-            "round {round}: B took {} round trips",
-            after - before
-        );
+        // The new version came with the break: B asks nothing.
+        let rpcs = rpcs_during(&cell, || {
+            assert_eq!(fs::metadata(&on_b).unwrap().len(), text.len() as u64);
+            assert_eq!(fs::read(&on_b).unwrap(), text.as_bytes());
+        });
+        assert_eq!(rpcs, 0, "round {round}: B asked the server {rpcs} times");
+    }
+    // A file too large to travel with its break is fetched as before.
+    let big = pattern(200 << 10, 3);
+    fs::write(a.path().join("config.php"), &big).unwrap();
+    assert_eq!(sha256_file(&on_b), sha256(&big));
+    let big2 = pattern(200 << 10, 4);
+    fs::write(a.path().join("config.php"), &big2).unwrap();
+    assert_eq!(sha256_file(&on_b), sha256(&big2));
+    // Small again: the next change brings the bytes again.
+    fs::write(a.path().join("config.php"), b"small").unwrap();
+    assert_eq!(fs::read(&on_b).unwrap(), b"small");
+    fs::write(a.path().join("config.php"), b"small 2").unwrap();
+    let rpcs = rpcs_during(&cell, || assert_eq!(fs::read(&on_b).unwrap(), b"small 2"));
+    assert_eq!(rpcs, 0);
+}
+
+#[test]
+fn a_new_version_never_replaces_a_copy_b_is_writing() {
+    let cell = Cell::with_promise_secs(600);
+    let a = Mount::new(&cell);
+    let b = Mount::new(&cell);
+    let on_a = a.path().join("counter.txt");
+    let on_b = b.path().join("counter.txt");
+    fs::write(&on_a, b"0000000000").unwrap();
+    assert_eq!(fs::read(&on_b).unwrap(), b"0000000000");
+    // B opens for writing, then A's change arrives: its bytes must not
+    // replace the copy under B's handle, or B's close would store A's bytes
+    // where B wrote. B's close stores the range B wrote over A's version.
+    let mut writer = fs::File::options().write(true).open(&on_b).unwrap();
+    fs::write(&on_a, b"AAAAAAAAAA").unwrap();
+    writer.write_all(b"BB").unwrap();
+    drop(writer);
+    assert_eq!(fs::read(&on_a).unwrap(), b"BBAAAAAAAA");
+    assert_eq!(fs::read(&on_b).unwrap(), b"BBAAAAAAAA");
+}
+
+#[test]
+fn b_refreshes_a_changed_small_copy_in_one_round_trip() {
+    let cell = Cell::with_promise_secs(600);
+    let a = Mount::new(&cell);
+    let b = Mount::new(&cell);
+    let text = b"<?php $v = 123456789;";
+    fs::write(a.path().join("config.php"), text).unwrap();
+    let on_b = b.path().join("config.php");
+    assert_eq!(fs::read(&on_b).unwrap(), text);
+    for len in [16, 12, 8, 4] {
+        // A truncate by path is a change of status: a plain break, no bytes.
+        let status = std::process::Command::new("truncate")
+            .args(["-s", &len.to_string()])
+            .arg(a.path().join("config.php"))
+            .status()
+            .unwrap();
+        assert!(status.success());
+        // B's stat brings status and bytes of its stale copy in one FetchFiles.
+        let rpcs = rpcs_during(&cell, || {
+            assert_eq!(fs::metadata(&on_b).unwrap().len(), len as u64);
+            assert_eq!(fs::read(&on_b).unwrap(), &text[..len]);
+        });
+        assert_eq!(rpcs, 1, "truncated to {len}: B took {rpcs} round trips");
     }
 }

@@ -30,6 +30,37 @@ pub struct DiskCache {
     hoarded: std::collections::HashSet<Fid>,
 }
 
+/// Puts the new copy at `tmp` where `dest` is, atomically: an open by name
+/// finds the old copy or the new one, never neither. When `dest` exists the
+/// two names are exchanged (`RENAME_EXCHANGE`) and `tmp` is left naming the
+/// old copy, for the caller to remove: ext4 starts writing back a file
+/// renamed over another one (`auto_da_alloc`) before the rename returns,
+/// which cost 0.35–0.8 ms a placed copy on a refreshed small file here;
+/// an exchange costs about 40 µs. Falls back to a plain rename where
+/// `dest` is missing or the file system cannot exchange.
+pub fn place(tmp: &Path, dest: &Path) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &Path| std::ffi::CString::new(p.as_os_str().as_bytes()).map_err(io::Error::other);
+    let (from, to) = (c(tmp)?, c(dest)?);
+    // SAFETY: both are valid NUL-terminated paths that outlive the call.
+    let r = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            from.as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
+    };
+    if r == 0 {
+        return Ok(());
+    }
+    match io::Error::last_os_error().raw_os_error() {
+        Some(libc::ENOENT | libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP) => std::fs::rename(tmp, dest),
+        _ => Err(io::Error::last_os_error()),
+    }
+}
+
 impl DiskCache {
     /// Opens the cache folder `dir` with a size limit in bytes, keeping the
     /// copies in `known` (from the saved index, least recently used first)

@@ -14,7 +14,7 @@ use crate::nodes::{Listing, Node, NodeTable, Promise, ROOT_INO};
 use crate::persist::{self, Snapshot};
 use crate::rights::RightsCache;
 use cellfs_protocol::acl::{AclChange, AclLine, Caller, Rights};
-use cellfs_protocol::message::{Break, ServerMessage};
+
 use cellfs_protocol::transport::CallError;
 use cellfs_protocol::{Fid, FileKind, Reply, Request, SetAttr, Status, VolumeId, VolumeInfo, VolumeKind};
 use std::collections::{HashMap, HashSet};
@@ -25,6 +25,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
+mod breaks;
 mod fscmds;
 mod locking;
 pub use fscmds::{Flushed, PathInfo};
@@ -1238,12 +1239,12 @@ impl Core {
                 }
                 (st.cache.temp_path(fid), st.cache.path(fid))
             };
-            match std::fs::write(&tmp, &data).and_then(|()| std::fs::rename(&tmp, &dest)) {
+            let written = std::fs::write(&tmp, &data).and_then(|()| crate::cache::place(&tmp, &dest));
+            // After an exchange `tmp` names the old copy.
+            let _ = std::fs::remove_file(&tmp);
+            match written {
                 Ok(()) => placed.push(file.status),
-                Err(e) => {
-                    let _ = std::fs::remove_file(&tmp);
-                    return Err(FsError::local("writing a fetched copy", e));
-                }
+                Err(e) => return Err(FsError::local("writing a fetched copy", e)),
             }
         }
         let mut st = self.lock();
@@ -1307,8 +1308,9 @@ impl Core {
         let placed = if in_place {
             overwrite_in_place(tmp, &dest)
         } else {
-            std::fs::rename(tmp, &dest)
+            crate::cache::place(tmp, &dest)
         };
+        // After an exchange (or a failure) `tmp` names what is not kept.
         let _ = std::fs::remove_file(tmp);
         placed.map_err(|e| FsError::local("placing the fetched copy", e))?;
         metrics::counter!("cellfs_cachemanager_fetched_bytes_total").increment(status.size);
@@ -1661,65 +1663,6 @@ impl Core {
     }
 
     // ---- callbacks ---------------------------------------------------------
-
-    fn apply_server_message(&self, msg: ServerMessage) {
-        let mut inodes = Vec::new();
-        let mut entries = Vec::new();
-        {
-            let mut st = self.lock();
-            match msg {
-                ServerMessage::Break(breaks) => {
-                    metrics::counter!("cellfs_cachemanager_breaks_received_total").increment(breaks.len() as u64);
-                    for Break {
-                        fid, names, deleted, ..
-                    } in breaks
-                    {
-                        tracing::debug!(%fid, ?names, deleted, "callback break");
-                        st.nodes.note_break(fid);
-                        st.rights.forget(fid.volume, fid.vnode);
-                        let Some(ino) = st.nodes.ino_of(fid) else { continue };
-                        if let Some(n) = st.nodes.get_mut(ino) {
-                            n.promise = None;
-                            n.listing = None;
-                            n.target = None;
-                        }
-                        if deleted {
-                            st.cache.remove(fid);
-                            st.nodes.forget_mount(fid);
-                        }
-                        inodes.push(ino);
-                        entries.extend(names.into_iter().map(|name| (ino, name)));
-                    }
-                }
-                ServerMessage::BreakVolume(volume) => {
-                    metrics::counter!("cellfs_cachemanager_breaks_received_total").increment(1);
-                    st.nodes.note_volume_break(volume);
-                    st.rights.forget_volume(volume);
-                    // It may have moved, or its sites changed (a release).
-                    self.link.forget_route(volume);
-                    // A release or removal may change where mount points lead.
-                    entries.extend(st.nodes.forget_mounts_into(volume));
-                    let affected: Vec<u64> = st
-                        .nodes
-                        .iter()
-                        .filter(|(_, n)| n.fid.volume == volume)
-                        .map(|(i, _)| i)
-                        .collect();
-                    for &ino in &affected {
-                        if let Some(n) = st.nodes.get_mut(ino) {
-                            n.promise = None;
-                            if let Some(l) = n.listing.take() {
-                                entries.extend(l.entries.keys().map(|name| (ino, name.clone())));
-                            }
-                        }
-                        entries.extend(st.negatives.remove(&ino).into_iter().flatten().map(|name| (ino, name)));
-                    }
-                    inodes.extend(affected);
-                }
-            }
-        }
-        self.notify_kernel(&inodes, &entries);
-    }
 
     /// Learns where volume `volume`'s change journal stands, before anything
     /// of it is cached, so a later reconnect can ask what changed since.

@@ -16,7 +16,7 @@
 //! up each client that holds promises (tens on a web cluster). Vnode or
 //! client numbers that do not fit 32 bits go to a small exact side table.
 
-use cellfs_protocol::message::{Break, ServerMessage};
+use cellfs_protocol::message::{Break, InlineFile, Renewal, ServerMessage};
 use cellfs_protocol::transport;
 use cellfs_protocol::{Fid, VolumeId};
 use std::collections::{HashMap, HashSet};
@@ -30,6 +30,9 @@ pub const BREAK_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Identifies one client connection.
 pub type ClientId = u64;
+
+/// Per client, the new versions of small files to send it with their breaks.
+pub type Renewals = HashMap<ClientId, Vec<Renewal>>;
 
 #[derive(Debug)]
 struct Inner {
@@ -358,6 +361,40 @@ impl Callbacks {
         out
     }
 
+    /// True when a client other than `changer` holds a promise on `fid`
+    /// (live or not yet swept): whether a change of it has anyone to tell.
+    pub fn held_by_others(&self, fid: Fid, changer: ClientId) -> bool {
+        self.lock().holders_of(fid).into_iter().any(|c| c != changer)
+    }
+
+    /// Turns the break of `file`'s FID in `per_client` (from
+    /// [`Callbacks::take_breaks`]) into a renewal for each client it was for:
+    /// the client is granted a new promise on the file now and gets its new
+    /// status and bytes with the break, so its next open needs no request.
+    pub fn renew(&self, per_client: &mut HashMap<ClientId, Vec<Break>>, file: &InlineFile) -> Renewals {
+        let fid = file.status.fid;
+        let Some(data) = file.data.as_ref() else {
+            return Renewals::new();
+        };
+        let expiry = Instant::now() + self.lifetime;
+        let mut renewals = Renewals::new();
+        let mut inner = self.lock();
+        per_client.retain(|client, breaks| {
+            let Some(at) = breaks.iter().position(|b| b.fid == fid && !b.deleted) else {
+                return true;
+            };
+            let brk = breaks.remove(at);
+            inner.grant(*client, fid, expiry);
+            renewals.entry(*client).or_default().push(Renewal {
+                brk,
+                status: file.status.clone(),
+                data: data.clone(),
+            });
+            !breaks.is_empty()
+        });
+        renewals
+    }
+
     /// Breaks promises on the affected FIDs: every other live holder is told
     /// and has acknowledged (or timed out, losing all its promises) on return.
     pub async fn break_promises(&self, changer: Option<ClientId>, breaks: &[Break]) {
@@ -365,23 +402,30 @@ impl Callbacks {
             return;
         }
         let per_client = self.take_breaks(changer, breaks);
-        self.deliver_breaks(changer, per_client).await;
+        self.deliver_breaks(changer, per_client, Renewals::new()).await;
     }
 
-    /// Sends breaks collected by [`Callbacks::take_breaks`] for a change made
-    /// by `changer`, all clients in parallel.
-    pub async fn deliver_breaks(&self, changer: Option<ClientId>, per_client: HashMap<ClientId, Vec<Break>>) {
-        if per_client.is_empty() {
+    /// Sends breaks collected by [`Callbacks::take_breaks`] and renewals
+    /// made by [`Callbacks::renew`] for a change made by `changer`, all
+    /// clients in parallel.
+    pub async fn deliver_breaks(
+        &self,
+        changer: Option<ClientId>,
+        per_client: HashMap<ClientId, Vec<Break>>,
+        renewals: Renewals,
+    ) {
+        if per_client.is_empty() && renewals.is_empty() {
             return;
         }
-        let messages = per_client
-            .into_iter()
-            .map(|(client, list)| {
-                let n = list.len() as u64;
-                (client, ServerMessage::Break(list), n)
-            })
-            .collect();
-        self.deliver(changer, messages).await;
+        let breaks = per_client.into_iter().map(|(client, list)| {
+            let n = list.len() as u64;
+            (client, ServerMessage::Break(list), n)
+        });
+        let renewed = renewals.into_iter().map(|(client, list)| {
+            let n = list.len() as u64;
+            (client, ServerMessage::Renewed(list), n)
+        });
+        self.deliver(changer, breaks.chain(renewed).collect()).await;
     }
 
     /// Tells every client but `changer` that volume `volume` is gone, and
@@ -476,6 +520,64 @@ mod tests {
         assert_eq!(cb.promises(), 2);
         cb.remove_client(2);
         assert_eq!(cb.promises(), 1);
+    }
+
+    #[test]
+    fn renewal_moves_the_files_break_and_grants_the_holder_a_new_promise() {
+        let cb = Callbacks::new(Duration::from_secs(60));
+        cb.grant(1, [fid(1)]);
+        cb.grant(2, [fid(1), fid(2)]);
+        cb.grant(3, [fid(1)]);
+        let mut out = cb.take_breaks(Some(1), &[brk(fid(1), &[], false), brk(fid(2), &["n"], false)]);
+        assert!(!cb.held_by_others(fid(1), 1), "only the changer's promise is left");
+        assert_eq!(cb.promises(), 1);
+        let status = cellfs_protocol::Status {
+            fid: fid(1),
+            kind: cellfs_protocol::FileKind::File,
+            mode: 0o644,
+            nlink: 1,
+            uid: 0,
+            gid: 0,
+            size: 3,
+            data_version: 2,
+            mtime: Default::default(),
+            ctime: Default::default(),
+            atime: Default::default(),
+            acl_dir: 1,
+        };
+        let file = InlineFile {
+            status: status.clone(),
+            data: Some(b"new".to_vec()),
+        };
+        let renewed = cb.renew(&mut out, &file);
+        // Client 2 keeps its other break; client 3 had only the renewed one.
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[&2], vec![brk(fid(2), &["n"], false)]);
+        assert_eq!(renewed.len(), 2);
+        for client in [2, 3] {
+            assert_eq!(
+                renewed[&client],
+                vec![Renewal {
+                    brk: brk(fid(1), &[], false),
+                    status: status.clone(),
+                    data: b"new".to_vec()
+                }]
+            );
+        }
+        // Both hold a promise on the new version, which the next change breaks.
+        assert_eq!(cb.promises(), 3);
+        assert!(cb.held_by_others(fid(1), 1));
+        assert_eq!(cb.take_breaks(Some(1), &[brk(fid(1), &[], false)]).len(), 2);
+        // A deleted FID is never renewed, and a file without bytes renews nothing.
+        cb.grant(2, [fid(1)]);
+        let mut out = cb.take_breaks(Some(1), &[brk(fid(1), &[], true)]);
+        assert!(cb.renew(&mut out, &file).is_empty());
+        assert_eq!(out[&2], vec![brk(fid(1), &[], true)]);
+        cb.grant(2, [fid(1)]);
+        let mut out = cb.take_breaks(Some(1), &[brk(fid(1), &[], false)]);
+        let bare = InlineFile { status, data: None };
+        assert!(cb.renew(&mut out, &bare).is_empty());
+        assert_eq!(out.len(), 1);
     }
 
     #[test]

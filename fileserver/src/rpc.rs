@@ -1,7 +1,7 @@
 //! One function per RPC: validate, run the store work on a blocking thread
 //! under the volume lock, grant promises, break other clients' promises.
 
-use crate::callbacks::{Callbacks, ClientId};
+use crate::callbacks::{Callbacks, ClientId, Renewals};
 use crate::config::ServerConfig;
 use crate::error::{FsError, FsResult, rpc_err};
 use crate::security::Who;
@@ -9,10 +9,10 @@ use crate::store::Store;
 use crate::volume::{Change, Created, Removed, Renamed, StorePlan, Volume};
 use cellfs_protocol::acl::Rights;
 use cellfs_protocol::message::{
-    MAX_BULK_FIDS, MAX_FETCH_FILES, MAX_INLINE_FILE, MAX_INLINE_TOTAL, MAX_RECONNECT_FIDS, Reply, Request,
+    InlineFile, MAX_BULK_FIDS, MAX_FETCH_FILES, MAX_INLINE_FILE, MAX_INLINE_TOTAL, MAX_RECONNECT_FIDS, Reply, Request,
 };
 use cellfs_protocol::names::{validate_name, validate_volume_name};
-use cellfs_protocol::{DirEntry, ErrorCode, Fid, RpcError, SetAttr, Stats, Status, Timestamp, VolumeId};
+use cellfs_protocol::{DirEntry, ErrorCode, Fid, FileKind, RpcError, SetAttr, Stats, Status, Timestamp, VolumeId};
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::sync::Arc;
@@ -89,6 +89,40 @@ fn log_err(e: &FsError) -> RpcError {
 
 pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> FsResult<T> + Send + 'static) -> FsResult<T> {
     tokio::task::spawn_blocking(f).await?
+}
+
+/// Largest file whose new version is pushed to the other holders of a
+/// promise on it with their break (the cache manager's inline-fetch size).
+pub const RENEW_MAX: u64 = 64 << 10;
+
+/// After a store of `bytes` at `offset` committed `status` (under the
+/// volume's write lock): the file's new version to push to the other
+/// holders of a promise on it, when it is small and there are any. A store
+/// of the whole file already holds the bytes; otherwise they are read back.
+fn renewal(
+    callbacks: &Callbacks,
+    v: &Volume,
+    client: ClientId,
+    status: &Status,
+    offset: u64,
+    bytes: Vec<u8>,
+) -> Option<InlineFile> {
+    if status.kind != FileKind::File || status.size > RENEW_MAX || !callbacks.held_by_others(status.fid, client) {
+        return None;
+    }
+    if offset == 0 && bytes.len() as u64 == status.size {
+        return Some(InlineFile {
+            status: status.clone(),
+            data: Some(bytes),
+        });
+    }
+    match v.inline_files(&[status.fid], RENEW_MAX, RENEW_MAX) {
+        Ok(mut files) => files.pop()?.ok().filter(|f| f.data.is_some()),
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot read a stored file back to renew promises; breaking them");
+            None
+        }
+    }
 }
 
 fn created_fids(c: &Created) -> Vec<Fid> {
@@ -174,15 +208,32 @@ impl Context {
         f: impl FnOnce(&Volume) -> FsResult<Change<T>> + Send + 'static,
         fids: impl FnOnce(&T) -> Vec<Fid>,
     ) -> FsResult<T> {
-        let (value, breaks) = {
+        self.change_renewing(vol, client, move |v| Ok((f(v)?, None)), fids)
+            .await
+    }
+
+    /// [`Context::change`] whose change may also return a small file's new
+    /// version: the other holders of a promise on it get it with their
+    /// break, and a new promise ([`Callbacks::renew`]).
+    async fn change_renewing<T: Send + 'static>(
+        &self,
+        vol: Arc<Volume>,
+        client: ClientId,
+        f: impl FnOnce(&Volume) -> FsResult<(Change<T>, Option<InlineFile>)> + Send + 'static,
+        fids: impl FnOnce(&T) -> Vec<Fid>,
+    ) -> FsResult<T> {
+        let (value, breaks, renewals) = {
             let _guard = vol.lock.write().await;
             let v = vol.clone();
-            let change = blocking(move || f(&v)).await?;
-            let breaks = self.callbacks.take_breaks(Some(client), &change.breaks);
+            let (change, renewed) = blocking(move || f(&v)).await?;
+            let mut breaks = self.callbacks.take_breaks(Some(client), &change.breaks);
+            let renewals = renewed
+                .map(|file| self.callbacks.renew(&mut breaks, &file))
+                .unwrap_or_default();
             self.callbacks.grant(client, fids(&change.value));
-            (change.value, breaks)
+            (change.value, breaks, renewals)
         };
-        self.callbacks.deliver_breaks(Some(client), breaks).await;
+        self.callbacks.deliver_breaks(Some(client), breaks, renewals).await;
         Ok(value)
     }
 
@@ -562,7 +613,10 @@ impl Context {
             self.callbacks.grant(client, [change.value.fid]);
             (change.value, breaks)
         };
-        self.callbacks.deliver_breaks(Some(client), breaks).await;
+        // Stores of more than one chunk leave files too large to renew.
+        self.callbacks
+            .deliver_breaks(Some(client), breaks, Renewals::new())
+            .await;
         Ok(Reply::Status(status)).into()
     }
 
@@ -585,12 +639,15 @@ impl Context {
             );
         }
         let offset = plan.offset;
+        let callbacks = self.callbacks.clone();
         let f = move |v: &Volume| {
             let pending = v.prepare_store(plan)?;
             pending.write_at(&bytes, offset)?;
-            v.commit_store(pending, mtime, None)
+            let change = v.commit_store(pending, mtime, None)?;
+            let renewed = renewal(&callbacks, v, client, &change.value, offset, bytes);
+            Ok((change, renewed))
         };
-        self.change(vol, client, f, |s: &Status| vec![s.fid])
+        self.change_renewing(vol, client, f, |s: &Status| vec![s.fid])
             .await
             .map(Reply::Status)
             .into()

@@ -3,7 +3,7 @@
 
 use cellfs_fileserver::config::{CA_PEM, InitOptions};
 use cellfs_fileserver::{ServeOptions, Server, ServerError, init};
-use cellfs_protocol::message::{Break, Reply, Request, ServerMessage};
+use cellfs_protocol::message::{Break, Renewal, Reply, Request, ServerMessage};
 use cellfs_protocol::tls::Credential;
 use cellfs_protocol::transport::{CallError, Connector, RpcClient};
 use cellfs_protocol::{ErrorCode, Fid, Status, codec};
@@ -315,19 +315,48 @@ async fn reconnect_covers_the_gap_and_grants_real_promises() {
 
     // The promises on y and the root are real: A's next changes break them,
     // each break numbered with the change that caused it.
+    // y is small: B gets its new bytes with the break, and a new promise.
     let msg = next_message(&b);
-    store(&a, y, b"three").await.unwrap();
+    let status = store(&a, y, b"three").await.unwrap();
     let msg = tokio::time::timeout(Duration::from_secs(2), msg)
         .await
         .unwrap()
         .unwrap();
-    let want = Break {
+    let brk = Break {
         fid: y,
         names: vec![],
         deleted: false,
         seq: 5,
     };
-    assert_eq!(msg, ServerMessage::Break(vec![want]));
+    let want = Renewal {
+        brk,
+        status,
+        data: b"three".to_vec(),
+    };
+    assert_eq!(msg, ServerMessage::Renewed(vec![want]));
+    // That promise is real: the next change of y reaches B again, and a
+    // store of part of the file sends the whole file as it now is.
+    let msg = next_message(&b);
+    let req = Request::StoreData {
+        fid: y,
+        offset: 1,
+        len: 2,
+        truncate: None,
+        mtime: None,
+    };
+    let status = a.store_data(&req, &mut &b"HR"[..]).await.unwrap();
+    let msg = tokio::time::timeout(Duration::from_secs(2), msg)
+        .await
+        .unwrap()
+        .unwrap();
+    let ServerMessage::Renewed(got) = msg else {
+        panic!("{msg:?}")
+    };
+    assert_eq!(
+        (got.len(), &got[0].data[..], &got[0].status),
+        (1, &b"tHRee"[..], &status)
+    );
+    assert_eq!(got[0].brk.seq, 6);
     let msg = next_message(&b);
     create(&a, r.fid, "z").await;
     let msg = tokio::time::timeout(Duration::from_secs(2), msg)
@@ -338,7 +367,7 @@ async fn reconnect_covers_the_gap_and_grants_real_promises() {
         fid: r.fid,
         names: vec!["z".into()],
         deleted: false,
-        seq: 6,
+        seq: 7,
     };
     assert_eq!(msg, ServerMessage::Break(vec![want]));
     // x changed, so B got no promise on it: A's change of x breaks nothing.
@@ -374,12 +403,12 @@ async fn reconnect_covers_the_gap_and_grants_real_promises() {
     b.close();
     server.stop().await;
 
-    // The journal survives a restart: B, up to date through change 7, still
+    // The journal survives a restart: B, up to date through change 8, still
     // gets an exact answer and keeps its copies.
     let server = start(&data).await;
     let b = client(&data, server.addr).await;
-    let (inc3, current, changed) = reconnect(&b, vol, inc, 7, &[x, y]).await;
-    assert_eq!((inc3, current, changed), (inc, 7, Some(vec![])));
+    let (inc3, current, changed) = reconnect(&b, vol, inc, 8, &[x, y]).await;
+    assert_eq!((inc3, current, changed), (inc, 8, Some(vec![])));
     b.close();
     server.stop().await;
 }

@@ -86,7 +86,7 @@ async fn read_exact<R: AsyncRead + Unpin>(r: &mut R, buf: &mut [u8]) -> Result<(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::message::{Break, InlineFile, LockMode, LockOp, Reply, Request, ServerMessage};
+    use crate::message::{Break, InlineFile, LockMode, LockOp, Renewal, Reply, Request, ServerMessage};
     use crate::types::*;
     use crate::{ErrorCode, RpcError};
     use proptest::prelude::*;
@@ -450,25 +450,31 @@ mod tests {
         ]
     }
 
+    fn brk() -> impl Strategy<Value = Break> {
+        (
+            fid(),
+            proptest::collection::vec(name(), 0..3),
+            any::<bool>(),
+            any::<u64>(),
+        )
+            .prop_map(|(fid, names, deleted, seq)| Break {
+                fid,
+                names,
+                deleted,
+                seq,
+            })
+    }
+
     fn server_message() -> impl Strategy<Value = ServerMessage> {
         prop_oneof![
-            proptest::collection::vec(
-                (
-                    fid(),
-                    proptest::collection::vec(name(), 0..3),
-                    any::<bool>(),
-                    any::<u64>()
-                )
-                    .prop_map(|(fid, names, deleted, seq)| Break {
-                        fid,
-                        names,
-                        deleted,
-                        seq
-                    }),
-                0..4
-            )
-            .prop_map(ServerMessage::Break),
+            proptest::collection::vec(brk(), 0..4).prop_map(ServerMessage::Break),
             any::<u64>().prop_map(ServerMessage::BreakVolume),
+            proptest::collection::vec(
+                (brk(), status(), proptest::collection::vec(any::<u8>(), 0..300))
+                    .prop_map(|(brk, status, data)| Renewal { brk, status, data }),
+                0..3
+            )
+            .prop_map(ServerMessage::Renewed),
         ]
     }
 

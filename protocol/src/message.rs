@@ -555,6 +555,24 @@ pub enum ServerMessage {
     Break(Vec<Break>),
     /// Every promise this client holds in the volume is broken.
     BreakVolume(VolumeId),
+    /// These small files changed: each promise is broken as by `Break`, and
+    /// the server granted this client a new one, on the version carried
+    /// here, lasting the cell's promise lifetime from when it was sent. A
+    /// client that held a current copy may keep the new one instead and
+    /// serve the next open without asking.
+    Renewed(Vec<Renewal>),
+}
+
+/// A small file's new version, sent with the break of a promise on it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Renewal {
+    /// The broken promise.
+    pub brk: Break,
+    /// The file's new status.
+    pub status: Status,
+    /// The file's whole content (`status.size` bytes).
+    #[serde(with = "serde_bytes")]
+    pub data: Vec<u8>,
 }
 
 /// A client's acknowledgement of a [`ServerMessage`].
