@@ -186,6 +186,53 @@ struct State {
     /// Large files being fetched for readers, who read them as they arrive:
     /// the progress and the copy being written.
     streams: HashMap<Fid, (Arc<Arrival>, Arc<File>)>,
+    /// Inodes whose unstored bytes are being stored right now, and how
+    /// that store ended, for flushes of the same inode that wait for it.
+    storing: HashMap<u64, Arc<StoreSlot>>,
+}
+
+/// One store of an inode's unstored bytes in flight, and its outcome.
+#[derive(Default)]
+struct StoreSlot {
+    done: Mutex<Option<FsResult<()>>>,
+    ended: std::sync::Condvar,
+}
+
+impl StoreSlot {
+    fn finish(&self, result: FsResult<()>) {
+        *self.done.lock().unwrap_or_else(|p| p.into_inner()) = Some(result);
+        self.ended.notify_all();
+    }
+
+    fn wait(&self) -> FsResult<()> {
+        let mut done = self.done.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if let Some(result) = done.as_ref() {
+                return result.clone();
+            }
+            done = self.ended.wait(done).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+}
+
+/// Ends an inode's store slot however the store ends (a panic included),
+/// so flushes waiting on it never hang.
+struct Storing<'a> {
+    core: &'a Core,
+    ino: u64,
+    slot: Arc<StoreSlot>,
+    result: Option<FsResult<()>>,
+}
+
+impl Drop for Storing<'_> {
+    fn drop(&mut self) {
+        self.core.lock().storing.remove(&self.ino);
+        let result = self
+            .result
+            .take()
+            .unwrap_or_else(|| Err(FsError::new(libc::EIO, "the store ended without a result")));
+        self.slot.finish(result);
+    }
 }
 
 impl State {
@@ -298,6 +345,7 @@ impl Core {
                 baselines,
                 rights: RightsCache::default(),
                 streams: HashMap::new(),
+                storing: HashMap::new(),
             }),
             link,
             rt,
@@ -1568,7 +1616,40 @@ impl Core {
         self.flush_ino(h.ino)
     }
 
+    /// Stores what `ino` holds unstored. One store per inode at a time: a
+    /// flush that finds another handle's store of the inode in flight (the
+    /// kernel sends one handle's RELEASE while another handle's FLUSH
+    /// runs) waits for it and shares its failure, since its own writes may
+    /// be in that store; answering success while they went to lost+found
+    /// would lose them silently. Then it stores what was written since.
     fn flush_ino(&self, ino: u64) -> FsResult<()> {
+        loop {
+            let busy = {
+                let mut st = self.lock();
+                match st.storing.get(&ino) {
+                    Some(slot) => slot.clone(),
+                    None => {
+                        let slot = Arc::new(StoreSlot::default());
+                        st.storing.insert(ino, slot.clone());
+                        drop(st);
+                        let mut storing = Storing {
+                            core: self,
+                            ino,
+                            slot,
+                            result: None,
+                        };
+                        let result = self.store_dirty(ino);
+                        storing.result = Some(result.clone());
+                        return result;
+                    }
+                }
+            };
+            busy.wait()?;
+        }
+    }
+
+    /// Stores `ino`'s dirty range, if any (see [`Core::flush_ino`]).
+    fn store_dirty(&self, ino: u64) -> FsResult<()> {
         let (fid, range, mtime, was_valid) = {
             let mut st = self.lock();
             let epoch = self.link.epoch();
