@@ -14,7 +14,7 @@ use crate::nodes::{Listing, Node, NodeTable, Promise, ROOT_INO};
 use crate::persist::{self, Snapshot};
 use crate::rights::RightsCache;
 use cellfs_protocol::acl::{AclChange, AclLine, Caller, Rights};
-use cellfs_protocol::message::InlineFile;
+
 use cellfs_protocol::transport::CallError;
 use cellfs_protocol::{Fid, FileKind, Reply, Request, SetAttr, Status, VolumeId, VolumeInfo, VolumeKind};
 use std::collections::{HashMap, HashSet};
@@ -188,21 +188,17 @@ struct State {
     streams: HashMap<Fid, (Arc<Arrival>, Arc<File>)>,
     /// Inodes whose unstored bytes are being stored right now, and how
     /// that store ended, for flushes of the same inode that wait for it.
-    storing: HashMap<u64, Arc<Pending>>,
-    /// Fetched small files whose copies are being written behind the open
-    /// that fetched them: an open of one waits for its copy.
-    placing: HashMap<Fid, Arc<Pending>>,
+    storing: HashMap<u64, Arc<StoreSlot>>,
 }
 
-/// Work in flight (a store, a copy being placed) and how it ended, for
-/// those who wait on it.
+/// One store of an inode's unstored bytes in flight, and its outcome.
 #[derive(Default)]
-struct Pending {
+struct StoreSlot {
     done: Mutex<Option<FsResult<()>>>,
     ended: std::sync::Condvar,
 }
 
-impl Pending {
+impl StoreSlot {
     fn finish(&self, result: FsResult<()>) {
         *self.done.lock().unwrap_or_else(|p| p.into_inner()) = Some(result);
         self.ended.notify_all();
@@ -224,7 +220,7 @@ impl Pending {
 struct Storing<'a> {
     core: &'a Core,
     ino: u64,
-    slot: Arc<Pending>,
+    slot: Arc<StoreSlot>,
     result: Option<FsResult<()>>,
 }
 
@@ -350,7 +346,6 @@ impl Core {
                 rights: RightsCache::default(),
                 streams: HashMap::new(),
                 storing: HashMap::new(),
-                placing: HashMap::new(),
             }),
             link,
             rt,
@@ -1203,12 +1198,6 @@ impl Core {
                 return Ok(true);
             }
         }
-        let placing = self.lock().placing.get(&fid).cloned();
-        if let Some(pending) = placing {
-            // Fetched with a neighbour; its copy is being written.
-            let _ = pending.wait();
-            return self.ensure_data(ino, reader);
-        }
         let size = self.lock().nodes.get(ino).map_or(0, |n| n.status.size);
         metrics::counter!("cellfs_cachemanager_cache_misses_total").increment(1);
         let fetched = match self.small_neighbours(ino, fid) {
@@ -1245,13 +1234,7 @@ impl Core {
                 .cache
                 .peek(*other)
                 .is_some_and(|c| c.data_version == n.status.data_version);
-            if *other != fid
-                && small(n)
-                && !current
-                && n.dirty.is_none()
-                && st.cache.open_count(*other) == 0
-                && !st.placing.contains_key(other)
-            {
+            if *other != fid && small(n) && !current && n.dirty.is_none() && st.cache.open_count(*other) == 0 {
                 batch.push(*other);
                 bytes += n.status.size;
             }
@@ -1269,9 +1252,9 @@ impl Core {
         }
     }
 
-    /// One `FetchFiles` of `fids`: places `target`'s copy (or records its
-    /// status when it came without bytes), then writes the other copies
-    /// that came with their bytes behind this open ([`Core::place_behind`]).
+    /// One `FetchFiles` of `fids`: places each copy that came with its bytes
+    /// (keeping one as new that an open fetched meanwhile, except
+    /// `target`'s) and records `target`'s status even without its bytes.
     /// Whether `target`'s copy was placed.
     fn fetch_inline(&self, fids: Vec<Fid>, target: Fid, max_total: u64) -> FsResult<bool> {
         let sent = self.sent();
@@ -1284,108 +1267,49 @@ impl Core {
             return Err(unexpected("fetch_files"));
         };
         let promise = self.promise_from(sent);
-        let (mine, rest): (Vec<_>, Vec<_>) = files
-            .into_iter()
-            .flatten()
-            .filter(|f| f.status.fid == target || f.data.is_some())
-            .partition(|f| f.status.fid == target);
-        // Opens of the others wait for their copies instead of fetching again.
-        let rest: Vec<(InlineFile, Arc<Pending>)> = {
-            let mut st = self.lock();
-            rest.into_iter()
-                .map(|f| {
-                    let pending = Arc::new(Pending::default());
-                    st.placing.insert(f.status.fid, pending.clone());
-                    (f, pending)
-                })
-                .collect()
-        };
-        let mut got_it = false;
-        let mut failed = None;
-        for file in mine {
-            match file.data {
-                None => {
-                    self.lock().nodes.upsert(file.status, promise);
+        let mut placed = Vec::new();
+        let mut target_status = None;
+        for file in files.into_iter().flatten() {
+            let fid = file.status.fid;
+            let Some(data) = file.data else {
+                if fid == target {
+                    target_status = Some(file.status);
                 }
-                Some(data) => match self.place_copy(&file.status, &data, true) {
-                    Ok(_) => {
-                        self.keep_copy(file.status, promise);
-                        got_it = true;
-                    }
-                    Err(e) => failed = Some(e),
-                },
-            }
-        }
-        self.place_behind(rest, promise);
-        match failed {
-            Some(e) => Err(FsError::local("writing a fetched copy", e)),
-            None => Ok(got_it),
-        }
-    }
-
-    /// Writes fetched copies on a thread of their own, in the order the
-    /// directory lists them (the order `tar` or a PHP autoloader opens
-    /// them), so writing them overlaps the reader's work instead of
-    /// delaying its first open; each is usable as soon as it is written.
-    fn place_behind(&self, rest: Vec<(InlineFile, Arc<Pending>)>, promise: Option<Promise>) {
-        if rest.is_empty() {
-            return;
-        }
-        let place_all = move |core: &Core| {
-            for (file, pending) in rest {
-                let fid = file.status.fid;
-                let data = file.data.as_deref().unwrap_or_default();
-                match core.place_copy(&file.status, data, false) {
-                    Ok(true) => core.keep_copy(file.status, promise),
-                    Ok(false) => {}
-                    Err(e) => {
-                        tracing::debug!(%fid, error = %e, "cannot write a fetched copy; it will be fetched again")
-                    }
+                continue;
+            };
+            metrics::counter!("cellfs_cachemanager_fetched_bytes_total").increment(data.len() as u64);
+            let (tmp, dest) = {
+                let st = self.lock();
+                // A copy as new arrived meanwhile (an open fetched it): keep it.
+                let newer = |c: CacheEntry| c.data_version >= file.status.data_version;
+                if fid != target && st.cache.peek(fid).is_some_and(newer) {
+                    continue;
                 }
-                {
-                    let mut st = core.lock();
-                    if st.placing.get(&fid).is_some_and(|p| Arc::ptr_eq(p, &pending)) {
-                        st.placing.remove(&fid);
-                    }
-                }
-                pending.finish(Ok(()));
+                (st.cache.temp_path(fid), st.cache.path(fid))
+            };
+            let written = std::fs::write(&tmp, &data).and_then(|()| crate::cache::place(&tmp, &dest));
+            // After an exchange `tmp` names the old copy.
+            let _ = std::fs::remove_file(&tmp);
+            match written {
+                Ok(()) => placed.push(file.status),
+                Err(e) => return Err(FsError::local("writing a fetched copy", e)),
             }
-        };
-        match self.me.get().and_then(std::sync::Weak::upgrade) {
-            Some(core) => {
-                self.rt.spawn_blocking(move || place_all(&core));
-            }
-            None => place_all(self),
         }
-    }
-
-    /// Writes a fetched copy of `status`'s file into place; `false` when a
-    /// copy at least as new is already there and `replace` is not set.
-    fn place_copy(&self, status: &Status, data: &[u8], replace: bool) -> std::io::Result<bool> {
-        let (tmp, dest) = {
-            let st = self.lock();
-            let newer = |c: CacheEntry| c.data_version >= status.data_version;
-            if !replace && st.cache.peek(status.fid).is_some_and(newer) {
-                return Ok(false);
-            }
-            (st.cache.temp_path(status.fid), st.cache.path(status.fid))
-        };
-        metrics::counter!("cellfs_cachemanager_fetched_bytes_total").increment(data.len() as u64);
-        let written = std::fs::write(&tmp, data).and_then(|()| crate::cache::place(&tmp, &dest));
-        // After an exchange `tmp` names the old copy.
-        let _ = std::fs::remove_file(&tmp);
-        written.map(|()| true)
-    }
-
-    /// Records a placed copy and the status (and promise) it came with.
-    fn keep_copy(&self, status: Status, promise: Option<Promise>) {
         let mut st = self.lock();
-        let entry = CacheEntry {
-            data_version: status.data_version,
-            size: status.size,
-        };
-        st.cache.insert(status.fid, entry);
-        st.nodes.upsert(status, promise);
+        let mut got_it = false;
+        for status in placed {
+            got_it |= status.fid == target;
+            let entry = CacheEntry {
+                data_version: status.data_version,
+                size: status.size,
+            };
+            st.cache.insert(status.fid, entry);
+            st.nodes.upsert(status, promise);
+        }
+        if let Some(status) = target_status {
+            st.nodes.upsert(status, promise);
+        }
+        Ok(got_it)
     }
 
     /// Fetches the whole file into the cache.
@@ -1705,7 +1629,7 @@ impl Core {
                 match st.storing.get(&ino) {
                     Some(slot) => slot.clone(),
                     None => {
-                        let slot = Arc::new(Pending::default());
+                        let slot = Arc::new(StoreSlot::default());
                         st.storing.insert(ino, slot.clone());
                         drop(st);
                         let mut storing = Storing {
