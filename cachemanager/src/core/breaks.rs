@@ -119,7 +119,7 @@ impl Core {
             let current = st.nodes.ino_of(fid).and_then(|ino| st.nodes.get(ino)).is_some_and(|n| {
                 n.dirty.is_none()
                     && n.status.data_version < r.status.data_version
-                    && n.promise.is_some_and(|p| p.remaining(epoch, received).is_some())
+                    && n.valid_for(epoch, received).is_some()
             });
             apply_break(&mut st, r.brk, inodes, entries);
             let Some(tmp) = tmp else { continue };
