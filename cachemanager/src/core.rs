@@ -14,7 +14,6 @@ use crate::nodes::{Listing, Node, NodeTable, Promise, ROOT_INO};
 use crate::persist::{self, Snapshot};
 use crate::rights::RightsCache;
 use cellfs_protocol::acl::{AclChange, AclLine, Caller, Rights};
-
 use cellfs_protocol::transport::CallError;
 use cellfs_protocol::{Fid, FileKind, Reply, Request, SetAttr, Status, VolumeId, VolumeInfo, VolumeKind};
 use std::collections::{HashMap, HashSet};
