@@ -178,8 +178,9 @@ fn a_cold_folder_of_small_files_arrives_in_a_few_round_trips() {
         );
     }
     let rpcs = cell.stats().rpcs - before;
-    // Root and folder listings, then the 120 files in one FetchFiles (the
-    // batch is bounded at 256 files / 4 MiB), not one fetch per file.
+    // Root and folder listings, then the 120 files in one batch (bounded at
+    // 256 files / 4 MiB) sent as four FetchFiles at once, not one fetch per
+    // file.
     assert!(rpcs <= 6, "{rpcs} RPCs to read 120 small files on a cold node");
     assert_eq!(sha256_file(&b.path().join("site/video.mp4")), sha256(&large));
     assert_eq!(fs::read(b.path().join("site/empty.txt")).unwrap(), b"");

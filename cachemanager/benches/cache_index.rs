@@ -4,7 +4,7 @@
 
 use cellfs_cachemanager::cache::{CacheEntry, DiskCache};
 use cellfs_cachemanager::nodes::NodeTable;
-use cellfs_cachemanager::persist::{self, Snapshot};
+use cellfs_cachemanager::persist::{self, SnapshotRef};
 use cellfs_protocol::{Fid, FileKind, Status, Timestamp};
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use std::hint::black_box;
@@ -73,8 +73,8 @@ fn bench(c: &mut Criterion) {
         })
     });
     let (nodes, mounts) = table.export(0, Instant::now());
-    let snap = Snapshot {
-        cell: "bench.cellfs".into(),
+    let snap = SnapshotRef {
+        cell: "bench.cellfs",
         root: fid(1),
         nodes,
         mounts,
@@ -86,8 +86,10 @@ fn bench(c: &mut Criterion) {
     g.bench_function("export the node table", |b| {
         b.iter(|| black_box(table.export(0, Instant::now())))
     });
-    g.bench_function("save index", |b| {
-        b.iter(|| persist::save(dir.path(), &snap).expect("save"))
+    g.bench_function("encode index", |b| b.iter(|| persist::encode(&snap).expect("encode")));
+    let bytes = persist::encode(&snap).expect("encode");
+    g.bench_function("write index", |b| {
+        b.iter(|| persist::write(dir.path(), &bytes).expect("write"))
     });
     g.bench_function("load index", |b| {
         b.iter_batched(

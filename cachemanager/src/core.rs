@@ -11,7 +11,7 @@ use crate::error::{FsError, FsResult};
 use crate::link::{DISCONNECTED_ERRNO, LinkError, LinkEvent};
 use crate::links::Links;
 use crate::nodes::{Listing, Node, NodeTable, Promise, ROOT_INO};
-use crate::persist::{self, Snapshot};
+use crate::persist::{self, Snapshot, SnapshotRef};
 use crate::rights::RightsCache;
 use cellfs_protocol::acl::{AclChange, AclLine, Caller, Rights};
 use cellfs_protocol::transport::CallError;
@@ -19,7 +19,7 @@ use cellfs_protocol::{Fid, FileKind, Reply, Request, SetAttr, Status, VolumeId, 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -91,6 +91,29 @@ const INLINE_FILE_MAX: u64 = 64 << 10;
 const INLINE_BATCH_FILES: usize = 256;
 /// Most bytes of content asked for in one `FetchFiles`.
 const INLINE_BATCH_BYTES: u64 = 4 << 20;
+/// Most requests one batch of small files is split into, sent at once.
+const FETCH_PARTS: usize = 4;
+/// Fewest files in one part of a split batch.
+const FETCH_PART_MIN: usize = 8;
+
+/// What one request of a split `FetchFiles` brought.
+#[derive(Default)]
+struct FetchedPart {
+    /// Copies written into place.
+    placed: Vec<Status>,
+    /// The target's status when it came without its bytes.
+    target: Option<Status>,
+    /// Why the part stopped early.
+    error: Option<FsError>,
+}
+
+impl FetchedPart {
+    /// This part, stopped by `e`.
+    fn failed(mut self, e: FsError) -> Self {
+        self.error = Some(e);
+        self
+    }
+}
 
 /// An opened file as the FUSE layer needs it.
 #[derive(Debug)]
@@ -373,8 +396,10 @@ impl Core {
         Ok(core)
     }
 
-    /// What the saved index should hold now.
-    fn snapshot(&self) -> Option<Snapshot> {
+    /// The saved index's bytes for the state now, and the folder they go
+    /// to. Encoded under the state lock straight from the live tables
+    /// (borrowed, not copied), so a save costs its bytes in memory.
+    fn encoded_index(&self) -> Option<(PathBuf, Vec<u8>)> {
         let st = self.lock();
         let cell = self.link.info().map(|i| i.cell).or_else(|| self.cell.get().cloned())?;
         let root = st.nodes.get(ROOT_INO)?.fid;
@@ -391,24 +416,34 @@ impl Core {
             .into_iter()
             .filter(|(f, _)| !dirty.contains(f))
             .collect();
-        Some(Snapshot {
-            cell,
+        let snap = SnapshotRef {
+            cell: &cell,
             root,
             nodes,
             mounts,
             baselines: st.baselines.iter().map(|(v, b)| (*v, *b)).collect(),
             copies,
             hoarded: st.cache.hoarded(),
-        })
+        };
+        match persist::encode(&snap) {
+            Ok(bytes) => Some((st.cache.root().to_owned(), bytes)),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot encode the cache index");
+                None
+            }
+        }
     }
 
     /// Saves the cache index so the next start comes back warm.
     pub fn save_index(&self) {
-        let Some(snap) = self.snapshot() else { return };
-        let dir = self.lock().cache.root().to_owned();
-        if let Err(e) = persist::save(&dir, &snap) {
+        let Some((dir, bytes)) = self.encoded_index() else {
+            return;
+        };
+        if let Err(e) = persist::write(&dir, &bytes) {
             tracing::warn!(error = %e, "cannot save the cache index");
         }
+        drop(bytes);
+        crate::allocator::trim();
     }
 
     /// Records where the cell is mounted (for status and pin).
@@ -1251,28 +1286,75 @@ impl Core {
         }
     }
 
-    /// One `FetchFiles` of `fids`: places each copy that came with its bytes
-    /// (keeping one as new that an open fetched meanwhile, except
-    /// `target`'s) and records `target`'s status even without its bytes.
-    /// Whether `target`'s copy was placed.
+    /// `FetchFiles` of `fids` (which start with `target`): places each copy
+    /// that came with its bytes (keeping one as new that an open fetched
+    /// meanwhile, except `target`'s) and records `target`'s status even
+    /// without its bytes. Whether `target`'s copy was placed.
+    ///
+    /// A large batch goes as up to [`FETCH_PARTS`] requests at once, each
+    /// placed by its own thread: the server reads one part while this node
+    /// writes another's copies. Only `target`'s part failing fails the call;
+    /// the rest is read-ahead.
     fn fetch_inline(&self, fids: Vec<Fid>, target: Fid, max_total: u64) -> FsResult<bool> {
         let sent = self.sent();
-        let (reply, _) = self.call(Request::FetchFiles {
-            fids,
+        let per_part = fids.len().div_ceil(FETCH_PARTS).max(FETCH_PART_MIN);
+        let mut parts = fids.chunks(per_part);
+        let first = parts.next().unwrap_or_default();
+        let (mine, others) = std::thread::scope(|s| {
+            let others: Vec<_> = parts
+                .map(|part| s.spawn(move || self.fetch_part(part, target, max_total)))
+                .collect();
+            let mine = self.fetch_part(first, target, max_total);
+            let others: Vec<_> = others
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+                .collect();
+            (mine, others)
+        });
+        let promise = self.promise_from(sent);
+        let mut st = self.lock();
+        let mut got_it = false;
+        // Copies written into place are recorded even when their part then
+        // failed, so the cache's size accounting never misses one.
+        for status in std::iter::once(&mine).chain(&others).flat_map(|p| p.placed.iter()) {
+            got_it |= status.fid == target;
+            let entry = CacheEntry {
+                data_version: status.data_version,
+                size: status.size,
+            };
+            st.cache.insert(status.fid, entry);
+            st.nodes.upsert(status.clone(), promise);
+        }
+        if let Some(status) = mine.target {
+            st.nodes.upsert(status, promise);
+        }
+        for e in others.into_iter().filter_map(|p| p.error) {
+            tracing::debug!(error = %e, "read-ahead of small files failed");
+        }
+        match mine.error {
+            Some(e) => Err(e),
+            None => Ok(got_it),
+        }
+    }
+
+    /// One `FetchFiles` request of `fids`: writes each copy that came with its
+    /// bytes into place.
+    fn fetch_part(&self, fids: &[Fid], target: Fid, max_total: u64) -> FetchedPart {
+        let mut part = FetchedPart::default();
+        let files = match self.call(Request::FetchFiles {
+            fids: fids.to_vec(),
             max_file: INLINE_FILE_MAX,
             max_total,
-        })?;
-        let Reply::Files(files) = reply else {
-            return Err(unexpected("fetch_files"));
+        }) {
+            Ok((Reply::Files(files), _)) => files,
+            Ok(_) => return part.failed(unexpected("fetch_files")),
+            Err(e) => return part.failed(e),
         };
-        let promise = self.promise_from(sent);
-        let mut placed = Vec::new();
-        let mut target_status = None;
         for file in files.into_iter().flatten() {
             let fid = file.status.fid;
             let Some(data) = file.data else {
                 if fid == target {
-                    target_status = Some(file.status);
+                    part.target = Some(file.status);
                 }
                 continue;
             };
@@ -1290,25 +1372,11 @@ impl Core {
             // After an exchange `tmp` names the old copy.
             let _ = std::fs::remove_file(&tmp);
             match written {
-                Ok(()) => placed.push(file.status),
-                Err(e) => return Err(FsError::local("writing a fetched copy", e)),
+                Ok(()) => part.placed.push(file.status),
+                Err(e) => return part.failed(FsError::local("writing a fetched copy", e)),
             }
         }
-        let mut st = self.lock();
-        let mut got_it = false;
-        for status in placed {
-            got_it |= status.fid == target;
-            let entry = CacheEntry {
-                data_version: status.data_version,
-                size: status.size,
-            };
-            st.cache.insert(status.fid, entry);
-            st.nodes.upsert(status, promise);
-        }
-        if let Some(status) = target_status {
-            st.nodes.upsert(status, promise);
-        }
-        Ok(got_it)
+        part
     }
 
     /// Fetches the whole file into the cache.

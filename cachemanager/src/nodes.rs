@@ -2,7 +2,7 @@
 //! each, the callback promise that keeps it valid, and cached directory
 //! listings.
 
-use crate::persist::SavedNode;
+use crate::persist::{SavedNode, SavedNodeRef};
 use cellfs_protocol::{Fid, Status, VolumeId};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -285,16 +285,16 @@ impl NodeTable {
 
     /// Everything worth saving: nodes (with the promise time left at `now`
     /// under `epoch`) and mount point resolutions.
-    pub fn export(&self, epoch: u64, now: Instant) -> (Vec<SavedNode>, Vec<(Fid, Fid)>) {
+    pub fn export(&self, epoch: u64, now: Instant) -> (Vec<SavedNodeRef<'_>>, Vec<(Fid, Fid)>) {
         let mut inos: Vec<u64> = self.nodes.keys().copied().collect();
         inos.sort_unstable();
         let nodes = inos
             .into_iter()
             .filter_map(|ino| self.nodes.get(&ino))
-            .map(|n| SavedNode {
-                status: n.status.clone(),
-                listing: n.listing.as_deref().cloned(),
-                target: n.target.clone(),
+            .map(|n| SavedNodeRef {
+                status: &n.status,
+                listing: n.listing.as_deref(),
+                target: n.target.as_deref(),
                 promise_left_ms: n.valid_for(epoch, now).map(|d| d.as_millis() as u64).unwrap_or(0),
             })
             .collect();
@@ -425,6 +425,8 @@ mod tests {
         }));
         t.set_mount_target(status(9, 1).fid, status(7, 4).fid);
         let (saved, mounts) = t.export(2, now);
+        // The borrowed export encodes exactly as the owned nodes it loads as.
+        let saved: Vec<SavedNode> = bincode::deserialize(&bincode::serialize(&saved).unwrap()).unwrap();
         let back = NodeTable::import(status(1, 1).fid, saved, mounts, now).unwrap();
         let root = back.get(ROOT_INO).unwrap();
         assert_eq!(root.listing.as_ref().unwrap().entries.len(), 1);

@@ -4,7 +4,9 @@
 //! its cache even when the fileserver is down.
 //!
 //! Written atomically (temporary file, fsync, rename) every few seconds and
-//! at unmount. A copy is listed only once its fetch completed and while it
+//! at unmount. The live tables are encoded in place through borrowed views
+//! ([`SnapshotRef`]), never copied first, so a save at 100,000 files costs
+//! the encoded bytes, not a second node table. A copy is listed only once its fetch completed and while it
 //! holds no unstored writes, so a crash never leaves a partial or dirty copy
 //! vouched for; anything else in the data folder is discarded at start.
 
@@ -54,6 +56,63 @@ pub struct Snapshot {
     pub hoarded: Vec<Fid>,
 }
 
+/// One node as saved, borrowed from the live table; encodes exactly as
+/// [`SavedNode`].
+#[derive(Debug, Serialize)]
+pub struct SavedNodeRef<'a> {
+    /// Last status known.
+    pub status: &'a Status,
+    /// Directory listing, if held.
+    pub listing: Option<&'a Listing>,
+    /// Symlink or mount point target, if known.
+    pub target: Option<&'a str>,
+    /// Milliseconds the promise had left when saved (0: none).
+    pub promise_left_ms: u64,
+}
+
+/// The index borrowed from the live state; encodes exactly as [`Snapshot`].
+#[derive(Debug, Serialize)]
+pub struct SnapshotRef<'a> {
+    /// Cell name.
+    pub cell: &'a str,
+    /// FID of the cell's root directory.
+    pub root: Fid,
+    /// Known nodes.
+    pub nodes: Vec<SavedNodeRef<'a>>,
+    /// Mount point → volume root.
+    pub mounts: Vec<(Fid, Fid)>,
+    /// Journal baselines per volume.
+    pub baselines: Vec<(VolumeId, (u64, u64))>,
+    /// Complete cached copies, least recently used first.
+    pub copies: Vec<(Fid, CacheEntry)>,
+    /// Hoarded (pinned) FIDs.
+    pub hoarded: Vec<Fid>,
+}
+
+impl Snapshot {
+    /// This snapshot as the borrowed view [`encode`] takes.
+    pub fn as_ref(&self) -> SnapshotRef<'_> {
+        SnapshotRef {
+            cell: &self.cell,
+            root: self.root,
+            nodes: self
+                .nodes
+                .iter()
+                .map(|n| SavedNodeRef {
+                    status: &n.status,
+                    listing: n.listing.as_ref(),
+                    target: n.target.as_deref(),
+                    promise_left_ms: n.promise_left_ms,
+                })
+                .collect(),
+            mounts: self.mounts.clone(),
+            baselines: self.baselines.clone(),
+            copies: self.copies.clone(),
+            hoarded: self.hoarded.clone(),
+        }
+    }
+}
+
 /// Errors saving or loading the index.
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {
@@ -66,30 +125,47 @@ pub enum IndexError {
     /// The body does not decode.
     #[error("cache index {path}: {source}")]
     Decode { path: PathBuf, source: bincode::Error },
+    /// The state does not encode.
+    #[error("cache index {path}: cannot encode: {source}")]
+    Encode { path: PathBuf, source: bincode::Error },
 }
 
-/// Writes `snap` into `cache_dir` atomically.
-pub fn save(cache_dir: &Path, snap: &Snapshot) -> Result<(), IndexError> {
+/// The index file's bytes for `snap`: header and body, allocated once at
+/// their exact size.
+pub fn encode(snap: &SnapshotRef<'_>) -> Result<Vec<u8>, bincode::Error> {
+    let size = bincode::serialized_size(snap)?;
+    let mut bytes = Vec::with_capacity(12 + usize::try_from(size).unwrap_or(0));
+    bytes.extend_from_slice(MAGIC);
+    bytes.extend_from_slice(&VERSION.to_le_bytes());
+    bincode::serialize_into(&mut bytes, snap)?;
+    Ok(bytes)
+}
+
+/// Writes index bytes made by [`encode`] into `cache_dir` atomically.
+pub fn write(cache_dir: &Path, bytes: &[u8]) -> Result<(), IndexError> {
     let path = cache_dir.join(INDEX_FILE);
     let tmp = cache_dir.join(format!("{INDEX_FILE}.tmp"));
     let io = |source| IndexError::Io {
         path: path.clone(),
         source,
     };
-    let body = bincode::serialize(snap).map_err(|source| IndexError::Decode {
-        path: path.clone(),
-        source,
-    })?;
     let mut f = std::fs::File::create(&tmp).map_err(io)?;
-    f.write_all(MAGIC).map_err(io)?;
-    f.write_all(&VERSION.to_le_bytes()).map_err(io)?;
-    f.write_all(&body).map_err(io)?;
+    f.write_all(bytes).map_err(io)?;
     f.sync_all().map_err(io)?;
     std::fs::rename(&tmp, &path).map_err(io)?;
     if let Ok(dir) = std::fs::File::open(cache_dir) {
         let _ = dir.sync_all();
     }
     Ok(())
+}
+
+/// Encodes `snap` and writes it into `cache_dir` atomically.
+pub fn save(cache_dir: &Path, snap: &SnapshotRef<'_>) -> Result<(), IndexError> {
+    let bytes = encode(snap).map_err(|source| IndexError::Encode {
+        path: cache_dir.join(INDEX_FILE),
+        source,
+    })?;
+    write(cache_dir, &bytes)
 }
 
 /// Reads the index of `cache_dir`; `Ok(None)` when there is none.
@@ -159,7 +235,7 @@ mod tests {
     fn round_trips_and_refuses_foreign_or_damaged_files() {
         let dir = tempfile::tempdir().unwrap();
         assert!(load(dir.path()).unwrap().is_none());
-        save(dir.path(), &snapshot()).unwrap();
+        save(dir.path(), &snapshot().as_ref()).unwrap();
         assert_eq!(load(dir.path()).unwrap(), Some(snapshot()));
         let path = dir.path().join(INDEX_FILE);
         let mut bytes = std::fs::read(&path).unwrap();
@@ -173,7 +249,7 @@ mod tests {
     #[test]
     fn golden_header() {
         let dir = tempfile::tempdir().unwrap();
-        save(dir.path(), &snapshot()).unwrap();
+        save(dir.path(), &snapshot().as_ref()).unwrap();
         let bytes = std::fs::read(dir.path().join(INDEX_FILE)).unwrap();
         // A change to the format must bump VERSION.
         assert_eq!(&bytes[..12], b"CELLFSIX\x02\x00\x00\x00");
