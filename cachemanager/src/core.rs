@@ -1301,14 +1301,26 @@ impl Core {
         let mut parts = fids.chunks(per_part);
         let first = parts.next().unwrap_or_default();
         let (mine, others) = std::thread::scope(|s| {
-            let others: Vec<_> = parts
-                .map(|part| s.spawn(move || self.fetch_part(part, target, max_total)))
-                .collect();
+            // A part whose thread cannot be started is fetched after ours.
+            let (started, left): (Vec<_>, Vec<_>) = parts
+                .map(|part| {
+                    std::thread::Builder::new()
+                        .name("cellfs-fetch".into())
+                        .spawn_scoped(s, move || self.fetch_part(part, target, max_total))
+                        .map_err(|_| part)
+                })
+                .partition(Result::is_ok);
             let mine = self.fetch_part(first, target, max_total);
-            let others: Vec<_> = others
+            let mut others: Vec<_> = started
                 .into_iter()
+                .flatten()
                 .map(|h| h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
                 .collect();
+            others.extend(
+                left.into_iter()
+                    .filter_map(Result::err)
+                    .map(|part| self.fetch_part(part, target, max_total)),
+            );
             (mine, others)
         });
         let promise = self.promise_from(sent);
