@@ -95,6 +95,9 @@ pub enum ConnectError {
 
 /// Bytes moved per write when a fetched file is written out.
 const COPY_CHUNK: usize = 1 << 20;
+/// Bytes of a fetched file's first write, flushed at once: a reader of the
+/// start of a streaming file waits for this, not for a whole chunk.
+const FIRST_PIECE: usize = 64 << 10;
 
 /// Flow-control window of one stream (bytes in flight on one file transfer).
 const STREAM_WINDOW: u32 = 16 << 20;
@@ -435,12 +438,21 @@ async fn copy_exact<W: AsyncWrite + Unpin>(
     let mut buf = vec![0u8; usize::try_from(len).unwrap_or(usize::MAX).min(COPY_CHUNK)];
     let mut done = 0u64;
     while done < len {
-        let want = usize::try_from(len - done).unwrap_or(usize::MAX).min(buf.len());
+        // After the small first piece, writes end on chunk boundaries again
+        // (aligned writes give the page cache large folios).
+        let piece = match done {
+            0 => FIRST_PIECE,
+            _ => COPY_CHUNK - (done % COPY_CHUNK as u64) as usize,
+        };
+        let want = usize::try_from(len - done).unwrap_or(usize::MAX).min(piece);
         recv.read_exact(&mut buf[..want]).await.map_err(|e| match e {
             quinn::ReadExactError::FinishedEarly(_) => CallError::Codec(CodecError::Truncated),
             quinn::ReadExactError::ReadError(e) => CallError::Io(e.into()),
         })?;
         sink.write_all(&buf[..want]).await?;
+        if done == 0 {
+            sink.flush().await?;
+        }
         done += want as u64;
         progress(done, len);
     }
