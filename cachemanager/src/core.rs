@@ -16,6 +16,7 @@ use crate::rights::RightsCache;
 use cellfs_protocol::acl::{AclChange, AclLine, Caller, Rights};
 use cellfs_protocol::transport::CallError;
 use cellfs_protocol::{Fid, FileKind, Reply, Request, SetAttr, Status, VolumeId, VolumeInfo, VolumeKind};
+use std::collections::hash_map::Entry as MapEntry;
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -1302,25 +1303,22 @@ impl Core {
         let first = parts.next().unwrap_or_default();
         let (mine, others) = std::thread::scope(|s| {
             // A part whose thread cannot be started is fetched after ours.
-            let (started, left): (Vec<_>, Vec<_>) = parts
+            let started: Vec<_> = parts
                 .map(|part| {
                     std::thread::Builder::new()
                         .name("cellfs-fetch".into())
                         .spawn_scoped(s, move || self.fetch_part(part, target, max_total))
                         .map_err(|_| part)
                 })
-                .partition(Result::is_ok);
-            let mine = self.fetch_part(first, target, max_total);
-            let mut others: Vec<_> = started
-                .into_iter()
-                .flatten()
-                .map(|h| h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
                 .collect();
-            others.extend(
-                left.into_iter()
-                    .filter_map(Result::err)
-                    .map(|part| self.fetch_part(part, target, max_total)),
-            );
+            let mine = self.fetch_part(first, target, max_total);
+            let others: Vec<_> = started
+                .into_iter()
+                .map(|part| match part {
+                    Ok(h) => h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+                    Err(part) => self.fetch_part(part, target, max_total),
+                })
+                .collect();
             (mine, others)
         });
         let promise = self.promise_from(sent);
@@ -1702,29 +1700,22 @@ impl Core {
     /// be in that store; answering success while they went to lost+found
     /// would lose them silently. Then it stores what was written since.
     fn flush_ino(&self, ino: u64) -> FsResult<()> {
-        loop {
-            let busy = {
-                let mut st = self.lock();
-                match st.storing.get(&ino) {
-                    Some(slot) => slot.clone(),
-                    None => {
-                        let slot = Arc::new(StoreSlot::default());
-                        st.storing.insert(ino, slot.clone());
-                        drop(st);
-                        let mut storing = Storing {
-                            core: self,
-                            ino,
-                            slot,
-                            result: None,
-                        };
-                        let result = self.store_dirty(ino);
-                        storing.result = Some(result.clone());
-                        return result;
-                    }
-                }
+        let slot = loop {
+            let busy = match self.lock().storing.entry(ino) {
+                MapEntry::Occupied(e) => e.get().clone(),
+                MapEntry::Vacant(v) => break v.insert(Arc::new(StoreSlot::default())).clone(),
             };
             busy.wait()?;
-        }
+        };
+        let mut storing = Storing {
+            core: self,
+            ino,
+            slot,
+            result: None,
+        };
+        let result = self.store_dirty(ino);
+        storing.result = Some(result.clone());
+        result
     }
 
     /// Stores `ino`'s dirty range, if any (see [`Core::flush_ino`]).
