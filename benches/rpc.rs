@@ -85,37 +85,10 @@ fn main() {
 
 /// Stores then fetches a `mib` MiB file between memory and the server.
 async fn throughput(client: &RpcClient, mib: usize) {
-    let Reply::Hello { root_volume, .. } = client.call(&Request::Hello).await.expect("hello") else {
-        panic!("hello")
-    };
-    let Reply::Status(root) = client
-        .call(&Request::GetRoot { volume: root_volume })
-        .await
-        .expect("root")
-    else {
-        panic!("root")
-    };
-    let create = Request::Create {
-        dir: root.fid,
-        name: "big".into(),
-        mode: 0o644,
-        uid: 0,
-        gid: 0,
-        exclusive: true,
-    };
-    let Reply::Created { status, .. } = client.call(&create).await.expect("create") else {
-        panic!("create")
-    };
+    let status = cellfs::create_in_root(client, "big").await;
     let data = vec![7u8; mib << 20];
-    let store = Request::StoreData {
-        fid: status.fid,
-        offset: 0,
-        len: data.len() as u64,
-        truncate: Some(0),
-        mtime: None,
-    };
     let t = Instant::now();
-    client.store_data(&store, &mut &data[..]).await.expect("store");
+    cellfs::store_whole(client, status.fid, &data).await;
     let secs = t.elapsed().as_secs_f64();
     println!(
         "store {mib} MiB from memory: {:.0} MB/s (with the server's fsync)",
@@ -130,5 +103,10 @@ async fn throughput(client: &RpcClient, mib: usize) {
     println!(
         "fetch {mib} MiB into memory: {:.0} MB/s",
         data.len() as f64 / secs / 1e6
+    );
+    let s = client.connection().stats();
+    println!(
+        "connection: datagrams of {} B, {} lost of {} sent, {} black holes detected",
+        s.path.current_mtu, s.path.lost_packets, s.path.sent_packets, s.path.black_holes_detected
     );
 }

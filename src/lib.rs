@@ -44,6 +44,51 @@ pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 /// Cell name used by [`Cell::new`].
 pub const CELL_NAME: &str = "test.cellfs";
 
+/// Creates the empty file `name` in the root folder of the cell's root
+/// volume over `client`, and returns its status.
+///
+/// # Panics
+/// When a call fails or is answered unexpectedly.
+pub async fn create_in_root(client: &cellfs_protocol::transport::RpcClient, name: &str) -> cellfs_protocol::Status {
+    let Ok(Reply::Hello { root_volume, .. }) = client.call(&Request::Hello).await else {
+        panic!("hello failed")
+    };
+    let Ok(Reply::Status(root)) = client.call(&Request::GetRoot { volume: root_volume }).await else {
+        panic!("the root volume's root is unreadable")
+    };
+    let create = Request::Create {
+        dir: root.fid,
+        name: name.into(),
+        mode: 0o644,
+        uid: 0,
+        gid: 0,
+        exclusive: true,
+    };
+    match client.call(&create).await {
+        Ok(Reply::Created { status, .. }) => status,
+        other => panic!("creating {name}: {other:?}"),
+    }
+}
+
+/// Stores `data` as the whole content of the file `fid` over `client`.
+///
+/// # Panics
+/// When the store fails.
+pub async fn store_whole(
+    client: &cellfs_protocol::transport::RpcClient,
+    fid: cellfs_protocol::Fid,
+    data: &[u8],
+) -> cellfs_protocol::Status {
+    let store = Request::StoreData {
+        fid,
+        offset: 0,
+        len: data.len() as u64,
+        truncate: Some(0),
+        mtime: None,
+    };
+    client.store_data(&store, &mut &data[..]).await.expect("store")
+}
+
 /// Path of the workspace binary `name` (e.g. `cellfs-fileserver`), found in the
 /// same `target/<profile>/` folder as the running test.
 ///

@@ -444,7 +444,7 @@ impl Core {
             tracing::warn!(error = %e, "cannot save the cache index");
         }
         drop(bytes);
-        crate::allocator::trim();
+        cellfs_protocol::allocator::trim();
     }
 
     /// Records where the cell is mounted (for status and pin).
@@ -1635,24 +1635,28 @@ impl Core {
             .ok_or_else(|| FsError::bad_handle(fh))
     }
 
-    /// Reads from the local copy.
-    pub fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
+    /// Reads up to `size` bytes at `offset` from the local copy into the
+    /// start of `buf` (grown as needed, and kept by the caller so reads do
+    /// not map and fault in a fresh buffer each time); returns how many.
+    pub fn read(&self, fh: u64, offset: u64, size: u32, buf: &mut Vec<u8>) -> FsResult<usize> {
         let h = self.handle(fh)?;
         if let Some(arrival) = &h.arrival {
             arrival.wait_for(offset.saturating_add(u64::from(size)))?;
         }
-        let mut buf = vec![0u8; size as usize];
+        let size = size as usize;
+        if buf.len() < size {
+            buf.resize(size, 0);
+        }
         let mut done = 0;
-        while done < buf.len() {
-            match h.file.read_at(&mut buf[done..], offset + done as u64) {
+        while done < size {
+            match h.file.read_at(&mut buf[done..size], offset + done as u64) {
                 Ok(0) => break,
                 Ok(n) => done += n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(FsError::local("read", e)),
             }
         }
-        buf.truncate(done);
-        Ok(buf)
+        Ok(done)
     }
 
     /// Writes to the local copy; stored on the server at flush/fsync/close.

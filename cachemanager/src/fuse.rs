@@ -19,6 +19,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
+thread_local! {
+    /// Each FUSE thread's read buffer, reused: a fresh 1 MiB buffer per
+    /// READ is a new mapping (at the allocator's mmap threshold), faulted in
+    /// and zeroed page by page, then unmapped.
+    static READ_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// The fuser filesystem over a [`Core`].
 pub struct CellFs {
     core: Arc<Core>,
@@ -486,10 +493,10 @@ impl Filesystem for CellFs {
         reply: ReplyData,
     ) {
         let _span = serve(req, "read", ino.0);
-        match self.core.read(fh.0, offset, size) {
-            Ok(data) => reply.data(&data),
+        READ_BUF.with_borrow_mut(|buf| match self.core.read(fh.0, offset, size, buf) {
+            Ok(n) => reply.data(&buf[..n]),
             Err(e) => reply.error(errno(e)),
-        }
+        });
     }
 
     fn write(

@@ -2,7 +2,6 @@
 //! disk cache kept coherent by the fileserver's callback breaks.
 #![deny(clippy::undocumented_unsafe_blocks)]
 
-pub mod allocator;
 pub mod arrival;
 pub mod cache;
 pub mod caller;

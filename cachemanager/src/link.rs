@@ -5,13 +5,14 @@
 //! Callback breaks from the server are handed to the core through a channel.
 
 use cellfs_protocol::message::ServerMessage;
-use cellfs_protocol::transport::{CallError, ConnectError, Connector, RpcClient, ServerMessageAck};
+use cellfs_protocol::transport::{CallError, ChunkSink, ConnectError, Connector, RpcClient, ServerMessageAck};
 use cellfs_protocol::{Fid, Reply, Request, Status};
+use std::io::Write;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
-use tokio::io::{AsyncSeekExt, AsyncWriteExt};
+use tokio::io::AsyncSeekExt;
 use tokio::sync::mpsc;
 
 /// Default bound on one request (and on connecting).
@@ -25,10 +26,6 @@ const MAX_SLOW_WAITS: u32 = 10;
 
 /// Slowest data rate a transfer may have before it counts as a dead server.
 const MIN_TRANSFER_RATE: u64 = 1 << 20;
-
-/// Read buffer between a cache file and a store's stream: each blocking
-/// read the async runtime hands to a thread moves this much.
-const FILE_IO_BUF: usize = 1 << 20;
 
 /// Something the server told us, or a change of connection.
 pub enum LinkEvent {
@@ -333,21 +330,23 @@ impl ServerLink {
     }
 
     /// Fetches the whole content of `fid` (about `size` bytes) into a new file at `path`.
+    ///
+    /// The copy is written on the thread that polls this future (the cache
+    /// manager drives fetches with `block_on` from its FUSE and fetch
+    /// threads, never from a runtime task): each piece goes straight from
+    /// the stream's buffer into the file, while the connection goes on
+    /// receiving on the runtime's threads.
     pub async fn fetch_to(&self, fid: Fid, size: u64, path: &Path, arrived: Arrived<'_>) -> Result<Status, LinkError> {
         self.with_retry(&Request::FetchData { fid }, self.transfer_limit(size), |c| async move {
-            // `fetch_data` writes whole 1 MiB chunks: no buffer needed.
-            let file = tokio::fs::File::create(path).await?;
-            let mut file = Following {
-                file,
-                queued: 0,
+            let mut copy = Copy {
+                file: std::fs::File::create(path)?,
+                written: 0,
                 arrived,
             };
             if let Some(arrived) = arrived {
                 arrived(0);
             }
-            let status = c.fetch_data(fid, &mut file).await?;
-            file.flush().await?;
-            Ok(status)
+            c.fetch_data_into(fid, &mut copy).await
         })
         .await
     }
@@ -361,7 +360,6 @@ impl ServerLink {
         self.with_retry(req, self.transfer_limit(len), |c| async move {
             let mut file = tokio::fs::File::open(path).await?;
             file.seek(std::io::SeekFrom::Start(start)).await?;
-            let mut file = tokio::io::BufReader::with_capacity(FILE_IO_BUF, file);
             c.store_data(req, &mut file).await
         })
         .await
@@ -384,52 +382,22 @@ impl ServerLink {
 /// Told how many bytes of a fetched copy are written, as they arrive.
 pub type Arrived<'a> = Option<&'a (dyn Fn(u64) + Sync)>;
 
-/// A copy being fetched, reporting the bytes known written (not merely
-/// queued: a tokio file hands each write to another thread, so a write
-/// counts once the next one, or a flush, found it done).
-struct Following<'a> {
-    file: tokio::fs::File,
-    queued: u64,
+/// A copy being fetched, written a piece at a time on the polling thread
+/// and reporting the bytes written after each.
+struct Copy<'a> {
+    file: std::fs::File,
+    written: u64,
     arrived: Arrived<'a>,
 }
 
-impl Following<'_> {
-    fn report(&self) {
+impl ChunkSink for Copy<'_> {
+    async fn put(&mut self, piece: &[u8]) -> std::io::Result<()> {
+        self.file.write_all(piece)?;
+        self.written += piece.len() as u64;
         if let Some(arrived) = self.arrived {
-            arrived(self.queued);
+            arrived(self.written);
         }
-    }
-}
-
-impl tokio::io::AsyncWrite for Following<'_> {
-    fn poll_write(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        let this = &mut *self;
-        std::task::ready!(std::pin::Pin::new(&mut this.file).poll_flush(cx))?;
-        this.report();
-        let n = std::task::ready!(std::pin::Pin::new(&mut this.file).poll_write(cx, buf))?;
-        this.queued += n as u64;
-        std::task::Poll::Ready(Ok(n))
-    }
-
-    fn poll_flush(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        let this = &mut *self;
-        std::task::ready!(std::pin::Pin::new(&mut this.file).poll_flush(cx))?;
-        this.report();
-        std::task::Poll::Ready(Ok(()))
-    }
-
-    fn poll_shutdown(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.file).poll_shutdown(cx)
+        Ok(())
     }
 }
 

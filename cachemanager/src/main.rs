@@ -292,7 +292,7 @@ fn parse_timeout(s: &str) -> Result<f64, String> {
 }
 
 fn main() -> anyhow::Result<()> {
-    cellfs_cachemanager::allocator::tune();
+    cellfs_protocol::allocator::tune(cellfs_protocol::allocator::CACHE_MANAGER);
     cellfs_protocol::logging::init("info,fuser=warn");
     let mut args = std::env::args_os();
     if let Some(argv0) = args.next()

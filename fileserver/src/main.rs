@@ -81,6 +81,7 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
+    cellfs_protocol::allocator::tune(cellfs_protocol::allocator::FILESERVER);
     let cli = Cli::parse();
     cellfs_protocol::logging::init("info");
     match cli.command {

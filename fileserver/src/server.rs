@@ -16,8 +16,8 @@ use cellfs_protocol::{ErrorCode, RpcError, transport};
 use std::collections::HashMap;
 use std::fs::File;
 use std::future::Future;
+use std::io::{Read, Seek};
 use std::net::SocketAddr;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -505,7 +505,9 @@ async fn write_reply(send: &mut quinn::SendStream, reply: &Result<Reply, RpcErro
     }
 }
 
-/// Sends `reply` followed by the first `size` bytes of `file`.
+/// Sends `reply` followed by the first `size` bytes of `file`, in chunks
+/// read on a blocking thread one ahead of the one being sent, each handed
+/// to the stream without a copy.
 async fn send_data(send: &mut quinn::SendStream, reply: Reply, size: u64, file: Option<File>) -> std::io::Result<()> {
     transport::write_reply(send, &Ok(reply))
         .await
@@ -517,31 +519,35 @@ async fn send_data(send: &mut quinn::SendStream, reply: Reply, size: u64, file: 
             Err(std::io::Error::other("data file missing"))
         };
     };
-    let file = Arc::new(file);
-    let mut at = 0u64;
-    while at < size {
-        let want = usize::try_from(size - at)
-            .unwrap_or(usize::MAX)
-            .min(crate::volume::CHUNK);
-        let f = file.clone();
-        let chunk = tokio::task::spawn_blocking(move || {
-            let mut buf = vec![0u8; want];
-            let n = f.read_at(&mut buf, at)?;
-            buf.truncate(n);
-            Ok::<_, std::io::Error>(buf)
-        })
-        .await
-        .map_err(std::io::Error::other)??;
+    let mut at = 0;
+    let mut next = (size > 0).then(|| read_chunk(file, at, size));
+    while let Some(reading) = next.take() {
+        let (file, chunk) = reading.await.map_err(std::io::Error::other)??;
         if chunk.is_empty() {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::UnexpectedEof,
                 "data file shorter than its recorded size",
             ));
         }
-        send.write_all(&chunk).await?;
         at += chunk.len() as u64;
+        if at < size {
+            next = Some(read_chunk(file, at, size - at));
+        }
+        send.write_chunk(bytes::Bytes::from(chunk)).await?;
     }
     Ok(())
+}
+
+/// Reads the chunk of `file` at `at` (at most `left` bytes) on a blocking
+/// thread, into memory that is not zeroed first.
+fn read_chunk(file: File, at: u64, left: u64) -> tokio::task::JoinHandle<std::io::Result<(File, Vec<u8>)>> {
+    let want = usize::try_from(left).unwrap_or(usize::MAX).min(crate::volume::CHUNK);
+    tokio::task::spawn_blocking(move || {
+        let mut chunk = Vec::with_capacity(want);
+        (&file).seek(std::io::SeekFrom::Start(at))?;
+        (&file).take(want as u64).read_to_end(&mut chunk)?;
+        Ok((file, chunk))
+    })
 }
 
 /// Reads and discards up to `unread` bytes so a refused `StoreData` client can

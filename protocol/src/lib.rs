@@ -4,6 +4,7 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod acl;
+pub mod allocator;
 pub mod codec;
 pub mod config;
 pub mod error;

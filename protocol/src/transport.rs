@@ -99,8 +99,29 @@ const COPY_CHUNK: usize = 1 << 20;
 /// start of a streaming file waits for this, not for a whole chunk.
 const FIRST_PIECE: usize = 64 << 10;
 
-/// Flow-control window of one stream (bytes in flight on one file transfer).
-const STREAM_WINDOW: u32 = 16 << 20;
+/// Largest UDP payload an endpoint sends or accepts (the endpoint's
+/// `max_udp_payload_size`, which also caps MTU discovery at both ends: left
+/// at quinn's 1472 bytes, discovery never went past it even on loopback).
+/// quinn sends up to 10 datagrams in one segmentation-offload (GSO) batch,
+/// and the kernel refuses a batch over 64 KiB with `EMSGSIZE`, which quinn
+/// drops silently: larger datagrams were lost, taken for a black hole, and
+/// the path fell back to 1200 bytes. 6500 bytes keeps every batch under
+/// 64 KiB. On loopback one stream fetches 670–770 MB/s instead of about
+/// 300 (`benches/rpc.rs`); on a 1500-byte LAN discovery stops at 1472.
+const MAX_DATAGRAM: u16 = 6500;
+
+/// Bytes of a request's trailing data read and sent at a time (below the
+/// cache manager's mmap threshold, so the buffers come from its heaps).
+const SEND_PIECE: usize = 512 << 10;
+
+/// Flow-control window of one stream (bytes in flight on one file
+/// transfer): ample for a fast LAN's bandwidth-delay product, and kept
+/// under what quinn buffers unread in fragments (2,048 received frames)
+/// before it copies them all into one fresh buffer: with a 16 MiB window a
+/// reader falling behind made it copy about 13 MB at a time, dozens of
+/// times a GiB (a cold 1 GiB fetch through a node: 3.4–3.7 s, and 2.0–2.7 s
+/// with 8 MiB).
+const STREAM_WINDOW: u32 = 8 << 20;
 
 fn transport_config(max_streams: u32) -> Arc<quinn::TransportConfig> {
     let mut t = quinn::TransportConfig::default();
@@ -112,11 +133,11 @@ fn transport_config(max_streams: u32) -> Arc<quinn::TransportConfig> {
     ));
     t.max_concurrent_bidi_streams(quinn::VarInt::from_u32(max_streams));
     t.max_concurrent_uni_streams(quinn::VarInt::from_u32(0));
-    // Search for datagrams up to the largest UDP payload: loopback and
-    // jumbo-frame networks carry far more than 1452 bytes a packet, and a
-    // probe that is lost only ends the search (RFC 8899).
+    // Search for datagrams up to MAX_DATAGRAM: loopback and jumbo-frame
+    // networks carry more than 1452 bytes a packet, and a probe that is lost
+    // only ends the search (RFC 8899).
     let mut mtu = quinn::MtuDiscoveryConfig::default();
-    mtu.upper_bound(u16::MAX);
+    mtu.upper_bound(MAX_DATAGRAM);
     t.mtu_discovery_config(Some(mtu));
     // Whole-file transfers: enough window for a fast LAN's bandwidth-delay product.
     t.stream_receive_window(quinn::VarInt::from_u32(STREAM_WINDOW));
@@ -160,9 +181,12 @@ pub fn server_endpoint(
 /// A QUIC endpoint on a new UDP socket bound to `addr` ([`udp_socket`]).
 fn endpoint(
     addr: SocketAddr,
-    config: quinn::EndpointConfig,
+    mut config: quinn::EndpointConfig,
     server: Option<quinn::ServerConfig>,
 ) -> std::io::Result<quinn::Endpoint> {
+    config
+        .max_udp_payload_size(MAX_DATAGRAM)
+        .map_err(std::io::Error::other)?;
     let socket = udp_socket(addr)?;
     let runtime =
         quinn::default_runtime().ok_or_else(|| std::io::Error::other("no async runtime for the QUIC endpoint"))?;
@@ -172,13 +196,12 @@ fn endpoint(
 /// Kernel buffer asked for on each QUIC socket, each way.
 const UDP_BUFFER: usize = 8 << 20;
 
-/// A UDP socket bound to `addr` with large kernel buffers. With datagrams
-/// of up to 64 KiB (MTU discovery on loopback and jumbo-frame LANs) the
-/// default 208 KiB receive buffer holds three: a whole-file transfer
-/// overran it hundreds of times a second, and every drop cost a loss
-/// recovery (fetching 256 MiB on loopback: 228 MB/s with drops, 286 MB/s
-/// without). The kernel caps the size at `net.core.rmem_max` /
-/// `wmem_max`; a smaller buffer is only slower, so failures are ignored.
+/// A UDP socket bound to `addr` with large kernel buffers. The default
+/// 208 KiB receive buffer overflowed hundreds of times a second during a
+/// whole-file transfer on loopback, and every drop cost a loss recovery
+/// (fetching 256 MiB: 228 MB/s with drops, 286 MB/s without). The kernel
+/// caps the size at `net.core.rmem_max` / `wmem_max`; a smaller buffer is
+/// only slower, so failures are ignored.
 fn udp_socket(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
     let socket = socket2::Socket::new(
         socket2::Domain::for_address(addr),
@@ -329,7 +352,13 @@ impl RpcClient {
     }
 
     /// `FetchData`: streams the file's bytes into `sink` and returns its status.
-    pub async fn fetch_data<W: AsyncWrite + Unpin>(&self, fid: Fid, sink: &mut W) -> Result<Status, CallError> {
+    pub async fn fetch_data<W: AsyncWrite + Unpin + Send>(&self, fid: Fid, sink: &mut W) -> Result<Status, CallError> {
+        self.fetch_data_into(fid, &mut Writes(sink)).await
+    }
+
+    /// `FetchData`: hands the file's bytes to `sink` a piece at a time and
+    /// returns its status.
+    pub async fn fetch_data_into<S: ChunkSink>(&self, fid: Fid, sink: &mut S) -> Result<Status, CallError> {
         let (mut send, mut recv) = self.open_call(&Request::FetchData { fid }).await?;
         let _ = send.finish();
         let status = match read_reply(&mut recv).await? {
@@ -362,12 +391,25 @@ impl RpcClient {
         data: &mut R,
     ) -> Result<Reply, CallError> {
         let (mut send, mut recv) = self.open_call(req).await?;
-        let sent = tokio::io::copy(&mut data.take(len), &mut send).await?;
-        if sent != len {
-            return Err(CallError::Io(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                "short local read",
-            )));
+        let mut left = len;
+        while left > 0 {
+            // Each piece is read into memory that is not zeroed first and
+            // handed to the stream without a copy.
+            let want = usize::try_from(left).unwrap_or(usize::MAX).min(SEND_PIECE);
+            let mut piece = bytes::BytesMut::with_capacity(want);
+            while piece.len() < want {
+                let room = (want - piece.len()) as u64;
+                if (&mut *data).take(room).read_buf(&mut piece).await? == 0 {
+                    return Err(CallError::Io(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "short local read",
+                    )));
+                }
+            }
+            left -= want as u64;
+            send.write_chunk(piece.freeze())
+                .await
+                .map_err(|e| CallError::Io(e.into()))?;
         }
         let _ = send.finish();
         read_reply(&mut recv).await
@@ -375,7 +417,7 @@ impl RpcClient {
 
     /// `DumpVolume`: streams the dump's bytes into `sink`, calling `progress`
     /// with (bytes so far, total) after each piece, and returns its length.
-    pub async fn dump_volume<W: AsyncWrite + Unpin>(
+    pub async fn dump_volume<W: AsyncWrite + Unpin + Send>(
         &self,
         req: &Request,
         sink: &mut W,
@@ -387,7 +429,7 @@ impl RpcClient {
             Reply::Dump { len } => len,
             _ => return Err(CallError::Unexpected("dump_volume")),
         };
-        copy_exact(&mut recv, len, sink, progress).await?;
+        copy_exact(&mut recv, len, &mut Writes(&mut *sink), progress).await?;
         sink.flush().await?;
         Ok(len)
     }
@@ -425,17 +467,33 @@ impl ServerMessageAck {
     }
 }
 
-/// Copies exactly `len` bytes of a reply's trailing data into `sink`, in
+/// Takes the bytes that follow a reply, a piece at a time as they arrive.
+pub trait ChunkSink {
+    /// Takes the next piece; the transfer goes on once this returns.
+    fn put(&mut self, piece: &[u8]) -> impl std::future::Future<Output = std::io::Result<()>> + Send;
+}
+
+/// An async writer as a [`ChunkSink`].
+struct Writes<'a, W>(&'a mut W);
+
+impl<W: AsyncWrite + Unpin + Send> ChunkSink for Writes<'_, W> {
+    async fn put(&mut self, piece: &[u8]) -> std::io::Result<()> {
+        self.0.write_all(piece).await
+    }
+}
+
+/// Hands exactly `len` bytes of a reply's trailing data to `sink`, in
 /// whole aligned chunks (the page cache then holds a fetched copy in large
 /// folios, which read back about twice as fast as small ones), reporting
-/// (bytes so far, `len`) after each chunk.
-async fn copy_exact<W: AsyncWrite + Unpin>(
+/// (bytes so far, `len`) after each chunk. The bytes are gathered straight
+/// from the stream's received chunks: one copy, no zeroed buffer.
+async fn copy_exact<S: ChunkSink>(
     recv: &mut quinn::RecvStream,
     len: u64,
-    sink: &mut W,
+    sink: &mut S,
     mut progress: impl FnMut(u64, u64),
 ) -> Result<(), CallError> {
-    let mut buf = vec![0u8; usize::try_from(len).unwrap_or(usize::MAX).min(COPY_CHUNK)];
+    let mut buf = Vec::with_capacity(usize::try_from(len).unwrap_or(usize::MAX).min(COPY_CHUNK));
     let mut done = 0u64;
     while done < len {
         // After the small first piece, writes end on chunk boundaries again
@@ -445,14 +503,15 @@ async fn copy_exact<W: AsyncWrite + Unpin>(
             _ => COPY_CHUNK - (done % COPY_CHUNK as u64) as usize,
         };
         let want = usize::try_from(len - done).unwrap_or(usize::MAX).min(piece);
-        recv.read_exact(&mut buf[..want]).await.map_err(|e| match e {
-            quinn::ReadExactError::FinishedEarly(_) => CallError::Codec(CodecError::Truncated),
-            quinn::ReadExactError::ReadError(e) => CallError::Io(e.into()),
-        })?;
-        sink.write_all(&buf[..want]).await?;
-        if done == 0 {
-            sink.flush().await?;
+        buf.clear();
+        while buf.len() < want {
+            match recv.read_chunk(want - buf.len(), true).await {
+                Ok(Some(chunk)) => buf.extend_from_slice(&chunk.bytes),
+                Ok(None) => return Err(CallError::Codec(CodecError::Truncated)),
+                Err(e) => return Err(CallError::Io(e.into())),
+            }
         }
+        sink.put(&buf).await?;
         done += want as u64;
         progress(done, len);
     }
