@@ -201,7 +201,6 @@ fn read_big(path: &Path) -> u64 {
     }
 }
 
-/// Runs `cmd` with stdout drained (a pipe, so tar really reads every file).
 /// Opens `path` and reads its first 64 KiB (what a media player or a
 /// range request needs before it can start).
 fn read_first_block(path: &Path) {
@@ -210,6 +209,7 @@ fn read_first_block(path: &Path) {
     f.read_exact(&mut buf).expect("read the first block");
 }
 
+/// Runs `cmd` with stdout drained (a pipe, so tar really reads every file).
 fn drain(cmd: &mut Command) {
     let mut child = cmd
         .stdout(Stdio::piped())
