@@ -5,7 +5,7 @@
 //! Callback breaks from the server are handed to the core through a channel.
 
 use cellfs_protocol::message::ServerMessage;
-use cellfs_protocol::transport::{CallError, ChunkSink, ConnectError, Connector, RpcClient, ServerMessageAck};
+use cellfs_protocol::transport::{Bytes, CallError, ChunkSink, ConnectError, Connector, RpcClient, ServerMessageAck};
 use cellfs_protocol::{Fid, Reply, Request, Status};
 use std::io::Write;
 use std::path::Path;
@@ -383,7 +383,8 @@ impl ServerLink {
 pub type Arrived<'a> = Option<&'a (dyn Fn(u64) + Sync)>;
 
 /// A copy being fetched, written a piece at a time on the polling thread
-/// and reporting the bytes written after each.
+/// (straight from the stream's buffers) and reporting the bytes written
+/// after each.
 struct Copy<'a> {
     file: std::fs::File,
     written: u64,
@@ -391,15 +392,26 @@ struct Copy<'a> {
 }
 
 impl ChunkSink for Copy<'_> {
-    async fn put(&mut self, piece: &[u8]) -> std::io::Result<()> {
-        self.file.write_all(piece)?;
-        self.written += piece.len() as u64;
+    async fn put(&mut self, piece: &[Bytes]) -> std::io::Result<()> {
+        let mut slices: Vec<std::io::IoSlice> = piece.iter().map(|b| std::io::IoSlice::new(b)).collect();
+        let mut left = &mut slices[..];
+        while !left.is_empty() {
+            let n = self.file.write_vectored(&left[..left.len().min(IOV_MAX)])?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::WriteZero.into());
+            }
+            std::io::IoSlice::advance_slices(&mut left, n);
+            self.written += n as u64;
+        }
         if let Some(arrived) = self.arrived {
             arrived(self.written);
         }
         Ok(())
     }
 }
+
+/// Most buffers one `writev` takes (Linux's `IOV_MAX`).
+const IOV_MAX: usize = 1024;
 
 /// Requests that may be sent twice without changing the outcome.
 pub fn is_idempotent(req: &Request) -> bool {

@@ -13,6 +13,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+/// The shared, cheaply cloned buffers [`ChunkSink`] pieces are made of.
+pub use bytes::Bytes;
+
 /// How often an idle connection sends a keep-alive.
 pub const KEEP_ALIVE: Duration = Duration::from_secs(1);
 /// How long a silent peer is given before its connection is declared dead.
@@ -469,31 +472,36 @@ impl ServerMessageAck {
 
 /// Takes the bytes that follow a reply, a piece at a time as they arrive.
 pub trait ChunkSink {
-    /// Takes the next piece; the transfer goes on once this returns.
-    fn put(&mut self, piece: &[u8]) -> impl std::future::Future<Output = std::io::Result<()>> + Send;
+    /// Takes the next piece, as the stream's received chunks in order; the
+    /// transfer goes on once this returns.
+    fn put(&mut self, piece: &[Bytes]) -> impl std::future::Future<Output = std::io::Result<()>> + Send;
 }
 
 /// An async writer as a [`ChunkSink`].
 struct Writes<'a, W>(&'a mut W);
 
 impl<W: AsyncWrite + Unpin + Send> ChunkSink for Writes<'_, W> {
-    async fn put(&mut self, piece: &[u8]) -> std::io::Result<()> {
-        self.0.write_all(piece).await
+    async fn put(&mut self, piece: &[Bytes]) -> std::io::Result<()> {
+        for part in piece {
+            self.0.write_all(part).await?;
+        }
+        Ok(())
     }
 }
 
 /// Hands exactly `len` bytes of a reply's trailing data to `sink`, in
 /// whole aligned chunks (the page cache then holds a fetched copy in large
 /// folios, which read back about twice as fast as small ones), reporting
-/// (bytes so far, `len`) after each chunk. The bytes are gathered straight
-/// from the stream's received chunks: one copy, no zeroed buffer.
+/// (bytes so far, `len`) after each chunk. A piece is the stream's own
+/// received chunks, handed over without a copy (a file sink writes them
+/// with one `writev`).
 async fn copy_exact<S: ChunkSink>(
     recv: &mut quinn::RecvStream,
     len: u64,
     sink: &mut S,
     mut progress: impl FnMut(u64, u64),
 ) -> Result<(), CallError> {
-    let mut buf = Vec::with_capacity(usize::try_from(len).unwrap_or(usize::MAX).min(COPY_CHUNK));
+    let mut parts: Vec<Bytes> = Vec::new();
     let mut done = 0u64;
     while done < len {
         // After the small first piece, writes end on chunk boundaries again
@@ -503,15 +511,19 @@ async fn copy_exact<S: ChunkSink>(
             _ => COPY_CHUNK - (done % COPY_CHUNK as u64) as usize,
         };
         let want = usize::try_from(len - done).unwrap_or(usize::MAX).min(piece);
-        buf.clear();
-        while buf.len() < want {
-            match recv.read_chunk(want - buf.len(), true).await {
-                Ok(Some(chunk)) => buf.extend_from_slice(&chunk.bytes),
+        parts.clear();
+        let mut have = 0;
+        while have < want {
+            match recv.read_chunk(want - have, true).await {
+                Ok(Some(chunk)) => {
+                    have += chunk.bytes.len();
+                    parts.push(chunk.bytes);
+                }
                 Ok(None) => return Err(CallError::Codec(CodecError::Truncated)),
                 Err(e) => return Err(CallError::Io(e.into())),
             }
         }
-        sink.put(&buf).await?;
+        sink.put(&parts).await?;
         done += want as u64;
         progress(done, len);
     }
