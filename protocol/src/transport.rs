@@ -98,8 +98,9 @@ pub enum ConnectError {
 
 /// Bytes moved per write when a fetched file is written out.
 const COPY_CHUNK: usize = 1 << 20;
-/// Bytes of a fetched file's first write, flushed at once: a reader of the
-/// start of a streaming file waits for this, not for a whole chunk.
+/// Bytes of a fetched file's first piece, handed to the sink on its own: a
+/// reader of the start of a streaming file waits for this, not for a whole
+/// chunk.
 const FIRST_PIECE: usize = 64 << 10;
 
 /// Largest UDP payload an endpoint sends or accepts (the endpoint's
@@ -109,7 +110,7 @@ const FIRST_PIECE: usize = 64 << 10;
 /// and the kernel refuses a batch over 64 KiB with `EMSGSIZE`, which quinn
 /// drops silently: larger datagrams were lost, taken for a black hole, and
 /// the path fell back to 1200 bytes. 6500 bytes keeps every batch under
-/// 64 KiB. On loopback one stream fetches 670–770 MB/s instead of about
+/// 64 KiB. On loopback one stream fetches 630–950 MB/s instead of about
 /// 300 (`benches/rpc.rs`); on a 1500-byte LAN discovery stops at 1472.
 const MAX_DATAGRAM: u16 = 6500;
 
@@ -137,7 +138,7 @@ fn transport_config(max_streams: u32) -> Arc<quinn::TransportConfig> {
     t.max_concurrent_bidi_streams(quinn::VarInt::from_u32(max_streams));
     t.max_concurrent_uni_streams(quinn::VarInt::from_u32(0));
     // Search for datagrams up to MAX_DATAGRAM: loopback and jumbo-frame
-    // networks carry more than 1452 bytes a packet, and a probe that is lost
+    // networks carry more than 1472 bytes a packet, and a probe that is lost
     // only ends the search (RFC 8899).
     let mut mtu = quinn::MtuDiscoveryConfig::default();
     mtu.upper_bound(MAX_DATAGRAM);
