@@ -519,8 +519,11 @@ async fn send_data(send: &mut quinn::SendStream, reply: Reply, size: u64, file: 
             Err(std::io::Error::other("data file missing"))
         };
     };
+    // Chunks are read one after another from the file's position (files
+    // come freshly opened; starting it at 0 is a guard).
+    (&file).rewind()?;
     let mut at = 0;
-    let mut next = (size > 0).then(|| read_chunk(file, at, size));
+    let mut next = (size > 0).then(|| read_chunk(file, size));
     while let Some(reading) = next.take() {
         let (file, chunk) = reading.await.map_err(std::io::Error::other)??;
         if chunk.is_empty() {
@@ -531,20 +534,19 @@ async fn send_data(send: &mut quinn::SendStream, reply: Reply, size: u64, file: 
         }
         at += chunk.len() as u64;
         if at < size {
-            next = Some(read_chunk(file, at, size - at));
+            next = Some(read_chunk(file, size - at));
         }
-        send.write_chunk(bytes::Bytes::from(chunk)).await?;
+        send.write_chunk(transport::Bytes::from(chunk)).await?;
     }
     Ok(())
 }
 
-/// Reads the chunk of `file` at `at` (at most `left` bytes) on a blocking
-/// thread, into memory that is not zeroed first.
-fn read_chunk(file: File, at: u64, left: u64) -> tokio::task::JoinHandle<std::io::Result<(File, Vec<u8>)>> {
+/// Reads the next chunk of `file` (at most `left` bytes) from where it
+/// stands, on a blocking thread, into memory that is not zeroed first.
+fn read_chunk(file: File, left: u64) -> tokio::task::JoinHandle<std::io::Result<(File, Vec<u8>)>> {
     let want = usize::try_from(left).unwrap_or(usize::MAX).min(crate::volume::CHUNK);
     tokio::task::spawn_blocking(move || {
         let mut chunk = Vec::with_capacity(want);
-        (&file).seek(std::io::SeekFrom::Start(at))?;
         (&file).take(want as u64).read_to_end(&mut chunk)?;
         Ok((file, chunk))
     })
