@@ -620,11 +620,22 @@ pub fn wait_for(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
     }
 }
 
-/// Starts `cellfs-cachemanager mount`, its output appended to `log`.
-fn spawn_cachemanager(config: &Path, cache: &Path, cache_size: &str, mnt: &Path, log: &Path) -> Child {
+/// Starts `cellfs-cachemanager mount`, its output appended to `log`, with
+/// `RUST_LOG` set to `filter` when given.
+fn spawn_cachemanager(
+    config: &Path,
+    cache: &Path,
+    cache_size: &str,
+    mnt: &Path,
+    log: &Path,
+    filter: Option<&str>,
+) -> Child {
     let (out, err) = open_log(log);
-    Command::new(bin("cellfs-cachemanager"))
-        .arg("mount")
+    let mut cmd = Command::new(bin("cellfs-cachemanager"));
+    if let Some(filter) = filter {
+        cmd.env("RUST_LOG", filter);
+    }
+    cmd.arg("mount")
         .arg("--config")
         .arg(config)
         .arg("--cache")
@@ -649,6 +660,8 @@ pub struct Mount {
     cache: PathBuf,
     log: PathBuf,
     child: Option<Child>,
+    /// `RUST_LOG` the cache manager runs with, when not inherited.
+    filter: Option<String>,
 }
 
 impl Mount {
@@ -671,7 +684,18 @@ impl Mount {
 
     /// Mounts with the cache in `cache` (an existing folder the caller owns,
     /// e.g. on a small tmpfs) instead of a fresh one, when given.
-    pub fn with_cache_folder(_cell: &Cell, config: &Path, cache: Option<&Path>, cache_size: &str) -> Self {
+    pub fn with_cache_folder(cell: &Cell, config: &Path, cache: Option<&Path>, cache_size: &str) -> Self {
+        Self::start(cell, config, cache, cache_size, None)
+    }
+
+    /// Mounts `cell` with an empty 2 GiB cache and the cache manager's
+    /// `RUST_LOG` set to `filter` (e.g. `"info,cellfs_cachemanager::fuse=debug"`
+    /// to log a span per kernel request; read it with [`Mount::log`]).
+    pub fn with_log_filter(cell: &Cell, filter: &str) -> Self {
+        Self::start(cell, &cell.config_path(), None, "2GiB", Some(filter))
+    }
+
+    fn start(_cell: &Cell, config: &Path, cache: Option<&Path>, cache_size: &str, filter: Option<&str>) -> Self {
         let tmp = tempfile::Builder::new()
             .prefix("cellfs-mount-")
             .tempdir()
@@ -688,13 +712,14 @@ impl Mount {
             }
         };
         let log = root.join("cachemanager.log");
-        let child = spawn_cachemanager(config, &cache, cache_size, &mnt, &log);
+        let child = spawn_cachemanager(config, &cache, cache_size, &mnt, &log, filter);
         let mut mount = Mount {
             tmp,
             mnt,
             cache,
             log,
             child: Some(child),
+            filter: filter.map(str::to_owned),
         };
         mount.wait_mounted();
         mount
@@ -783,6 +808,7 @@ impl Mount {
             cache_size,
             &self.mnt,
             &self.log,
+            self.filter.as_deref(),
         ));
         self.wait_mounted();
     }

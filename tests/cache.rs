@@ -3,12 +3,14 @@
 
 mod common;
 
-use cellfs::{Cell, Mount};
+use cellfs::{Cell, Mount, wait_for};
 use common::{pattern, sha256, sha256_file};
 use std::fs::{self, File};
 use std::io::Write;
 use std::os::fd::IntoRawFd;
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
+use std::time::Duration;
 
 /// Bytes held in the cache folder's data files.
 fn cached_bytes(cache: &Path) -> u64 {
@@ -188,6 +190,66 @@ fn a_cold_folder_of_small_files_arrives_in_a_few_round_trips() {
     // A file changed on A after B fetched the batch: B reads the new bytes.
     fs::write(site.join("inc005.php"), b"changed").unwrap();
     assert_eq!(fs::read(b.path().join("site/inc005.php")).unwrap(), b"changed");
+}
+
+/// The small files a cold open brings with it go into the kernel's page
+/// cache: reading them sends the cache manager no READ, and a change made on
+/// another node afterwards still reaches the reader.
+#[test]
+fn a_cold_folders_small_files_are_read_without_read_requests() {
+    let cell = Cell::new();
+    let a = Mount::new(&cell);
+    let site = a.path().join("site");
+    fs::create_dir(&site).unwrap();
+    let files: Vec<Vec<u8>> = (0..40).map(|i| pattern(2_000 + i * 300, 500 + i as u64)).collect();
+    for (i, data) in files.iter().enumerate() {
+        fs::write(site.join(format!("p{i:02}.php")), data).unwrap();
+    }
+    let b = Mount::with_log_filter(
+        &cell,
+        "info,fuser=warn,cellfs_cachemanager::fuse=debug,cellfs_cachemanager::core=debug",
+    );
+    let on_b = b.path().join("site");
+    // The listing gives the kernel every file's inode.
+    assert_eq!(fs::read_dir(&on_b).unwrap().count(), files.len());
+    assert_eq!(fs::read(on_b.join("p00.php")).unwrap(), files[0]);
+    let pushed = || -> usize {
+        b.log()
+            .lines()
+            .filter_map(|l| {
+                l.split("pushed=")
+                    .nth(1)?
+                    .split_whitespace()
+                    .next()?
+                    .parse::<usize>()
+                    .ok()
+            })
+            .sum()
+    };
+    wait_for("the batch's pages in B's kernel", Duration::from_secs(30), || {
+        pushed() >= files.len() - 1
+    });
+    // Changed on A after its pages went into B's kernel.
+    fs::write(site.join("p07.php"), b"changed on A").unwrap();
+    let mut inos = Vec::new();
+    for (i, data) in files.iter().enumerate().skip(1) {
+        let path = on_b.join(format!("p{i:02}.php"));
+        let want: &[u8] = if i == 7 { b"changed on A" } else { data };
+        assert_eq!(fs::read(&path).unwrap(), want, "p{i:02}.php");
+        if i != 7 {
+            inos.push(fs::metadata(&path).unwrap().ino());
+        }
+    }
+    let log = b.log();
+    let reads: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("op=\"read\"") && inos.iter().any(|ino| l.contains(&format!(" ino={ino} "))))
+        .collect();
+    assert!(
+        reads.is_empty(),
+        "READs for files whose pages were pushed:\n{}",
+        reads.join("\n")
+    );
 }
 
 #[test]

@@ -125,9 +125,13 @@ fn a_cache_manager_killed_mid_work_restarts_on_a_checked_cache() {
     assert_eq!(sha256_file(&b.path().join("big")), sha256(&pattern(20 << 20, 5)));
     // Every data file the cache keeps is a complete copy of some file.
     let data = b.cache_dir().join("data");
-    for entry in fs::read_dir(&data).unwrap() {
-        let entry = entry.unwrap();
-        let name = entry.file_name().to_string_lossy().into_owned();
-        assert!(!name.starts_with("tmp."), "a partial fetch {name} survived the restart");
+    let mut copies = 0;
+    for shard in fs::read_dir(&data).unwrap() {
+        for entry in fs::read_dir(shard.unwrap().path()).unwrap() {
+            let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+            assert!(!name.starts_with("tmp."), "a partial fetch {name} survived the restart");
+            copies += 1;
+        }
     }
+    assert!(copies > 0, "no copies found under {}", data.display());
 }

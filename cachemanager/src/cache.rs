@@ -1,6 +1,10 @@
 //! The whole-file disk cache: one data file per FID in the cache folder,
 //! tagged with the data version it holds, bounded by size with least recently
 //! used eviction. Files open right now are never evicted.
+//!
+//! Copies are spread over [`SHARDS`] folders (`data/00` … `data/ff`): one
+//! folder of every copy made the threads writing a batch of small copies
+//! queue on its lock and search ever longer directory blocks.
 
 use cellfs_protocol::Fid;
 use lru::LruCache;
@@ -18,6 +22,25 @@ pub struct CacheEntry {
     pub size: u64,
 }
 
+/// Folders the copies are spread over.
+const SHARDS: u64 = 256;
+
+/// The shard (a folder under `data/`) holding the copy of `fid`. Files of
+/// one folder have neighbouring vnode numbers, so a batch of them spreads.
+fn shard_of(fid: Fid) -> usize {
+    ((fid.vnode ^ fid.volume.wrapping_mul(31)) % SHARDS) as usize
+}
+
+/// A shard folder's name.
+fn shard_name(shard: usize) -> String {
+    format!("{shard:02x}")
+}
+
+/// The name of the copy of `fid` within its shard.
+fn copy_name(fid: Fid) -> String {
+    format!("{}.{}.{}", fid.volume, fid.vnode, fid.unique)
+}
+
 /// Size-bounded LRU index of the cache folder's data files.
 pub struct DiskCache {
     root: PathBuf,
@@ -28,6 +51,8 @@ pub struct DiskCache {
     open: HashMap<Fid, u32>,
     /// Hoarded FIDs (`cellfs-cachemanager pin`): never evicted.
     hoarded: std::collections::HashSet<Fid>,
+    /// Shard folders known to exist (made on first use).
+    made: Box<[std::sync::atomic::AtomicBool]>,
 }
 
 /// Puts the new copy at `tmp` where `dest` is, atomically: an open by name
@@ -78,9 +103,15 @@ impl DiskCache {
             entries: LruCache::unbounded(),
             open: HashMap::new(),
             hoarded: std::collections::HashSet::new(),
+            made: (0..SHARDS).map(|_| std::sync::atomic::AtomicBool::new(false)).collect(),
         };
         let mut discarded = 0usize;
         for (fid, entry) in known {
+            // A copy kept by a version that did not shard moves into its shard.
+            let flat = cache.dir.join(copy_name(fid));
+            if flat.is_file() {
+                std::fs::rename(&flat, cache.path(fid))?;
+            }
             match std::fs::metadata(cache.path(fid)) {
                 Ok(md) if md.is_file() && md.len() == entry.size => cache.insert(fid, entry),
                 _ => discarded += 1,
@@ -88,7 +119,14 @@ impl DiskCache {
         }
         let vouched: std::collections::HashSet<PathBuf> = cache.entries.iter().map(|(f, _)| cache.path(*f)).collect();
         for file in std::fs::read_dir(&cache.dir)?.flatten() {
-            if !vouched.contains(&file.path()) {
+            if file.file_type()?.is_dir() {
+                for copy in std::fs::read_dir(file.path())?.flatten() {
+                    if !vouched.contains(&copy.path()) {
+                        discarded += 1;
+                        std::fs::remove_file(copy.path())?;
+                    }
+                }
+            } else {
                 discarded += 1;
                 std::fs::remove_file(file.path())?;
             }
@@ -113,9 +151,21 @@ impl DiskCache {
         self.entries.iter().rev().map(|(f, e)| (*f, *e)).collect()
     }
 
-    /// Where the copy of `fid` lives.
+    /// Where the copy of `fid` lives (its shard folder is made on first use).
     pub fn path(&self, fid: Fid) -> PathBuf {
-        self.dir.join(format!("{}.{}.{}", fid.volume, fid.vnode, fid.unique))
+        self.shard(fid).join(copy_name(fid))
+    }
+
+    /// The shard folder of `fid`, made if it was not yet. A failure to make
+    /// it shows as the error of the file operation that follows.
+    fn shard(&self, fid: Fid) -> PathBuf {
+        use std::sync::atomic::Ordering;
+        let shard = shard_of(fid);
+        let dir = self.dir.join(shard_name(shard));
+        if !self.made[shard].load(Ordering::Relaxed) && std::fs::create_dir_all(&dir).is_ok() {
+            self.made[shard].store(true, Ordering::Relaxed);
+        }
+        dir
     }
 
     /// Saves the local copy of `fid` under `lost+found/` in the cache folder,
@@ -136,8 +186,7 @@ impl DiskCache {
     pub fn temp_path(&self, fid: Fid) -> PathBuf {
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.dir
-            .join(format!("tmp.{}.{}.{}.{n}", fid.volume, fid.vnode, fid.unique))
+        self.shard(fid).join(format!("tmp.{}.{n}", copy_name(fid)))
     }
 
     /// The cached copy of `fid`, if any, marking it most recently used.
@@ -322,6 +371,40 @@ mod tests {
     fn put(cache: &mut DiskCache, n: u64, size: u64) {
         std::fs::write(cache.path(fid(n)), vec![0u8; size as usize]).unwrap();
         cache.insert(fid(n), CacheEntry { data_version: 1, size });
+    }
+
+    #[test]
+    fn a_folders_files_spread_over_the_shards() {
+        let shards: std::collections::HashSet<usize> = (1000..1100).map(|n| shard_of(fid(n))).collect();
+        assert!(shards.len() >= 90, "100 neighbouring vnodes in {} shards", shards.len());
+        assert!(shards.iter().all(|s| (*s as u64) < SHARDS));
+        assert_eq!(shard_name(10), "0a");
+    }
+
+    #[test]
+    fn opening_moves_kept_flat_copies_into_shards_and_drops_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        std::fs::create_dir_all(&data).unwrap();
+        // Left by a version that kept every copy in one folder.
+        std::fs::write(data.join(copy_name(fid(1))), b"kept").unwrap();
+        std::fs::write(data.join(copy_name(fid(2))), b"not vouched").unwrap();
+        let entry = CacheEntry {
+            data_version: 3,
+            size: 4,
+        };
+        let cache = DiskCache::open(dir.path(), 1 << 20, vec![(fid(1), entry)]).unwrap();
+        assert_eq!(std::fs::read(cache.path(fid(1))).unwrap(), b"kept");
+        assert_eq!(cache.peek(fid(1)), Some(entry));
+        assert!(!data.join(copy_name(fid(1))).exists());
+        assert!(!data.join(copy_name(fid(2))).exists());
+        // A partial copy in a shard is dropped at the next start.
+        let tmp = cache.temp_path(fid(5));
+        std::fs::write(&tmp, b"partial").unwrap();
+        drop(cache);
+        let cache = DiskCache::open(dir.path(), 1 << 20, vec![(fid(1), entry)]).unwrap();
+        assert!(!tmp.exists());
+        assert_eq!(cache.len(), 1);
     }
 
     #[test]

@@ -52,6 +52,10 @@ pub trait KernelCache: Send + Sync {
     fn inval_inode(&self, ino: u64);
     /// Drop the dentry (positive or negative) `name` in directory `parent`.
     fn inval_entry(&self, parent: u64, name: &str);
+    /// Put `data` in the kernel's page cache of `ino` from offset 0, so
+    /// reading it takes no READ (nothing happens if the kernel has no such
+    /// inode).
+    fn store(&self, ino: u64, data: &[u8]);
 }
 
 /// An inode with its status and how long the kernel may trust it.
@@ -100,8 +104,8 @@ const FETCH_PART_MIN: usize = 8;
 /// What one request of a split `FetchFiles` brought.
 #[derive(Default)]
 struct FetchedPart {
-    /// Copies written into place.
-    placed: Vec<Status>,
+    /// Copies written into place, with their bytes.
+    placed: Vec<(Status, Vec<u8>)>,
     /// The target's status when it came without its bytes.
     target: Option<Status>,
     /// Why the part stopped early.
@@ -209,6 +213,10 @@ struct State {
     /// Large files being fetched for readers, who read them as they arrive:
     /// the progress and the copy being written.
     streams: HashMap<Fid, (Arc<Arrival>, Arc<File>)>,
+    /// Small files a read-ahead part of a `FetchFiles` batch is bringing,
+    /// behind the open that asked for the batch: an open of one waits for
+    /// its part instead of fetching it again.
+    reading_ahead: HashMap<Fid, Arc<Arrival>>,
     /// Inodes whose unstored bytes are being stored right now, and how
     /// that store ended, for flushes of the same inode that wait for it.
     storing: HashMap<u64, Arc<StoreSlot>>,
@@ -291,6 +299,10 @@ pub struct Core {
     locks_changed: std::sync::Condvar,
     /// This core, for fetches that finish on threads of their own.
     me: OnceLock<std::sync::Weak<Core>>,
+    /// Held while pages are put in the kernel and while the kernel is told
+    /// to drop an inode's pages, so a version's pages can never arrive after
+    /// the invalidation that the version's break caused.
+    pages: Mutex<()>,
 }
 
 impl Core {
@@ -368,11 +380,13 @@ impl Core {
                 baselines,
                 rights: RightsCache::default(),
                 streams: HashMap::new(),
+                reading_ahead: HashMap::new(),
                 storing: HashMap::new(),
             }),
             link,
             rt,
             kernel: OnceLock::new(),
+            pages: Mutex::new(()),
             cell: OnceLock::from(cell.to_owned()),
             last_revalidation: Mutex::new(None),
             mountpoint: OnceLock::new(),
@@ -1197,6 +1211,10 @@ impl Core {
         if self.join_stream(ino, reader)? {
             return Ok(false);
         }
+        let fid = self.lock().nodes.get(ino).map(|n| n.fid);
+        if let Some(fid) = fid {
+            self.wait_for_read_ahead(fid);
+        }
         let (fid, valid) = {
             let mut st = self.lock();
             let n = st.node(ino)?;
@@ -1269,7 +1287,8 @@ impl Core {
                 .cache
                 .peek(*other)
                 .is_some_and(|c| c.data_version == n.status.data_version);
-            if *other != fid && small(n) && !current && n.dirty.is_none() && st.cache.open_count(*other) == 0 {
+            let quiet = n.dirty.is_none() && st.cache.open_count(*other) == 0 && !st.reading_ahead.contains_key(other);
+            if *other != fid && small(n) && !current && quiet {
                 batch.push(*other);
                 bytes += n.status.size;
             }
@@ -1292,41 +1311,79 @@ impl Core {
     /// meanwhile, except `target`'s) and records `target`'s status even
     /// without its bytes. Whether `target`'s copy was placed.
     ///
-    /// A large batch goes as up to [`FETCH_PARTS`] requests at once, each
-    /// placed by its own thread: the server reads one part while this node
-    /// writes another's copies. Only `target`'s part failing fails the call;
-    /// the rest is read-ahead.
+    /// A large batch goes as up to [`FETCH_PARTS`] requests at once. This
+    /// open waits only for the part with `target`; the others are read
+    /// ahead on blocking threads (the server reads them from disk while the
+    /// caller reads its file), and an open of a file in one of them waits
+    /// for that part (see [`Core::wait_for_read_ahead`]). Only `target`'s
+    /// part failing fails the call.
     fn fetch_inline(&self, fids: Vec<Fid>, target: Fid, max_total: u64) -> FsResult<bool> {
         let sent = self.sent();
-        let per_part = fids.len().div_ceil(FETCH_PARTS).max(FETCH_PART_MIN);
-        let mut parts = fids.chunks(per_part);
-        let first = parts.next().unwrap_or_default();
-        let (mine, others) = std::thread::scope(|s| {
-            // A part whose thread cannot be started is fetched after ours.
-            let started: Vec<_> = parts
-                .map(|part| {
-                    std::thread::Builder::new()
-                        .name("cellfs-fetch".into())
-                        .spawn_scoped(s, move || self.fetch_part(part, target, max_total))
-                        .map_err(|_| part)
-                })
-                .collect();
-            let mine = self.fetch_part(first, target, max_total);
-            let others: Vec<_> = started
-                .into_iter()
-                .map(|part| match part {
-                    Ok(h) => h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
-                    Err(part) => self.fetch_part(part, target, max_total),
-                })
-                .collect();
-            (mine, others)
-        });
+        // The opener's part is the smallest, so the open returns soonest.
+        let (first, rest) = fids.split_at(fids.len().min(FETCH_PART_MIN));
+        let per_part = rest.len().div_ceil(FETCH_PARTS - 1).max(FETCH_PART_MIN);
+        for part in rest.chunks(per_part) {
+            self.read_ahead(part.to_vec(), target, max_total);
+        }
+        let mut mine = self.fetch_part(first, target, max_total);
+        let got_it = self.record_part(&mine, sent, target);
+        let placed = std::mem::take(&mut mine.placed);
+        // Not from this kernel request's thread: a push may wait for page
+        // locks that READs served by the other FUSE threads hold.
+        if let Some(core) = self.me.get().and_then(std::sync::Weak::upgrade) {
+            self.rt.spawn_blocking(move || core.push_pages(&placed));
+        }
+        match mine.error {
+            Some(e) => Err(e),
+            None => Ok(got_it),
+        }
+    }
+
+    /// Puts the bytes of fetched small files in the kernel's page cache, so
+    /// a cold `tar` or PHP include costs OPEN and RELEASE, not also READ and
+    /// the GETATTR the kernel sends after a READ (it drops the atime). Only
+    /// for a copy that is current, promised, not dirty and open nowhere
+    /// (an open waits for a push under way: see [`Core::open`]), and whose
+    /// kernel pages are of no other version; under [`Core::pages`], so the
+    /// break of that version cannot invalidate before the push lands.
+    fn push_pages(&self, placed: &[(Status, Vec<u8>)]) {
+        let Some(kernel) = self.kernel.get() else { return };
+        let now = Instant::now();
+        let mut pushed = 0usize;
+        for (status, data) in placed {
+            let _pages = self.pages.lock().unwrap_or_else(|p| p.into_inner());
+            let ino = {
+                let mut st = self.lock();
+                let State { nodes, cache, .. } = &mut *st;
+                let Some(ino) = nodes.ino_of(status.fid) else { continue };
+                let quiet = cache.open_count(status.fid) == 0
+                    && cache
+                        .peek(status.fid)
+                        .is_some_and(|c| c.data_version == status.data_version);
+                let Some(n) = nodes.get_mut(ino) else { continue };
+                let current = n.status.data_version == status.data_version
+                    && n.dirty.is_none()
+                    && n.valid_for(self.link.epoch(), now).is_some();
+                if !quiet || !current || n.kernel_dv.is_some_and(|k| k != status.data_version) {
+                    continue;
+                }
+                n.kernel_dv = Some(status.data_version);
+                ino
+            };
+            kernel.store(ino, data);
+            pushed += 1;
+        }
+        tracing::debug!(pushed, "fetched small files put in the kernel's page cache");
+    }
+
+    /// Records the copies `part` placed (even when it then failed, so the
+    /// cache's size accounting never misses one) and `target`'s status if
+    /// it came without its bytes; whether `target`'s copy was placed.
+    fn record_part(&self, part: &FetchedPart, sent: Sent, target: Fid) -> bool {
         let promise = self.promise_from(sent);
         let mut st = self.lock();
         let mut got_it = false;
-        // Copies written into place are recorded even when their part then
-        // failed, so the cache's size accounting never misses one.
-        for status in std::iter::once(&mine).chain(&others).flat_map(|p| p.placed.iter()) {
+        for (status, _) in &part.placed {
             got_it |= status.fid == target;
             let entry = CacheEntry {
                 data_version: status.data_version,
@@ -1335,15 +1392,52 @@ impl Core {
             st.cache.insert(status.fid, entry);
             st.nodes.upsert(status.clone(), promise);
         }
-        if let Some(status) = mine.target {
-            st.nodes.upsert(status, promise);
+        if let Some(status) = &part.target {
+            st.nodes.upsert(status.clone(), promise);
         }
-        for e in others.into_iter().filter_map(|p| p.error) {
-            tracing::debug!(error = %e, "read-ahead of small files failed");
+        got_it
+    }
+
+    /// Fetches `part` of a small-file batch on a blocking thread, behind the
+    /// open that asked for the batch. Without a handle on the core (being
+    /// dropped) the part is simply not read ahead.
+    fn read_ahead(&self, part: Vec<Fid>, target: Fid, max_total: u64) {
+        let Some(core) = self.me.get().and_then(std::sync::Weak::upgrade) else {
+            return;
+        };
+        let latch = Arc::new(Arrival::default());
+        {
+            let mut st = self.lock();
+            for fid in &part {
+                st.reading_ahead.insert(*fid, latch.clone());
+            }
         }
-        match mine.error {
-            Some(e) => Err(e),
-            None => Ok(got_it),
+        let sent = self.sent();
+        self.rt.spawn_blocking(move || {
+            let fetched = core.fetch_part(&part, target, max_total);
+            core.record_part(&fetched, sent, target);
+            core.push_pages(&fetched.placed);
+            if let Some(e) = &fetched.error {
+                tracing::debug!(error = %e, "read-ahead of small files failed");
+            }
+            let mut st = core.lock();
+            for fid in &part {
+                if st.reading_ahead.get(fid).is_some_and(|l| Arc::ptr_eq(l, &latch)) {
+                    st.reading_ahead.remove(fid);
+                }
+            }
+            drop(st);
+            // Waiters look at the cache again, and fetch themselves what
+            // did not come.
+            latch.end(Ok(()));
+        });
+    }
+
+    /// Waits while a read-ahead part is bringing `fid`.
+    fn wait_for_read_ahead(&self, fid: Fid) {
+        let latch = self.lock().reading_ahead.get(&fid).cloned();
+        if let Some(latch) = latch {
+            let _ = latch.wait_for(u64::MAX);
         }
     }
 
@@ -1382,7 +1476,7 @@ impl Core {
             // After an exchange `tmp` names the old copy.
             let _ = std::fs::remove_file(&tmp);
             match written {
-                Ok(()) => part.placed.push(file.status),
+                Ok(()) => part.placed.push((file.status, data)),
                 Err(e) => return part.failed(FsError::local("writing a fetched copy", e)),
             }
         }
@@ -1527,6 +1621,9 @@ impl Core {
         // Pinned before the fetch, so a file larger than the cache survives
         // the eviction its own arrival triggers.
         self.lock().cache.pin(fid);
+        // A push of this file's pages under way lands first; later ones
+        // see it open and leave it alone.
+        drop(self.pages.lock().unwrap_or_else(|p| p.into_inner()));
         let opened = self.ensure_data(ino, !write).and_then(|_| {
             let mut st = self.lock();
             // The kernel may keep its pages unless they are of another version.
@@ -1982,10 +2079,11 @@ impl Core {
 
     fn notify_kernel(&self, inodes: &[u64], entries: &[(u64, String)]) {
         let Some(kernel) = self.kernel.get() else { return };
-        for &ino in inodes {
-            kernel.inval_inode(ino);
-        }
         {
+            let _pages = self.pages.lock().unwrap_or_else(|p| p.into_inner());
+            for &ino in inodes {
+                kernel.inval_inode(ino);
+            }
             let mut st = self.lock();
             for &ino in inodes {
                 if let Some(n) = st.nodes.get_mut(ino) {

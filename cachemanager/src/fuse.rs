@@ -101,6 +101,12 @@ impl KernelCache for NotifierCache {
             tracing::debug!(parent, name, error = %e, "inval_entry");
         }
     }
+
+    fn store(&self, ino: u64, data: &[u8]) {
+        if let Err(e) = self.0.store(INodeNo(ino), 0, data) {
+            tracing::debug!(ino, error = %e, "notify store");
+        }
+    }
 }
 
 /// Rows of readdirplus attributes gathered per reply (more than a reply
