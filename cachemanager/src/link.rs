@@ -7,7 +7,6 @@
 use cellfs_protocol::message::ServerMessage;
 use cellfs_protocol::transport::{Bytes, CallError, ChunkSink, ConnectError, Connector, RpcClient, ServerMessageAck};
 use cellfs_protocol::{Fid, Reply, Request, Status};
-use std::io::Write;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -393,25 +392,13 @@ struct Copy<'a> {
 
 impl ChunkSink for Copy<'_> {
     async fn put(&mut self, piece: &[Bytes]) -> std::io::Result<()> {
-        let mut slices: Vec<std::io::IoSlice> = piece.iter().map(|b| std::io::IoSlice::new(b)).collect();
-        let mut left = &mut slices[..];
-        while !left.is_empty() {
-            let n = self.file.write_vectored(&left[..left.len().min(IOV_MAX)])?;
-            if n == 0 {
-                return Err(std::io::ErrorKind::WriteZero.into());
-            }
-            std::io::IoSlice::advance_slices(&mut left, n);
-            self.written += n as u64;
-        }
+        self.written += cellfs_protocol::pieces::write_pieces(&mut self.file, piece)?;
         if let Some(arrived) = self.arrived {
             arrived(self.written);
         }
         Ok(())
     }
 }
-
-/// Most buffers one `writev` takes (Linux's `IOV_MAX`).
-const IOV_MAX: usize = 1024;
 
 /// Requests that may be sent twice without changing the outcome.
 pub fn is_idempotent(req: &Request) -> bool {
@@ -482,6 +469,7 @@ impl LinkError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cellfs_protocol::pieces::IOV_MAX;
     use proptest::prelude::*;
     use std::sync::atomic::AtomicU64;
 

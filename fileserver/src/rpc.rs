@@ -12,6 +12,7 @@ use cellfs_protocol::message::{
     InlineFile, MAX_BULK_FIDS, MAX_FETCH_FILES, MAX_INLINE_FILE, MAX_INLINE_TOTAL, MAX_RECONNECT_FIDS, Reply, Request,
 };
 use cellfs_protocol::names::{validate_name, validate_volume_name};
+use cellfs_protocol::pieces::PieceSource;
 use cellfs_protocol::{DirEntry, ErrorCode, Fid, FileKind, RpcError, SetAttr, Stats, Status, Timestamp, VolumeId};
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -239,7 +240,7 @@ impl Context {
 
     /// Answers one request from `who`. `data` is the rest of the request
     /// stream (the bytes of a `StoreData`).
-    pub async fn handle<R: AsyncRead + Unpin>(
+    pub async fn handle<R: AsyncRead + PieceSource + Send + Unpin>(
         &self,
         client: ClientId,
         who: &Who,
@@ -573,7 +574,7 @@ impl Context {
         }
     }
 
-    async fn store_data<R: AsyncRead + Unpin>(
+    async fn store_data<R: AsyncRead + PieceSource + Send + Unpin>(
         &self,
         client: ClientId,
         plan: StorePlan,

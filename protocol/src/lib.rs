@@ -12,6 +12,7 @@ pub mod logging;
 pub mod message;
 pub mod metrics_endpoint;
 pub mod names;
+pub mod pieces;
 pub mod tls;
 pub mod transport;
 pub mod types;

@@ -11,12 +11,13 @@ use super::txn::{Reader, VnodeAccess};
 use super::{Change, Volume, brk, sync_dir};
 use crate::error::{FsResult, rpc_err};
 use cellfs_protocol::message::InlineFile;
+use cellfs_protocol::pieces::{PieceSource, write_pieces};
 use cellfs_protocol::{ErrorCode, Fid, FileKind, SetAttr, Status, Timestamp};
 use std::fs::{File, OpenOptions};
+use std::io::{Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::Arc;
-use tokio::io::{AsyncRead, AsyncReadExt};
 
 /// Largest file size the server keeps.
 pub const MAX_FILE_SIZE: u64 = i64::MAX as u64;
@@ -72,8 +73,10 @@ impl PendingStore {
         Ok(())
     }
 
-    /// Copies exactly `len` bytes from `src` into the new file at `offset`.
-    pub async fn receive<R: AsyncRead + Unpin>(&mut self, src: &mut R, offset: u64, len: u64) -> FsResult<()> {
+    /// Copies exactly `len` bytes from `src` into the new file at `offset`:
+    /// a whole chunk of the stream's own pieces at a time, written with one
+    /// `writev` (no zeroed buffer to copy them into).
+    pub async fn receive<S: PieceSource + Send>(&mut self, src: &mut S, offset: u64, len: u64) -> FsResult<()> {
         if len == 0 {
             return Ok(());
         }
@@ -81,30 +84,36 @@ impl PendingStore {
             .file
             .clone()
             .ok_or_else(|| rpc_err(ErrorCode::Io, "no data file for a non-empty write"))?;
+        // Chunks are written one after another from here on.
+        (&*file).seek(SeekFrom::Start(offset))?;
         let mut done = 0u64;
         let chunk_len = CHUNK.min(usize::try_from(len).unwrap_or(CHUNK));
         // The previous chunk's write runs while the next chunk arrives.
         let mut writing: Option<tokio::task::JoinHandle<std::io::Result<()>>> = None;
         while done < len {
-            // Fill a whole chunk before handing it to a blocking write: the
+            // Gather a whole chunk before handing it to a blocking write: the
             // stream yields packet-sized pieces.
             let want = usize::try_from(len - done).unwrap_or(usize::MAX).min(chunk_len);
-            let mut chunk = vec![0u8; want];
-            src.read_exact(&mut chunk).await.map_err(|e| match e.kind() {
-                std::io::ErrorKind::UnexpectedEof => rpc_err(
-                    ErrorCode::BadRequest,
-                    format!("data ended before {} of {len} bytes", done + want as u64),
-                ),
-                _ => e.into(),
-            })?;
+            let mut chunk = Vec::new();
+            let mut have = 0;
+            while have < want {
+                let Some(piece) = src.next_piece(want - have).await? else {
+                    return Err(rpc_err(
+                        ErrorCode::BadRequest,
+                        format!("data ended before {} of {len} bytes", done + want as u64),
+                    ));
+                };
+                have += piece.len();
+                chunk.push(piece);
+            }
             if let Some(previous) = writing.take() {
                 previous.await??;
             }
             let f = file.clone();
             let at = offset + done;
             writing = Some(tokio::task::spawn_blocking(move || {
-                f.write_all_at(&chunk, at)?;
-                start_writeback(&f, at, chunk.len());
+                write_pieces(&mut &*f, &chunk)?;
+                start_writeback(&f, at, want);
                 Ok(())
             }));
             done += want as u64;

@@ -99,6 +99,31 @@ async fn store_fetch_round_trip_and_reopen() {
     assert_eq!(vol.state().unwrap().used, 0);
 }
 
+/// Large stores arrive as the stream's pieces and are written a chunk at a
+/// time: one ending inside a page, a rewrite of the whole file and a store
+/// of a range running past the old end all read back exactly.
+#[tokio::test]
+async fn large_stores_read_back_exactly() {
+    let (_tmp, vol) = new_volume(0);
+    let fid = vol.create(root(), "big", 0o644, 1, 2, true).unwrap().value.status.fid;
+    let pattern =
+        |len: usize, seed: u64| -> Vec<u8> { (0..len as u64).map(|i| ((i * 7 + seed) % 253) as u8).collect() };
+    let first = pattern((9 << 20) + 4097 + 13, 1);
+    store(&vol, fid, 0, &first, None).await.unwrap();
+    assert_eq!(content(&vol, fid), first);
+    let second = pattern(8 << 20, 2);
+    let s = store(&vol, fid, 0, &second, Some(0)).await.unwrap();
+    assert_eq!(s.size, second.len() as u64);
+    assert_eq!(content(&vol, fid), second);
+    // A range from inside the old bytes to past their end keeps what is before it.
+    let patch = pattern(10 << 20, 3);
+    store(&vol, fid, 4096 * 3 + 5, &patch, None).await.unwrap();
+    let mut want = second.clone();
+    want.resize(4096 * 3 + 5, 0);
+    want.extend_from_slice(&patch);
+    assert_eq!(content(&vol, fid), want);
+}
+
 #[tokio::test]
 async fn crash_orphan_is_removed_and_old_version_served() {
     let (tmp, vol) = new_volume(0);
