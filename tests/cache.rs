@@ -9,7 +9,7 @@ use std::fs::{self, File};
 use std::io::Write;
 use std::os::fd::IntoRawFd;
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Bytes held in the cache folder's data files.
@@ -155,16 +155,23 @@ fn a_full_cache_disk_gives_enospc_to_the_writer_and_corrupts_nothing() {
     drop(b);
 }
 
+/// Writes a new folder `site` on `mount` holding `incNNN.php` files of
+/// `sizes`, the i-th with pattern `seed + i`; returns the folder and the bytes.
+fn write_site(mount: &Mount, sizes: impl Iterator<Item = usize>, seed: u64) -> (PathBuf, Vec<Vec<u8>>) {
+    let site = mount.path().join("site");
+    fs::create_dir(&site).unwrap();
+    let files: Vec<Vec<u8>> = sizes.enumerate().map(|(i, n)| pattern(n, seed + i as u64)).collect();
+    for (i, data) in files.iter().enumerate() {
+        fs::write(site.join(format!("inc{i:03}.php")), data).unwrap();
+    }
+    (site, files)
+}
+
 #[test]
 fn a_cold_folder_of_small_files_arrives_in_a_few_round_trips() {
     let cell = Cell::new();
     let a = Mount::new(&cell);
-    let site = a.path().join("site");
-    fs::create_dir(&site).unwrap();
-    let small: Vec<Vec<u8>> = (0..120).map(|i| pattern(1_000 + i * 100, i as u64)).collect();
-    for (i, data) in small.iter().enumerate() {
-        fs::write(site.join(format!("inc{i:03}.php")), data).unwrap();
-    }
+    let (site, small) = write_site(&a, (0..120).map(|i| 1_000 + i * 100), 0);
     // Too large to travel with the others, and an empty file.
     let large = pattern(300_000, 999);
     fs::write(site.join("video.mp4"), &large).unwrap();
@@ -199,12 +206,7 @@ fn a_cold_folder_of_small_files_arrives_in_a_few_round_trips() {
 fn a_cold_folders_small_files_are_read_without_read_requests() {
     let cell = Cell::new();
     let a = Mount::new(&cell);
-    let site = a.path().join("site");
-    fs::create_dir(&site).unwrap();
-    let files: Vec<Vec<u8>> = (0..40).map(|i| pattern(2_000 + i * 300, 500 + i as u64)).collect();
-    for (i, data) in files.iter().enumerate() {
-        fs::write(site.join(format!("p{i:02}.php")), data).unwrap();
-    }
+    let (site, files) = write_site(&a, (0..40).map(|i| 2_000 + i * 300), 500);
     let b = Mount::with_log_filter(
         &cell,
         "info,fuser=warn,cellfs_cachemanager::fuse=debug,cellfs_cachemanager::core=debug",
@@ -212,7 +214,7 @@ fn a_cold_folders_small_files_are_read_without_read_requests() {
     let on_b = b.path().join("site");
     // The listing gives the kernel every file's inode.
     assert_eq!(fs::read_dir(&on_b).unwrap().count(), files.len());
-    assert_eq!(fs::read(on_b.join("p00.php")).unwrap(), files[0]);
+    assert_eq!(fs::read(on_b.join("inc000.php")).unwrap(), files[0]);
     let pushed = || -> usize {
         b.log()
             .lines()
@@ -230,12 +232,12 @@ fn a_cold_folders_small_files_are_read_without_read_requests() {
         pushed() >= files.len() - 1
     });
     // Changed on A after its pages went into B's kernel.
-    fs::write(site.join("p07.php"), b"changed on A").unwrap();
+    fs::write(site.join("inc007.php"), b"changed on A").unwrap();
     let mut inos = Vec::new();
     for (i, data) in files.iter().enumerate().skip(1) {
-        let path = on_b.join(format!("p{i:02}.php"));
+        let path = on_b.join(format!("inc{i:03}.php"));
         let want: &[u8] = if i == 7 { b"changed on A" } else { data };
-        assert_eq!(fs::read(&path).unwrap(), want, "p{i:02}.php");
+        assert_eq!(fs::read(&path).unwrap(), want, "inc{i:03}.php");
         if i != 7 {
             inos.push(fs::metadata(&path).unwrap().ino());
         }
