@@ -217,6 +217,8 @@ struct State {
     /// behind the open that asked for the batch: an open of one waits for
     /// its part instead of fetching it again.
     reading_ahead: HashMap<Fid, Arc<Arrival>>,
+    /// The file whose pages are being put in the kernel right now.
+    pushing: Option<Fid>,
     /// Inodes whose unstored bytes are being stored right now, and how
     /// that store ended, for flushes of the same inode that wait for it.
     storing: HashMap<u64, Arc<StoreSlot>>,
@@ -301,8 +303,11 @@ pub struct Core {
     me: OnceLock<std::sync::Weak<Core>>,
     /// Held while pages are put in the kernel and while the kernel is told
     /// to drop an inode's pages, so a version's pages can never arrive after
-    /// the invalidation that the version's break caused.
+    /// the invalidation that the version's break caused. Never taken on a
+    /// FUSE thread: the invalidation may wait for READs those threads serve.
     pages: Mutex<()>,
+    /// Signalled when a push of a file's pages ends (`State::pushing`).
+    pushed: std::sync::Condvar,
 }
 
 impl Core {
@@ -381,12 +386,14 @@ impl Core {
                 rights: RightsCache::default(),
                 streams: HashMap::new(),
                 reading_ahead: HashMap::new(),
+                pushing: None,
                 storing: HashMap::new(),
             }),
             link,
             rt,
             kernel: OnceLock::new(),
             pages: Mutex::new(()),
+            pushed: std::sync::Condvar::new(),
             cell: OnceLock::from(cell.to_owned()),
             last_revalidation: Mutex::new(None),
             mountpoint: OnceLock::new(),
@@ -1343,9 +1350,10 @@ impl Core {
     /// a cold `tar` or PHP include costs OPEN and RELEASE, not also READ and
     /// the GETATTR the kernel sends after a READ (it drops the atime). Only
     /// for a copy that is current, promised, not dirty and open nowhere
-    /// (an open waits for a push under way: see [`Core::open`]), and whose
-    /// kernel pages are of no other version; under [`Core::pages`], so the
-    /// break of that version cannot invalidate before the push lands.
+    /// (an open of the file being pushed waits for the push: see
+    /// [`Core::open`]; with no handle open, no READ holds its pages), and
+    /// whose kernel pages are of no other version; under [`Core::pages`], so
+    /// the break of that version cannot invalidate before the push lands.
     fn push_pages(&self, placed: &[(Status, Vec<u8>)]) {
         let Some(kernel) = self.kernel.get() else { return };
         let now = Instant::now();
@@ -1368,9 +1376,12 @@ impl Core {
                     continue;
                 }
                 n.kernel_dv = Some(status.data_version);
+                st.pushing = Some(status.fid);
                 ino
             };
             kernel.store(ino, data);
+            self.lock().pushing = None;
+            self.pushed.notify_all();
             pushed += 1;
         }
         tracing::debug!(pushed, "fetched small files put in the kernel's page cache");
@@ -1620,10 +1631,16 @@ impl Core {
         self.note_direct_writes_of(ino)?;
         // Pinned before the fetch, so a file larger than the cache survives
         // the eviction its own arrival triggers.
-        self.lock().cache.pin(fid);
-        // A push of this file's pages under way lands first; later ones
-        // see it open and leave it alone.
-        drop(self.pages.lock().unwrap_or_else(|p| p.into_inner()));
+        {
+            let mut st = self.lock();
+            st.cache.pin(fid);
+            // A push of this file's pages under way lands first (a writer's
+            // pages must not be overwritten by it); later ones see the file
+            // open and leave it alone.
+            while st.pushing == Some(fid) {
+                st = self.pushed.wait(st).unwrap_or_else(|p| p.into_inner());
+            }
+        }
         let opened = self.ensure_data(ino, !write).and_then(|_| {
             let mut st = self.lock();
             // The kernel may keep its pages unless they are of another version.
