@@ -1,8 +1,10 @@
 //! Who the kernel request being served is for. The FUSE layer enters the
 //! caller of each request on the thread that serves it; the links read it
 //! when they send a request, so the fileserver authorizes that process.
-//! Work a node does for itself (revalidation, prefetch on other threads)
-//! runs without a caller and is anonymous to the server.
+//! Work a node does for itself (revalidation, probes) runs without a
+//! caller and is anonymous to the server; fetches finished on other threads
+//! (a large file streaming, the parts of a small-file batch read ahead) act
+//! for the caller whose open started them.
 
 use cellfs_protocol::acl::Caller;
 use std::cell::RefCell;

@@ -1410,8 +1410,9 @@ impl Core {
     }
 
     /// Fetches `part` of a small-file batch on a blocking thread, behind the
-    /// open that asked for the batch. Without a handle on the core (being
-    /// dropped) the part is simply not read ahead.
+    /// open that asked for the batch and acting for its caller (so files
+    /// only that caller may read come too). Without a handle on the core
+    /// (being dropped) the part is simply not read ahead.
     fn read_ahead(&self, part: Vec<Fid>, target: Fid, max_total: u64) {
         let Some(core) = self.me.get().and_then(std::sync::Weak::upgrade) else {
             return;
@@ -1423,8 +1424,9 @@ impl Core {
                 st.reading_ahead.insert(*fid, latch.clone());
             }
         }
-        let sent = self.sent();
+        let (sent, caller) = (self.sent(), crate::caller::current());
         self.rt.spawn_blocking(move || {
+            let _as = crate::caller::enter(caller);
             let fetched = core.fetch_part(&part, target, max_total);
             core.record_part(&fetched, sent, target);
             core.push_pages(&fetched.placed);
