@@ -101,14 +101,21 @@ pub fn socket_path(cache_dir: &Path) -> PathBuf {
     cache_dir.join("control.sock")
 }
 
-/// Serves the control socket until the task is dropped.
-pub async fn serve(core: Arc<Core>, cache_dir: PathBuf) -> std::io::Result<()> {
-    let path = socket_path(&cache_dir);
+/// Makes the control socket of the cache folder `cache_dir` (before the
+/// mount reports ready, so a status command right after finds it); call
+/// within the runtime.
+pub fn bind(cache_dir: &Path) -> std::io::Result<tokio::net::UnixListener> {
+    let path = socket_path(cache_dir);
     let _ = std::fs::remove_file(&path);
     let listener = tokio::net::UnixListener::bind(&path)?;
     // Anyone may connect: what a request may do depends on who asks (its
     // socket credentials), checked in `answer` and by the fileserver.
     std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o666))?;
+    Ok(listener)
+}
+
+/// Serves the control socket `listener` until the task is dropped.
+pub async fn serve(core: Arc<Core>, listener: tokio::net::UnixListener) -> std::io::Result<()> {
     loop {
         let (stream, _) = listener.accept().await?;
         let core = core.clone();

@@ -64,12 +64,20 @@ pub fn run(opts: MountOptions) -> anyhow::Result<()> {
         rt.spawn(crate::prometheus::sample(core.clone()));
     }
     let control = core.clone();
-    let cache_dir = opts.cache_dir.clone();
-    rt.spawn(async move {
-        if let Err(e) = crate::control::serve(control, cache_dir).await {
-            tracing::warn!(error = %e, "control socket unavailable: status commands will not reach this mount");
+    let listener = {
+        let _guard = rt.enter();
+        crate::control::bind(&opts.cache_dir)
+    };
+    match listener {
+        Ok(listener) => {
+            rt.spawn(async move {
+                if let Err(e) = crate::control::serve(control, listener).await {
+                    tracing::warn!(error = %e, "control socket failed: status commands no longer reach this mount");
+                }
+            });
         }
-    });
+        Err(e) => tracing::warn!(error = %e, "control socket unavailable: status commands will not reach this mount"),
+    }
     let saver = core.clone();
     rt.spawn(async move {
         loop {
