@@ -107,10 +107,13 @@ impl DiskCache {
         };
         let mut discarded = 0usize;
         for (fid, entry) in known {
-            // A copy kept by a version that did not shard moves into its shard.
+            // A copy kept by a version that did not shard moves into its
+            // shard; one that cannot (a full disk) is fetched again later.
             let flat = cache.dir.join(copy_name(fid));
-            if flat.is_file() {
-                std::fs::rename(&flat, cache.path(fid))?;
+            if flat.is_file()
+                && let Err(e) = std::fs::rename(&flat, cache.path(fid))
+            {
+                tracing::warn!(%fid, error = %e, "cannot move a cached copy into its shard; dropping it");
             }
             match std::fs::metadata(cache.path(fid)) {
                 Ok(md) if md.is_file() && md.len() == entry.size => cache.insert(fid, entry),
