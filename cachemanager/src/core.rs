@@ -631,6 +631,12 @@ impl Core {
 
     /// Marks a request about to be sent: the promise its reply brings runs
     /// from now and is void if a break is applied before the reply is.
+    /// This core as an owned handle, for work finished on another thread;
+    /// `None` while it is being dropped.
+    fn shared(&self) -> Option<Arc<Core>> {
+        self.me.get().and_then(std::sync::Weak::upgrade)
+    }
+
     fn sent(&self) -> Sent {
         Sent {
             at: Instant::now(),
@@ -1218,28 +1224,32 @@ impl Core {
         if self.join_stream(ino, reader)? {
             return Ok(false);
         }
-        let fid = self.lock().nodes.get(ino).map(|n| n.fid);
-        if let Some(fid) = fid {
-            self.wait_for_read_ahead(fid);
-        }
-        let (fid, valid) = {
-            let mut st = self.lock();
-            let n = st.node(ino)?;
-            let (fid, dv) = (n.fid, n.status.data_version);
-            let valid = n.valid_for(self.link.epoch(), Instant::now()).is_some() || n.dirty.is_some();
-            if n.status.kind == FileKind::Dir {
-                return Err(FsError::new(libc::EISDIR, "is a directory"));
-            }
-            let cached = st.cache.get(fid);
-            if valid && cached.is_some_and(|c| c.data_version == dv) {
-                metrics::counter!("cellfs_cachemanager_cache_hits_total").increment(1);
-                return Ok(true);
-            }
-            if self.link.is_down_for(fid.volume) && cached.is_some() {
-                // Disconnected: serve the last content we have.
-                return Ok(true);
-            }
-            (fid, valid)
+        // A file a read-ahead part is bringing is waited for, then looked at
+        // again, instead of being fetched twice.
+        let (fid, valid) = loop {
+            let latch = {
+                let mut st = self.lock();
+                let n = st.node(ino)?;
+                let (fid, dv) = (n.fid, n.status.data_version);
+                let valid = n.valid_for(self.link.epoch(), Instant::now()).is_some() || n.dirty.is_some();
+                if n.status.kind == FileKind::Dir {
+                    return Err(FsError::new(libc::EISDIR, "is a directory"));
+                }
+                let cached = st.cache.get(fid);
+                if valid && cached.is_some_and(|c| c.data_version == dv) {
+                    metrics::counter!("cellfs_cachemanager_cache_hits_total").increment(1);
+                    return Ok(true);
+                }
+                if self.link.is_down_for(fid.volume) && cached.is_some() {
+                    // Disconnected: serve the last content we have.
+                    return Ok(true);
+                }
+                match st.reading_ahead.get(&fid) {
+                    Some(latch) => latch.clone(),
+                    None => break (fid, valid),
+                }
+            };
+            let _ = latch.wait_for(u64::MAX);
         };
         let have_copy = |st: &State| st.cache.contains(fid).then_some(true);
         if !valid {
@@ -1322,7 +1332,7 @@ impl Core {
     /// open waits only for the part with `target`; the others are read
     /// ahead on blocking threads (the server reads them from disk while the
     /// caller reads its file), and an open of a file in one of them waits
-    /// for that part (see [`Core::wait_for_read_ahead`]). Only `target`'s
+    /// for that part (see [`Core::ensure_data`]). Only `target`'s
     /// part failing fails the call.
     fn fetch_inline(&self, fids: Vec<Fid>, target: Fid, max_total: u64) -> FsResult<bool> {
         let sent = self.sent();
@@ -1337,7 +1347,7 @@ impl Core {
         let placed = std::mem::take(&mut mine.placed);
         // Not from this kernel request's thread: a push may wait for page
         // locks that READs served by the other FUSE threads hold.
-        if let Some(core) = self.me.get().and_then(std::sync::Weak::upgrade) {
+        if let Some(core) = self.shared() {
             self.rt.spawn_blocking(move || core.push_pages(&placed));
         }
         match mine.error {
@@ -1414,7 +1424,7 @@ impl Core {
     /// only that caller may read come too). Without a handle on the core
     /// (being dropped) the part is simply not read ahead.
     fn read_ahead(&self, part: Vec<Fid>, target: Fid, max_total: u64) {
-        let Some(core) = self.me.get().and_then(std::sync::Weak::upgrade) else {
+        let Some(core) = self.shared() else {
             return;
         };
         let latch = Arc::new(Arrival::default());
@@ -1444,14 +1454,6 @@ impl Core {
             // did not come.
             latch.end(Ok(()));
         });
-    }
-
-    /// Waits while a read-ahead part is bringing `fid`.
-    fn wait_for_read_ahead(&self, fid: Fid) {
-        let latch = self.lock().reading_ahead.get(&fid).cloned();
-        if let Some(latch) = latch {
-            let _ = latch.wait_for(u64::MAX);
-        }
     }
 
     /// One `FetchFiles` request of `fids`: writes each copy that came with its
@@ -1564,7 +1566,7 @@ impl Core {
     /// they read it as it arrives (a reader of the first block does not
     /// wait for the last). The fetch acts for the caller that started it.
     fn start_stream(&self, fid: Fid, size: u64) -> FsResult<()> {
-        let Some(core) = self.me.get().and_then(std::sync::Weak::upgrade) else {
+        let Some(core) = self.shared() else {
             return self.fetch(fid);
         };
         let (tmp, _) = self.fetch_target(fid);

@@ -33,6 +33,22 @@ pub trait PieceSource {
     fn next_piece(&mut self, max: usize) -> impl std::future::Future<Output = std::io::Result<Option<Bytes>>> + Send;
 }
 
+/// Takes pieces from `src` until they hold exactly `want` bytes, appending
+/// them to `parts`; `Ok(false)` when the source ends first.
+pub async fn gather<S: PieceSource>(src: &mut S, want: usize, parts: &mut Vec<Bytes>) -> std::io::Result<bool> {
+    let mut have = 0;
+    while have < want {
+        match src.next_piece(want - have).await? {
+            Some(piece) => {
+                have += piece.len();
+                parts.push(piece);
+            }
+            None => return Ok(false),
+        }
+    }
+    Ok(true)
+}
+
 impl PieceSource for quinn::RecvStream {
     /// The stream's own received buffer, without a copy.
     async fn next_piece(&mut self, max: usize) -> std::io::Result<Option<Bytes>> {

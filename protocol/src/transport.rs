@@ -513,16 +513,8 @@ async fn copy_exact<S: ChunkSink>(
         };
         let want = usize::try_from(len - done).unwrap_or(usize::MAX).min(piece);
         parts.clear();
-        let mut have = 0;
-        while have < want {
-            match recv.read_chunk(want - have, true).await {
-                Ok(Some(chunk)) => {
-                    have += chunk.bytes.len();
-                    parts.push(chunk.bytes);
-                }
-                Ok(None) => return Err(CallError::Codec(CodecError::Truncated)),
-                Err(e) => return Err(CallError::Io(e.into())),
-            }
+        if !crate::pieces::gather(recv, want, &mut parts).await? {
+            return Err(CallError::Codec(CodecError::Truncated));
         }
         sink.put(&parts).await?;
         done += want as u64;

@@ -11,7 +11,7 @@ use super::txn::{Reader, VnodeAccess};
 use super::{Change, Volume, brk, sync_dir};
 use crate::error::{FsResult, rpc_err};
 use cellfs_protocol::message::InlineFile;
-use cellfs_protocol::pieces::{PieceSource, write_pieces};
+use cellfs_protocol::pieces::{PieceSource, gather, write_pieces};
 use cellfs_protocol::{ErrorCode, Fid, FileKind, SetAttr, Status, Timestamp};
 use std::fs::{File, OpenOptions};
 use std::io::{Seek, SeekFrom};
@@ -95,16 +95,11 @@ impl PendingStore {
             // stream yields packet-sized pieces.
             let want = usize::try_from(len - done).unwrap_or(usize::MAX).min(chunk_len);
             let mut chunk = Vec::new();
-            let mut have = 0;
-            while have < want {
-                let Some(piece) = src.next_piece(want - have).await? else {
-                    return Err(rpc_err(
-                        ErrorCode::BadRequest,
-                        format!("data ended before {} of {len} bytes", done + want as u64),
-                    ));
-                };
-                have += piece.len();
-                chunk.push(piece);
+            if !gather(src, want, &mut chunk).await? {
+                return Err(rpc_err(
+                    ErrorCode::BadRequest,
+                    format!("data ended before {} of {len} bytes", done + want as u64),
+                ));
             }
             if let Some(previous) = writing.take() {
                 previous.await??;
