@@ -4,7 +4,7 @@
 mod common;
 
 use cellfs::{Cell, Mount, wait_for};
-use common::{pattern, sha256, sha256_file};
+use common::{cache_files, pattern, sha256, sha256_file};
 use std::fs::{self, File};
 use std::io::Write;
 use std::os::fd::IntoRawFd;
@@ -251,6 +251,55 @@ fn a_cold_folders_small_files_are_read_without_read_requests() {
         reads.is_empty(),
         "READs for files whose pages were pushed:\n{}",
         reads.join("\n")
+    );
+}
+
+/// A tree read folder by folder is read one folder ahead: the small files
+/// of the folder after the one being read are on the node before anything
+/// opens them (here: still readable once the fileserver is gone), and the
+/// folder after that is not read until the reader reaches the next.
+#[test]
+fn the_folder_after_the_one_being_read_is_read_ahead() {
+    const FILES: usize = 20;
+    let mut cell = Cell::new();
+    let a = Mount::new(&cell);
+    let tree = a.path().join("tree");
+    fs::create_dir(&tree).unwrap();
+    let folders: Vec<Vec<Vec<u8>>> = (0..3u64)
+        .map(|d| {
+            fs::create_dir(tree.join(format!("d{d}"))).unwrap();
+            (0..FILES as u64)
+                .map(|i| {
+                    let data = pattern(1_000 + i as usize * 50, d * 100 + i);
+                    fs::write(tree.join(format!("d{d}/f{i:02}.php")), &data).unwrap();
+                    data
+                })
+                .collect()
+        })
+        .collect();
+    let b = Mount::new(&cell);
+    let on_b = b.path().join("tree");
+    for (i, data) in folders[0].iter().enumerate() {
+        assert_eq!(fs::read(on_b.join(format!("d0/f{i:02}.php"))).unwrap(), *data);
+    }
+    let copies = || cache_files(b.cache_dir()).len();
+    wait_for("d1's files in B's cache", Duration::from_secs(30), || {
+        copies() >= 2 * FILES
+    });
+    assert_eq!(copies(), 2 * FILES, "read ahead past the next folder");
+    cell.kill();
+    for (i, data) in folders[1].iter().enumerate() {
+        let path = on_b.join(format!("d1/f{i:02}.php"));
+        assert_eq!(
+            fs::read(&path).unwrap(),
+            *data,
+            "{} with the fileserver gone",
+            path.display()
+        );
+    }
+    assert!(
+        fs::read(on_b.join("d2/f00.php")).is_err(),
+        "d2 was read ahead before d1 was reached"
     );
 }
 

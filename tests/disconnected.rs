@@ -529,17 +529,18 @@ fn a_slow_network_is_not_down_and_lost_replies_are() {
     let a = Mount::new(&cell);
     let b = Mount::with_config(&cell, &cell.client_config_via(proxy.addr()), "2GiB");
     let tree = Tree::write(a.path(), 2, 10, 5);
-    // In folders of their own: B fetches a folder's small files together.
-    fs::create_dir(a.path().join("slow")).unwrap();
-    fs::create_dir(a.path().join("late")).unwrap();
-    write_file(&a.path().join("slow/fetched-slowly"), b"slow").unwrap();
-    write_file(&a.path().join("late/never-answered"), b"late").unwrap();
+    // In folders of their own (B fetches a folder's small files together),
+    // listed before the tree's (B reads the folder after one it reads).
+    fs::create_dir(a.path().join("0slow")).unwrap();
+    fs::create_dir(a.path().join("0late")).unwrap();
+    write_file(&a.path().join("0slow/fetched-slowly"), b"slow").unwrap();
+    write_file(&a.path().join("0late/never-answered"), b"late").unwrap();
     tree.check(b.path(), "B connected");
 
     // 200 ms each way: slower than loopback, far inside the request timeout.
     proxy.delay(Duration::from_millis(200));
     assert_eq!(
-        read(&b.path().join("slow/fetched-slowly")).unwrap(),
+        read(&b.path().join("0slow/fetched-slowly")).unwrap(),
         b"slow",
         "fetch over a slow network"
     );
@@ -553,7 +554,7 @@ fn a_slow_network_is_not_down_and_lost_replies_are() {
     // B's requests reach the server but no answer comes back: B is down.
     proxy.drop_to_client();
     assert_errno(
-        read(&b.path().join("late/never-answered")),
+        read(&b.path().join("0late/never-answered")),
         libc::EHOSTDOWN,
         "fetch whose reply is lost",
     );
@@ -562,7 +563,7 @@ fn a_slow_network_is_not_down_and_lost_replies_are() {
     proxy.pass();
     // Reconnection is asynchronous: poll, bounded.
     poll_reconnect("B fetches again after the heal", || {
-        match read(&b.path().join("late/never-answered")) {
+        match read(&b.path().join("0late/never-answered")) {
             Ok(bytes) => {
                 assert_eq!(bytes, b"late");
                 Some(())

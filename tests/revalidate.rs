@@ -6,7 +6,7 @@
 mod common;
 
 use cellfs::{Cell, Mount, Proxy, wait_for};
-use common::{pattern, sha256, sha256_file};
+use common::{cache_files, pattern, sha256, sha256_file};
 use std::fs;
 use std::path::Path;
 use std::time::Duration;
@@ -124,14 +124,9 @@ fn a_cache_manager_killed_mid_work_restarts_on_a_checked_cache() {
     check_contents(&b, N, &[1], 1);
     assert_eq!(sha256_file(&b.path().join("big")), sha256(&pattern(20 << 20, 5)));
     // Every data file the cache keeps is a complete copy of some file.
-    let data = b.cache_dir().join("data");
-    let mut copies = 0;
-    for shard in fs::read_dir(&data).unwrap() {
-        for entry in fs::read_dir(shard.unwrap().path()).unwrap() {
-            let name = entry.unwrap().file_name().to_string_lossy().into_owned();
-            assert!(!name.starts_with("tmp."), "a partial fetch {name} survived the restart");
-            copies += 1;
-        }
+    let copies = cache_files(b.cache_dir());
+    for name in &copies {
+        assert!(!name.starts_with("tmp."), "a partial fetch {name} survived the restart");
     }
-    assert!(copies > 0, "no copies found under {}", data.display());
+    assert!(!copies.is_empty(), "no copies found under {}", b.cache_dir().display());
 }

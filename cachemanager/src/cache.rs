@@ -55,6 +55,25 @@ pub struct DiskCache {
     made: Box<[std::sync::atomic::AtomicBool]>,
 }
 
+/// Writes a first copy, `data`, straight at `dest` when no file is there
+/// (no temporary file, no rename: half the file-system work of a cold
+/// small file); false, writing nothing, when `dest` exists. A copy cut
+/// short (a full disk) is removed; a crash leaves one the index does not
+/// vouch for, which the next start deletes.
+pub fn write_new(dest: &Path, data: &[u8]) -> io::Result<bool> {
+    use std::io::Write;
+    let mut file = match File::options().write(true).create_new(true).open(dest) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    if let Err(e) = file.write_all(data) {
+        let _ = std::fs::remove_file(dest);
+        return Err(e);
+    }
+    Ok(true)
+}
+
 /// Puts the new copy at `tmp` where `dest` is, atomically: an open by name
 /// finds the old copy or the new one, never neither. When `dest` exists the
 /// two names are exchanged (`RENAME_EXCHANGE`) and `tmp` is left naming the

@@ -53,9 +53,9 @@ pub trait KernelCache: Send + Sync {
     /// Drop the dentry (positive or negative) `name` in directory `parent`.
     fn inval_entry(&self, parent: u64, name: &str);
     /// Put `data` in the kernel's page cache of `ino` from offset 0, so
-    /// reading it takes no READ (nothing happens if the kernel has no such
-    /// inode).
-    fn store(&self, ino: u64, data: &[u8]);
+    /// reading it takes no READ; false when it did not land (the kernel
+    /// has no such inode yet).
+    fn store(&self, ino: u64, data: &[u8]) -> bool;
 }
 
 /// An inode with its status and how long the kernel may trust it.
@@ -100,6 +100,82 @@ const INLINE_BATCH_BYTES: u64 = 4 << 20;
 const FETCH_PARTS: usize = 4;
 /// Fewest files in one part of a split batch.
 const FETCH_PART_MIN: usize = 8;
+
+/// A small file: fetched with the other small files of its folder.
+fn is_small(n: &Node) -> bool {
+    n.status.kind == FileKind::File && n.status.size <= INLINE_FILE_MAX
+}
+
+/// `batch` and then the other small files of `listing` with no current
+/// local copy that nothing is writing, holding open or reading ahead, up
+/// to one `FetchFiles`' worth: what to bring in one batch.
+fn small_batch(st: &State, listing: &Listing, mut batch: Vec<Fid>) -> Vec<Fid> {
+    let mut bytes = 0;
+    for other in listing.entries.values() {
+        if batch.len() >= INLINE_BATCH_FILES || bytes >= INLINE_BATCH_BYTES {
+            break;
+        }
+        let Some(n) = st.nodes.ino_of(*other).and_then(|i| st.nodes.get(i)) else {
+            continue;
+        };
+        let current = st
+            .cache
+            .peek(*other)
+            .is_some_and(|c| c.data_version == n.status.data_version);
+        let quiet = n.dirty.is_none() && st.cache.open_count(*other) == 0 && !st.reading_ahead.contains_key(other);
+        if !batch.contains(other) && is_small(n) && !current && quiet {
+            batch.push(*other);
+            bytes += n.status.size;
+        }
+    }
+    batch
+}
+
+/// The read-ahead parts `fids` is sent as: at most [`FETCH_PARTS`] - 1
+/// requests (the opener's own part being the other), none smaller than
+/// [`FETCH_PART_MIN`] files.
+fn fetch_parts(fids: &[Fid]) -> std::slice::Chunks<'_, Fid> {
+    fids.chunks(fids.len().div_ceil(FETCH_PARTS - 1).max(FETCH_PART_MIN))
+}
+
+/// When the open of `ino` found a current copy in a folder read ahead and
+/// is the first there to do so: that folder (whose copies then go into the
+/// kernel, which knows its inodes now, and whose next folder is read
+/// ahead). Cheap when nothing is read ahead, as on a warm node.
+fn reached_folder_ahead(st: &mut State, ino: u64) -> Option<u64> {
+    if st.folders_ahead.is_empty() {
+        return None;
+    }
+    let dir = *st.parents.get(&ino)?;
+    st.folders_ahead.remove(&dir).then_some(dir)
+}
+
+/// The folder to read ahead when small file `ino` is opened without a
+/// current copy, or is the first reached in a folder read ahead: the
+/// folder after `ino`'s in their parent's listing, once per listing of
+/// `ino`'s folder. A tree read folder by folder, as by `tar` or a cold PHP
+/// application, finds the next one on its way; a warm node reads nothing
+/// ahead.
+fn next_folder(st: &mut State, ino: u64) -> Option<u64> {
+    let dir = *st.parents.get(&ino)?;
+    if !is_small(st.nodes.get(ino)?) {
+        return None;
+    }
+    let dv = st.nodes.get(dir)?.listing.as_ref()?.data_version;
+    if st.next_read_ahead.insert(dir, dv) == Some(dv) {
+        return None;
+    }
+    let dir_fid = st.nodes.get(dir)?.fid;
+    let listing = st.nodes.get(*st.parents.get(&dir)?)?.listing.clone()?;
+    let (name, _) = listing.entries.iter().find(|(_, f)| **f == dir_fid)?;
+    let later = (std::ops::Bound::Excluded(name.as_str()), std::ops::Bound::Unbounded);
+    let next = listing.entries.range::<str, _>(later).find_map(|(_, f)| {
+        let i = st.nodes.ino_of(*f)?;
+        (st.nodes.get(i)?.status.kind == FileKind::Dir).then_some(i)
+    })?;
+    st.folders_ahead.insert(next);
+    Some(next)
+}
 
 /// What one request of a split `FetchFiles` brought.
 #[derive(Default)]
@@ -217,6 +293,13 @@ struct State {
     /// behind the open that asked for the batch: an open of one waits for
     /// its part instead of fetching it again.
     reading_ahead: HashMap<Fid, Arc<Arrival>>,
+    /// Folders whose next sibling folder was read ahead, and the data
+    /// version of their listing then (once per listing).
+    next_read_ahead: HashMap<u64, u64>,
+    /// Folders read ahead that no open has reached yet: the first that
+    /// does reads ahead the folder after it, so a tree read folder by
+    /// folder stays one folder ahead.
+    folders_ahead: HashSet<u64>,
     /// The file whose pages are being put in the kernel right now.
     pushing: Option<Fid>,
     /// Inodes whose unstored bytes are being stored right now, and how
@@ -386,6 +469,8 @@ impl Core {
                 rights: RightsCache::default(),
                 streams: HashMap::new(),
                 reading_ahead: HashMap::new(),
+                next_read_ahead: HashMap::new(),
+                folders_ahead: HashSet::new(),
                 pushing: None,
                 storing: HashMap::new(),
             }),
@@ -1226,8 +1311,8 @@ impl Core {
         }
         // A file a read-ahead part is bringing is waited for, then looked at
         // again, instead of being fetched twice.
-        let (fid, valid) = loop {
-            let latch = {
+        let (fid, valid, next_folder) = loop {
+            let (fid, valid, latch, next_folder) = {
                 let mut st = self.lock();
                 let n = st.node(ino)?;
                 let (fid, dv) = (n.fid, n.status.data_version);
@@ -1238,18 +1323,33 @@ impl Core {
                 let cached = st.cache.get(fid);
                 if valid && cached.is_some_and(|c| c.data_version == dv) {
                     metrics::counter!("cellfs_cachemanager_cache_hits_total").increment(1);
+                    let reached = reached_folder_ahead(&mut st, ino);
+                    let next_folder = reached.and_then(|_| next_folder(&mut st, ino));
+                    drop(st);
+                    if let Some(dir) = reached {
+                        self.push_folder(dir);
+                    }
+                    if let Some(dir) = next_folder {
+                        self.read_ahead_folder(dir, fid);
+                    }
                     return Ok(true);
                 }
                 if self.link.is_down_for(fid.volume) && cached.is_some() {
                     // Disconnected: serve the last content we have.
                     return Ok(true);
                 }
-                match st.reading_ahead.get(&fid) {
-                    Some(latch) => latch.clone(),
-                    None => break (fid, valid),
-                }
+                let latch = st.reading_ahead.get(&fid).cloned();
+                (fid, valid, latch, next_folder(&mut st, ino))
             };
-            let _ = latch.wait_for(u64::MAX);
+            match latch {
+                Some(latch) => {
+                    if let Some(dir) = next_folder {
+                        self.read_ahead_folder(dir, fid);
+                    }
+                    let _ = latch.wait_for(u64::MAX);
+                }
+                None => break (fid, valid, next_folder),
+            }
         };
         let have_copy = |st: &State| st.cache.contains(fid).then_some(true);
         if !valid {
@@ -1277,6 +1377,10 @@ impl Core {
             }
             None => self.fetch(fid),
         };
+        // The next folder is asked for behind this open's own fetch.
+        if let Some(dir) = next_folder {
+            self.read_ahead_folder(dir, fid);
+        }
         self.or_cached(fetched.map(|()| false), have_copy)
     }
 
@@ -1285,32 +1389,39 @@ impl Core {
     /// copy: what one `FetchFiles` should bring.
     fn small_neighbours(&self, ino: u64, fid: Fid) -> Option<Vec<Fid>> {
         let st = self.lock();
-        let small = |n: &Node| n.status.kind == FileKind::File && n.status.size <= INLINE_FILE_MAX;
         // A copy open elsewhere is updated in place by `fetch`.
-        if !small(st.nodes.get(ino)?) || st.cache.open_count(fid) > 1 {
+        if !is_small(st.nodes.get(ino)?) || st.cache.open_count(fid) > 1 {
             return None;
         }
         let listing = st.nodes.get(*st.parents.get(&ino)?)?.listing.clone()?;
-        let mut batch = vec![fid];
-        let mut bytes = 0;
-        for other in listing.entries.values() {
-            if batch.len() >= INLINE_BATCH_FILES || bytes >= INLINE_BATCH_BYTES {
-                break;
-            }
-            let Some(n) = st.nodes.ino_of(*other).and_then(|i| st.nodes.get(i)) else {
-                continue;
-            };
-            let current = st
-                .cache
-                .peek(*other)
-                .is_some_and(|c| c.data_version == n.status.data_version);
-            let quiet = n.dirty.is_none() && st.cache.open_count(*other) == 0 && !st.reading_ahead.contains_key(other);
-            if *other != fid && small(n) && !current && quiet {
-                batch.push(*other);
-                bytes += n.status.size;
-            }
-        }
+        let batch = small_batch(&st, &listing, vec![fid]);
         (batch.len() > 1).then_some(batch)
+    }
+
+    /// Reads ahead the small files of folder `dir` (the next sibling of a
+    /// folder whose files are being opened), on a blocking thread and for
+    /// the caller of the open of `opener` that started it: its listing,
+    /// then its small files without a current copy in read-ahead parts, so
+    /// the server reads them from disk while the opener's folder is read.
+    fn read_ahead_folder(&self, dir: u64, opener: Fid) {
+        let Some(core) = self.shared() else {
+            return;
+        };
+        let caller = crate::caller::current();
+        self.rt.spawn_blocking(move || {
+            let _as = crate::caller::enter(caller);
+            let listing = match core.listing(dir) {
+                Ok(l) => l,
+                Err(e) => return tracing::debug!(error = %e, dir, "read-ahead of the next folder failed"),
+            };
+            let batch = small_batch(&core.lock(), &listing, Vec::new());
+            tracing::debug!(dir, files = batch.len(), "reading ahead the next folder");
+            for part in fetch_parts(&batch) {
+                // Pushed when the folder is reached: the kernel has not seen
+                // these inodes yet.
+                core.read_ahead(part.to_vec(), opener, INLINE_BATCH_BYTES, false);
+            }
+        });
     }
 
     /// Fetches `batch` (which starts with `fid`) with their bytes in one
@@ -1338,9 +1449,8 @@ impl Core {
         let sent = self.sent();
         // The opener's part is the smallest, so the open returns soonest.
         let (first, rest) = fids.split_at(fids.len().min(FETCH_PART_MIN));
-        let per_part = rest.len().div_ceil(FETCH_PARTS - 1).max(FETCH_PART_MIN);
-        for part in rest.chunks(per_part) {
-            self.read_ahead(part.to_vec(), target, max_total);
+        for part in fetch_parts(rest) {
+            self.read_ahead(part.to_vec(), target, max_total, true);
         }
         let mut mine = self.fetch_part(first, target, max_total);
         let got_it = self.record_part(&mine, sent, target);
@@ -1389,12 +1499,56 @@ impl Core {
                 st.pushing = Some(status.fid);
                 ino
             };
-            kernel.store(ino, data);
-            self.lock().pushing = None;
+            let landed = kernel.store(ino, data);
+            {
+                let mut st = self.lock();
+                st.pushing = None;
+                // Not in the kernel (it has not seen the inode yet): a later
+                // push may try again.
+                if !landed && let Some(n) = st.nodes.get_mut(ino) {
+                    n.kernel_dv = None;
+                }
+            }
             self.pushed.notify_all();
-            pushed += 1;
+            pushed += usize::from(landed);
         }
         tracing::debug!(pushed, "fetched small files put in the kernel's page cache");
+    }
+
+    /// Puts the current copies of folder `dir`'s small files that the kernel
+    /// holds no pages of into its page cache (see [`Core::push_pages`]),
+    /// reading them from the cache folder, on a blocking thread: for a
+    /// folder read ahead before the kernel knew its inodes.
+    fn push_folder(&self, dir: u64) {
+        const CHUNK: usize = 32;
+        let Some(core) = self.shared() else {
+            return;
+        };
+        self.rt.spawn_blocking(move || {
+            let copies: Vec<(Status, PathBuf)> = {
+                let st = core.lock();
+                let Some(listing) = st.nodes.get(dir).and_then(|n| n.listing.clone()) else {
+                    return;
+                };
+                listing
+                    .entries
+                    .values()
+                    .filter_map(|fid| {
+                        let n = st.nodes.get(st.nodes.ino_of(*fid)?)?;
+                        let current = st.cache.peek(*fid)?.data_version == n.status.data_version;
+                        (is_small(n) && current && n.kernel_dv.is_none())
+                            .then(|| (n.status.clone(), st.cache.path(*fid)))
+                    })
+                    .collect()
+            };
+            for chunk in copies.chunks(CHUNK) {
+                let read: Vec<(Status, Vec<u8>)> = chunk
+                    .iter()
+                    .filter_map(|(status, path)| Some((status.clone(), std::fs::read(path).ok()?)))
+                    .collect();
+                core.push_pages(&read);
+            }
+        });
     }
 
     /// Records the copies `part` placed (even when it then failed, so the
@@ -1423,7 +1577,7 @@ impl Core {
     /// open that asked for the batch and acting for its caller (so files
     /// only that caller may read come too). Without a handle on the core
     /// (being dropped) the part is simply not read ahead.
-    fn read_ahead(&self, part: Vec<Fid>, target: Fid, max_total: u64) {
+    fn read_ahead(&self, part: Vec<Fid>, target: Fid, max_total: u64, push: bool) {
         let Some(core) = self.shared() else {
             return;
         };
@@ -1439,7 +1593,9 @@ impl Core {
             let _as = crate::caller::enter(caller);
             let fetched = core.fetch_part(&part, target, max_total);
             core.record_part(&fetched, sent, target);
-            core.push_pages(&fetched.placed);
+            if push {
+                core.push_pages(&fetched.placed);
+            }
             if let Some(e) = &fetched.error {
                 tracing::debug!(error = %e, "read-ahead of small files failed");
             }
@@ -1478,18 +1634,28 @@ impl Core {
                 continue;
             };
             metrics::counter!("cellfs_cachemanager_fetched_bytes_total").increment(data.len() as u64);
-            let (tmp, dest) = {
+            let (tmp, dest, first) = {
                 let st = self.lock();
                 // A copy as new arrived meanwhile (an open fetched it): keep it.
                 let newer = |c: CacheEntry| c.data_version >= file.status.data_version;
                 if fid != target && st.cache.peek(fid).is_some_and(newer) {
                     continue;
                 }
-                (st.cache.temp_path(fid), st.cache.path(fid))
+                (st.cache.temp_path(fid), st.cache.path(fid), !st.cache.contains(fid))
             };
-            let written = std::fs::write(&tmp, &data).and_then(|()| crate::cache::place(&tmp, &dest));
-            // After an exchange `tmp` names the old copy.
-            let _ = std::fs::remove_file(&tmp);
+            let written = match first {
+                true => crate::cache::write_new(&dest, &data),
+                false => Ok(false),
+            }
+            .and_then(|done| {
+                if done {
+                    return Ok(());
+                }
+                let placed = std::fs::write(&tmp, &data).and_then(|()| crate::cache::place(&tmp, &dest));
+                // After an exchange `tmp` names the old copy.
+                let _ = std::fs::remove_file(&tmp);
+                placed
+            });
             match written {
                 Ok(()) => part.placed.push((file.status, data)),
                 Err(e) => return part.failed(FsError::local("writing a fetched copy", e)),

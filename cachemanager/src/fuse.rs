@@ -102,9 +102,13 @@ impl KernelCache for NotifierCache {
         }
     }
 
-    fn store(&self, ino: u64, data: &[u8]) {
-        if let Err(e) = self.0.store(INodeNo(ino), 0, data) {
-            tracing::debug!(ino, error = %e, "notify store");
+    fn store(&self, ino: u64, data: &[u8]) -> bool {
+        match self.0.store(INodeNo(ino), 0, data) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::debug!(ino, error = %e, "notify store");
+                false
+            }
         }
     }
 }

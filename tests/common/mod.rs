@@ -43,6 +43,21 @@ pub fn sha256_file(path: &Path) -> String {
     hex(&h.finalize())
 }
 
+/// Names of the files in a cache manager's data folder (`cache_dir`/data,
+/// one level of shard folders): its copies and any partial fetch.
+pub fn cache_files(cache_dir: &Path) -> Vec<String> {
+    let mut names = Vec::new();
+    let Ok(shards) = std::fs::read_dir(cache_dir.join("data")) else {
+        return names;
+    };
+    for shard in shards.flatten() {
+        for entry in std::fs::read_dir(shard.path()).into_iter().flatten().flatten() {
+            names.push(entry.file_name().to_string_lossy().into_owned());
+        }
+    }
+    names
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
