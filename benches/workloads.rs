@@ -1,5 +1,5 @@
 //! The issue-6 workloads: one fileserver on loopback, mounts A and B (plus a
-//! fresh mount per cold row), against a native directory on the same disk in
+//! fresh mount per cold run), against a native directory on the same disk in
 //! the same run. Prints one Markdown table of figures and ratios and writes a
 //! JSON copy.
 //!
@@ -67,6 +67,10 @@ struct Args {
     /// Runs of each warm row (the median is reported).
     #[arg(long, default_value_t = 3)]
     runs: usize,
+    /// Runs of each cold row, native and a fresh node in turn (the medians
+    /// are reported), so a drift in this machine's speed moves both.
+    #[arg(long, default_value_t = 3)]
+    cold_runs: usize,
     /// Where to write the JSON copy of the table.
     #[arg(long, default_value = "target/workloads.json")]
     json: PathBuf,
@@ -307,14 +311,6 @@ fn main() {
     eprintln!("native: writing {} files and {} MiB", a.files, a.big_mib);
     let n_create = secs(|| write_tree(native, &a));
     let n_write_big = secs(|| write_big(&native.join("big"), a.big_mib));
-    drop_caches();
-    let n_cold_find = secs(|| find(native));
-    drop_caches();
-    let n_cold_tar = secs(|| tar(native));
-    drop_caches();
-    let n_first_block = secs(|| read_first_block(&native.join("big")));
-    drop_caches();
-    let n_cold_big = secs(|| assert_eq!(read_big(&native.join("big")), big_bytes));
     let n_warm_big = warm(a.runs, || assert_eq!(read_big(&native.join("big")), big_bytes));
     let n_warm_tar = warm(a.runs, || tar(native));
     let n_warm_find = warm(a.runs, || find(native));
@@ -345,16 +341,28 @@ fn main() {
         0.5,
     ));
 
-    eprintln!("cellfs: cold rows on fresh nodes");
-    let fresh = |f: &dyn Fn(&Path)| {
-        let m = Mount::with_cache_size(&cell, cache);
-        drop_caches();
-        secs(|| f(m.path()))
+    eprintln!("cold rows: native and fresh nodes in turn, {} runs each", a.cold_runs);
+    // Fresh nodes stay mounted to the end: deleting a cache of thousands
+    // of copies slows the file creation right after it (ext4).
+    let mut fresh_nodes = Vec::new();
+    let mut cold = |f: &dyn Fn(&Path)| {
+        let (mut n, mut c) = (Vec::new(), Vec::new());
+        for _ in 0..a.cold_runs.max(1) {
+            drop_caches();
+            n.push(secs(|| f(native)));
+            let m = Mount::with_cache_size(&cell, cache);
+            drop_caches();
+            c.push(secs(|| f(m.path())));
+            fresh_nodes.push(m);
+        }
+        (median(n), median(c))
     };
-    let c_cold_find = fresh(&find);
-    let c_cold_tar = fresh(&tar);
-    let c_first_block = fresh(&|p: &Path| read_first_block(&p.join("big")));
-    let c_cold_big = fresh(&|p: &Path| assert_eq!(read_big(&p.join("big")), big_bytes));
+    let (n_cold_find, c_cold_find) = cold(&find);
+    let (n_cold_tar, c_cold_tar) = cold(&tar);
+    let (n_first_block, c_first_block) = cold(&|p: &Path| read_first_block(&p.join("big")));
+    let (n_cold_big, c_cold_big) = cold(&|p: &Path| assert_eq!(read_big(&p.join("big")), big_bytes));
+    drop(fresh_nodes);
+    sync();
 
     eprintln!("cellfs: warm rows on B");
     let b = mount_b.path();
@@ -526,12 +534,15 @@ fn print_table(a: &Args, rows: &[Row]) {
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
         .unwrap_or_default();
     println!(
-        "\ncellfs workloads, {date}; {}; {} files × {} KiB in {} dirs, {} MiB file\n",
+        "\ncellfs workloads, {date}; {}; {} files × {} KiB in {} dirs, {} MiB file; \
+         medians of {} warm and {} cold runs\n",
         machine(),
         a.files,
         a.file_kib,
         a.dirs,
-        a.big_mib
+        a.big_mib,
+        a.runs,
+        a.cold_runs
     );
     println!("| workload | native | cellfs | ratio | target | met |");
     println!("|---|---|---|---|---|---|");
