@@ -58,17 +58,22 @@ pub struct DiskCache {
 /// Writes a first copy, `data`, straight at `dest` when no file is there
 /// (no temporary file, no rename: half the file-system work of a cold
 /// small file); false, writing nothing, when `dest` exists. A copy cut
-/// short (a full disk) is removed; a crash leaves one the index does not
-/// vouch for, which the next start deletes.
+/// short (a full disk) is removed, unless another fetch's copy has taken
+/// its name meanwhile; a crash leaves one the index does not vouch for,
+/// which the next start deletes.
 pub fn write_new(dest: &Path, data: &[u8]) -> io::Result<bool> {
     use std::io::Write;
+    use std::os::unix::fs::MetadataExt;
     let mut file = match File::options().write(true).create_new(true).open(dest) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(false),
         Err(e) => return Err(e),
     };
     if let Err(e) = file.write_all(data) {
-        let _ = std::fs::remove_file(dest);
+        let ino = |m: std::fs::Metadata| m.ino();
+        if file.metadata().map(ino).ok() == std::fs::symlink_metadata(dest).map(ino).ok() {
+            let _ = std::fs::remove_file(dest);
+        }
         return Err(e);
     }
     Ok(true)
@@ -393,6 +398,18 @@ mod tests {
     fn put(cache: &mut DiskCache, n: u64, size: u64) {
         std::fs::write(cache.path(fid(n)), vec![0u8; size as usize]).unwrap();
         cache.insert(fid(n), CacheEntry { data_version: 1, size });
+    }
+
+    #[test]
+    fn a_first_copy_is_written_at_its_name_and_an_existing_one_is_left() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("copy");
+        assert!(write_new(&dest, b"first").unwrap());
+        assert_eq!(std::fs::read(&dest).unwrap(), b"first");
+        assert!(!write_new(&dest, b"second").unwrap(), "wrote over an existing copy");
+        assert_eq!(std::fs::read(&dest).unwrap(), b"first");
+        let missing = dir.path().join("no-such-folder/copy");
+        assert!(write_new(&missing, b"x").is_err());
     }
 
     #[test]
