@@ -61,7 +61,7 @@ pub struct DiskCache {
 /// short (a full disk) is removed, unless another fetch's copy has taken
 /// its name meanwhile; a crash leaves one the index does not vouch for,
 /// which the next start deletes.
-pub fn write_new(dest: &Path, data: &[u8]) -> io::Result<bool> {
+fn write_new(dest: &Path, data: &[u8]) -> io::Result<bool> {
     use std::io::Write;
     use std::os::unix::fs::MetadataExt;
     let mut file = match File::options().write(true).create_new(true).open(dest) {
@@ -77,6 +77,19 @@ pub fn write_new(dest: &Path, data: &[u8]) -> io::Result<bool> {
         return Err(e);
     }
     Ok(true)
+}
+
+/// Puts `data` at `dest` as its copy: written straight there when `dest`
+/// has none ([`write_new`]), otherwise written to `tmp` and put in place
+/// atomically ([`place`]), `tmp` removed either way.
+pub fn put_copy(data: &[u8], tmp: &Path, dest: &Path) -> io::Result<()> {
+    if write_new(dest, data)? {
+        return Ok(());
+    }
+    let placed = std::fs::write(tmp, data).and_then(|()| place(tmp, dest));
+    // After an exchange `tmp` names the old copy.
+    let _ = std::fs::remove_file(tmp);
+    placed
 }
 
 /// Puts the new copy at `tmp` where `dest` is, atomically: an open by name
@@ -410,6 +423,9 @@ mod tests {
         assert_eq!(std::fs::read(&dest).unwrap(), b"first");
         let missing = dir.path().join("no-such-folder/copy");
         assert!(write_new(&missing, b"x").is_err());
+        put_copy(b"third", &dir.path().join("tmp.copy"), &dest).unwrap();
+        assert_eq!(std::fs::read(&dest).unwrap(), b"third");
+        assert!(!dir.path().join("tmp.copy").exists(), "the temporary file stayed");
     }
 
     #[test]

@@ -1634,28 +1634,16 @@ impl Core {
                 continue;
             };
             metrics::counter!("cellfs_cachemanager_fetched_bytes_total").increment(data.len() as u64);
-            let (tmp, dest, first) = {
+            let (tmp, dest) = {
                 let st = self.lock();
                 // A copy as new arrived meanwhile (an open fetched it): keep it.
                 let newer = |c: CacheEntry| c.data_version >= file.status.data_version;
                 if fid != target && st.cache.peek(fid).is_some_and(newer) {
                     continue;
                 }
-                (st.cache.temp_path(fid), st.cache.path(fid), !st.cache.contains(fid))
+                (st.cache.temp_path(fid), st.cache.path(fid))
             };
-            let written = match first {
-                true => crate::cache::write_new(&dest, &data),
-                false => Ok(false),
-            }
-            .and_then(|done| {
-                if done {
-                    return Ok(());
-                }
-                let placed = std::fs::write(&tmp, &data).and_then(|()| crate::cache::place(&tmp, &dest));
-                // After an exchange `tmp` names the old copy.
-                let _ = std::fs::remove_file(&tmp);
-                placed
-            });
+            let written = crate::cache::put_copy(&data, &tmp, &dest);
             match written {
                 Ok(()) => part.placed.push((file.status, data)),
                 Err(e) => return part.failed(FsError::local("writing a fetched copy", e)),
