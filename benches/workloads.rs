@@ -61,6 +61,10 @@ struct Args {
     /// Overwrite-then-read samples for the propagation row.
     #[arg(long, default_value_t = 1000)]
     samples: usize,
+    /// Writers at once in the concurrent creation row (the server's commit
+    /// groups share one flush among them).
+    #[arg(long, default_value_t = 8)]
+    writers: usize,
     /// Promises held for the fileserver memory row.
     #[arg(long, default_value_t = 1_000_000)]
     promises: usize,
@@ -169,16 +173,25 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// Writes the small-file tree under `root/tree`, then syncs.
-fn write_tree(root: &Path, a: &Args) {
-    let tree = root.join("tree");
+/// Writes the small-file tree under `root/<name>` with `writers` threads at
+/// once (file `i` by writer `i % writers`), then syncs.
+fn write_tree(root: &Path, name: &str, a: &Args, writers: usize) {
+    let tree = root.join(name);
     fs::create_dir(&tree).expect("create tree");
     for d in 0..a.dirs {
         fs::create_dir(tree.join(format!("d{d:03}"))).expect("create dir");
     }
-    for i in 0..a.files {
-        fs::write(small_path(&tree, a.dirs, i), content(i as u64, a.file_kib * 1024)).expect("write small file");
-    }
+    std::thread::scope(|s| {
+        for w in 0..writers {
+            let tree = &tree;
+            s.spawn(move || {
+                for i in (w..a.files).step_by(writers) {
+                    fs::write(small_path(tree, a.dirs, i), content(i as u64, a.file_kib * 1024))
+                        .expect("write small file");
+                }
+            });
+        }
+    });
     sync();
 }
 
@@ -310,7 +323,8 @@ fn main() {
         .expect("temporary folder");
     let native = native_tmp.path();
     eprintln!("native: writing {} files and {} MiB", a.files, a.big_mib);
-    let n_create = secs(|| write_tree(native, &a));
+    let n_create = secs(|| write_tree(native, "tree", &a, 1));
+    let n_create_many = secs(|| write_tree(native, "by-writers", &a, a.writers));
     let n_write_big = secs(|| write_big(&native.join("big"), a.big_mib));
     let n_warm_big = warm(a.runs, || assert_eq!(read_big(&native.join("big")), big_bytes));
     let n_warm_tar = warm(a.runs, || tar(native));
@@ -323,13 +337,23 @@ fn main() {
     let ma = Mount::with_cache_size(&cell, cache);
     let mount_b = Mount::with_cache_size(&cell, cache);
     eprintln!("cellfs: writing {} files and {} MiB on A", a.files, a.big_mib);
-    let c_create = secs(|| write_tree(ma.path(), &a));
+    let c_create = secs(|| write_tree(ma.path(), "tree", &a, 1));
+    let c_create_many = secs(|| write_tree(ma.path(), "by-writers", &a, a.writers));
     let c_write_big = secs(|| write_big(&ma.path().join("big"), a.big_mib));
     rows.push(Row::new(
         format!("create+write+close {} × {} KiB on A, then sync", a.files, a.file_kib),
         "s",
         Some(n_create),
         c_create,
+        Kind::TimeRatio,
+        3.0,
+    ));
+    // Not an issue row: what the server's commit groups give concurrent writers.
+    rows.push(Row::new(
+        format!("the same by {} writers at once on A", a.writers),
+        "s",
+        Some(n_create_many),
+        c_create_many,
         Kind::TimeRatio,
         3.0,
     ));

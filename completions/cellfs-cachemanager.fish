@@ -92,7 +92,7 @@ complete -c cellfs-cachemanager -n "__fish_cellfs_cachemanager_using_subcommand 
 complete -c cellfs-cachemanager -n "__fish_cellfs_cachemanager_using_subcommand mount" -l config -d 'The cell config (the client bundle\'s cell.toml)' -r -F
 complete -c cellfs-cachemanager -n "__fish_cellfs_cachemanager_using_subcommand mount" -l cache -d 'Folder for the disk cache' -r -F
 complete -c cellfs-cachemanager -n "__fish_cellfs_cachemanager_using_subcommand mount" -l cache-size -d 'Cache size limit, e.g. 2GiB (1GiB when neither flag nor file says)' -r
-complete -c cellfs-cachemanager -n "__fish_cellfs_cachemanager_using_subcommand mount" -l threads -d 'FUSE worker threads (4 when neither flag nor file says)' -r
+complete -c cellfs-cachemanager -n "__fish_cellfs_cachemanager_using_subcommand mount" -l threads -d 'FUSE worker threads: how many requests that wait on the fileserver (creates, closes that store) run at once (16 when neither flag nor file says)' -r
 complete -c cellfs-cachemanager -n "__fish_cellfs_cachemanager_using_subcommand mount" -l request-timeout -d 'Seconds a request may take before the fileserver counts as down and the node serves its cache read-only (2 when neither flag nor file says)' -r
 complete -c cellfs-cachemanager -n "__fish_cellfs_cachemanager_using_subcommand mount" -l pin -d 'Pin this path (from the mount root) once mounted, as `pin` does; may be given more than once (added to the file\'s)' -r
 complete -c cellfs-cachemanager -n "__fish_cellfs_cachemanager_using_subcommand mount" -l metrics -d 'Where to serve Prometheus metrics (http://ADDR/metrics), or `off` (127.0.0.1:9471 when neither flag nor file says)' -r

@@ -8,6 +8,12 @@ mod docs;
 mod fscli;
 use std::path::PathBuf;
 
+/// FUSE worker threads when neither flag nor settings file says. Each
+/// request that waits on the fileserver holds one, so this is how many
+/// writers of a node can have their creates and closes in the server's
+/// commit groups at once; an idle thread costs a blocked read.
+const DEFAULT_THREADS: usize = 16;
+
 /// The cellfs cache manager: a FUSE mount of a cell with a local whole-file cache.
 #[derive(Parser, Debug)]
 #[command(version, about)]
@@ -107,7 +113,9 @@ enum Command {
         /// Cache size limit, e.g. 2GiB (1GiB when neither flag nor file says).
         #[arg(long, value_name = "SIZE")]
         cache_size: Option<bytesize::ByteSize>,
-        /// FUSE worker threads (4 when neither flag nor file says).
+        /// FUSE worker threads: how many requests that wait on the fileserver
+        /// (creates, closes that store) run at once (16 when neither flag nor
+        /// file says).
         #[arg(long)]
         threads: Option<usize>,
         /// Seconds a request may take before the fileserver counts as down and
@@ -369,7 +377,7 @@ fn main() -> anyhow::Result<()> {
                 mountpoint: mountpoint
                     .or(file.mountpoint)
                     .ok_or_else(|| missing("mount point", "MOUNTPOINT"))?,
-                threads: threads.or(file.threads).unwrap_or(4).max(1),
+                threads: threads.or(file.threads).unwrap_or(DEFAULT_THREADS).max(1),
                 request_timeout: std::time::Duration::from_secs_f64(request_timeout),
                 passthrough: !no_passthrough && file.passthrough.unwrap_or(true),
                 pins: file.pin.into_iter().chain(pin).collect(),

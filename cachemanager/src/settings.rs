@@ -24,7 +24,7 @@ pub struct Settings {
     /// The cache size limit, e.g. "8GiB" (`--cache-size`; 1GiB by default).
     #[schemars(with = "Option<String>")]
     pub cache_size: Option<bytesize::ByteSize>,
-    /// FUSE worker threads (`--threads`; 4 by default).
+    /// FUSE worker threads (`--threads`; 16 by default).
     pub threads: Option<usize>,
     /// Seconds a request may take before the fileserver counts as down
     /// (`--request-timeout`; 2 by default).

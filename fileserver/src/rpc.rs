@@ -6,7 +6,7 @@ use crate::config::ServerConfig;
 use crate::error::{FsError, FsResult, rpc_err};
 use crate::security::Who;
 use crate::store::Store;
-use crate::volume::{Change, Created, Removed, Renamed, StorePlan, Volume};
+use crate::volume::{Change, Created, Finish, Removed, Renamed, StorePlan, Volume};
 use cellfs_protocol::acl::Rights;
 use cellfs_protocol::message::{
     InlineFile, MAX_BULK_FIDS, MAX_FETCH_FILES, MAX_INLINE_FILE, MAX_INLINE_TOTAL, MAX_RECONNECT_FIDS, Reply, Request,
@@ -207,7 +207,7 @@ impl Context {
         vol: Arc<Volume>,
         client: ClientId,
         f: impl FnOnce(&Volume) -> FsResult<Change<T>> + Send + 'static,
-        fids: impl FnOnce(&T) -> Vec<Fid>,
+        fids: impl FnOnce(&T) -> Vec<Fid> + Send + 'static,
     ) -> FsResult<T> {
         self.change_renewing(vol, client, move |v| Ok((f(v)?, None)), fids)
             .await
@@ -215,27 +215,44 @@ impl Context {
 
     /// [`Context::change`] whose change may also return a small file's new
     /// version: the other holders of a promise on it get it with their
-    /// break, and a new promise ([`Callbacks::renew`]).
+    /// break, and a new promise ([`Callbacks::renew`]). The change joins the
+    /// volume's next commit group (`volume/group.rs`): it is answered once
+    /// the group is durable, its promises granted before the lock is let go.
     async fn change_renewing<T: Send + 'static>(
         &self,
         vol: Arc<Volume>,
         client: ClientId,
         f: impl FnOnce(&Volume) -> FsResult<(Change<T>, Option<InlineFile>)> + Send + 'static,
-        fids: impl FnOnce(&T) -> Vec<Fid>,
+        fids: impl FnOnce(&T) -> Vec<Fid> + Send + 'static,
     ) -> FsResult<T> {
-        let (value, breaks, renewals) = {
-            let _guard = vol.lock.write().await;
-            let v = vol.clone();
-            let (change, renewed) = blocking(move || f(&v)).await?;
-            let mut breaks = self.callbacks.take_breaks(Some(client), &change.breaks);
-            let renewals = renewed
-                .map(|file| self.callbacks.renew(&mut breaks, &file))
-                .unwrap_or_default();
-            self.callbacks.grant(client, fids(&change.value));
-            (change.value, breaks, renewals)
-        };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let callbacks = self.callbacks.clone();
+        vol.join_group(Box::new(move |v: &Volume| -> Finish {
+            let changed = f(v);
+            Box::new(move |flushed: &FsResult<()>| {
+                let answer = changed.map(|(change, renewed)| {
+                    let mut breaks = callbacks.take_breaks(Some(client), &change.breaks);
+                    let renewals = renewed
+                        .map(|file| callbacks.renew(&mut breaks, &file))
+                        .unwrap_or_default();
+                    if flushed.is_ok() {
+                        callbacks.grant(client, fids(&change.value));
+                    }
+                    (change.value, breaks, renewals)
+                });
+                let _ = tx.send((answer, flushed.as_ref().err().map(FsError::to_rpc)));
+            })
+        }));
+        let (answer, unflushed) = rx
+            .await
+            .map_err(|_| rpc_err(ErrorCode::Io, "the server failed while committing the change"))?;
+        let (value, breaks, renewals) = answer?;
+        // Readers may see a change whose flush failed: its breaks still go out.
         self.callbacks.deliver_breaks(Some(client), breaks, renewals).await;
-        Ok(value)
+        match unflushed {
+            Some(e) => Err(FsError::Rpc(e)),
+            None => Ok(value),
+        }
     }
 
     /// Answers one request from `who`. `data` is the rest of the request

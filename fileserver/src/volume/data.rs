@@ -307,7 +307,7 @@ impl Volume {
         mtime: Option<Timestamp>,
         attr: Option<&SetAttr>,
     ) -> FsResult<Change<Status>> {
-        if let Some(f) = &pending.file {
+        if let Some(f) = pending.file.as_ref().filter(|f| !super::group::defer_sync(f)) {
             f.sync_all()?;
             sync_dir(&self.dir.join("data"))?;
         }

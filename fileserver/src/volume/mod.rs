@@ -7,6 +7,7 @@ mod access;
 mod clone;
 mod data;
 mod dumping;
+mod group;
 mod namespace;
 mod txn;
 
@@ -15,6 +16,7 @@ use txn::VnodeAccess;
 pub use access::Governed;
 pub use data::{CHUNK, MAX_FILE_SIZE, PendingStore, StorePlan};
 pub use dumping::{Built, build_from_dump};
+pub use group::{Finish, Job};
 pub use namespace::{Created, Removed, Renamed};
 
 use crate::error::{FsResult, rpc_err};
@@ -26,7 +28,7 @@ use cellfs_protocol::{DirEntry, ErrorCode, Fid, FileKind, Status, Timestamp, Vol
 use redb::{Database, ReadableDatabase, ReadableTable};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 pub use txn::{Reader, VolTxn};
 
 /// Bytes a directory's size grows per entry.
@@ -79,6 +81,8 @@ pub struct Volume {
     clones: RwLock<Vec<Arc<Volume>>>,
     /// Serializes changes (write) against reads that grant promises (read).
     pub lock: tokio::sync::RwLock<()>,
+    /// Changes waiting for the next commit group.
+    group: Mutex<group::Queue>,
 }
 
 fn now() -> Timestamp {
@@ -168,6 +172,7 @@ impl Volume {
             holds_own_files: AtomicBool::new(true),
             clones: RwLock::new(Vec::new()),
             lock: tokio::sync::RwLock::new(()),
+            group: Mutex::new(group::Queue::default()),
         })
     }
 
@@ -277,7 +282,11 @@ impl Volume {
     fn write<T>(&self, f: impl FnOnce(&mut VolTxn<'_>) -> FsResult<(T, Vec<Break>)>) -> FsResult<Change<T>> {
         self.check_live()?;
         self.check_writable()?;
-        let txn = self.db.begin_write()?;
+        let mut txn = self.db.begin_write()?;
+        if group::in_group() {
+            // Made durable with the rest of its group.
+            txn.set_durability(redb::Durability::None)?;
+        }
         let change = {
             let mut vt = VolTxn::new(self.id, &txn)?;
             let (value, mut breaks) = f(&mut vt)?;
@@ -291,6 +300,7 @@ impl Volume {
             Change { value, breaks }
         };
         txn.commit()?;
+        group::note_commit();
         Ok(change)
     }
 

@@ -364,7 +364,8 @@ impl Volume {
     /// to the clones that still name them (best effort: what is left
     /// is dealt with as an orphan at the next start).
     pub(super) fn collect_garbage(&self, garbage: Option<PathBuf>) {
-        if let Some(path) = garbage {
+        // In a commit group, once the group is durable.
+        if let Some(path) = garbage.and_then(super::group::defer_garbage) {
             if self.hand_to_clones(&path) {
                 return;
             }

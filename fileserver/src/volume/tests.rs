@@ -152,6 +152,75 @@ async fn crash_orphan_is_removed_and_old_version_served() {
     assert_eq!(content(&vol, fid), b"old");
 }
 
+/// A small store made the way a commit group makes it (no fsync at commit).
+fn store_in_group(vol: &Volume, fid: Fid, bytes: &[u8]) -> FsResult<Status> {
+    let len = bytes.len() as u64;
+    let pending = vol.prepare_store(StorePlan {
+        fid,
+        offset: 0,
+        len,
+        truncate: Some(len),
+    })?;
+    pending.write_at(bytes, 0)?;
+    Ok(vol.commit_store(pending, None, None)?.value)
+}
+
+/// In a commit group each change commits on its own (a refused one changes
+/// nothing), the data file a store replaces stays until the group is
+/// durable, and a reopened volume holds every change of the group.
+#[test]
+fn a_commit_group_keeps_replaced_files_until_it_is_durable() {
+    let (tmp, vol) = new_volume(0);
+    let fid = vol.create(root(), "a", 0o644, 0, 0, true).unwrap().value.status.fid;
+    let old = store_in_group(&vol, fid, b"old").unwrap();
+    let old_path = vol.data_path(fid.vnode, old.data_version);
+    let (new, flushed) = vol.run_group(|| {
+        let new = store_in_group(&vol, fid, b"new").unwrap();
+        assert!(
+            old_path.exists(),
+            "a replaced data file went before its group was durable"
+        );
+        assert_eq!(code(vol.create(root(), "a", 0o644, 0, 0, true)), ErrorCode::Exists);
+        vol.create(root(), "b", 0o644, 0, 0, true).unwrap();
+        new
+    });
+    flushed.unwrap();
+    assert!(!old_path.exists());
+    assert_eq!(data_files(&vol), vec![format!("{}.{}", fid.vnode, new.data_version)]);
+    drop(vol);
+    let vol = Volume::open(&tmp.path().join("7"), 7, 0, JLEN).unwrap();
+    assert_eq!(content(&vol, fid), b"new");
+    assert_eq!(vol.state().unwrap().files, 3);
+    vol.lookup(root(), "b").unwrap();
+}
+
+/// Changes queued from many tasks at once are all run and answered once,
+/// each after its group is durable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_queued_change_is_answered_once() {
+    let (_tmp, vol) = new_volume(0);
+    let vol = Arc::new(vol);
+    let mut answers = Vec::new();
+    for i in 0..40 {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        vol.join_group(Box::new(move |v: &Volume| -> Finish {
+            let made = v
+                .create(root(), &format!("f{i}"), 0o644, 0, 0, true)
+                .map(|c| c.value.status.fid);
+            Box::new(move |flushed: &FsResult<()>| {
+                let _ = tx.send(made.map(|fid| (fid, flushed.is_ok())));
+            })
+        }));
+        answers.push(rx);
+    }
+    for rx in answers {
+        let (fid, flushed) = rx.await.unwrap().unwrap();
+        assert!(flushed);
+        vol.status(fid).unwrap();
+    }
+    assert_eq!(vol.read_dir(root()).unwrap().1.len(), 40);
+}
+
 #[tokio::test]
 async fn quota_refusal_changes_nothing() {
     let (_tmp, vol) = new_volume(10);
