@@ -19,11 +19,26 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
-thread_local! {
-    /// Each FUSE thread's read buffer, reused: a fresh 1 MiB buffer per
-    /// READ is a new mapping (at the allocator's mmap threshold), faulted in
-    /// and zeroed page by page, then unmapped.
-    static READ_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+/// Read buffers the FUSE threads share and reuse: a fresh 1 MiB buffer per
+/// READ is a new mapping (at the allocator's mmap threshold), faulted in
+/// and zeroed page by page, then unmapped. At most [`KEPT_READ_BUFFERS`]
+/// stay between READs, however many threads serve them (one per thread
+/// kept 16 MiB with 16 threads).
+static READ_BUFFERS: std::sync::Mutex<Vec<Vec<u8>>> = std::sync::Mutex::new(Vec::new());
+
+/// Read buffers kept for reuse.
+const KEPT_READ_BUFFERS: usize = 4;
+
+/// Runs `f` with a read buffer from the shared ones (or a new one).
+fn with_read_buffer<R>(f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
+    let buffers = || READ_BUFFERS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut buf = buffers().pop().unwrap_or_default();
+    let out = f(&mut buf);
+    let mut kept = buffers();
+    if kept.len() < KEPT_READ_BUFFERS {
+        kept.push(buf);
+    }
+    out
 }
 
 /// The fuser filesystem over a [`Core`].
@@ -503,7 +518,7 @@ impl Filesystem for CellFs {
         reply: ReplyData,
     ) {
         let _span = serve(req, "read", ino.0);
-        READ_BUF.with_borrow_mut(|buf| match self.core.read(fh.0, offset, size, buf) {
+        with_read_buffer(|buf| match self.core.read(fh.0, offset, size, buf) {
             Ok(n) => reply.data(&buf[..n]),
             Err(e) => reply.error(errno(e)),
         });
