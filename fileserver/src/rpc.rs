@@ -657,10 +657,29 @@ impl Context {
             );
         }
         let offset = plan.offset;
+        // A store of the whole file (what a close sends for a small file) is
+        // written and fsynced before it joins its commit group, at once
+        // with other writers' stores.
+        let whole = offset == 0 && plan.len > 0 && plan.truncate == Some(plan.len);
+        let (ahead, bytes) = if whole {
+            let v = vol.clone();
+            match blocking(move || v.write_ahead(plan.fid, &bytes).map(|a| (Some(a), bytes))).await {
+                Ok(done) => done,
+                Err(e) => return refused(e, 0),
+            }
+        } else {
+            (None, bytes)
+        };
         let callbacks = self.callbacks.clone();
         let f = move |v: &Volume| {
-            let pending = v.prepare_store(plan)?;
-            pending.write_at(&bytes, offset)?;
+            let pending = match ahead {
+                Some(ahead) => v.adopt(ahead)?,
+                None => {
+                    let pending = v.prepare_store(plan)?;
+                    pending.write_at(&bytes, offset)?;
+                    pending
+                }
+            };
             let change = v.commit_store(pending, mtime, None)?;
             let renewed = renewal(&callbacks, v, client, &change.value, offset, bytes);
             Ok((change, renewed))

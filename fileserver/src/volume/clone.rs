@@ -84,6 +84,11 @@ impl Volume {
         )
     }
 
+    /// True when a clone of this volume names data file `version` of `vnode`.
+    pub(super) fn clones_name(&self, vnode: u64, version: u64) -> bool {
+        self.clones().iter().any(|c| c.names_data_file(vnode, version))
+    }
+
     /// Hands a data file this volume no longer needs to the clones that
     /// still name it (a hard link in each, then the original goes); returns
     /// false when none does and the caller should delete it.

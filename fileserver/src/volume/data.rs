@@ -43,6 +43,11 @@ pub struct PendingStore {
     fid: Fid,
     file: Option<Arc<File>>,
     new_path: PathBuf,
+    /// The record's `data_file` once committed (the suffix of `new_path`).
+    data_file: u64,
+    /// Whether the new file and its name are already durable (written
+    /// ahead, outside the volume's lock).
+    synced: bool,
     old_path: Option<PathBuf>,
     old_size: u64,
     old_dv: u64,
@@ -56,6 +61,21 @@ impl Drop for PendingStore {
             let _ = std::fs::remove_file(&self.new_path);
         }
     }
+}
+
+/// A whole small file written and fsynced ahead of its store, outside the
+/// volume's lock ([`Volume::write_ahead`]), so that concurrent writers do
+/// their writes and fsyncs at once; [`Volume::adopt`] checks it against the
+/// file and the quota under the lock. Deleted on drop unless committed.
+#[derive(Debug)]
+pub struct WrittenAhead(PendingStore);
+
+/// What a content change replaces and leaves, checked against the file and
+/// the quota.
+struct Checked {
+    rec: crate::schema::VnodeRecord,
+    base: u64,
+    new_size: u64,
 }
 
 impl PendingStore {
@@ -222,10 +242,7 @@ impl Volume {
         Ok((status, Some(file)))
     }
 
-    /// Checks a content change against the file and the quota, then prepares
-    /// the new data file (old content copied, truncate applied). Nothing is
-    /// visible until [`Volume::commit_store`].
-    pub fn prepare_store(&self, plan: StorePlan) -> FsResult<PendingStore> {
+    fn check_store(&self, plan: StorePlan) -> FsResult<Checked> {
         self.check_writable()?;
         let r = self.reader()?;
         let rec = r.vnode(plan.fid)?;
@@ -255,23 +272,41 @@ impl Volume {
                 format!("volume {} would use {grown} bytes, quota is {quota}", self.id),
             ));
         }
-        let new_dv = rec.data_version + 1;
-        let new_path = self.data_path(plan.fid.vnode, new_dv);
-        let old_path = (rec.size > 0).then(|| self.data_path(plan.fid.vnode, rec.data_file));
-        let mut pending = PendingStore {
-            fid: plan.fid,
+        Ok(Checked { rec, base, new_size })
+    }
+
+    /// A pending store of `fid` replacing `checked.rec`, its new data file
+    /// (`data_file`) not made yet.
+    fn pending(&self, fid: Fid, checked: &Checked, data_file: u64) -> PendingStore {
+        let rec = &checked.rec;
+        PendingStore {
+            fid,
             file: None,
-            new_path,
-            old_path,
+            new_path: self.data_path(fid.vnode, data_file),
+            data_file,
+            synced: false,
+            old_path: (rec.size > 0).then(|| self.data_path(fid.vnode, rec.data_file)),
             old_size: rec.size,
             old_dv: rec.data_version,
-            new_size,
+            new_size: checked.new_size,
             committed: false,
-        };
-        if new_size == 0 {
+        }
+    }
+
+    /// Checks a content change against the file and the quota, then prepares
+    /// the new data file (old content copied, truncate applied). Nothing is
+    /// visible until [`Volume::commit_store`].
+    pub fn prepare_store(&self, plan: StorePlan) -> FsResult<PendingStore> {
+        let checked = self.check_store(plan)?;
+        let mut pending = self.pending(plan.fid, &checked, checked.rec.data_version + 1);
+        let base = checked.base;
+        if checked.new_size == 0 {
             return Ok(pending);
         }
-        let copy_old = base > 0 && pending.old_path.is_some();
+        // Old bytes the write leaves in place are copied; a write of the
+        // whole new length from 0 leaves none.
+        let covered = plan.offset == 0 && plan.len >= base;
+        let copy_old = base > 0 && !covered && pending.old_path.is_some();
         if let (true, Some(old)) = (copy_old, &pending.old_path) {
             // copy_file_range under the hood: cheap on reflink-capable filesystems.
             let copied = std::fs::copy(old, &pending.new_path);
@@ -299,6 +334,60 @@ impl Volume {
         Ok(pending)
     }
 
+    /// Writes `bytes` as the whole new content of `fid` into a new data file
+    /// and fsyncs it and the data folder, without the volume's lock and
+    /// without looking at the
+    /// file's record (checked later by [`Volume::adopt`]). The file's name
+    /// ends in a random number above every data version, created with
+    /// `O_EXCL` and named by no clone, so it is like no other.
+    pub fn write_ahead(&self, fid: Fid, bytes: &[u8]) -> FsResult<WrittenAhead> {
+        self.check_writable()?;
+        let data_file = loop {
+            let n = (1 << 63) | (super::new_incarnation()? >> 1);
+            if !self.clones_name(fid.vnode, n) {
+                break n;
+            }
+        };
+        let new_path = self.data_path(fid.vnode, data_file);
+        let file = OpenOptions::new().write(true).create_new(true).open(&new_path)?;
+        let ahead = WrittenAhead(PendingStore {
+            fid,
+            file: Some(Arc::new(file)),
+            new_path,
+            data_file,
+            synced: true,
+            old_path: None,
+            old_size: 0,
+            old_dv: 0,
+            new_size: bytes.len() as u64,
+            committed: false,
+        });
+        if let Some(f) = &ahead.0.file {
+            f.write_all_at(bytes, 0)?;
+            f.sync_all()?;
+            sync_dir(&self.dir.join("data"))?;
+        }
+        Ok(ahead)
+    }
+
+    /// Takes a file written ahead as the store of its whole content, checked
+    /// against the file and the quota as [`Volume::prepare_store`] checks.
+    pub fn adopt(&self, ahead: WrittenAhead) -> FsResult<PendingStore> {
+        let WrittenAhead(mut written) = ahead;
+        let len = written.new_size;
+        let checked = self.check_store(StorePlan {
+            fid: written.fid,
+            offset: 0,
+            len,
+            truncate: Some(len),
+        })?;
+        let replaced = self.pending(written.fid, &checked, written.data_file);
+        written.old_path = replaced.old_path.clone();
+        written.old_size = replaced.old_size;
+        written.old_dv = replaced.old_dv;
+        Ok(written)
+    }
+
     /// Makes a prepared content change durable and visible: fsync the new file
     /// and the folder, commit the record, delete the old file.
     pub fn commit_store(
@@ -307,7 +396,9 @@ impl Volume {
         mtime: Option<Timestamp>,
         attr: Option<&SetAttr>,
     ) -> FsResult<Change<Status>> {
-        if let Some(f) = pending.file.as_ref().filter(|f| !super::group::defer_sync(f)) {
+        if let Some(f) = pending.file.as_ref().filter(|_| !pending.synced)
+            && !super::group::defer_sync(f)
+        {
             f.sync_all()?;
             sync_dir(&self.dir.join("data"))?;
         }
@@ -324,7 +415,7 @@ impl Volume {
                 .saturating_add(pending.new_size);
             rec.size = pending.new_size;
             rec.data_version += 1;
-            rec.data_file = rec.data_version;
+            rec.data_file = pending.data_file;
             rec.mtime = mtime.unwrap_or(t.now);
             rec.ctime = t.now;
             if let Some(attr) = attr {

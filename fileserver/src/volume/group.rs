@@ -49,7 +49,7 @@ impl std::fmt::Debug for Queue {
 struct Deferred {
     /// Some change committed (without an fsync).
     committed: bool,
-    /// New data files to fsync before the durable commit.
+    /// New data files to fsync, with the data folder, before the durable commit.
     files: Vec<Arc<File>>,
     /// Data files to delete once the group is durable.
     garbage: Vec<PathBuf>,
@@ -73,8 +73,8 @@ pub(super) fn note_commit() {
     });
 }
 
-/// Leaves `file`'s fsync to the group's end; false (the caller fsyncs it
-/// now) outside a group.
+/// Leaves the fsync of a new data file and of the data folder to the
+/// group's end; false (the caller fsyncs them now) outside a group.
 pub(super) fn defer_sync(file: &Arc<File>) -> bool {
     GROUP.with(|g| match g.borrow_mut().as_mut() {
         Some(d) => {

@@ -14,7 +14,7 @@ mod txn;
 use txn::VnodeAccess;
 
 pub use access::Governed;
-pub use data::{CHUNK, MAX_FILE_SIZE, PendingStore, StorePlan};
+pub use data::{CHUNK, MAX_FILE_SIZE, PendingStore, StorePlan, WrittenAhead};
 pub use dumping::{Built, build_from_dump};
 pub use group::{Finish, Job};
 pub use namespace::{Created, Removed, Renamed};

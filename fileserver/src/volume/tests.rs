@@ -194,6 +194,38 @@ fn a_commit_group_keeps_replaced_files_until_it_is_durable() {
     vol.lookup(root(), "b").unwrap();
 }
 
+/// A whole file written ahead of its store (outside the lock) commits like
+/// any store, under a name no data version takes, and survives a reopen;
+/// one refused at adoption (a folder, or over the quota) or dropped leaves
+/// no file behind.
+#[test]
+fn a_file_written_ahead_is_adopted_or_leaves_nothing() {
+    let (tmp, vol) = new_volume(8);
+    let fid = vol.create(root(), "a", 0o644, 0, 0, true).unwrap().value.status.fid;
+    let old = store_in_group(&vol, fid, b"old").unwrap();
+    let ahead = vol.write_ahead(fid, b"newer").unwrap();
+    let new = vol.commit_store(vol.adopt(ahead).unwrap(), None, None).unwrap().value;
+    assert_eq!((new.size, new.data_version), (5, old.data_version + 1));
+    assert_eq!(content(&vol, fid), b"newer");
+    let files = data_files(&vol);
+    assert_eq!(files.len(), 1, "{files:?}");
+    let (vnode, number) = parse_data_name(&files[0]).unwrap();
+    assert_eq!(vnode, fid.vnode);
+    assert!(number >= 1 << 63, "{number}");
+    // Over the quota, or a folder: refused, and the file written ahead goes.
+    let big = vol.write_ahead(fid, b"123456789").unwrap();
+    assert_eq!(code(vol.adopt(big)), ErrorCode::QuotaExceeded);
+    let dir = vol.make_dir(root(), "d", 0o755, 0, 0).unwrap().value.status.fid;
+    let into_dir = vol.write_ahead(dir, b"x").unwrap();
+    assert_eq!(code(vol.adopt(into_dir)), ErrorCode::IsDir);
+    drop(vol.write_ahead(fid, b"dropped").unwrap());
+    assert_eq!(data_files(&vol), files);
+    drop(vol);
+    let vol = Volume::open(&tmp.path().join("7"), 7, 8, JLEN).unwrap();
+    assert_eq!(content(&vol, fid), b"newer");
+    assert_eq!(data_files(&vol), files);
+}
+
 /// Changes queued from many tasks at once are all run and answered once,
 /// each after its group is durable.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
