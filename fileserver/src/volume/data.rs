@@ -336,10 +336,10 @@ impl Volume {
 
     /// Writes `bytes` as the whole new content of `fid` into a new data file
     /// and fsyncs it and the data folder, without the volume's lock and
-    /// without looking at the
-    /// file's record (checked later by [`Volume::adopt`]). The file's name
-    /// ends in a random number above every data version, created with
-    /// `O_EXCL` and named by no clone, so it is like no other.
+    /// without looking at the file's record (checked later by
+    /// [`Volume::adopt`]). The file's name ends in a random number above
+    /// every data version, created with `O_EXCL` and named by no clone, so
+    /// it is like no other.
     pub fn write_ahead(&self, fid: Fid, bytes: &[u8]) -> FsResult<WrittenAhead> {
         self.check_writable()?;
         let data_file = loop {

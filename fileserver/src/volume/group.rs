@@ -4,10 +4,11 @@
 //! at a time leads: it takes the volume's write lock, runs every queued
 //! change one after another on one blocking thread, each in its own redb
 //! transaction committed without an fsync, and then makes them durable
-//! together ([`Volume::run_group`]): the new data files are fsynced (the
-//! first flush commits the file system's journal for all of them), the data
-//! folder once, then one durable redb commit, which persists every commit
-//! before it. Only then are old data files deleted, the changes' promises
+//! together ([`Volume::run_group`]): the new data files not yet durable
+//! are fsynced (a whole small file's store writes and fsyncs its file
+//! before it joins, see [`Volume::write_ahead`]), the data folder once, then
+//! one durable redb commit, which persists every commit before it. Only
+//! then are old data files deleted, the changes' promises
 //! granted and their writers answered, still under the lock: no reader sees
 //! a change before it is durable, and a change whose group fails to flush
 //! is answered with the error. A lone writer pays what it paid before; `n`
@@ -64,7 +65,8 @@ pub(super) fn in_group() -> bool {
     GROUP.with(|g| g.borrow().is_some())
 }
 
-/// Records a commit made without an fsync; false outside a group.
+/// Records that a change of this thread's group committed (without an
+/// fsync); nothing outside a group.
 pub(super) fn note_commit() {
     GROUP.with(|g| {
         if let Some(d) = g.borrow_mut().as_mut() {
