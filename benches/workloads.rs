@@ -177,6 +177,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// once (file `i` by writer `i % writers`), then syncs.
 fn write_tree(root: &Path, name: &str, a: &Args, writers: usize) {
     let tree = root.join(name);
+    let writers = writers.max(1);
     fs::create_dir(&tree).expect("create tree");
     for d in 0..a.dirs {
         fs::create_dir(tree.join(format!("d{d:03}"))).expect("create dir");
