@@ -381,11 +381,10 @@ impl Volume {
             len,
             truncate: Some(len),
         })?;
-        let replaced = self.pending(written.fid, &checked, written.data_file);
-        written.old_path = replaced.old_path.clone();
-        written.old_size = replaced.old_size;
-        written.old_dv = replaced.old_dv;
-        Ok(written)
+        let mut pending = self.pending(written.fid, &checked, written.data_file);
+        pending.file = written.file.take();
+        pending.synced = true;
+        Ok(pending)
     }
 
     /// Makes a prepared content change durable and visible: fsync the new file
