@@ -341,3 +341,137 @@ fn sigterm_unmounts_cleanly_and_keeps_the_data() {
     let fresh = Mount::new(&cell);
     assert_eq!(sha256_file(&fresh.path().join("kept")), sha256(&data));
 }
+
+/// `mknod` through `libc` (std has no wrapper).
+fn mknod(path: &std::path::Path, mode: libc::mode_t, dev: libc::dev_t) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    // SAFETY: `c` is a valid NUL-terminated path that outlives the call.
+    match unsafe { libc::mknod(c.as_ptr(), mode, dev) } {
+        0 => Ok(()),
+        _ => Err(std::io::Error::last_os_error()),
+    }
+}
+
+#[test]
+fn fifos_sockets_and_device_nodes_are_made_and_seen_by_another_node() {
+    use std::os::unix::fs::FileTypeExt;
+    use std::os::unix::net::{UnixListener, UnixStream};
+    let cell = Cell::new();
+    let a = Mount::new(&cell);
+    let b = Mount::new(&cell);
+    let m = a.path();
+    mknod(&m.join("pipe"), libc::S_IFIFO | 0o640, 0).unwrap();
+    mknod(&m.join("chr"), libc::S_IFCHR | 0o600, libc::makedev(1, 3)).unwrap();
+    mknod(&m.join("blk"), libc::S_IFBLK | 0o600, libc::makedev(8, 1)).unwrap();
+    mknod(&m.join("plain"), libc::S_IFREG | 0o604, 0).unwrap();
+    assert_errno(
+        mknod(&m.join("pipe"), libc::S_IFIFO | 0o640, 0),
+        libc::EEXIST,
+        "mknod over a name",
+    );
+
+    // The pipe and the socket work between processes of one node.
+    let writer = {
+        let p = m.join("pipe");
+        std::thread::spawn(move || fs::write(p, b"through the pipe").unwrap())
+    };
+    assert_eq!(fs::read(m.join("pipe")).unwrap(), b"through the pipe");
+    writer.join().unwrap();
+    let listener = UnixListener::bind(m.join("sock")).unwrap();
+    let mut client = UnixStream::connect(m.join("sock")).unwrap();
+    client.write_all(b"hello").unwrap();
+    let mut got = [0u8; 5];
+    listener.accept().unwrap().0.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"hello");
+    // Device nodes are never opened as devices: cellfs mounts are nodev.
+    assert_errno(File::open(m.join("chr")), libc::EACCES, "open a device node");
+
+    for (node, root) in [("A", a.path()), ("B", b.path())] {
+        let t = |name: &str| fs::symlink_metadata(root.join(name)).unwrap();
+        assert!(t("pipe").file_type().is_fifo(), "{node}: pipe");
+        assert_eq!(t("pipe").mode() & 0o7777, 0o640, "{node}: pipe mode");
+        assert!(t("sock").file_type().is_socket(), "{node}: socket");
+        assert!(t("chr").file_type().is_char_device(), "{node}: chr");
+        assert_eq!(t("chr").rdev(), libc::makedev(1, 3), "{node}: chr rdev");
+        assert!(t("blk").file_type().is_block_device(), "{node}: blk");
+        assert_eq!(t("blk").rdev(), libc::makedev(8, 1), "{node}: blk rdev");
+        assert!(t("plain").is_file(), "{node}: plain");
+        assert_eq!(
+            (t("plain").mode() & 0o7777, t("plain").len()),
+            (0o604, 0),
+            "{node}: plain"
+        );
+    }
+    // They rename, link, chmod and go like any other name.
+    fs::rename(b.path().join("pipe"), b.path().join("pipe2")).unwrap();
+    fs::set_permissions(b.path().join("chr"), fs::Permissions::from_mode(0o644)).unwrap();
+    fs::remove_file(b.path().join("blk")).unwrap();
+    let names: BTreeSet<String> = fs::read_dir(m)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(names, ["chr", "pipe2", "plain", "sock"].map(String::from).into());
+    assert_eq!(fs::metadata(m.join("chr")).unwrap().mode() & 0o7777, 0o644);
+}
+
+#[test]
+fn a_file_removed_while_open_stays_usable_until_closed() {
+    let cell = Cell::new();
+    let a = Mount::new(&cell);
+    let b = Mount::new(&cell);
+    let m = a.path();
+
+    // Removed here: fstat, reads, fchmod and ftruncate still work, nlink 0.
+    fs::write(m.join("read"), b"kept while open").unwrap();
+    let mut f = File::open(m.join("read")).unwrap();
+    fs::remove_file(m.join("read")).unwrap();
+    assert_eq!(f.metadata().unwrap().nlink(), 0);
+    let mut got = String::new();
+    f.read_to_string(&mut got).unwrap();
+    assert_eq!(got, "kept while open");
+    drop(f);
+
+    let mut w = OpenOptions::new()
+        .create_new(true)
+        .read(true)
+        .write(true)
+        .open(m.join("tmp"))
+        .unwrap();
+    w.write_all(b"scratch").unwrap();
+    fs::remove_file(m.join("tmp")).unwrap();
+    w.set_permissions(fs::Permissions::from_mode(0o600)).unwrap();
+    w.set_len(3).unwrap();
+    let st = w.metadata().unwrap();
+    assert_eq!((st.mode() & 0o7777, st.len(), st.nlink()), (0o600, 3, 0));
+    // Its close has nothing to store and says so without an error.
+    drop(w);
+    assert_errno(fs::metadata(m.join("tmp")), libc::ENOENT, "the removed name");
+
+    // Removed by another node: this node's open file stays readable.
+    fs::write(m.join("shared"), b"still here").unwrap();
+    let mut f = File::open(m.join("shared")).unwrap();
+    fs::remove_file(b.path().join("shared")).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while fs::metadata(m.join("shared")).is_ok() {
+        assert!(std::time::Instant::now() < deadline, "A never saw B's removal");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(f.metadata().unwrap().nlink(), 0);
+    let mut got = String::new();
+    f.read_to_string(&mut got).unwrap();
+    assert_eq!(got, "still here");
+}
+
+#[test]
+fn a_size_the_server_disk_cannot_hold_is_efbig_not_eio() {
+    let cell = Cell::new();
+    let mount = Mount::new(&cell);
+    let f = File::create(mount.path().join("huge")).unwrap();
+    // ext4 (what CI runs on) caps a file at 16 TiB; a file system that
+    // holds this size sparsely may take it.
+    match f.set_len(999_999_999_999_999) {
+        Ok(()) => {}
+        Err(e) => assert_eq!(e.raw_os_error(), Some(libc::EFBIG), "{e}"),
+    }
+}

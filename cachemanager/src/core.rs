@@ -15,7 +15,7 @@ use crate::persist::{self, Snapshot, SnapshotRef};
 use crate::rights::RightsCache;
 use cellfs_protocol::acl::{AclChange, AclLine, Caller, Rights};
 use cellfs_protocol::transport::CallError;
-use cellfs_protocol::{Fid, FileKind, Reply, Request, SetAttr, Status, VolumeId, VolumeInfo, VolumeKind};
+use cellfs_protocol::{Fid, FileKind, Reply, Request, SetAttr, Special, Status, VolumeId, VolumeInfo, VolumeKind};
 use std::collections::hash_map::Entry as MapEntry;
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
@@ -924,7 +924,7 @@ impl Core {
         let (fid, stale_small_copy) = {
             let st = self.lock();
             let n = st.node(ino)?;
-            if self.usable(n) || n.dirty.is_some() {
+            if self.usable(n) || n.dirty.is_some() || n.status.nlink == 0 {
                 return self.entry(&st, ino);
             }
             let stale_small_copy = n.status.kind == FileKind::File
@@ -952,6 +952,16 @@ impl Core {
         }
         let (reply, promise) = match self.call(Request::FetchStatus { fid }) {
             Ok(r) => r,
+            // Removed by another node while open here: it stays usable
+            // until closed, as an unlinked open file does.
+            Err(e) if e.errno == libc::ESTALE => {
+                let mut st = self.lock();
+                if st.cache.open_count(fid) == 0 {
+                    return Err(e);
+                }
+                forget_deleted(&mut st, fid);
+                return self.entry(&st, ino);
+            }
             Err(e) => return self.or_cached(Err(e), |st| self.entry(st, ino).ok()),
         };
         let Reply::Status(status) = reply else {
@@ -965,6 +975,9 @@ impl Core {
     /// chmod/chown/utimes/truncate.
     pub fn setattr(&self, ino: u64, attr: SetAttr, fh: Option<u64>) -> FsResult<Entry> {
         if let Some(entry) = self.empty_for_writer(ino, &attr, fh)? {
+            return Ok(entry);
+        }
+        if let Some(entry) = self.setattr_deleted(ino, &attr)? {
             return Ok(entry);
         }
         let (fid, _) = self.node_fid(ino)?;
@@ -1003,6 +1016,35 @@ impl Core {
         }
         let ino = st.nodes.upsert(status, promise);
         self.entry(&st, ino)
+    }
+
+    /// chmod/chown/utimes/truncate of a file deleted while open here
+    /// (`fchmod` after `unlink`): no server holds it any more, so the change
+    /// is made to what this node keeps until the last close. `None` for a
+    /// file that exists.
+    fn setattr_deleted(&self, ino: u64, attr: &SetAttr) -> FsResult<Option<Entry>> {
+        let mut st = self.lock();
+        let Some(fid) = st.nodes.get(ino).filter(|n| n.status.nlink == 0).map(|n| n.fid) else {
+            return Ok(None);
+        };
+        if let Some(size) = attr.size {
+            File::options()
+                .write(true)
+                .open(st.cache.path(fid))
+                .and_then(|f| f.set_len(size))
+                .map_err(|e| FsError::local("truncate", e))?;
+        }
+        if let Some(n) = st.nodes.get_mut(ino) {
+            let s = &mut n.status;
+            s.mode = attr.mode.map_or(s.mode, |m| m & 0o7777);
+            s.uid = attr.uid.unwrap_or(s.uid);
+            s.gid = attr.gid.unwrap_or(s.gid);
+            s.size = attr.size.unwrap_or(s.size);
+            s.atime = attr.atime.unwrap_or(s.atime);
+            s.mtime = attr.mtime.unwrap_or(s.mtime);
+            s.ctime = cellfs_protocol::Timestamp::now();
+        }
+        self.entry(&st, ino).map(Some)
     }
 
     /// `O_TRUNC` on the open that made handle `fh` (the kernel passes it
@@ -1154,6 +1196,28 @@ impl Core {
         self.created(reply, p, name)
     }
 
+    /// mknod of a FIFO, socket or device node.
+    pub fn make_special(
+        &self,
+        parent: u64,
+        name: &str,
+        special: Special,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    ) -> FsResult<Entry> {
+        let dir = self.dir_fid(parent)?;
+        let (reply, p) = self.change(Request::MakeSpecial {
+            dir,
+            name: name.into(),
+            special,
+            mode,
+            uid,
+            gid,
+        })?;
+        self.created(reply, p, name)
+    }
+
     /// Hard link `name` in `parent` to `ino`.
     pub fn link(&self, ino: u64, parent: u64, name: &str) -> FsResult<Entry> {
         let dir = self.dir_fid(parent)?;
@@ -1235,12 +1299,7 @@ impl Core {
             }
             None => {
                 if let Some(fid) = gone {
-                    st.cache.remove(fid);
-                    st.nodes.forget_mount(fid);
-                    if let Some(n) = st.nodes.ino_of(fid).and_then(|i| st.nodes.get_mut(i)) {
-                        n.promise = None;
-                        n.status.nlink = 0;
-                    }
+                    forget_deleted(&mut st, fid);
                 }
             }
         }
@@ -1275,15 +1334,23 @@ impl Core {
         };
         let mut st = self.lock();
         let moved_fid = moved.fid;
+        let overwritten = st
+            .nodes
+            .get(new_parent)
+            .and_then(|n| n.listing.as_ref())
+            .and_then(|l| l.entries.get(new_name).copied())
+            .filter(|&f| f != moved_fid);
         st.nodes.upsert(moved, p);
-        if let Some(r) = replaced {
-            st.nodes.upsert(r, p);
+        match (replaced, overwritten) {
+            (Some(r), _) => {
+                st.nodes.upsert(r, p);
+            }
+            (None, Some(fid)) => forget_deleted(&mut st, fid),
+            (None, None) => {}
         }
         if from_dir.fid == to_dir.fid {
             st.nodes.apply_dir_change(to_dir, p, |l| {
-                if let Some(old) = l.entries.remove(new_name) {
-                    let _ = old;
-                }
+                l.entries.remove(new_name);
                 l.entries.remove(name);
                 l.entries.insert(new_name.to_owned(), moved_fid);
             });
@@ -2001,6 +2068,10 @@ impl Core {
             let epoch = self.link.epoch();
             let Some(n) = st.nodes.get_mut(ino) else { return Ok(()) };
             let Some(range) = n.dirty.take() else { return Ok(()) };
+            if n.status.nlink == 0 {
+                // Deleted while open: its writes end with it, as on a local disk.
+                return Ok(());
+            }
             let valid = n.valid_for(epoch, Instant::now()).is_some();
             (n.fid, range, n.status.mtime, valid)
         };
@@ -2352,7 +2423,7 @@ impl Core {
                     FileKind::Symlink => {
                         self.readlink(e.ino)?;
                     }
-                    FileKind::MountPoint => {}
+                    FileKind::MountPoint | FileKind::Special(_) => {}
                 }
             }
         }
@@ -2555,4 +2626,16 @@ fn disconnected(op: &str) -> FsError {
 
 fn unexpected(op: &'static str) -> FsError {
     FsError::new(libc::EIO, format!("unexpected reply to {op}"))
+}
+
+/// `fid` no longer exists on the server (its last name went): its copy
+/// leaves the cache (the file stays while open) and its node is answered
+/// locally from now on, with no links, as an unlinked open file is.
+fn forget_deleted(st: &mut State, fid: Fid) {
+    st.cache.remove(fid);
+    st.nodes.forget_mount(fid);
+    if let Some(n) = st.nodes.ino_of(fid).and_then(|i| st.nodes.get_mut(i)) {
+        n.promise = None;
+        n.status.nlink = 0;
+    }
 }

@@ -6,7 +6,7 @@ use crate::core::{Core, DirItem, Entry, KernelCache, LockRequest, Lookup, Opened
 use crate::error::FsError;
 use crate::passthrough::{Backings, Mode, PASSTHROUGH_MIN_SIZE};
 use crate::range_locks::Kind;
-use cellfs_protocol::{FileKind, SetAttr, Timestamp};
+use cellfs_protocol::{FileKind, SetAttr, Special, Timestamp};
 use fuser::{
     BackingId, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
     KernelConfig, LockOwner, Notifier, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
@@ -170,6 +170,10 @@ fn file_type(kind: FileKind) -> FileType {
         FileKind::File => FileType::RegularFile,
         FileKind::Dir | FileKind::MountPoint => FileType::Directory,
         FileKind::Symlink => FileType::Symlink,
+        FileKind::Special(Special::Fifo) => FileType::NamedPipe,
+        FileKind::Special(Special::Socket) => FileType::Socket,
+        FileKind::Special(Special::CharDevice(_)) => FileType::CharDevice,
+        FileKind::Special(Special::BlockDevice(_)) => FileType::BlockDevice,
     }
 }
 
@@ -188,7 +192,11 @@ fn attr(e: &Entry) -> FileAttr {
         nlink: s.nlink,
         uid: s.uid,
         gid: s.gid,
-        rdev: 0,
+        // The kernel's 32-bit encoding, as `mknod` sent it.
+        rdev: match s.kind {
+            FileKind::Special(sp) => sp.rdev() as u32,
+            _ => 0,
+        },
         blksize: 4096,
         flags: 0,
     }
@@ -411,6 +419,31 @@ impl Filesystem for CellFs {
             self.core
                 .mkdir(parent.0, name, mode & !umask & 0o7777, req.uid(), req.gid()),
         );
+    }
+
+    fn mknod(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, rdev: u32, reply: ReplyEntry) {
+        let _as = serve_as(req, "mknod", parent.0);
+        let name = match name_str(name) {
+            Ok(n) => n,
+            Err(e) => return reply.error(e),
+        };
+        let perm = mode & !umask & 0o7777;
+        if mode & libc::S_IFMT == libc::S_IFREG {
+            // A regular file: created as open(O_CREAT|O_EXCL) would, then closed.
+            let made = self.core.create(parent.0, name, perm, req.uid(), req.gid(), true);
+            return reply_entry(
+                reply,
+                made.and_then(|(e, opened)| self.core.release(opened.fh).map(|()| e)),
+            );
+        }
+        match Special::from_mode(mode, u64::from(rdev)) {
+            Some(special) => reply_entry(
+                reply,
+                self.core
+                    .make_special(parent.0, name, special, perm, req.uid(), req.gid()),
+            ),
+            None => reply.error(Errno::EINVAL),
+        }
     }
 
     fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {

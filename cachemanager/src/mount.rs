@@ -92,6 +92,8 @@ pub fn run(opts: MountOptions) -> anyhow::Result<()> {
         fuser::MountOption::FSName(format!("cellfs:{}", cfg.cell)),
         fuser::MountOption::Subtype("cellfs".into()),
         fuser::MountOption::DefaultPermissions,
+        // Device nodes may be made and listed, never opened as devices.
+        fuser::MountOption::NoDev,
     ];
     config.acl = fuser::SessionACL::All;
     config.n_threads = Some(opts.threads.max(1));

@@ -51,13 +51,16 @@ fn io_code(e: &std::io::Error) -> ErrorCode {
     match e.raw_os_error() {
         Some(libc::ENOSPC) => ErrorCode::NoSpace,
         Some(libc::EDQUOT) => ErrorCode::NoSpace,
+        // The data folder's file system caps file sizes below ours (ext4: 16 TiB).
+        Some(libc::EFBIG) => ErrorCode::TooLarge,
         _ => ErrorCode::Io,
     }
 }
 
 impl FsError {
     /// The error as the client sees it: client-caused errors keep their code,
-    /// a full disk becomes `NoSpace`, every other failure `Io`.
+    /// a full disk becomes `NoSpace`, a size the disk cannot hold `TooLarge`,
+    /// every other failure `Io`.
     pub fn to_rpc(&self) -> RpcError {
         match self {
             FsError::Rpc(e) => e.clone(),
@@ -69,9 +72,14 @@ impl FsError {
         }
     }
 
-    /// True when the client caused it (logged at debug, not warn).
+    /// True when the client caused it (logged at debug, not warn): a
+    /// refusal, or a size the disk cannot hold.
     pub fn is_client(&self) -> bool {
-        matches!(self, FsError::Rpc(_))
+        match self {
+            FsError::Rpc(_) => true,
+            FsError::Io(e) => e.raw_os_error() == Some(libc::EFBIG),
+            _ => false,
+        }
     }
 }
 
@@ -83,13 +91,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn enospc_maps_to_no_space_and_other_io_to_io() {
+    fn enospc_maps_to_no_space_efbig_to_too_large_and_other_io_to_io() {
         let full = FsError::Io(std::io::Error::from_raw_os_error(libc::ENOSPC));
         assert_eq!(full.to_rpc().code, ErrorCode::NoSpace);
         let other = FsError::Io(std::io::Error::from_raw_os_error(libc::EIO));
         assert_eq!(other.to_rpc().code, ErrorCode::Io);
         let db = FsError::Db(redb::Error::Io(std::io::Error::from_raw_os_error(libc::ENOSPC)));
         assert_eq!(db.to_rpc().code, ErrorCode::NoSpace);
+        let big = FsError::Io(std::io::Error::from_raw_os_error(libc::EFBIG));
+        assert_eq!(big.to_rpc().code, ErrorCode::TooLarge);
         assert_eq!(rpc_err(ErrorCode::Exists, "x").to_rpc().code, ErrorCode::Exists);
     }
 }

@@ -13,7 +13,9 @@ use cellfs_protocol::message::{
 };
 use cellfs_protocol::names::{validate_name, validate_volume_name};
 use cellfs_protocol::pieces::PieceSource;
-use cellfs_protocol::{DirEntry, ErrorCode, Fid, FileKind, RpcError, SetAttr, Stats, Status, Timestamp, VolumeId};
+use cellfs_protocol::{
+    DirEntry, ErrorCode, Fid, FileKind, RpcError, SetAttr, Special, Stats, Status, Timestamp, VolumeId,
+};
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::sync::Arc;
@@ -325,6 +327,17 @@ impl Context {
                 uid,
                 gid,
             } => self.symlink(client, dir, name, target, uid, gid).await.into(),
+            Request::MakeSpecial {
+                dir,
+                name,
+                special,
+                mode,
+                uid,
+                gid,
+            } => self
+                .make_special(client, dir, name, special, mode, uid, gid)
+                .await
+                .into(),
             Request::Link { dir, name, fid } => self.link(client, dir, name, fid).await.into(),
             Request::Remove { dir, name } => self.remove(client, dir, name, false).await.into(),
             Request::RemoveDir { dir, name } => self.remove(client, dir, name, true).await.into(),
@@ -729,13 +742,8 @@ impl Context {
         gid: u32,
     ) -> FsResult<Reply> {
         check_name(&name)?;
-        let vol = self.store.volume(dir.volume)?;
-        let f = move |v: &Volume| v.make_dir(dir, &name, mode, uid, gid);
-        let c = self.change(vol, client, f, created_fids).await?;
-        Ok(Reply::Created {
-            dir: c.dir,
-            status: c.status,
-        })
+        self.make_named(client, dir, move |v| v.make_dir(dir, &name, mode, uid, gid))
+            .await
     }
 
     async fn symlink(
@@ -748,8 +756,37 @@ impl Context {
         gid: u32,
     ) -> FsResult<Reply> {
         check_name(&name)?;
+        self.make_named(client, dir, move |v| v.symlink(dir, &name, &target, uid, gid))
+            .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn make_special(
+        &self,
+        client: ClientId,
+        dir: Fid,
+        name: String,
+        special: Special,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    ) -> FsResult<Reply> {
+        check_name(&name)?;
+        self.make_named(client, dir, move |v| {
+            v.make_special(dir, &name, special, mode, uid, gid)
+        })
+        .await
+    }
+
+    /// A change that makes a new name in `dir` (its name already checked),
+    /// answered with both statuses.
+    async fn make_named(
+        &self,
+        client: ClientId,
+        dir: Fid,
+        f: impl FnOnce(&Volume) -> FsResult<Change<Created>> + Send + 'static,
+    ) -> FsResult<Reply> {
         let vol = self.store.volume(dir.volume)?;
-        let f = move |v: &Volume| v.symlink(dir, &name, &target, uid, gid);
         let c = self.change(vol, client, f, created_fids).await?;
         Ok(Reply::Created {
             dir: c.dir,

@@ -120,6 +120,7 @@ pub fn file_rights(req: &Request) -> Vec<(Fid, Rights)> {
         Request::Create { dir, .. }
         | Request::MakeDir { dir, .. }
         | Request::Symlink { dir, .. }
+        | Request::MakeSpecial { dir, .. }
         | Request::Link { dir, .. }
         | Request::MakeMount { dir, .. } => vec![(*dir, Rights::INSERT)],
         Request::Remove { dir, .. } | Request::RemoveDir { dir, .. } => vec![(*dir, Rights::DELETE)],

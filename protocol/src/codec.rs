@@ -104,7 +104,17 @@ mod tests {
             Just(FileKind::File),
             Just(FileKind::Dir),
             Just(FileKind::Symlink),
-            Just(FileKind::MountPoint)
+            Just(FileKind::MountPoint),
+            special().prop_map(FileKind::Special)
+        ]
+    }
+
+    fn special() -> impl Strategy<Value = Special> {
+        prop_oneof![
+            Just(Special::Fifo),
+            Just(Special::Socket),
+            any::<u64>().prop_map(Special::CharDevice),
+            any::<u64>().prop_map(Special::BlockDevice)
         ]
     }
 
@@ -280,6 +290,16 @@ mod tests {
                 target,
                 uid,
                 gid
+            }),
+            (fid(), name(), special(), any::<(u32, u32, u32)>()).prop_map(|(dir, name, special, (mode, uid, gid))| {
+                Request::MakeSpecial {
+                    dir,
+                    name,
+                    special,
+                    mode,
+                    uid,
+                    gid,
+                }
             }),
             (fid(), name(), fid()).prop_map(|(dir, name, fid)| Request::Link { dir, name, fid }),
             (fid(), name()).prop_map(|(dir, name)| Request::Remove { dir, name }),

@@ -20,5 +20,5 @@ pub mod types;
 pub use error::{ErrorCode, RpcError};
 pub use message::{Reply, Request, ServerMessage};
 pub use types::{
-    DirEntry, Fid, FileKind, SetAttr, Stats, Status, Timestamp, VolumeId, VolumeInfo, VolumeKind, VolumeLock,
+    DirEntry, Fid, FileKind, SetAttr, Special, Stats, Status, Timestamp, VolumeId, VolumeInfo, VolumeKind, VolumeLock,
 };

@@ -11,7 +11,7 @@
 //! request was sent.
 
 use crate::acl::{AclChange, AclLine, Caller, GroupInfo, HostInfo, Rights, Role, UserInfo};
-use crate::types::{DirEntry, Fid, SetAttr, Stats, Status, Timestamp, VolumeId, VolumeInfo};
+use crate::types::{DirEntry, Fid, SetAttr, Special, Stats, Status, Timestamp, VolumeId, VolumeInfo};
 use serde::{Deserialize, Serialize};
 
 /// Most FIDs one `BulkStatus` may ask about (the reply must fit a frame);
@@ -262,6 +262,16 @@ pub enum Request {
     /// processes on it; acquiring and testing need the `k` right. Answered
     /// with `Reply::Lock`. Locks end with the connection.
     Lock { fid: Fid, op: LockOp },
+    /// Create a FIFO, socket or device node (`mknod`). Answered with
+    /// `Reply::Created`.
+    MakeSpecial {
+        dir: Fid,
+        name: String,
+        special: Special,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    },
 }
 
 /// A whole-file lock mode, as a node holds it on behalf of its processes
@@ -324,6 +334,7 @@ impl Request {
             | Request::Create { dir, .. }
             | Request::MakeDir { dir, .. }
             | Request::Symlink { dir, .. }
+            | Request::MakeSpecial { dir, .. }
             | Request::Link { dir, .. }
             | Request::Remove { dir, .. }
             | Request::RemoveDir { dir, .. }
@@ -357,6 +368,7 @@ impl Request {
             Request::Create { .. } => "create",
             Request::MakeDir { .. } => "make_dir",
             Request::Symlink { .. } => "symlink",
+            Request::MakeSpecial { .. } => "make_special",
             Request::Link { .. } => "link",
             Request::Remove { .. } => "remove",
             Request::RemoveDir { .. } => "remove_dir",
@@ -447,7 +459,7 @@ pub enum Reply {
     /// `FetchData`: the file's status; exactly `status.size` bytes follow.
     Data { status: Status },
     /// A new name: the parent directory's new status and the named vnode's
-    /// (Create, MakeDir, Symlink, Link, MakeMount).
+    /// (Create, MakeDir, Symlink, MakeSpecial, Link, MakeMount).
     Created { dir: Status, status: Status },
     /// `Remove`/`RemoveDir`: the directory's new status, and the removed
     /// vnode's new status if it still exists (other hard links).

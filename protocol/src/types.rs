@@ -50,6 +50,45 @@ pub enum FileKind {
     /// An AFS-style mount point: its target (`ReadLink`) is a volume name,
     /// and clients show the root of that volume in its place.
     MountPoint,
+    /// A FIFO, socket or device node (`mknod`): only its status is kept.
+    /// Each node's kernel runs the pipes and sockets opened through it, and
+    /// never opens a device (cellfs mounts are `nodev`).
+    Special(Special),
+}
+
+/// What a [`FileKind::Special`] vnode is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Special {
+    /// A named pipe.
+    Fifo,
+    /// A Unix-domain socket's name.
+    Socket,
+    /// A character device node with this device number.
+    CharDevice(u64),
+    /// A block device node with this device number.
+    BlockDevice(u64),
+}
+
+impl Special {
+    /// The special file `mode` (its `S_IFMT` bits) and `rdev` describe, if
+    /// it is one.
+    pub fn from_mode(mode: u32, rdev: u64) -> Option<Special> {
+        match mode & 0o170000 {
+            0o010000 => Some(Special::Fifo),
+            0o140000 => Some(Special::Socket),
+            0o020000 => Some(Special::CharDevice(rdev)),
+            0o060000 => Some(Special::BlockDevice(rdev)),
+            _ => None,
+        }
+    }
+
+    /// The device number (0 for a FIFO or socket).
+    pub fn rdev(self) -> u64 {
+        match self {
+            Special::CharDevice(d) | Special::BlockDevice(d) => d,
+            Special::Fifo | Special::Socket => 0,
+        }
+    }
 }
 
 /// Seconds and nanoseconds since the Unix epoch.

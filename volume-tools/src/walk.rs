@@ -91,7 +91,7 @@ pub async fn walk_dirs<C: Rpc>(client: &C, root_volume: &str, dirs: &[String]) -
                     .await
                     .with_context(|| format!("mount point {here} names volume {volume:?}"))?
             }
-            FileKind::File | FileKind::Symlink => bail!("{here} is not a directory"),
+            FileKind::File | FileKind::Symlink | FileKind::Special(_) => bail!("{here} is not a directory"),
         };
     }
     Ok(dir)

@@ -230,7 +230,7 @@ impl Volume {
         match rec.kind {
             FileKind::File => {}
             FileKind::Dir => return Err(rpc_err(ErrorCode::IsDir, format!("{fid} is a directory"))),
-            FileKind::Symlink | FileKind::MountPoint => {
+            FileKind::Symlink | FileKind::MountPoint | FileKind::Special(_) => {
                 return Err(rpc_err(ErrorCode::Invalid, format!("{fid} is not a file")));
             }
         }
@@ -249,7 +249,7 @@ impl Volume {
         match rec.kind {
             FileKind::File => {}
             FileKind::Dir => return Err(rpc_err(ErrorCode::IsDir, format!("{} is a directory", plan.fid))),
-            FileKind::Symlink | FileKind::MountPoint => {
+            FileKind::Symlink | FileKind::MountPoint | FileKind::Special(_) => {
                 return Err(rpc_err(ErrorCode::Invalid, format!("{} is not a file", plan.fid)));
             }
         }

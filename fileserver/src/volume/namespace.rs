@@ -5,7 +5,7 @@ use super::txn::{VnodeAccess, VolTxn};
 use super::{Change, DIR_ENTRY_SIZE, MAX_LINKS, MAX_TARGET_LEN, Volume, brk};
 use crate::error::{FsResult, rpc_err};
 use crate::schema::VnodeRecord;
-use cellfs_protocol::{ErrorCode, Fid, FileKind, SetAttr, Status};
+use cellfs_protocol::{ErrorCode, Fid, FileKind, SetAttr, Special, Status};
 use std::path::PathBuf;
 
 /// Answer to a call that adds a name.
@@ -166,7 +166,7 @@ impl Volume {
                         breaks: Vec::new(),
                     }),
                     FileKind::Dir => Err(rpc_err(ErrorCode::IsDir, format!("{name:?} is a directory"))),
-                    FileKind::Symlink | FileKind::MountPoint => {
+                    FileKind::Symlink | FileKind::MountPoint | FileKind::Special(_) => {
                         Err(rpc_err(ErrorCode::Exists, format!("{name:?} exists")))
                     }
                 };
@@ -186,6 +186,26 @@ impl Volume {
     pub fn make_dir(&self, dir: Fid, name: &str, mode: u32, uid: u32, gid: u32) -> FsResult<Change<Created>> {
         let node = NewNode {
             kind: FileKind::Dir,
+            mode,
+            uid,
+            gid,
+            target: None,
+        };
+        self.make_node(dir, name, node)
+    }
+
+    /// Creates a FIFO, socket or device node.
+    pub fn make_special(
+        &self,
+        dir: Fid,
+        name: &str,
+        special: Special,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    ) -> FsResult<Change<Created>> {
+        let node = NewNode {
+            kind: FileKind::Special(special),
             mode,
             uid,
             gid,
