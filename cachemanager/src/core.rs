@@ -1254,18 +1254,21 @@ impl Core {
         })?;
         let entry = self.created(reply, p, name)?;
         let fid = entry.status.fid;
-        {
-            let mut st = self.lock();
-            if entry.status.size == 0 {
-                let path = st.cache.path(fid);
-                File::create(&path).map_err(|e| FsError::local("create", e))?;
-                st.cache.insert(
-                    fid,
-                    CacheEntry {
-                        data_version: entry.status.data_version,
-                        size: 0,
-                    },
-                );
+        if entry.status.size == 0 {
+            // Made outside the state lock: creating a file can take a
+            // millisecond, and every other request of the node waits on it.
+            let path = self.lock().cache.path(fid);
+            match File::options().write(true).create_new(true).open(&path) {
+                Ok(_) => {
+                    let mut st = self.lock();
+                    if !st.cache.contains(fid) {
+                        let data_version = entry.status.data_version;
+                        st.cache.insert(fid, CacheEntry { data_version, size: 0 });
+                    }
+                }
+                // A reader's fetch placed a copy first; it is as good.
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(FsError::local("create", e)),
             }
         }
         let opened = self.open(entry.ino, true)?;
