@@ -3,7 +3,9 @@
 mod common;
 
 use cellfs::{Cell, Mount};
-use common::{assert_errno, pattern, server_lookup, server_root, sha256, sha256_file, statvfs};
+use common::{
+    assert_errno, cache_files, close_checked, pattern, server_lookup, server_root, sha256, sha256_file, statvfs,
+};
 use std::collections::BTreeSet;
 use std::fs::{self, File, FileTimes, OpenOptions};
 use std::io::{Read, Write};
@@ -461,6 +463,23 @@ fn a_file_removed_while_open_stays_usable_until_closed() {
     let mut got = String::new();
     f.read_to_string(&mut got).unwrap();
     assert_eq!(got, "still here");
+
+    // Removed by another node while written here: the close says the
+    // writes went nowhere, and the node keeps nothing of the file after it.
+    let copies = || cache_files(a.cache_dir()).len();
+    let before = copies();
+    let mut w = File::create(m.join("written")).unwrap();
+    w.write_all(b"unstored").unwrap();
+    fs::remove_file(b.path().join("written")).unwrap();
+    assert_errno(close_checked(w), libc::ESTALE, "close of a file another node removed");
+    assert_eq!(copies(), before, "the removed file's copy outlived its close");
+    fs::write(m.join("after"), b"y").unwrap();
+    assert_eq!(fs::read(b.path().join("after")).unwrap(), b"y");
+    assert_errno(
+        fs::metadata(b.path().join("written")),
+        libc::ENOENT,
+        "B: the removed name",
+    );
 }
 
 #[test]

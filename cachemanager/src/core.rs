@@ -2109,6 +2109,14 @@ impl Core {
                 }
                 Err(FsError::new(libc::EIO, format!("store of {fid} failed: {e}")))
             }
+            Err(e) if e.errno() == libc::ESTALE => {
+                // Removed by another node before this close: the writes end
+                // with the file, and this close says so. The handle goes on
+                // as an unlinked open file's does.
+                tracing::info!(%fid, "the file was removed on the server before its writes were stored; they are dropped");
+                forget_deleted(&mut st, fid);
+                Err(e.into())
+            }
             Err(e) => {
                 if let Some(n) = st.nodes.get_mut(ino) {
                     n.dirty = Some(match n.dirty {

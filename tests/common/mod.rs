@@ -183,3 +183,16 @@ impl Drop for Background {
         let _ = self.0.wait();
     }
 }
+
+/// Closes `file` with close(2) and returns what it reported (std's `File`
+/// drop ignores close errors, and close is where a failed store shows).
+pub fn close_checked(file: std::fs::File) -> std::io::Result<()> {
+    use std::os::fd::IntoRawFd;
+    let fd = file.into_raw_fd();
+    // SAFETY: `fd` was just released by `into_raw_fd` and is closed once here.
+    if unsafe { libc::close(fd) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
