@@ -1337,9 +1337,12 @@ impl Core {
         };
         let mut st = self.lock();
         let moved_fid = moved.fid;
+        // Only a listing under a promise says for sure what the name held.
+        let now = Instant::now();
         let overwritten = st
             .nodes
             .get(new_parent)
+            .filter(|n| n.valid_for(self.link.epoch(), now).is_some())
             .and_then(|n| n.listing.as_ref())
             .and_then(|l| l.entries.get(new_name).copied())
             .filter(|&f| f != moved_fid);
