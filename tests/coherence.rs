@@ -337,3 +337,74 @@ fn b_refreshes_a_changed_small_copy_in_one_round_trip() {
         assert_eq!(rpcs, 1, "truncated to {len}: B took {rpcs} round trips");
     }
 }
+
+/// Overwrites `path` in place (no truncation), as another writer would.
+fn overwrite(path: &Path, data: &[u8]) {
+    let mut f = fs::OpenOptions::new().write(true).open(path).unwrap();
+    f.write_all(data).unwrap();
+    common::close_checked(f).unwrap();
+}
+
+#[test]
+fn a_file_held_open_on_a_while_b_stores_it_is_one_file_for_every_open_on_a() {
+    use std::os::unix::fs::FileExt;
+    let cell = Cell::new();
+    let a = Mount::new(&cell);
+    let b = Mount::new(&cell);
+    let (v1, v2) = ([0x11u8; 4096], [0x22u8; 4096]);
+    let mut merged = v2.to_vec();
+    merged[..4].copy_from_slice(b"AAAA");
+
+    // A reader kept open on A across B's store, read after it: later opens
+    // on A must not be served the pages that read put in A's kernel.
+    fs::write(a.path().join("read"), v1).unwrap();
+    let old = fs::File::open(a.path().join("read")).unwrap();
+    overwrite(&b.path().join("read"), &v2);
+    let mut some = [0u8; 8];
+    old.read_exact_at(&mut some, 0).unwrap();
+    drop(old);
+    assert_eq!(
+        fs::read(a.path().join("read")).unwrap(),
+        v2,
+        "A's next open read old pages"
+    );
+
+    // A writer kept open on A across B's store, with another open on A in
+    // between: its write lands on B's version, everywhere.
+    fs::write(a.path().join("write"), v1).unwrap();
+    let w = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(a.path().join("write"))
+        .unwrap();
+    overwrite(&b.path().join("write"), &v2);
+    drop(fs::File::open(a.path().join("write")).unwrap());
+    w.write_all_at(b"AAAA", 0).unwrap();
+    common::close_checked(w).unwrap();
+    assert_eq!(
+        fs::read(b.path().join("write")).unwrap(),
+        merged,
+        "B: A's write was lost"
+    );
+    assert_eq!(
+        fs::read(a.path().join("write")).unwrap(),
+        merged,
+        "A: A's write was lost"
+    );
+
+    // The same without the other open: A and B end with the same bytes.
+    fs::write(a.path().join("both"), v1).unwrap();
+    let w = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(a.path().join("both"))
+        .unwrap();
+    overwrite(&b.path().join("both"), &v2);
+    w.write_all_at(b"AAAA", 0).unwrap();
+    let mut back = [0u8; 4];
+    w.read_exact_at(&mut back, 0).unwrap();
+    common::close_checked(w).unwrap();
+    let on_b = fs::read(b.path().join("both")).unwrap();
+    assert_eq!(fs::read(a.path().join("both")).unwrap(), on_b, "A and B disagree");
+    assert_eq!(&on_b[..4], b"AAAA");
+}

@@ -35,6 +35,10 @@ pub use locking::{Blocker, LockRequest};
 /// break is acknowledged anyway.
 const ACK_WAIT: Duration = Duration::from_millis(250);
 
+/// `Node::kernel_dv` of pages the kernel cached from a read whose version is
+/// not known (no data version is 0): an open then never keeps them.
+const UNKNOWN_PAGES: u64 = 0;
+
 /// How often an unreachable fileserver is probed.
 const PROBE_INTERVAL: Duration = Duration::from_millis(500);
 
@@ -1759,11 +1763,13 @@ impl Core {
         let (dest, in_place) = {
             let st = self.lock();
             let dest = st.cache.path(fid);
-            // Another handle holds this copy as the kernel's passthrough
-            // backing file: every open of an inode must share that file, so
-            // the new version goes into it. (Cached-mode handles keep the
-            // old copy: the new one is renamed over its name.)
-            let in_place = st.passed_through(fid) && dest.exists();
+            // Another handle holds this copy open (as the kernel's
+            // passthrough backing file, or read and written through us):
+            // every open of an inode must share one file, so the new version
+            // goes into it. A handle left on an older copy would read bytes
+            // the kernel then caches for every open, and its writes would be
+            // stored from the new copy, which lacks them.
+            let in_place = (st.passed_through(fid) || st.cache.open_count(fid) > 1) && dest.exists();
             (dest, in_place)
         };
         let placed = if in_place {
@@ -2000,6 +2006,14 @@ impl Core {
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(FsError::local("read", e)),
             }
+        }
+        // The kernel caches what this read answers. After it was told to
+        // drop the inode's pages (a break), those bytes may be of the
+        // version the break replaced: the next open must not keep them.
+        if let Some(n) = self.lock().nodes.get_mut(h.ino)
+            && n.kernel_dv.is_none()
+        {
+            n.kernel_dv = Some(UNKNOWN_PAGES);
         }
         Ok(done)
     }
@@ -2341,14 +2355,18 @@ impl Core {
         let Some(kernel) = self.kernel.get() else { return };
         {
             let _pages = self.pages.lock().unwrap_or_else(|p| p.into_inner());
+            // Marked before the kernel drops them, so a read answered in
+            // between marks its pages (see `read`) rather than being unmarked.
+            {
+                let mut st = self.lock();
+                for &ino in inodes {
+                    if let Some(n) = st.nodes.get_mut(ino) {
+                        n.kernel_dv = None;
+                    }
+                }
+            }
             for &ino in inodes {
                 kernel.inval_inode(ino);
-            }
-            let mut st = self.lock();
-            for &ino in inodes {
-                if let Some(n) = st.nodes.get_mut(ino) {
-                    n.kernel_dv = None;
-                }
             }
         }
         {
