@@ -11,7 +11,13 @@ pub const IOV_MAX: usize = 1024;
 /// Writes every byte of `pieces` in order at `w`'s position, in `writev`
 /// calls of at most [`IOV_MAX`] buffers; returns how many bytes that was.
 pub fn write_pieces<W: Write>(w: &mut W, pieces: &[Bytes]) -> std::io::Result<u64> {
-    let mut slices: Vec<IoSlice> = pieces.iter().map(|b| IoSlice::new(b)).collect();
+    // Empty pieces are left out: a writev of only empty buffers writes 0
+    // bytes, which would read as a full disk (WriteZero).
+    let mut slices: Vec<IoSlice> = pieces
+        .iter()
+        .filter(|b| !b.is_empty())
+        .map(|b| IoSlice::new(b))
+        .collect();
     let mut left = &mut slices[..];
     let mut written = 0u64;
     while !left.is_empty() {
@@ -121,6 +127,20 @@ mod tests {
             prop_assert_eq!(written, want.len() as u64);
             prop_assert_eq!(w.out, want);
         }
+    }
+
+    #[test]
+    fn empty_pieces_write_nothing_and_are_no_error() {
+        let mut file = tempfile::tempfile().unwrap();
+        assert_eq!(write_pieces(&mut file, &[Bytes::new()]).unwrap(), 0);
+        let pieces = [
+            Bytes::from_static(b"ab"),
+            Bytes::new(),
+            Bytes::from_static(b"c"),
+            Bytes::new(),
+        ];
+        assert_eq!(write_pieces(&mut file, &pieces).unwrap(), 3);
+        assert_eq!(file.metadata().unwrap().len(), 3);
     }
 
     #[tokio::test]
