@@ -21,6 +21,7 @@ use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -262,6 +263,9 @@ struct OpenFile {
     /// The fetch still bringing the copy, when the handle reads it as it
     /// arrives.
     arrival: Option<Arc<Arrival>>,
+    /// [`Core::drops`] when this handle's reads last marked the kernel's
+    /// pages (see [`Core::read`]).
+    drops_seen: AtomicU64,
 }
 
 struct State {
@@ -362,7 +366,7 @@ impl State {
     fn passed_through(&self, fid: Fid) -> bool {
         self.files
             .values()
-            .any(|h| h.fid == fid && h.passthrough.load(std::sync::atomic::Ordering::Relaxed))
+            .any(|h| h.fid == fid && h.passthrough.load(Ordering::Relaxed))
     }
 
     /// The node of `ino`, or `ENOENT`.
@@ -395,6 +399,10 @@ pub struct Core {
     pages: Mutex<()>,
     /// Signalled when a push of a file's pages ends (`State::pushing`).
     pushed: std::sync::Condvar,
+    /// How many times the kernel was told to drop inodes' pages (bumped
+    /// under the state lock): a READ takes the lock to mark pages only
+    /// when this moved since its handle last looked.
+    drops: AtomicU64,
 }
 
 impl Core {
@@ -483,6 +491,7 @@ impl Core {
             kernel: OnceLock::new(),
             pages: Mutex::new(()),
             pushed: std::sync::Condvar::new(),
+            drops: 0.into(),
             cell: OnceLock::from(cell.to_owned()),
             last_revalidation: Mutex::new(None),
             mountpoint: OnceLock::new(),
@@ -586,7 +595,7 @@ impl Core {
                     }
                 }
                 LinkEvent::Lost => {
-                    if !self.probing.swap(true, std::sync::atomic::Ordering::AcqRel) {
+                    if !self.probing.swap(true, Ordering::AcqRel) {
                         let core = self.clone();
                         tokio::spawn(async move { core.probe_until_up().await });
                     }
@@ -608,17 +617,17 @@ impl Core {
     /// connection then triggers [`Core::revalidate`].
     async fn probe_until_up(&self) {
         loop {
-            if self.closing.load(std::sync::atomic::Ordering::Acquire) || self.link.probe().await {
+            if self.closing.load(Ordering::Acquire) || self.link.probe().await {
                 break;
             }
             tokio::time::sleep(PROBE_INTERVAL).await;
         }
-        self.probing.store(false, std::sync::atomic::Ordering::Release);
+        self.probing.store(false, Ordering::Release);
     }
 
     /// Closes the server connection.
     pub fn shutdown(&self) {
-        self.closing.store(true, std::sync::atomic::Ordering::Release);
+        self.closing.store(true, Ordering::Release);
         self.save_index();
         self.rt.block_on(self.link.close());
     }
@@ -1910,6 +1919,7 @@ impl Core {
                 seen,
                 caller: crate::caller::current(),
                 arrival,
+                drops_seen: self.drops.load(Ordering::Acquire).into(),
             };
             st.files.insert(fh, Arc::new(handle));
             Ok(Opened {
@@ -1931,7 +1941,7 @@ impl Core {
     pub fn set_passthrough(&self, fh: u64) {
         let mut st = self.lock();
         if let Some(h) = st.files.get(&fh).cloned() {
-            h.passthrough.store(true, std::sync::atomic::Ordering::Relaxed);
+            h.passthrough.store(true, Ordering::Relaxed);
             if h.write {
                 *st.direct_writers.entry(h.ino).or_default() += 1;
             }
@@ -1953,7 +1963,7 @@ impl Core {
     /// For a passthrough handle open for writing: when the local copy
     /// changed since last seen, marks the whole file dirty.
     fn note_direct_writes(&self, h: &OpenFile) -> FsResult<()> {
-        if !h.write || !h.passthrough.load(std::sync::atomic::Ordering::Relaxed) {
+        if !h.write || !h.passthrough.load(Ordering::Relaxed) {
             return Ok(());
         }
         let now = stamp(&h.file).map_err(|e| FsError::local("stat", e))?;
@@ -2010,10 +2020,15 @@ impl Core {
         // The kernel caches what this read answers. After it was told to
         // drop the inode's pages (a break), those bytes may be of the
         // version the break replaced: the next open must not keep them.
-        if let Some(n) = self.lock().nodes.get_mut(h.ino)
-            && n.kernel_dv.is_none()
-        {
-            n.kernel_dv = Some(UNKNOWN_PAGES);
+        // Only a drop since this handle last looked can have unmarked them.
+        let drops = self.drops.load(Ordering::Acquire);
+        if h.drops_seen.load(Ordering::Relaxed) != drops {
+            if let Some(n) = self.lock().nodes.get_mut(h.ino)
+                && n.kernel_dv.is_none()
+            {
+                n.kernel_dv = Some(UNKNOWN_PAGES);
+            }
+            h.drops_seen.store(drops, Ordering::Relaxed);
         }
         Ok(done)
     }
@@ -2176,7 +2191,7 @@ impl Core {
         if let Some(h) = st.files.remove(&fh) {
             st.cache.unpin(h.fid);
             if h.write
-                && h.passthrough.load(std::sync::atomic::Ordering::Relaxed)
+                && h.passthrough.load(Ordering::Relaxed)
                 && let Some(n) = st.direct_writers.get_mut(&h.ino)
             {
                 *n -= 1;
@@ -2375,6 +2390,7 @@ impl Core {
                 if let Some(names) = st.negatives.get_mut(parent) {
                     names.remove(name);
                 }
+                self.drops.fetch_add(1, Ordering::AcqRel);
             }
         }
         for (parent, name) in entries {

@@ -122,16 +122,8 @@ impl Core {
             }
         }
         let (inodes, entries) = self.drop_stale(&forget);
-        {
-            // The kernel is told to drop its pages below, so they may be
-            // kept again only after the next fetch.
-            let mut st = self.lock();
-            for ino in &inodes {
-                if let Some(n) = st.nodes.get_mut(*ino) {
-                    n.kernel_dv = None;
-                }
-            }
-        }
+        // Also unmarks the kernel's pages, so they are kept again only after
+        // the next fetch.
         self.notify_kernel(&inodes, &entries);
         out
     }
