@@ -1036,17 +1036,23 @@ impl Core {
     /// is made to what this node keeps until the last close. `None` for a
     /// file that exists.
     fn setattr_deleted(&self, ino: u64, attr: &SetAttr) -> FsResult<Option<Entry>> {
-        let mut st = self.lock();
-        let Some(fid) = st.nodes.get(ino).filter(|n| n.status.nlink == 0).map(|n| n.fid) else {
-            return Ok(None);
+        // The copy is truncated through an open handle's file, outside the
+        // state lock (the copy has no path in the cache any more).
+        let file = {
+            let st = self.lock();
+            if st.nodes.get(ino).is_none_or(|n| n.status.nlink != 0) {
+                return Ok(None);
+            }
+            st.files
+                .values()
+                .find(|h| h.ino == ino && h.arrival.is_none())
+                .map(|h| h.file.clone())
         };
         if let Some(size) = attr.size {
-            File::options()
-                .write(true)
-                .open(st.cache.path(fid))
-                .and_then(|f| f.set_len(size))
-                .map_err(|e| FsError::local("truncate", e))?;
+            let file = file.ok_or_else(|| FsError::new(libc::ESTALE, "removed and no longer open"))?;
+            file.set_len(size).map_err(|e| FsError::local("truncate", e))?;
         }
+        let mut st = self.lock();
         if let Some(n) = st.nodes.get_mut(ino) {
             let s = &mut n.status;
             s.mode = attr.mode.map_or(s.mode, |m| m & 0o7777);
