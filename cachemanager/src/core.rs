@@ -1189,30 +1189,38 @@ impl Core {
         }
     }
 
+    /// Makes `name` in directory `parent` with the request `make` builds
+    /// from the directory's FID and the name, and applies the reply.
+    fn make_in(&self, parent: u64, name: &str, make: impl FnOnce(Fid, String) -> FsResult<Request>) -> FsResult<Entry> {
+        let dir = self.dir_fid(parent)?;
+        let (reply, p) = self.change(make(dir, name.into())?)?;
+        self.created(reply, p, name)
+    }
+
     /// mkdir.
     pub fn mkdir(&self, parent: u64, name: &str, mode: u32, uid: u32, gid: u32) -> FsResult<Entry> {
-        let dir = self.dir_fid(parent)?;
-        let (reply, p) = self.change(Request::MakeDir {
-            dir,
-            name: name.into(),
-            mode,
-            uid,
-            gid,
-        })?;
-        self.created(reply, p, name)
+        self.make_in(parent, name, |dir, name| {
+            Ok(Request::MakeDir {
+                dir,
+                name,
+                mode,
+                uid,
+                gid,
+            })
+        })
     }
 
     /// symlink.
     pub fn symlink(&self, parent: u64, name: &str, target: &str, uid: u32, gid: u32) -> FsResult<Entry> {
-        let dir = self.dir_fid(parent)?;
-        let (reply, p) = self.change(Request::Symlink {
-            dir,
-            name: name.into(),
-            target: target.into(),
-            uid,
-            gid,
-        })?;
-        self.created(reply, p, name)
+        self.make_in(parent, name, |dir, name| {
+            Ok(Request::Symlink {
+                dir,
+                name,
+                target: target.into(),
+                uid,
+                gid,
+            })
+        })
     }
 
     /// mknod of a FIFO, socket or device node.
@@ -1225,31 +1233,27 @@ impl Core {
         uid: u32,
         gid: u32,
     ) -> FsResult<Entry> {
-        let dir = self.dir_fid(parent)?;
-        let (reply, p) = self.change(Request::MakeSpecial {
-            dir,
-            name: name.into(),
-            special,
-            mode,
-            uid,
-            gid,
-        })?;
-        self.created(reply, p, name)
+        self.make_in(parent, name, |dir, name| {
+            Ok(Request::MakeSpecial {
+                dir,
+                name,
+                special,
+                mode,
+                uid,
+                gid,
+            })
+        })
     }
 
     /// Hard link `name` in `parent` to `ino`.
     pub fn link(&self, ino: u64, parent: u64, name: &str) -> FsResult<Entry> {
-        let dir = self.dir_fid(parent)?;
         let (fid, _) = self.node_fid(ino)?;
-        if fid.volume != dir.volume {
-            return Err(FsError::new(libc::EXDEV, "link across volumes"));
-        }
-        let (reply, p) = self.change(Request::Link {
-            dir,
-            name: name.into(),
-            fid,
-        })?;
-        self.created(reply, p, name)
+        self.make_in(parent, name, |dir, name| {
+            if fid.volume != dir.volume {
+                return Err(FsError::new(libc::EXDEV, "link across volumes"));
+            }
+            Ok(Request::Link { dir, name, fid })
+        })
     }
 
     /// Creates and opens a file; returns its entry and a file handle.
@@ -1262,16 +1266,16 @@ impl Core {
         gid: u32,
         exclusive: bool,
     ) -> FsResult<(Entry, Opened)> {
-        let dir = self.dir_fid(parent)?;
-        let (reply, p) = self.change(Request::Create {
-            dir,
-            name: name.into(),
-            mode,
-            uid,
-            gid,
-            exclusive,
+        let entry = self.make_in(parent, name, |dir, name| {
+            Ok(Request::Create {
+                dir,
+                name,
+                mode,
+                uid,
+                gid,
+                exclusive,
+            })
         })?;
-        let entry = self.created(reply, p, name)?;
         let fid = entry.status.fid;
         if entry.status.size == 0 {
             // Made outside the state lock: creating a file can take a
@@ -2385,6 +2389,7 @@ impl Core {
                         n.kernel_dv = None;
                     }
                 }
+                self.drops.fetch_add(1, Ordering::AcqRel);
             }
             for &ino in inodes {
                 kernel.inval_inode(ino);
@@ -2396,7 +2401,6 @@ impl Core {
                 if let Some(names) = st.negatives.get_mut(parent) {
                     names.remove(name);
                 }
-                self.drops.fetch_add(1, Ordering::AcqRel);
             }
         }
         for (parent, name) in entries {
