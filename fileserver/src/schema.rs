@@ -51,6 +51,10 @@ pub const JOURNAL_KEY: &str = "journal";
 /// `JournalState::oldest..=JournalState::seq`.
 pub const JOURNAL: TableDefinition<u64, &[u8]> = TableDefinition::new("journal");
 
+/// Volume: (vnode, data file) → the whole bytes of a data file committed
+/// without an fsync of its own, until it is settled (`volume/settle.rs`).
+pub const UNSETTLED: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("unsettled");
+
 /// Format version byte in front of every record.
 pub const RECORD_VERSION: u8 = 2;
 

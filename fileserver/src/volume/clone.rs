@@ -186,10 +186,13 @@ impl Volume {
 
     /// Writes a clone of this volume's metadata into the new folder `dir`
     /// (created here, with an empty `data/`): vnodes, entries and counters
-    /// copied as stored, a new journal incarnation. The caller holds this
-    /// volume's write lock, so the copy is one consistent state.
+    /// copied as stored, a new journal incarnation, after settling this
+    /// volume's logged data files. The caller holds this volume's write
+    /// lock, so the copy is one consistent state.
     pub fn write_clone(&self, dir: &Path) -> FsResult<()> {
         self.check_live()?;
+        // The clone may name data files only this volume's log holds.
+        self.settle()?;
         std::fs::create_dir_all(dir.join("data"))?;
         let db = Database::create(dir.join("meta.redb"))?;
         let src = self.db.begin_read()?;

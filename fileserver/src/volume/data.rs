@@ -45,9 +45,12 @@ pub struct PendingStore {
     new_path: PathBuf,
     /// The record's `data_file` once committed (the suffix of `new_path`).
     data_file: u64,
-    /// Whether the new file and its name are already durable (written
-    /// ahead, outside the volume's lock).
+    /// Whether the new file and its name need no fsync at commit (written
+    /// ahead, outside the volume's lock: fsynced there, or logged).
     synced: bool,
+    /// The whole new content, logged in the commit instead of fsyncing the
+    /// file (see `volume/settle.rs`).
+    logged: Option<Vec<u8>>,
     old_path: Option<PathBuf>,
     old_size: u64,
     old_dv: u64,
@@ -63,10 +66,11 @@ impl Drop for PendingStore {
     }
 }
 
-/// A whole small file written and fsynced ahead of its store, outside the
-/// volume's lock ([`Volume::write_ahead`]), so that concurrent writers do
-/// their writes and fsyncs at once; [`Volume::adopt`] checks it against the
-/// file and the quota under the lock. Deleted on drop unless committed.
+/// A whole small file written (and fsynced, or to be logged) ahead of its
+/// store, outside the volume's lock ([`Volume::write_ahead`]), so that
+/// concurrent writers do their writes and fsyncs at once; [`Volume::adopt`]
+/// checks it against the file and the quota under the lock. Deleted on drop
+/// unless committed.
 #[derive(Debug)]
 pub struct WrittenAhead(PendingStore);
 
@@ -285,6 +289,7 @@ impl Volume {
             new_path: self.data_path(fid.vnode, data_file),
             data_file,
             synced: false,
+            logged: None,
             old_path: (rec.size > 0).then(|| self.data_path(fid.vnode, rec.data_file)),
             old_size: rec.size,
             old_dv: rec.data_version,
@@ -334,10 +339,11 @@ impl Volume {
         Ok(pending)
     }
 
-    /// Writes `bytes` as the whole new content of `fid` into a new data file
-    /// and fsyncs it and the data folder, without the volume's lock and
-    /// without looking at the file's record (checked later by
-    /// [`Volume::adopt`]). The file's name ends in a random number above
+    /// Writes `bytes` as the whole new content of `fid` into a new data file,
+    /// without the volume's lock and without looking at the file's record
+    /// (checked later by [`Volume::adopt`]). Up to [`super::LOGGED_MAX`]
+    /// bytes are logged with the commit; a larger file and the data folder
+    /// are fsynced here. The file's name ends in a random number above
     /// every data version, created with `O_EXCL` and named by no clone, so
     /// it is like no other.
     pub fn write_ahead(&self, fid: Fid, bytes: &[u8]) -> FsResult<WrittenAhead> {
@@ -356,6 +362,7 @@ impl Volume {
             new_path,
             data_file,
             synced: true,
+            logged: (bytes.len() <= super::LOGGED_MAX).then(|| bytes.to_vec()),
             old_path: None,
             old_size: 0,
             old_dv: 0,
@@ -364,8 +371,10 @@ impl Volume {
         });
         if let Some(f) = &ahead.0.file {
             f.write_all_at(bytes, 0)?;
-            f.sync_all()?;
-            sync_dir(&self.dir.join("data"))?;
+            if ahead.0.logged.is_none() {
+                f.sync_all()?;
+                sync_dir(&self.dir.join("data"))?;
+            }
         }
         Ok(ahead)
     }
@@ -384,11 +393,13 @@ impl Volume {
         let mut pending = self.pending(written.fid, &checked, written.data_file);
         pending.file = written.file.take();
         pending.synced = true;
+        pending.logged = written.logged.take();
         Ok(pending)
     }
 
     /// Makes a prepared content change durable and visible: fsync the new file
-    /// and the folder, commit the record, delete the old file.
+    /// and the folder (or log its bytes in the commit), commit the record,
+    /// delete the old file.
     pub fn commit_store(
         &self,
         mut pending: PendingStore,
@@ -421,9 +432,15 @@ impl Volume {
                 apply_attr(t, &mut rec, attr);
             }
             t.put(fid.vnode, &rec)?;
+            if let Some(bytes) = &pending.logged {
+                t.log_data(fid.vnode, pending.data_file, bytes)?;
+            }
             Ok((t.status(fid.vnode, &rec), vec![brk(fid, Vec::new(), false)]))
         })?;
         pending.committed = true;
+        if pending.logged.is_some() {
+            self.note_logged(fid.vnode, pending.data_file);
+        }
         if pending.old_path.as_ref() != Some(&pending.new_path) {
             self.collect_garbage(pending.old_path.take());
         }

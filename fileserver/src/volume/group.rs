@@ -196,7 +196,10 @@ async fn lead_groups(vol: Arc<Volume>) {
         .await;
         tracing::debug!(volume = vol.id, changes, took = ?started.elapsed(), "committed a group");
         match ran {
-            Ok((finishes, flushed)) => finishes.into_iter().for_each(|finish| finish(&flushed)),
+            Ok((finishes, flushed)) => {
+                finishes.into_iter().for_each(|finish| finish(&flushed));
+                vol.schedule_settle();
+            }
             // The group's writers see their answers dropped and fail.
             Err(e) => tracing::error!(volume = vol.id, error = %e, "a group of changes panicked"),
         }

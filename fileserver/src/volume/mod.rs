@@ -9,6 +9,7 @@ mod data;
 mod dumping;
 mod group;
 mod namespace;
+mod settle;
 mod txn;
 
 use txn::VnodeAccess;
@@ -18,6 +19,7 @@ pub use data::{CHUNK, MAX_FILE_SIZE, PendingStore, StorePlan, WrittenAhead};
 pub use dumping::{Built, build_from_dump};
 pub use group::{Finish, Job};
 pub use namespace::{Created, Removed, Renamed};
+pub use settle::LOGGED_MAX;
 
 use crate::error::{FsResult, rpc_err};
 use crate::schema::{
@@ -83,6 +85,10 @@ pub struct Volume {
     pub lock: tokio::sync::RwLock<()>,
     /// Changes waiting for the next commit group.
     group: Mutex<group::Queue>,
+    /// Data files committed with their bytes logged, not settled yet.
+    unsettled: Mutex<settle::Unsettled>,
+    /// Held while settling (see `volume/settle.rs`).
+    settling: Mutex<()>,
 }
 
 fn now() -> Timestamp {
@@ -156,6 +162,7 @@ impl Volume {
         let db = Database::open(dir.join("meta.redb"))?;
         let vol = Self::from_db(dir, id, quota, journal_len, db)?;
         vol.init_journal()?;
+        vol.replay_logged()?;
         Ok(vol)
     }
 
@@ -173,6 +180,8 @@ impl Volume {
             clones: RwLock::new(Vec::new()),
             lock: tokio::sync::RwLock::new(()),
             group: Mutex::new(group::Queue::default()),
+            unsettled: Mutex::new(settle::Unsettled::default()),
+            settling: Mutex::new(()),
         })
     }
 
@@ -267,7 +276,7 @@ impl Volume {
     }
 
     fn data_path(&self, vnode: u64, version: u64) -> PathBuf {
-        self.dir.join("data").join(data_name(vnode, version))
+        data_path_in(&self.dir.join("data"), vnode, version)
     }
 
     fn reader(&self) -> FsResult<Reader> {
@@ -471,6 +480,11 @@ impl Volume {
 /// The name of data file `version` of `vnode`: `<vnode>.<version>`.
 pub fn data_name(vnode: u64, version: u64) -> String {
     format!("{vnode}.{version}")
+}
+
+/// Path of data file `version` of `vnode` in data folder `data`.
+fn data_path_in(data: &Path, vnode: u64, version: u64) -> PathBuf {
+    data.join(data_name(vnode, version))
 }
 
 /// Splits a data file name `<vnode>.<version>`.

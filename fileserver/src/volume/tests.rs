@@ -605,3 +605,83 @@ fn statuses_answer_each_fid_separately() {
     assert_eq!(out[1].as_ref().unwrap_err().to_rpc().code, ErrorCode::Stale);
     assert_eq!(out[2].as_ref().unwrap().kind, FileKind::Dir);
 }
+
+/// Keys of the logged (unsettled) data files in the volume's table.
+fn logged(vol: &Volume) -> Vec<(u64, u64)> {
+    let r = vol.db.begin_read().unwrap();
+    match r.open_table(crate::schema::UNSETTLED) {
+        Ok(t) => t.iter().unwrap().map(|i| i.unwrap().0.value()).collect(),
+        Err(redb::TableError::TableDoesNotExist(_)) => Vec::new(),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// A whole small store as `StoreData` makes it: written ahead, adopted,
+/// committed.
+fn store_ahead(vol: &Volume, fid: Fid, bytes: &[u8]) -> Status {
+    let ahead = vol.write_ahead(fid, bytes).unwrap();
+    let pending = vol.adopt(ahead).unwrap();
+    vol.commit_store(pending, None, None).unwrap().value
+}
+
+#[tokio::test]
+async fn logged_stores_lost_by_a_crash_are_written_back_at_open() {
+    let (tmp, vol) = new_volume(0);
+    let a = vol.create(root(), "a", 0o644, 0, 0, true).unwrap().value.status.fid;
+    let b = vol.create(root(), "b", 0o644, 0, 0, true).unwrap().value.status.fid;
+    let c = vol.create(root(), "c", 0o644, 0, 0, true).unwrap().value.status.fid;
+    store_ahead(&vol, a, b"first of a");
+    let a2 = store_ahead(&vol, a, b"second of a");
+    let bs = store_ahead(&vol, b, &[7u8; 20_000]);
+    store_ahead(&vol, c, b"c, removed later");
+    vol.remove(root(), "c").unwrap();
+    assert_eq!(logged(&vol).len(), 4, "every small whole store is logged");
+    let a_file = vol.dir().join("data").join(data_name(a.vnode, {
+        let r = vol.reader().unwrap();
+        r.vnode(a).unwrap().data_file
+    }));
+    let b_file = vol.dir().join("data").join(data_name(b.vnode, {
+        let r = vol.reader().unwrap();
+        r.vnode(b).unwrap().data_file
+    }));
+    // The crash: the unsynced data files never reached the disk (one gone,
+    // one torn).
+    std::fs::remove_file(&a_file).unwrap();
+    std::fs::write(&b_file, b"torn").unwrap();
+    drop(vol);
+    let vol = Volume::open(&tmp.path().join("7"), 7, 0, JLEN).unwrap();
+    assert_eq!(content(&vol, a), b"second of a");
+    assert_eq!(vol.open_data(a).unwrap().0, a2);
+    assert_eq!(content(&vol, b), vec![7u8; 20_000]);
+    assert_eq!(vol.open_data(b).unwrap().0, bs);
+    assert!(logged(&vol).is_empty(), "the log is emptied once written back");
+    assert_eq!(
+        data_files(&vol).len(),
+        2,
+        "nothing written back for old or removed files"
+    );
+}
+
+#[tokio::test]
+async fn settling_empties_the_log_and_a_clone_settles_its_origin_first() {
+    let (tmp, vol) = new_volume(0);
+    let a = vol.create(root(), "a", 0o644, 0, 0, true).unwrap().value.status.fid;
+    store_ahead(&vol, a, b"small");
+    assert_eq!(logged(&vol).len(), 1);
+    assert_eq!(vol.settle().unwrap(), 1);
+    assert!(logged(&vol).is_empty());
+    assert_eq!(vol.settle().unwrap(), 0, "nothing left to settle");
+    assert_eq!(content(&vol, a), b"small");
+    // Too large to log: fsynced as before, nothing logged.
+    let big = vec![1u8; LOGGED_MAX + 1];
+    store_ahead(&vol, a, &big);
+    assert!(logged(&vol).is_empty());
+    assert_eq!(content(&vol, a), big);
+    store_ahead(&vol, a, b"logged again");
+    assert_eq!(logged(&vol).len(), 1);
+    vol.write_clone(&tmp.path().join("clone")).unwrap();
+    assert!(
+        logged(&vol).is_empty(),
+        "a clone never names a data file only the log holds"
+    );
+}

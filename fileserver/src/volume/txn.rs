@@ -2,7 +2,8 @@
 
 use crate::error::{FsResult, rpc_err};
 use crate::schema::{
-    self, ENTRIES, JOURNAL, JOURNAL_KEY, JournalEntry, JournalState, STATE, STATE_KEY, VNODES, VnodeRecord, VolumeState,
+    self, ENTRIES, JOURNAL, JOURNAL_KEY, JournalEntry, JournalState, STATE, STATE_KEY, UNSETTLED, VNODES, VnodeRecord,
+    VolumeState,
 };
 use cellfs_protocol::{ErrorCode, Fid, FileKind, Status, Timestamp, VolumeId};
 use redb::{ReadOnlyTable, ReadTransaction, ReadableTable, Table, WriteTransaction};
@@ -215,6 +216,7 @@ impl Reader {
 /// A write transaction on a volume; the state records are written by [`VolTxn::finish`].
 pub struct VolTxn<'t> {
     volume: VolumeId,
+    txn: &'t WriteTransaction,
     vnodes: Table<'t, u64, &'static [u8]>,
     entries: Table<'t, (u64, &'static str), (u64, u64)>,
     state_table: Table<'t, &'static str, &'static [u8]>,
@@ -240,6 +242,7 @@ impl<'t> VolTxn<'t> {
         let journal_state = read_journal_state(&state_table)?;
         Ok(VolTxn {
             volume,
+            txn,
             vnodes: txn.open_table(VNODES)?,
             entries: txn.open_table(ENTRIES)?,
             state_table,
@@ -248,6 +251,13 @@ impl<'t> VolTxn<'t> {
             journal_state,
             now: Timestamp::now(),
         })
+    }
+
+    /// Logs `bytes` as the content of data file `data_file` of `vnode`,
+    /// durable with this transaction (see `volume/settle.rs`).
+    pub fn log_data(&mut self, vnode: u64, data_file: u64, bytes: &[u8]) -> FsResult<()> {
+        self.txn.open_table(UNSETTLED)?.insert((vnode, data_file), bytes)?;
+        Ok(())
     }
 
     /// Writes the state records back (with `updated` set to now).
