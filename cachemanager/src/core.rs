@@ -208,8 +208,9 @@ pub struct Opened {
     pub fh: u64,
     /// Whether the kernel's cached pages of the file are still good.
     pub keep_cache: bool,
-    /// The local copy, for FUSE passthrough.
-    pub file: Arc<File>,
+    /// The local copy, when opened at once (a writer's, a stream's); a
+    /// reader's is opened at its first READ or [`Core::handle_file`].
+    pub file: Option<Arc<File>>,
     /// The file's size as last known.
     pub size: u64,
     /// The copy is still arriving: reads must come to the cache manager
@@ -250,7 +251,10 @@ pub struct DirItem {
 struct OpenFile {
     ino: u64,
     fid: Fid,
-    file: Arc<File>,
+    /// The local copy: opened with the handle for a writer or a stream, at
+    /// first use for a reader (a warm read is served from the kernel's
+    /// pages and never needs it). See [`OpenFile::file`].
+    file: OnceLock<Arc<File>>,
     /// Opened for writing.
     write: bool,
     /// The kernel writes the local copy itself (FUSE passthrough): changes
@@ -266,6 +270,19 @@ struct OpenFile {
     /// [`Core::drops`] when this handle's reads last marked the kernel's
     /// pages (see [`Core::read`]).
     drops_seen: AtomicU64,
+}
+
+impl OpenFile {
+    /// The handle's local copy, opened now if it was not yet: the copy is
+    /// pinned while the handle lives, so its name still holds it (or the
+    /// version a fetch has put there since, which a reader may see).
+    fn file(&self, core: &Core) -> std::io::Result<&Arc<File>> {
+        if let Some(f) = self.file.get() {
+            return Ok(f);
+        }
+        let opened = Arc::new(core.lock().cache.open_file(self.fid)?);
+        Ok(self.file.get_or_init(|| opened))
+    }
 }
 
 struct State {
@@ -1043,14 +1060,13 @@ impl Core {
             if st.nodes.get(ino).is_none_or(|n| n.status.nlink != 0) {
                 return Ok(None);
             }
-            st.files
-                .values()
-                .find(|h| h.ino == ino && h.arrival.is_none())
-                .map(|h| h.file.clone())
+            st.files.values().find(|h| h.ino == ino && h.arrival.is_none()).cloned()
         };
         if let Some(size) = attr.size {
-            let file = file.ok_or_else(|| FsError::new(libc::ESTALE, "removed and no longer open"))?;
-            file.set_len(size).map_err(|e| FsError::local("truncate", e))?;
+            let h = file.ok_or_else(|| FsError::new(libc::ESTALE, "removed and no longer open"))?;
+            h.file(self)
+                .and_then(|f| f.set_len(size))
+                .map_err(|e| FsError::local("truncate", e))?;
         }
         let mut st = self.lock();
         if let Some(n) = st.nodes.get_mut(ino) {
@@ -1105,7 +1121,9 @@ impl Core {
         if !promised || st.cache.peek(h.fid).is_none() {
             return Ok(None);
         }
-        h.file.set_len(0).map_err(|e| FsError::local("truncate", e))?;
+        h.file(self)
+            .and_then(|f| f.set_len(0))
+            .map_err(|e| FsError::local("truncate", e))?;
         st.cache.resize(h.fid, 0);
         if let Some(n) = st.nodes.get_mut(ino) {
             // Whatever was written before is gone with the truncation.
@@ -1909,21 +1927,27 @@ impl Core {
             };
             let local = |e| FsError::local("open", e);
             let stream = if write { None } else { st.streams.get(&fid).cloned() };
+            // A reader's copy is opened when first needed: a warm read is
+            // answered from the kernel's pages and never needs it.
             let file = match &stream {
-                Some((_, copy)) => copy.clone(),
-                None => Arc::new(st.cache.open_file(fid).map_err(local)?),
+                Some((_, copy)) => Some(copy.clone()),
+                None if write => Some(Arc::new(st.cache.open_file(fid).map_err(local)?)),
+                None => None,
             };
             let arrival = stream.map(|(a, _)| a);
             let streaming = arrival.is_some();
             // Only a writer's handle needs the stamp passthrough writes show by.
-            let seen = Mutex::new(if write { stamp(&file).map_err(local)? } else { (0, 0) });
+            let seen = Mutex::new(match &file {
+                Some(f) if write => stamp(f).map_err(local)?,
+                _ => (0, 0),
+            });
             let size = st.nodes.get(ino).map_or(0, |n| n.status.size);
             let fh = st.next_fh;
             st.next_fh += 1;
             let handle = OpenFile {
                 ino,
                 fid,
-                file: file.clone(),
+                file: file.clone().map(OnceLock::from).unwrap_or_default(),
                 write,
                 passthrough: false.into(),
                 seen,
@@ -1935,7 +1959,7 @@ impl Core {
             Ok(Opened {
                 fh,
                 keep_cache,
-                file: file.clone(),
+                file,
                 size,
                 streaming,
             })
@@ -1944,6 +1968,13 @@ impl Core {
             self.lock().cache.unpin(fid);
         }
         opened
+    }
+
+    /// The local copy handle `fh` reads, opened now if it was not yet (for
+    /// FUSE passthrough).
+    pub fn handle_file(&self, fh: u64) -> FsResult<Arc<File>> {
+        let h = self.handle(fh)?;
+        h.file(self).cloned().map_err(|e| FsError::local("open", e))
     }
 
     /// Records that the kernel reads and writes `fh`'s local copy directly
@@ -1976,7 +2007,10 @@ impl Core {
         if !h.write || !h.passthrough.load(Ordering::Relaxed) {
             return Ok(());
         }
-        let now = stamp(&h.file).map_err(|e| FsError::local("stat", e))?;
+        let now = h
+            .file(self)
+            .and_then(|f| stamp(f))
+            .map_err(|e| FsError::local("stat", e))?;
         {
             let mut seen = h.seen.lock().unwrap_or_else(|p| p.into_inner());
             if *seen == now {
@@ -2018,9 +2052,10 @@ impl Core {
         if buf.len() < size {
             buf.resize(size, 0);
         }
+        let file = h.file(self).map_err(|e| FsError::local("open", e))?;
         let mut done = 0;
         while done < size {
-            match h.file.read_at(&mut buf[done..size], offset + done as u64) {
+            match file.read_at(&mut buf[done..size], offset + done as u64) {
                 Ok(0) => break,
                 Ok(n) => done += n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
@@ -2046,12 +2081,13 @@ impl Core {
     /// Writes to the local copy; stored on the server at flush/fsync/close.
     pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
         let h = self.handle(fh)?;
-        if let Err(e) = h.file.write_all_at(data, offset) {
+        let file = h.file(self).map_err(|e| FsError::local("open", e))?;
+        if let Err(e) = file.write_all_at(data, offset) {
             // A full cache disk: undo any growth so a later store cannot
             // send bytes that were never written; the writer sees ENOSPC.
             let size = self.lock().nodes.get(h.ino).map(|n| n.status.size);
             if let Some(size) = size {
-                let _ = h.file.set_len(size);
+                let _ = file.set_len(size);
             }
             return Err(FsError::local("write", e));
         }

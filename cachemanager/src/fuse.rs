@@ -86,7 +86,8 @@ impl CellFs {
         want: bool,
         register: impl FnOnce(&std::fs::File) -> std::io::Result<BackingId>,
     ) -> Result<Option<Arc<BackingId>>, Errno> {
-        match self.backings.open(ino, opened.fh, &opened.file, want, register) {
+        let file = || opened.file.clone().or_else(|| self.core.handle_file(opened.fh).ok());
+        match self.backings.open(ino, opened.fh, file, want, register) {
             Mode::Passthrough(b) => {
                 self.core.set_passthrough(opened.fh);
                 Ok(Some(b))

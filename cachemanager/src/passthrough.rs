@@ -62,44 +62,42 @@ impl Backings {
         self.enabled.store(true, Ordering::Relaxed);
     }
 
-    /// Chooses how to answer the open `fh` of inode `ino` whose local copy
-    /// is `file`; `want` says passthrough would pay for this open (a new or
-    /// a large file); `register` makes a new backing (`open_backing`).
+    /// Chooses how to answer the open `fh` of inode `ino`; `file` gives its
+    /// local copy (opened only when it is needed: to compare with a live
+    /// backing, or to register one); `want` says passthrough would pay for
+    /// this open (a new or a large file); `register` makes a new backing
+    /// (`open_backing`).
     pub fn open(
         &self,
         ino: u64,
         fh: u64,
-        file: &File,
+        file: impl FnOnce() -> Option<Arc<File>>,
         want: bool,
         register: impl FnOnce(&File) -> std::io::Result<BackingId>,
     ) -> Mode {
         let mut inner = self.lock();
         let live = inner.by_ino.get(&ino).and_then(|(id, w)| Some((*id, w.upgrade()?)));
-        // The copy's identity, asked of the filesystem only when it matters.
-        let ident = || file.metadata().map(|m| m.ino());
-        let backing = match live {
-            // The kernel allows one backing per inode: share it while it is
-            // the current copy.
-            Some((id, b)) if ident().is_ok_and(|i| i == id) => b,
-            Some(_) => return Mode::Stale,
-            None if want && self.enabled.load(Ordering::Relaxed) && !inner.cached.contains_key(&ino) => {
-                let Ok(ident) = ident() else {
-                    return inner.cached_open(ino, fh);
-                };
-                match register(file) {
-                    Ok(b) => {
-                        let b = Arc::new(b);
-                        inner.by_ino.insert(ino, (ident, Arc::downgrade(&b)));
-                        b
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "the kernel refused a passthrough file; serving reads through the cache manager from now on");
-                        self.enabled.store(false, Ordering::Relaxed);
-                        return inner.cached_open(ino, fh);
-                    }
+        let new = want && self.enabled.load(Ordering::Relaxed) && !inner.cached.contains_key(&ino);
+        if live.is_none() && !new {
+            return inner.cached_open(ino, fh);
+        }
+        let ident = file().and_then(|f| Some((f.metadata().ok()?.ino(), f)));
+        let backing = match (live, ident) {
+            (Some((id, b)), Some((i, _))) if i == id => b,
+            (Some(_), _) => return Mode::Stale,
+            (None, None) => return inner.cached_open(ino, fh),
+            (None, Some((ident, file))) => match register(&file) {
+                Ok(b) => {
+                    let b = Arc::new(b);
+                    inner.by_ino.insert(ino, (ident, Arc::downgrade(&b)));
+                    b
                 }
-            }
-            None => return inner.cached_open(ino, fh),
+                Err(e) => {
+                    tracing::warn!(error = %e, "the kernel refused a passthrough file; serving reads through the cache manager from now on");
+                    self.enabled.store(false, Ordering::Relaxed);
+                    return inner.cached_open(ino, fh);
+                }
+            },
         };
         inner.by_fh.insert(fh, (ino, backing.clone()));
         Mode::Passthrough(backing)
