@@ -275,7 +275,8 @@ struct OpenFile {
 impl OpenFile {
     /// The handle's local copy, opened now if it was not yet: the copy is
     /// pinned while the handle lives, so its name still holds it (or the
-    /// version a fetch has put there since, which a reader may see).
+    /// version a fetch has put there since, which a reader may see). Takes
+    /// the state lock when it opens: never called with the lock held.
     fn file(&self, core: &Core) -> std::io::Result<&Arc<File>> {
         if let Some(f) = self.file.get() {
             return Ok(f);
@@ -1113,6 +1114,8 @@ impl Core {
         if !h.write || h.ino != ino || h.arrival.is_some() {
             return Ok(None);
         }
+        // Before the state lock: opening a copy not yet open takes it.
+        let file = h.file(self).map_err(|e| FsError::local("truncate", e))?;
         let mut st = self.lock();
         let promised = st
             .nodes
@@ -1121,9 +1124,7 @@ impl Core {
         if !promised || st.cache.peek(h.fid).is_none() {
             return Ok(None);
         }
-        h.file(self)
-            .and_then(|f| f.set_len(0))
-            .map_err(|e| FsError::local("truncate", e))?;
+        file.set_len(0).map_err(|e| FsError::local("truncate", e))?;
         st.cache.resize(h.fid, 0);
         if let Some(n) = st.nodes.get_mut(ino) {
             // Whatever was written before is gone with the truncation.
