@@ -276,7 +276,7 @@ impl Volume {
     }
 
     fn data_path(&self, vnode: u64, version: u64) -> PathBuf {
-        data_path_in(&self.dir.join("data"), vnode, version)
+        self.dir.join("data").join(data_name(vnode, version))
     }
 
     fn reader(&self) -> FsResult<Reader> {
@@ -480,11 +480,6 @@ impl Volume {
 /// The name of data file `version` of `vnode`: `<vnode>.<version>`.
 pub fn data_name(vnode: u64, version: u64) -> String {
     format!("{vnode}.{version}")
-}
-
-/// Path of data file `version` of `vnode` in data folder `data`.
-fn data_path_in(data: &Path, vnode: u64, version: u64) -> PathBuf {
-    data.join(data_name(vnode, version))
 }
 
 /// Splits a data file name `<vnode>.<version>`.

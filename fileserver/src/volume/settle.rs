@@ -15,9 +15,10 @@
 //! every clone ([`Volume::write_clone`]): a clone never names a data file
 //! whose bytes only the origin's table holds.
 
-use super::{Volume, data_path_in, sync_dir};
+use super::txn::decode_vnode;
+use super::{Volume, sync_dir};
 use crate::error::FsResult;
-use crate::schema::{self, UNSETTLED, VNODES, VnodeRecord};
+use crate::schema::{UNSETTLED, VNODES};
 use cellfs_protocol::FileKind;
 use redb::{ReadableTable, ReadableTableMetadata};
 use std::fs::File;
@@ -135,18 +136,14 @@ impl Volume {
                 let (key, bytes) = item?;
                 let (vnode, data_file) = key.value();
                 let bytes = bytes.value();
-                let named = match vnodes.get(vnode)? {
-                    Some(v) => {
-                        let rec: VnodeRecord = schema::decode(v.value())?;
-                        rec.kind == FileKind::File && rec.data_file == data_file && rec.size == bytes.len() as u64
-                    }
-                    None => false,
-                };
+                let named = decode_vnode(&vnodes, vnode)?.is_some_and(|rec| {
+                    rec.kind == FileKind::File && rec.data_file == data_file && rec.size == bytes.len() as u64
+                });
                 if !named {
                     // Replaced or removed since: nothing names these bytes.
                     continue;
                 }
-                let file = File::create(data_path_in(&data, vnode, data_file))?;
+                let file = File::create(self.data_path(vnode, data_file))?;
                 file.write_all_at(bytes, 0)?;
                 file.sync_all()?;
                 written += 1;

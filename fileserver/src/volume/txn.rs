@@ -34,7 +34,11 @@ pub trait VnodeAccess {
     }
 }
 
-fn decode_vnode(table: &impl ReadableTable<u64, &'static [u8]>, vnode: u64) -> FsResult<Option<VnodeRecord>> {
+/// The record of `vnode` in an open vnodes table, if any.
+pub(super) fn decode_vnode(
+    table: &impl ReadableTable<u64, &'static [u8]>,
+    vnode: u64,
+) -> FsResult<Option<VnodeRecord>> {
     match table.get(vnode)? {
         Some(v) => Ok(Some(schema::decode(v.value())?)),
         None => Ok(None),
