@@ -1054,9 +1054,9 @@ impl Core {
     /// is made to what this node keeps until the last close. `None` for a
     /// file that exists.
     fn setattr_deleted(&self, ino: u64, attr: &SetAttr) -> FsResult<Option<Entry>> {
-        // The copy is truncated through an open handle's file, outside the
-        // state lock (the copy has no path in the cache any more).
-        let file = {
+        // The copy is truncated through an open handle, outside the state
+        // lock (the cache no longer lists the copy; its handles pin it).
+        let handle = {
             let st = self.lock();
             if st.nodes.get(ino).is_none_or(|n| n.status.nlink != 0) {
                 return Ok(None);
@@ -1064,7 +1064,7 @@ impl Core {
             st.files.values().find(|h| h.ino == ino && h.arrival.is_none()).cloned()
         };
         if let Some(size) = attr.size {
-            let h = file.ok_or_else(|| FsError::new(libc::ESTALE, "removed and no longer open"))?;
+            let h = handle.ok_or_else(|| FsError::new(libc::ESTALE, "removed and no longer open"))?;
             h.file(self)
                 .and_then(|f| f.set_len(size))
                 .map_err(|e| FsError::local("truncate", e))?;
