@@ -5,13 +5,15 @@
 //! Callback breaks from the server are handed to the core through a channel.
 
 use cellfs_protocol::message::ServerMessage;
-use cellfs_protocol::transport::{Bytes, CallError, ChunkSink, ConnectError, Connector, RpcClient, ServerMessageAck};
+use cellfs_protocol::pieces::FilePieces;
+use cellfs_protocol::transport::{
+    Bytes, CallError, ChunkSink, ConnectError, Connector, RpcClient, SEND_PIECE, ServerMessageAck,
+};
 use cellfs_protocol::{Fid, Reply, Request, Status};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
-use tokio::io::AsyncSeekExt;
 use tokio::sync::mpsc;
 
 /// Default bound on one request (and on connecting).
@@ -357,9 +359,9 @@ impl ServerLink {
             _ => 0,
         };
         self.with_retry(req, self.transfer_limit(len), |c| async move {
-            let mut file = tokio::fs::File::open(path).await?;
-            file.seek(std::io::SeekFrom::Start(start)).await?;
-            c.store_data(req, &mut file).await
+            let file = std::fs::File::open(path)?;
+            let mut pieces = FilePieces::new(file, start, len, SEND_PIECE);
+            c.store_data(req, &mut pieces).await
         })
         .await
     }

@@ -4,8 +4,9 @@
 //! kept open and made again when lost.
 
 use crate::error::{FsResult, rpc_err};
+use cellfs_protocol::pieces::FilePieces;
 use cellfs_protocol::tls::Credential;
-use cellfs_protocol::transport::{CallError, Connector, RpcClient, resolve};
+use cellfs_protocol::transport::{CallError, Connector, RpcClient, SEND_PIECE, resolve};
 use cellfs_protocol::{ErrorCode, Reply, Request};
 use std::collections::HashMap;
 use std::time::Duration;
@@ -91,7 +92,7 @@ impl Peers {
     /// Sends `req` followed by the first `len` bytes of `file`.
     pub async fn call_with_file(&self, addr: &str, req: &Request, file: std::fs::File, len: u64) -> FsResult<Reply> {
         let client = self.client(addr).await?;
-        let mut file = tokio::io::BufReader::with_capacity(1 << 20, tokio::fs::File::from_std(file));
+        let mut file = FilePieces::new(file, 0, len, SEND_PIECE);
         let limit = PEER_WORK_TIMEOUT + Duration::from_secs(len / MIN_PEER_RATE);
         bounded(addr, limit, client.call_with_data(req, len, &mut file)).await
     }

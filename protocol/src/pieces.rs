@@ -65,6 +65,90 @@ impl PieceSource for quinn::RecvStream {
     }
 }
 
+/// A file's bytes from a position on, read on a blocking thread up to
+/// [`FilePieces::AHEAD`] pieces ahead of their sender, each piece read
+/// straight into its own buffer (no second copy, as a buffered async file
+/// makes) while the sender is busy with the one before.
+#[derive(Debug)]
+pub struct FilePieces {
+    pieces: tokio::sync::mpsc::Receiver<std::io::Result<Bytes>>,
+    /// What is left of a piece larger than the last `max` asked for.
+    rest: Option<Bytes>,
+}
+
+impl FilePieces {
+    /// Pieces read ahead of the sender.
+    pub const AHEAD: usize = 4;
+
+    /// Reads `len` bytes of `file` from `start`, `piece` bytes at a time;
+    /// the source ends early (`None`) if the file does. Needs a tokio
+    /// runtime; the reading stops when the source is dropped.
+    pub fn new(mut file: std::fs::File, start: u64, len: u64, piece: usize) -> Self {
+        use std::io::{Read, Seek};
+        let (tx, pieces) = tokio::sync::mpsc::channel(Self::AHEAD);
+        let piece = piece.max(1);
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = file.seek(std::io::SeekFrom::Start(start)) {
+                let _ = tx.blocking_send(Err(e));
+                return;
+            }
+            let mut left = len;
+            while left > 0 {
+                let want = usize::try_from(left).unwrap_or(usize::MAX).min(piece);
+                // `read_to_end` fills the spare capacity without zeroing it first.
+                let mut buf = Vec::with_capacity(want);
+                let read = (&mut file).take(want as u64).read_to_end(&mut buf);
+                let stop = !matches!(read, Ok(n) if n > 0);
+                left -= buf.len() as u64;
+                let sent = match read {
+                    Ok(0) => break,
+                    Ok(_) => tx.blocking_send(Ok(Bytes::from(buf))),
+                    Err(e) => tx.blocking_send(Err(e)),
+                };
+                if sent.is_err() || stop {
+                    break;
+                }
+            }
+        });
+        FilePieces { pieces, rest: None }
+    }
+}
+
+impl PieceSource for FilePieces {
+    async fn next_piece(&mut self, max: usize) -> std::io::Result<Option<Bytes>> {
+        let mut piece = match self.rest.take() {
+            Some(rest) => rest,
+            None => match self.pieces.recv().await {
+                Some(read) => read?,
+                None => return Ok(None),
+            },
+        };
+        if piece.len() > max {
+            self.rest = Some(piece.split_off(max));
+        }
+        Ok(Some(piece))
+    }
+}
+
+/// An async reader as a [`PieceSource`]: each piece is read into a fresh
+/// buffer that is not zeroed first.
+#[derive(Debug)]
+pub struct ReadPieces<R>(pub R);
+
+impl<R: tokio::io::AsyncRead + Unpin + Send> PieceSource for ReadPieces<R> {
+    async fn next_piece(&mut self, max: usize) -> std::io::Result<Option<Bytes>> {
+        use tokio::io::AsyncReadExt;
+        let mut piece = bytes::BytesMut::with_capacity(max);
+        while piece.len() < max {
+            let room = (max - piece.len()) as u64;
+            if (&mut self.0).take(room).read_buf(&mut piece).await? == 0 {
+                break;
+            }
+        }
+        Ok((!piece.is_empty()).then(|| piece.freeze()))
+    }
+}
+
 impl PieceSource for &[u8] {
     /// A copy of the next `max` bytes (for tests and local callers).
     async fn next_piece(&mut self, max: usize) -> std::io::Result<Option<Bytes>> {
@@ -143,15 +227,49 @@ mod tests {
         assert_eq!(file.metadata().unwrap().len(), 3);
     }
 
+    /// Every byte `src` gives, asking for at most `max` at a time.
+    async fn drain<S: PieceSource>(mut src: S, max: usize) -> Vec<u8> {
+        let mut got = Vec::new();
+        while let Some(p) = src.next_piece(max).await.unwrap() {
+            assert!(
+                !p.is_empty() && p.len() <= max,
+                "a piece of {} bytes for {max}",
+                p.len()
+            );
+            got.extend_from_slice(&p);
+        }
+        got
+    }
+
     #[tokio::test]
     async fn a_slice_gives_its_bytes_in_pieces_then_ends() {
         let data: Vec<u8> = (0..=255).collect();
-        let mut src = &data[..];
-        let mut got = Vec::new();
-        while let Some(p) = src.next_piece(100).await.unwrap() {
-            assert!(p.len() <= 100);
-            got.extend_from_slice(&p);
+        assert_eq!(drain(&data[..], 100).await, data);
+    }
+
+    #[tokio::test]
+    async fn a_reader_gives_its_bytes_in_pieces_then_ends() {
+        let data: Vec<u8> = (0..1000u32).map(|i| (i % 251) as u8).collect();
+        assert_eq!(drain(ReadPieces(&data[..]), 64).await, data);
+    }
+
+    proptest! {
+        #[test]
+        fn a_file_gives_the_range_asked_for_and_ends_with_the_file(
+            size in 0usize..5000,
+            start in 0u64..5200,
+            len in 0u64..6000,
+            piece in 1usize..700,
+            max in 1usize..900,
+        ) {
+            let data: Vec<u8> = (0..size as u32).map(|i| (i % 253) as u8).collect();
+            let mut file = tempfile::tempfile().unwrap();
+            std::io::Write::write_all(&mut file, &data).unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            let got = rt.block_on(async { drain(FilePieces::new(file, start, len, piece), max).await });
+            let from = (start as usize).min(size);
+            let to = (start + len).min(size as u64) as usize;
+            prop_assert_eq!(got, &data[from..to]);
         }
-        assert_eq!(got, data);
     }
 }

@@ -5,13 +5,14 @@ use crate::acl::Caller;
 use crate::codec::{self, CodecError, MAX_FRAME};
 use crate::config::CellConfig;
 use crate::message::{Call, ClientAck, Reply, Request, ServerMessage};
+use crate::pieces::PieceSource;
 use crate::tls::{self, Credential, TlsError};
 use crate::types::{Fid, Status};
 use crate::{ErrorCode, RpcError};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 /// The shared, cheaply cloned buffers [`ChunkSink`] pieces are made of.
 pub use bytes::Bytes;
@@ -116,7 +117,7 @@ const MAX_DATAGRAM: u16 = 6500;
 
 /// Bytes of a request's trailing data read and sent at a time (below the
 /// cache manager's mmap threshold, so the buffers come from its heaps).
-const SEND_PIECE: usize = 512 << 10;
+pub const SEND_PIECE: usize = 512 << 10;
 
 /// Flow-control window of one stream (bytes in flight on one file
 /// transfer): ample for a fast LAN's bandwidth-delay product, and kept
@@ -374,8 +375,8 @@ impl RpcClient {
     }
 
     /// `StoreData`: sends `req` (which must be `StoreData { len, .. }`) followed by
-    /// exactly `len` bytes read from `data`, and returns the file's new status.
-    pub async fn store_data<R: AsyncRead + Unpin>(&self, req: &Request, data: &mut R) -> Result<Status, CallError> {
+    /// exactly `len` bytes taken from `data`, and returns the file's new status.
+    pub async fn store_data<S: PieceSource>(&self, req: &Request, data: &mut S) -> Result<Status, CallError> {
         let Request::StoreData { len, .. } = req else {
             return Err(CallError::Unexpected("store_data"));
         };
@@ -385,35 +386,27 @@ impl RpcClient {
         }
     }
 
-    /// Sends `req` followed by exactly `len` bytes read from `data` (a
+    /// Sends `req` followed by exactly `len` bytes taken from `data` (a
     /// request whose bytes follow its frame: `StoreData`, `RestoreVolume`)
-    /// and returns the reply.
-    pub async fn call_with_data<R: AsyncRead + Unpin>(
+    /// and returns the reply. Pieces go to the stream without a copy.
+    pub async fn call_with_data<S: PieceSource>(
         &self,
         req: &Request,
         len: u64,
-        data: &mut R,
+        data: &mut S,
     ) -> Result<Reply, CallError> {
         let (mut send, mut recv) = self.open_call(req).await?;
         let mut left = len;
         while left > 0 {
-            // Each piece is read into memory that is not zeroed first and
-            // handed to the stream without a copy.
             let want = usize::try_from(left).unwrap_or(usize::MAX).min(SEND_PIECE);
-            let mut piece = bytes::BytesMut::with_capacity(want);
-            while piece.len() < want {
-                let room = (want - piece.len()) as u64;
-                if (&mut *data).take(room).read_buf(&mut piece).await? == 0 {
-                    return Err(CallError::Io(std::io::Error::new(
-                        std::io::ErrorKind::UnexpectedEof,
-                        "short local read",
-                    )));
-                }
-            }
-            left -= want as u64;
-            send.write_chunk(piece.freeze())
-                .await
-                .map_err(|e| CallError::Io(e.into()))?;
+            let Some(piece) = data.next_piece(want).await? else {
+                return Err(CallError::Io(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "short local read",
+                )));
+            };
+            left -= piece.len() as u64;
+            send.write_chunk(piece).await.map_err(|e| CallError::Io(e.into()))?;
         }
         let _ = send.finish();
         read_reply(&mut recv).await

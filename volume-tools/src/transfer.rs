@@ -2,6 +2,7 @@
 //! fileserver and a file, with a progress bar on a terminal.
 
 use anyhow::{Context, bail};
+use cellfs_protocol::pieces::ReadPieces;
 use cellfs_protocol::transport::RpcClient;
 use cellfs_protocol::{Reply, Request, Timestamp};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -103,7 +104,7 @@ pub async fn restore(
         server: server.map(str::to_owned),
     };
     let progress = bar(len, "restore");
-    let mut reader = progress.wrap_async_read(f);
+    let mut reader = ReadPieces(progress.wrap_async_read(f));
     let reply = client.call_with_data(&req, len, &mut reader).await;
     progress.finish_and_clear();
     let v = match reply.with_context(|| format!("cannot restore volume {name:?} from {}", file.display()))? {
