@@ -1300,17 +1300,24 @@ impl Core {
             // Made outside the state lock: creating a file can take a
             // millisecond, and every other request of the node waits on it.
             let path = self.lock().cache.path(fid);
-            match File::options().write(true).create_new(true).open(&path) {
-                Ok(_) => {
-                    let mut st = self.lock();
-                    if !st.cache.contains(fid) {
-                        let data_version = entry.status.data_version;
-                        st.cache.insert(fid, CacheEntry { data_version, size: 0 });
-                    }
-                }
+            let made = match File::options().write(true).create_new(true).open(&path) {
+                Ok(_) => true,
                 // A reader's fetch placed a copy first; it is as good.
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => false,
                 Err(e) => return Err(FsError::local("create", e)),
+            };
+            let mut st = self.lock();
+            if made && !st.cache.contains(fid) {
+                let data_version = entry.status.data_version;
+                st.cache.insert(fid, CacheEntry { data_version, size: 0 });
+            }
+            // The server may answer a create before it is durable (its next
+            // durable change makes it so): the close stores the file even
+            // when nothing was written, so every close leaves it durable.
+            if let Some(n) = st.nodes.get_mut(entry.ino)
+                && n.dirty.is_none()
+            {
+                n.dirty = Some((0, 0));
             }
         }
         let opened = self.open(entry.ino, true)?;

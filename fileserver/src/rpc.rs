@@ -6,7 +6,7 @@ use crate::config::ServerConfig;
 use crate::error::{FsError, FsResult, rpc_err};
 use crate::security::Who;
 use crate::store::Store;
-use crate::volume::{Change, Created, Finish, Removed, Renamed, StorePlan, Volume};
+use crate::volume::{Change, Created, Finish, Job, Removed, Renamed, StorePlan, Volume};
 use cellfs_protocol::acl::Rights;
 use cellfs_protocol::message::{
     InlineFile, MAX_BULK_FIDS, MAX_FETCH_FILES, MAX_INLINE_FILE, MAX_INLINE_TOTAL, MAX_RECONNECT_FIDS, Reply, Request,
@@ -227,9 +227,22 @@ impl Context {
         f: impl FnOnce(&Volume) -> FsResult<(Change<T>, Option<InlineFile>)> + Send + 'static,
         fids: impl FnOnce(&T) -> Vec<Fid> + Send + 'static,
     ) -> FsResult<T> {
+        self.commit_change(true, vol, client, f, fids).await
+    }
+
+    /// Runs a change in the volume's next commit group and answers it once
+    /// the group is durable (`eager`) or once it is committed.
+    async fn commit_change<T: Send + 'static>(
+        &self,
+        eager: bool,
+        vol: Arc<Volume>,
+        client: ClientId,
+        f: impl FnOnce(&Volume) -> FsResult<(Change<T>, Option<InlineFile>)> + Send + 'static,
+        fids: impl FnOnce(&T) -> Vec<Fid> + Send + 'static,
+    ) -> FsResult<T> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let callbacks = self.callbacks.clone();
-        vol.join_group(Box::new(move |v: &Volume| -> Finish {
+        let job: Job = Box::new(move |v: &Volume| -> Finish {
             let changed = f(v);
             Box::new(move |flushed: &FsResult<()>| {
                 let answer = changed.map(|(change, renewed)| {
@@ -244,7 +257,12 @@ impl Context {
                 });
                 let _ = tx.send((answer, flushed.as_ref().err().map(FsError::to_rpc)));
             })
-        }));
+        });
+        if eager {
+            vol.join_group(job);
+        } else {
+            vol.join_group_lazy(job);
+        }
         let (answer, unflushed) = rx
             .await
             .map_err(|_| rpc_err(ErrorCode::Io, "the server failed while committing the change"))?;
@@ -724,8 +742,11 @@ impl Context {
     ) -> FsResult<Reply> {
         check_name(&name)?;
         let vol = self.store.volume(dir.volume)?;
-        let f = move |v: &Volume| v.create(dir, &name, mode, uid, gid, exclusive);
-        let c = self.change(vol, client, f, created_fids).await?;
+        let f = move |v: &Volume| Ok((v.create(dir, &name, mode, uid, gid, exclusive)?, None));
+        // Answered once committed (`volume/unclean.rs`): the file is empty,
+        // and its writer's close stores it, durably, which makes this create
+        // durable too.
+        let c = self.commit_change(false, vol, client, f, created_fids).await?;
         Ok(Reply::Created {
             dir: c.dir,
             status: c.status,

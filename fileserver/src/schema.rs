@@ -43,6 +43,9 @@ pub const ENTRIES: TableDefinition<(u64, &str), (u64, u64)> = TableDefinition::n
 pub const STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("state");
 /// Key of the volume state in [`STATE`].
 pub const STATE_KEY: &str = "volume";
+/// Key in [`STATE`] present while a server has the volume open (see
+/// `volume/unclean.rs`): found at open, the volume was not closed.
+pub const OPEN_KEY: &str = "open";
 /// Key of the volume's [`JournalState`] in [`STATE`] (a separate record so
 /// volumes written before the journal existed keep their [`VolumeState`]).
 pub const JOURNAL_KEY: &str = "journal";

@@ -13,6 +13,11 @@
 //! a change before it is durable, and a change whose group fails to flush
 //! is answered with the error. A lone writer pays what it paid before; `n`
 //! writers at once pay about one flush instead of `n`.
+//!
+//! The exception is a group of lazy changes only ([`Volume::join_group_lazy`],
+//! the creates of empty files): it is answered once committed, and the next
+//! durable group (or a flush soon after) makes it durable with its own
+//! changes. `volume/unclean.rs` bounds them and says what a crash does.
 
 use super::{Volume, sync_dir};
 use crate::error::FsResult;
@@ -32,6 +37,9 @@ pub type Job = Box<dyn FnOnce(&Volume) -> Finish + Send>;
 #[derive(Default)]
 pub struct Queue {
     jobs: Vec<Job>,
+    /// Whether some queued change must be durable before it is answered
+    /// (all others may be answered once committed, `volume/unclean.rs`).
+    eager: bool,
     /// Whether a task is leading groups for this volume.
     leading: bool,
 }
@@ -40,6 +48,7 @@ impl std::fmt::Debug for Queue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Queue")
             .field("jobs", &self.jobs.len())
+            .field("eager", &self.eager)
             .field("leading", &self.leading)
             .finish()
     }
@@ -48,8 +57,8 @@ impl std::fmt::Debug for Queue {
 /// Durability work the changes of a group leave for its end.
 #[derive(Default)]
 struct Deferred {
-    /// Some change committed (without an fsync).
-    committed: bool,
+    /// Changes committed (without an fsync).
+    commits: usize,
     /// New data files to fsync, with the data folder, before the durable commit.
     files: Vec<Arc<File>>,
     /// Data files to delete once the group is durable.
@@ -70,7 +79,7 @@ pub(super) fn in_group() -> bool {
 pub(super) fn note_commit() {
     GROUP.with(|g| {
         if let Some(d) = g.borrow_mut().as_mut() {
-            d.committed = true;
+            d.commits += 1;
         }
     });
 }
@@ -126,9 +135,20 @@ impl Volume {
     /// replaced are deleted. Returns what `changes` returned and whether the
     /// flush succeeded.
     pub fn run_group<R>(&self, changes: impl FnOnce() -> R) -> (R, FsResult<()>) {
+        self.run_group_as(false, changes)
+    }
+
+    /// [`Volume::run_group`], whose flush is skipped when `lazy` and the
+    /// changes left no data files to flush or delete: they wait for a later
+    /// flush (see `volume/unclean.rs`).
+    fn run_group_as<R>(&self, lazy: bool, changes: impl FnOnce() -> R) -> (R, FsResult<()>) {
         let running = Running::enter();
         let out = changes();
         let deferred = running.finish();
+        if lazy && deferred.files.is_empty() && deferred.garbage.is_empty() {
+            self.note_lazy(deferred.commits);
+            return (out, Ok(()));
+        }
         let flushed = self.make_durable(&deferred);
         match &flushed {
             Ok(()) => deferred
@@ -148,19 +168,29 @@ impl Volume {
         if !d.files.is_empty() {
             sync_dir(&self.dir.join("data"))?;
         }
-        if d.committed {
-            // An empty durable commit persists every commit before it.
-            self.db.begin_write()?.commit()?;
+        if d.commits > 0 || self.lazy_pending() {
+            self.flush()?;
         }
         Ok(())
     }
 
     /// Queues `job` for the volume's next group, leading groups from a new
-    /// task when none does.
+    /// task when none does; it is answered once its group is durable.
     pub fn join_group(self: &Arc<Self>, job: Job) {
+        self.queue(job, true);
+    }
+
+    /// [`Volume::join_group`] for a change that may be answered once it is
+    /// committed, before it is durable (see `volume/unclean.rs`).
+    pub fn join_group_lazy(self: &Arc<Self>, job: Job) {
+        self.queue(job, false);
+    }
+
+    fn queue(self: &Arc<Self>, job: Job, eager: bool) {
         let lead = {
             let mut q = self.group.lock().unwrap_or_else(PoisonError::into_inner);
             q.jobs.push(job);
+            q.eager |= eager;
             !std::mem::replace(&mut q.leading, true)
         };
         if lead {
@@ -177,28 +207,29 @@ async fn lead_groups(vol: Arc<Volume>) {
     };
     loop {
         let guard = vol.lock.write().await;
-        let jobs = {
+        let (jobs, eager) = {
             let mut q = vol.group.lock().unwrap_or_else(PoisonError::into_inner);
             if q.jobs.is_empty() {
                 q.leading = false;
                 leader.done = true;
                 return;
             }
-            std::mem::take(&mut q.jobs)
+            (std::mem::take(&mut q.jobs), std::mem::take(&mut q.eager))
         };
         let v = vol.clone();
         let changes = jobs.len();
+        let lazy = !eager && vol.lazy_room(changes);
         let started = std::time::Instant::now();
         let ran = tokio::task::spawn_blocking(move || {
-            let (finishes, flushed) = v.run_group(|| jobs.into_iter().map(|job| job(&v)).collect::<Vec<Finish>>());
-            (finishes, flushed)
+            v.run_group_as(lazy, || jobs.into_iter().map(|job| job(&v)).collect::<Vec<Finish>>())
         })
         .await;
-        tracing::debug!(volume = vol.id, changes, took = ?started.elapsed(), "committed a group");
+        tracing::debug!(volume = vol.id, changes, lazy, took = ?started.elapsed(), "committed a group");
         match ran {
             Ok((finishes, flushed)) => {
                 finishes.into_iter().for_each(|finish| finish(&flushed));
                 vol.schedule_settle();
+                vol.schedule_flush();
             }
             // The group's writers see their answers dropped and fail.
             Err(e) => tracing::error!(volume = vol.id, error = %e, "a group of changes panicked"),

@@ -11,6 +11,7 @@ mod group;
 mod namespace;
 mod settle;
 mod txn;
+mod unclean;
 
 use txn::VnodeAccess;
 
@@ -20,10 +21,11 @@ pub use dumping::{Built, build_from_dump};
 pub use group::{Finish, Job};
 pub use namespace::{Created, Removed, Renamed};
 pub use settle::LOGGED_MAX;
+pub use unclean::LAZY_MAX;
 
 use crate::error::{FsResult, rpc_err};
 use crate::schema::{
-    self, ENTRIES, JOURNAL, JOURNAL_KEY, JournalState, STATE, STATE_KEY, VNODES, VnodeRecord, VolumeState,
+    self, ENTRIES, JOURNAL, JOURNAL_KEY, JournalState, OPEN_KEY, STATE, STATE_KEY, VNODES, VnodeRecord, VolumeState,
 };
 use cellfs_protocol::message::Break;
 use cellfs_protocol::{DirEntry, ErrorCode, Fid, FileKind, Status, Timestamp, VolumeId};
@@ -89,6 +91,21 @@ pub struct Volume {
     unsettled: Mutex<settle::Unsettled>,
     /// Held while settling (see `volume/settle.rs`).
     settling: Mutex<()>,
+    /// Changes committed without a flush (see `volume/unclean.rs`).
+    lazy: Mutex<unclean::Lazy>,
+}
+
+impl Drop for Volume {
+    /// Closes the volume: clears its open mark, durably, which also flushes
+    /// every change still waiting for a flush.
+    fn drop(&mut self) {
+        if self.removed.load(Ordering::Relaxed) {
+            return;
+        }
+        if let Err(e) = self.mark_closed() {
+            tracing::warn!(volume = self.id, error = %e, "cannot mark the volume closed; its next open recovers it as after a crash");
+        }
+    }
 }
 
 fn now() -> Timestamp {
@@ -141,6 +158,7 @@ impl Volume {
             let mut st = txn.open_table(STATE)?;
             st.insert(STATE_KEY, schema::encode(&state)?.as_slice())?;
             st.insert(JOURNAL_KEY, schema::encode(&journal)?.as_slice())?;
+            st.insert(OPEN_KEY, &[][..])?;
         }
         txn.commit()?;
         sync_dir(dir)?;
@@ -162,6 +180,7 @@ impl Volume {
         let db = Database::open(dir.join("meta.redb"))?;
         let vol = Self::from_db(dir, id, quota, journal_len, db)?;
         vol.init_journal()?;
+        vol.mark_open()?;
         vol.replay_logged()?;
         Ok(vol)
     }
@@ -182,6 +201,7 @@ impl Volume {
             group: Mutex::new(group::Queue::default()),
             unsettled: Mutex::new(settle::Unsettled::default()),
             settling: Mutex::new(()),
+            lazy: Mutex::new(unclean::Lazy::default()),
         })
     }
 

@@ -685,3 +685,112 @@ async fn settling_empties_the_log_and_a_clone_settles_its_origin_first() {
         "a clone never names a data file only the log holds"
     );
 }
+
+/// Creates `name` in the root as a lazy change of the volume's group;
+/// returns its FID and the root's data version after it.
+async fn create_lazily(vol: &Arc<Volume>, name: &str) -> (Fid, u64) {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let name = name.to_owned();
+    vol.join_group_lazy(Box::new(move |v: &Volume| -> Finish {
+        let made = v.create(root(), &name, 0o644, 0, 0, true).map(|c| c.value);
+        Box::new(move |flushed: &FsResult<()>| {
+            assert!(flushed.is_ok());
+            let _ = tx.send(made);
+        })
+    }));
+    let made = rx.await.unwrap().unwrap();
+    (made.status.fid, made.dir.data_version)
+}
+
+/// Copies the volume's folder as a crash would leave it (the volume still
+/// open, nothing closed) and opens the copy.
+fn crash_copy(vol: &Volume, to: &Path) -> Volume {
+    std::fs::create_dir_all(to.join("data")).unwrap();
+    std::fs::copy(vol.dir().join("meta.redb"), to.join("meta.redb")).unwrap();
+    Volume::open(to, 7, 0, JLEN).unwrap()
+}
+
+/// Lazy creates are answered before they are durable; a volume opened after
+/// a crash hands out none of the FIDs, directory versions or change numbers
+/// a lost create may have given, whether the crash kept the creates or not.
+#[tokio::test]
+async fn a_volume_not_closed_hands_out_nothing_a_crash_may_have_taken_back() {
+    let (tmp, vol) = new_volume(0);
+    let vol = Arc::new(vol);
+    let before = vol.journal_state().unwrap();
+    let mut seen = Vec::new();
+    for i in 0..20 {
+        seen.push(create_lazily(&vol, &format!("f{i}")).await);
+    }
+    assert!(vol.lazy_pending(), "the creates were flushed at once");
+    let copy = crash_copy(&vol, &tmp.path().join("crashed"));
+    let after = copy.journal_state().unwrap();
+    assert_ne!(
+        after.incarnation, before.incarnation,
+        "change numbers of before the crash stay valid"
+    );
+    let (root_status, _) = copy.read_dir(root()).unwrap();
+    let max_dv = seen.iter().map(|s| s.1).max().unwrap();
+    assert!(
+        root_status.data_version > max_dv,
+        "{} <= {max_dv}",
+        root_status.data_version
+    );
+    let new = copy.create(root(), "new", 0o644, 0, 0, true).unwrap().value;
+    for (fid, _) in &seen {
+        assert!(
+            new.status.fid.unique > fid.unique && new.status.fid.vnode > fid.vnode,
+            "{new:?} after {fid}"
+        );
+    }
+    assert!(new.dir.data_version > max_dv);
+}
+
+/// A volume closed and opened again keeps its lazy creates, its
+/// incarnation and its versions: nothing is recovered.
+#[tokio::test]
+async fn a_closed_volume_keeps_its_lazy_creates_and_opens_as_it_was() {
+    let (tmp, vol) = new_volume(0);
+    let vol = Arc::new(vol);
+    let (fid, dv) = create_lazily(&vol, "kept").await;
+    let before = vol.journal_state().unwrap();
+    drop(vol);
+    let vol = Volume::open(&tmp.path().join("7"), 7, 0, JLEN).unwrap();
+    assert_eq!(vol.journal_state().unwrap(), before);
+    assert_eq!(vol.lookup(root(), "kept").unwrap().fid, fid);
+    assert_eq!(vol.read_dir(root()).unwrap().0.data_version, dv);
+}
+
+/// At most `LAZY_MAX` changes wait for a flush; an eager change, or the
+/// flush a moment later, makes them durable.
+#[tokio::test]
+async fn lazy_creates_are_bounded_and_flushed_by_the_next_eager_change_or_soon() {
+    let (_tmp, vol) = new_volume(0);
+    let vol = Arc::new(vol);
+    for i in 0..LAZY_MAX + 5 {
+        create_lazily(&vol, &format!("f{i}")).await;
+        assert!(vol.lazy_changes() <= LAZY_MAX);
+    }
+    assert!(vol.lazy_pending());
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    vol.join_group(Box::new(move |v: &Volume| -> Finish {
+        let made = v.make_dir(root(), "d", 0o755, 0, 0).map(|_| ());
+        Box::new(move |flushed: &FsResult<()>| {
+            let _ = tx.send((made, flushed.is_ok()));
+        })
+    }));
+    let (made, flushed) = rx.await.unwrap();
+    made.unwrap();
+    assert!(flushed);
+    assert!(!vol.lazy_pending(), "an eager change left lazy ones unflushed");
+    create_lazily(&vol, "late").await;
+    assert!(vol.lazy_pending());
+    let flushed = async {
+        while vol.lazy_pending() {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(10), flushed)
+        .await
+        .expect("a lazy create was never flushed");
+}
