@@ -6,7 +6,7 @@ use crate::config::ServerConfig;
 use crate::error::{FsError, FsResult, rpc_err};
 use crate::security::Who;
 use crate::store::Store;
-use crate::volume::{Change, Created, Finish, Job, Removed, Renamed, StorePlan, Volume};
+use crate::volume::{Change, Created, Finish, Job, Removed, Renamed, StorePlan, Volume, WrittenAhead};
 use cellfs_protocol::acl::Rights;
 use cellfs_protocol::message::{
     InlineFile, MAX_BULK_FIDS, MAX_FETCH_FILES, MAX_INLINE_FILE, MAX_INLINE_TOTAL, MAX_RECONNECT_FIDS, Reply, Request,
@@ -643,6 +643,11 @@ impl Context {
         if plan.len <= crate::volume::CHUNK as u64 {
             return self.store_small(client, vol, plan, mtime, data).await;
         }
+        if replaces_all(&plan) {
+            return self.store_whole_ahead(client, vol, plan, mtime, data).await;
+        }
+        // A partial store of a large file: its new data file starts as a
+        // copy of the old, which no other change may replace meanwhile.
         let (status, breaks) = {
             let _guard = vol.lock.write().await;
             let v = vol.clone();
@@ -687,12 +692,10 @@ impl Context {
                 u64::MAX,
             );
         }
-        let offset = plan.offset;
         // A store of the whole file (what a close sends for a small file) is
         // written and fsynced before it joins its commit group, at once
         // with other writers' stores.
-        let whole = offset == 0 && plan.len > 0 && plan.truncate == Some(plan.len);
-        let (ahead, bytes) = if whole {
+        let (ahead, bytes) = if replaces_all(&plan) {
             let v = vol.clone();
             match blocking(move || v.write_ahead(plan.fid, &bytes).map(|a| (Some(a), bytes))).await {
                 Ok(done) => done,
@@ -701,6 +704,61 @@ impl Context {
         } else {
             (None, bytes)
         };
+        self.commit_in_group(client, vol, plan, mtime, ahead, bytes).await
+    }
+
+    /// A whole store of more than one chunk: checked, then its bytes are
+    /// written into a new data file and fsynced without the volume's lock
+    /// (every reader and other change of the volume goes on while they
+    /// arrive), and it is adopted and committed in a group.
+    async fn store_whole_ahead<R: PieceSource + Send>(
+        &self,
+        client: ClientId,
+        vol: Arc<Volume>,
+        plan: StorePlan,
+        mtime: Option<Timestamp>,
+        data: &mut R,
+    ) -> Handled {
+        // Refused before its bytes arrive if it cannot be taken now.
+        let checked = {
+            let _guard = vol.lock.read().await;
+            let v = vol.clone();
+            blocking(move || v.precheck_store(plan)).await
+        };
+        if let Err(e) = checked {
+            return refused(e, plan.len);
+        }
+        let v = vol.clone();
+        let mut ahead = match blocking(move || v.start_ahead(plan.fid, plan.len)).await {
+            Ok(a) => a,
+            Err(e) => return refused(e, plan.len),
+        };
+        if let Err(e) = ahead.receive(data).await {
+            return refused(e, u64::MAX);
+        }
+        let v = vol.clone();
+        let ahead = match blocking(move || v.finish_ahead(ahead)).await {
+            Ok(a) => a,
+            Err(e) => return refused(e, 0),
+        };
+        self.commit_in_group(client, vol, plan, mtime, Some(ahead), Vec::new())
+            .await
+    }
+
+    /// Commits a store in the volume's next group: a file written ahead is
+    /// adopted, or else `bytes` are written at the plan's offset into a
+    /// prepared data file. Other holders of a small file's promise get its
+    /// new version with their break.
+    async fn commit_in_group(
+        &self,
+        client: ClientId,
+        vol: Arc<Volume>,
+        plan: StorePlan,
+        mtime: Option<Timestamp>,
+        ahead: Option<WrittenAhead>,
+        bytes: Vec<u8>,
+    ) -> Handled {
+        let offset = plan.offset;
         let callbacks = self.callbacks.clone();
         let f = move |v: &Volume| {
             let pending = match ahead {
@@ -1199,6 +1257,11 @@ fn data_len(req: &Request) -> u64 {
         }
         _ => 0,
     }
+}
+
+/// Whether a store is the file's whole new content (what a close sends).
+fn replaces_all(plan: &StorePlan) -> bool {
+    plan.offset == 0 && plan.len > 0 && plan.truncate == Some(plan.len)
 }
 
 pub(crate) fn refused(e: FsError, unread: u64) -> Handled {

@@ -4,8 +4,9 @@
 use cellfs_fileserver::config::{CA_PEM, InitOptions};
 use cellfs_fileserver::{ServeOptions, Server, ServerError, init};
 use cellfs_protocol::message::{Break, Renewal, Reply, Request, ServerMessage};
+use cellfs_protocol::pieces::PieceSource;
 use cellfs_protocol::tls::Credential;
-use cellfs_protocol::transport::{CallError, Connector, RpcClient};
+use cellfs_protocol::transport::{Bytes, CallError, Connector, RpcClient};
 use cellfs_protocol::{ErrorCode, Fid, Status, codec};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -469,5 +470,84 @@ async fn a_second_server_on_the_same_folder_is_refused() {
     server.stop().await;
     // Released when the first one stops.
     let server = start(&data).await;
+    server.stop().await;
+}
+
+/// A store's bytes: `now` right away, `later` once `gate` opens.
+struct Gated {
+    now: Bytes,
+    later: Bytes,
+    gate: Option<oneshot::Receiver<()>>,
+}
+
+impl PieceSource for Gated {
+    async fn next_piece(&mut self, max: usize) -> std::io::Result<Option<Bytes>> {
+        if self.now.is_empty()
+            && let Some(gate) = self.gate.take()
+        {
+            let _ = gate.await;
+            self.now = std::mem::take(&mut self.later);
+        }
+        if self.now.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(self.now.split_to(max.min(self.now.len()))))
+    }
+}
+
+/// While the bytes of a large whole store are still arriving, every other
+/// change and read of its volume goes on (the store takes the volume's lock
+/// only to commit), and then the store lands whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_store_in_flight_holds_up_no_other_change_of_its_volume() {
+    let (_tmp, data) = new_cell();
+    let server = start(&data).await;
+    let a = client(&data, server.addr).await;
+    let b = client(&data, server.addr).await;
+    let dir = root(&a).await.fid;
+    let big = create(&a, dir, "big").await.fid;
+    let bytes: Vec<u8> = (0..3u32 << 20).map(|i| (i % 251) as u8).collect();
+    let len = bytes.len() as u64;
+    let (open, gate) = oneshot::channel();
+    let mut all = Bytes::from(bytes.clone());
+    let mut src = Gated {
+        now: all.split_to(1 << 20),
+        later: all,
+        gate: Some(gate),
+    };
+    let req = Request::StoreData {
+        fid: big,
+        offset: 0,
+        len,
+        truncate: Some(len),
+        mtime: None,
+    };
+    // `a` answers the breaks `b`'s changes send it, as a node does.
+    let acks = {
+        let a = a.clone();
+        tokio::spawn(async move {
+            while let Ok((_, ack)) = a.accept_server_message().await {
+                let _ = ack.ack().await;
+            }
+        })
+    };
+    let storing = tokio::spawn(async move { a.store_data(&req, &mut src).await });
+    let others = async {
+        let small = create(&b, dir, "small").await.fid;
+        store(&b, small, b"meanwhile").await.unwrap();
+        assert_eq!(fetch(&b, small).await, b"meanwhile");
+    };
+    tokio::time::timeout(Duration::from_secs(10), others)
+        .await
+        .expect("a change waited for a large store still arriving");
+    let _ = open.send(());
+    let status = tokio::time::timeout(Duration::from_secs(60), storing)
+        .await
+        .expect("the large store never finished")
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.size, len);
+    assert_eq!(fetch(&b, big).await, bytes);
+    acks.abort();
     server.stop().await;
 }

@@ -66,13 +66,24 @@ impl Drop for PendingStore {
     }
 }
 
-/// A whole small file written (and fsynced, or to be logged) ahead of its
-/// store, outside the volume's lock ([`Volume::write_ahead`]), so that
-/// concurrent writers do their writes and fsyncs at once; [`Volume::adopt`]
+/// A file's whole new content written (and fsynced, or to be logged) ahead
+/// of its store, outside the volume's lock ([`Volume::write_ahead`],
+/// [`Volume::start_ahead`]), so that concurrent writers do their writes and
+/// fsyncs at once, and a large store blocks no other change while its bytes
+/// arrive; [`Volume::adopt`]
 /// checks it against the file and the quota under the lock. Deleted on drop
 /// unless committed.
 #[derive(Debug)]
 pub struct WrittenAhead(PendingStore);
+
+impl WrittenAhead {
+    /// Copies the whole new content, exactly its length in bytes, from
+    /// `src` into the file (as [`PendingStore::receive`]).
+    pub async fn receive<S: PieceSource + Send>(&mut self, src: &mut S) -> FsResult<()> {
+        let len = self.0.new_size;
+        self.0.receive(src, 0, len).await
+    }
+}
 
 /// What a content change replaces and leaves, checked against the file and
 /// the quota.
@@ -246,6 +257,12 @@ impl Volume {
         Ok((status, Some(file)))
     }
 
+    /// Whether a content change would be taken now (the file exists, is a
+    /// file, and the quota holds it): checked again when it commits.
+    pub fn precheck_store(&self, plan: StorePlan) -> FsResult<()> {
+        self.check_store(plan).map(|_| ())
+    }
+
     fn check_store(&self, plan: StorePlan) -> FsResult<Checked> {
         self.check_writable()?;
         let r = self.reader()?;
@@ -343,10 +360,26 @@ impl Volume {
     /// without the volume's lock and without looking at the file's record
     /// (checked later by [`Volume::adopt`]). Up to [`super::LOGGED_MAX`]
     /// bytes are logged with the commit; a larger file and the data folder
-    /// are fsynced here. The file's name ends in a random number above
+    /// are fsynced here.
+    pub fn write_ahead(&self, fid: Fid, bytes: &[u8]) -> FsResult<WrittenAhead> {
+        let mut ahead = self.start_ahead(fid, bytes.len() as u64)?;
+        if let Some(f) = &ahead.0.file {
+            f.write_all_at(bytes, 0)?;
+        }
+        if bytes.len() <= super::LOGGED_MAX {
+            ahead.0.logged = Some(bytes.to_vec());
+            Ok(ahead)
+        } else {
+            self.finish_ahead(ahead)
+        }
+    }
+
+    /// A new, empty data file for `len` bytes of new content of `fid`, to
+    /// be written ahead of its store ([`WrittenAhead::receive`], then
+    /// [`Volume::finish_ahead`]). Its name ends in a random number above
     /// every data version, created with `O_EXCL` and named by no clone, so
     /// it is like no other.
-    pub fn write_ahead(&self, fid: Fid, bytes: &[u8]) -> FsResult<WrittenAhead> {
+    pub fn start_ahead(&self, fid: Fid, len: u64) -> FsResult<WrittenAhead> {
         self.check_writable()?;
         let data_file = loop {
             let n = (1 << 63) | (super::new_incarnation()? >> 1);
@@ -356,25 +389,26 @@ impl Volume {
         };
         let new_path = self.data_path(fid.vnode, data_file);
         let file = OpenOptions::new().write(true).create_new(true).open(&new_path)?;
-        let ahead = WrittenAhead(PendingStore {
+        Ok(WrittenAhead(PendingStore {
             fid,
             file: Some(Arc::new(file)),
             new_path,
             data_file,
             synced: true,
-            logged: (bytes.len() <= super::LOGGED_MAX).then(|| bytes.to_vec()),
+            logged: None,
             old_path: None,
             old_size: 0,
             old_dv: 0,
-            new_size: bytes.len() as u64,
+            new_size: len,
             committed: false,
-        });
+        }))
+    }
+
+    /// Makes a file written ahead durable, with its name (blocking).
+    pub fn finish_ahead(&self, ahead: WrittenAhead) -> FsResult<WrittenAhead> {
         if let Some(f) = &ahead.0.file {
-            f.write_all_at(bytes, 0)?;
-            if ahead.0.logged.is_none() {
-                f.sync_all()?;
-                sync_dir(&self.dir.join("data"))?;
-            }
+            f.sync_all()?;
+            sync_dir(&self.dir.join("data"))?;
         }
         Ok(ahead)
     }
