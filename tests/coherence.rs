@@ -408,3 +408,18 @@ fn a_file_held_open_on_a_while_b_stores_it_is_one_file_for_every_open_on_a() {
     assert_eq!(fs::read(a.path().join("both")).unwrap(), on_b, "A and B disagree");
     assert_eq!(&on_b[..4], b"AAAA");
 }
+
+/// The close of a file created on A and never written there only makes
+/// the create durable on the server: what B wrote to the file meanwhile is
+/// kept, on both nodes.
+#[test]
+fn closing_a_created_file_unwritten_keeps_what_another_node_wrote() {
+    let cell = Cell::new();
+    let a = Mount::new(&cell);
+    let b = Mount::new(&cell);
+    let held = fs::File::create(a.path().join("log")).unwrap();
+    fs::write(b.path().join("log"), b"from B").unwrap();
+    drop(held);
+    assert_eq!(fs::read(b.path().join("log")).unwrap(), b"from B");
+    assert_eq!(fs::read(a.path().join("log")).unwrap(), b"from B");
+}

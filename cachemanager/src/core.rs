@@ -1312,12 +1312,10 @@ impl Core {
                 st.cache.insert(fid, CacheEntry { data_version, size: 0 });
             }
             // The server may answer a create before it is durable (its next
-            // durable change makes it so): the close stores the file even
-            // when nothing was written, so every close leaves it durable.
-            if let Some(n) = st.nodes.get_mut(entry.ino)
-                && n.dirty.is_none()
-            {
-                n.dirty = Some((0, 0));
+            // durable change makes it so): a close that stores nothing
+            // asks for that change, so every close leaves the file durable.
+            if let Some(n) = st.nodes.get_mut(entry.ino) {
+                n.unsynced = true;
             }
         }
         let opened = self.open(entry.ino, true)?;
@@ -2156,7 +2154,12 @@ impl Core {
             let mut st = self.lock();
             let epoch = self.link.epoch();
             let Some(n) = st.nodes.get_mut(ino) else { return Ok(()) };
-            let Some(range) = n.dirty.take() else { return Ok(()) };
+            let unsynced = std::mem::take(&mut n.unsynced);
+            let Some(range) = n.dirty.take() else {
+                let fid = n.fid;
+                drop(st);
+                return if unsynced { self.sync_created(ino, fid) } else { Ok(()) };
+            };
             if n.status.nlink == 0 {
                 // Deleted while open: its writes end with it, as on a local disk.
                 return Ok(());
@@ -2211,6 +2214,21 @@ impl Core {
                     });
                 }
                 tracing::warn!(%fid, error = %e, "store failed; data kept in the local copy");
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Makes a file created here durable on the server when its close has
+    /// nothing to store (the store would have: see [`Core::create`]).
+    fn sync_created(&self, ino: u64, fid: Fid) -> FsResult<()> {
+        let result = self.rt.block_on(self.link.call(&Request::Sync { fid }));
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                if let Some(n) = self.lock().nodes.get_mut(ino) {
+                    n.unsynced = true;
+                }
                 Err(e.into())
             }
         }

@@ -59,6 +59,9 @@ pub struct Node {
     pub target: Option<String>,
     /// Byte range written locally and not yet stored on the server.
     pub dirty: Option<(u64, u64)>,
+    /// Created here, and the server may have answered before the create was
+    /// durable: a close that stores nothing asks it to make it so (`Sync`).
+    pub unsynced: bool,
     /// Data version of the pages the kernel may hold for this inode (set
     /// when it is opened, cleared when the kernel is told to drop them).
     pub kernel_dv: Option<u64>,
@@ -199,6 +202,7 @@ impl NodeTable {
                 listing: None,
                 target: None,
                 dirty: None,
+                unsynced: false,
                 kernel_dv: None,
             },
         );

@@ -299,6 +299,7 @@ impl Context {
         }
         match req {
             Request::Ping => Ok(Reply::Ok).into(),
+            Request::Sync { fid } => self.sync(fid).await.into(),
             Request::Hello => Ok(self.hello()).into(),
             Request::Stats => Ok(Reply::Stats(self.stats())).into(),
             Request::GetRoot { volume } => self.get_root(client, volume).await.into(),
@@ -777,6 +778,23 @@ impl Context {
             .await
             .map(Reply::Status)
             .into()
+    }
+
+    /// Makes every change to `fid`'s volume durable (a lazy create's
+    /// durable point when its file is closed unwritten).
+    async fn sync(&self, fid: Fid) -> FsResult<Reply> {
+        let vol = self.store.volume(fid.volume)?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        vol.join_group(Box::new(move |_: &Volume| -> Finish {
+            Box::new(move |flushed: &FsResult<()>| {
+                let _ = tx.send(flushed.as_ref().err().map(FsError::to_rpc));
+            })
+        }));
+        match rx.await {
+            Ok(None) => Ok(Reply::Ok),
+            Ok(Some(e)) => Err(FsError::Rpc(e)),
+            Err(_) => Err(rpc_err(ErrorCode::Io, "the server failed while making changes durable")),
+        }
     }
 
     async fn set_attr(&self, client: ClientId, fid: Fid, attr: SetAttr) -> FsResult<Reply> {

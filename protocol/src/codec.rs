@@ -302,6 +302,7 @@ mod tests {
                 }
             }),
             (fid(), name(), fid()).prop_map(|(dir, name, fid)| Request::Link { dir, name, fid }),
+            fid().prop_map(|fid| Request::Sync { fid }),
             (fid(), name()).prop_map(|(dir, name)| Request::Remove { dir, name }),
             (fid(), name()).prop_map(|(dir, name)| Request::RemoveDir { dir, name }),
             (fid(), name(), fid(), name()).prop_map(|(from_dir, from_name, to_dir, to_name)| Request::Rename {

@@ -272,6 +272,11 @@ pub enum Request {
         uid: u32,
         gid: u32,
     },
+    /// Makes every change to `fid`'s volume durable and changes nothing:
+    /// what the close of a new file the node has not written sends, since
+    /// its create may have been answered before it was durable. Answered
+    /// with `Reply::Ok`.
+    Sync { fid: Fid },
 }
 
 /// A whole-file lock mode, as a node holds it on behalf of its processes
@@ -341,7 +346,7 @@ impl Request {
             | Request::MakeMount { dir, .. }
             | Request::SetAcl { dir, .. }
             | Request::GetAcl { dir } => Some(dir.volume),
-            Request::GetRights { fid } | Request::Lock { fid, .. } => Some(fid.volume),
+            Request::GetRights { fid } | Request::Lock { fid, .. } | Request::Sync { fid } => Some(fid.volume),
             Request::Rename { from_dir, .. } => Some(from_dir.volume),
             Request::BulkStatus { fids } | Request::GiveUpCallbacks { fids } | Request::FetchFiles { fids, .. } => {
                 fids.first().map(|f| f.volume)
@@ -416,6 +421,7 @@ impl Request {
             Request::PutSecurity { .. } => "put_security",
             Request::GetSecurity => "get_security",
             Request::Lock { .. } => "lock",
+            Request::Sync { .. } => "sync",
         }
     }
 }

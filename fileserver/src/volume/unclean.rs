@@ -2,9 +2,9 @@
 //!
 //! A create of an empty file is answered once it is committed, without a
 //! flush of its own ([`Volume::join_group_lazy`]): the flush that makes it
-//! durable is the next durable change of the volume (for a file being
-//! written, the store its close sends, so every close is still durable) or
-//! a flush at most [`FLUSH_AFTER`] later. At most [`LAZY_MAX`] changes wait
+//! durable is the next durable change of the volume (the store a close of
+//! the file sends, or the `Sync` a close of an unwritten one sends, so every
+//! close is still durable) or a flush at most [`FLUSH_AFTER`] later. At most [`LAZY_MAX`] changes wait
 //! for a flush at any time; a group that would pass that is made durable.
 //!
 //! A crash can take those changes back after nodes saw them, with the FIDs,
