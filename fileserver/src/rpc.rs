@@ -783,18 +783,8 @@ impl Context {
     /// Makes every change to `fid`'s volume durable (a lazy create's
     /// durable point when its file is closed unwritten).
     async fn sync(&self, fid: Fid) -> FsResult<Reply> {
-        let vol = self.store.volume(fid.volume)?;
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        vol.join_group(Box::new(move |_: &Volume| -> Finish {
-            Box::new(move |flushed: &FsResult<()>| {
-                let _ = tx.send(flushed.as_ref().err().map(FsError::to_rpc));
-            })
-        }));
-        match rx.await {
-            Ok(None) => Ok(Reply::Ok),
-            Ok(Some(e)) => Err(FsError::Rpc(e)),
-            Err(_) => Err(rpc_err(ErrorCode::Io, "the server failed while making changes durable")),
-        }
+        self.store.volume(fid.volume)?.flush_in_group().await?;
+        Ok(Reply::Ok)
     }
 
     async fn set_attr(&self, client: ClientId, fid: Fid, attr: SetAttr) -> FsResult<Reply> {

@@ -97,15 +97,15 @@ impl FilePieces {
                 let want = usize::try_from(left).unwrap_or(usize::MAX).min(piece);
                 // `read_to_end` fills the spare capacity without zeroing it first.
                 let mut buf = Vec::with_capacity(want);
-                let read = (&mut file).take(want as u64).read_to_end(&mut buf);
-                let stop = !matches!(read, Ok(n) if n > 0);
-                left -= buf.len() as u64;
-                let sent = match read {
+                match (&mut file).take(want as u64).read_to_end(&mut buf) {
                     Ok(0) => break,
-                    Ok(_) => tx.blocking_send(Ok(Bytes::from(buf))),
-                    Err(e) => tx.blocking_send(Err(e)),
-                };
-                if sent.is_err() || stop {
+                    Ok(n) => left -= n as u64,
+                    Err(e) => {
+                        let _ = tx.blocking_send(Err(e));
+                        break;
+                    }
+                }
+                if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
                     break;
                 }
             }

@@ -21,9 +21,9 @@
 //!   have raised it, so no version a node saw names other contents.
 
 use super::Volume;
-use crate::error::FsResult;
+use crate::error::{FsError, FsResult, rpc_err};
 use crate::schema::{self, JOURNAL, JOURNAL_KEY, JournalState, OPEN_KEY, STATE, STATE_KEY, VNODES, VolumeState};
-use cellfs_protocol::FileKind;
+use cellfs_protocol::{ErrorCode, FileKind};
 use redb::{ReadableTable, WriteTransaction};
 use std::sync::{Arc, PoisonError};
 use std::time::Duration;
@@ -99,15 +99,33 @@ impl Volume {
             tokio::time::sleep(FLUSH_AFTER).await;
             if let Some(vol) = vol.upgrade() {
                 vol.lazy().scheduled = false;
-                vol.join_group(Box::new(|_: &Volume| -> super::Finish { Box::new(|_| ()) }));
+                if let Err(e) = vol.flush_in_group().await {
+                    tracing::warn!(volume = vol.id, error = %e, "cannot flush lazy changes yet");
+                }
             }
         });
     }
 
+    /// Makes every committed change durable with the volume's next commit
+    /// group (an empty change that must be durable), and waits for it.
+    pub async fn flush_in_group(self: &Arc<Self>) -> FsResult<()> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.join_group(Box::new(move |_: &Volume| -> super::Finish {
+            Box::new(move |flushed: &FsResult<()>| {
+                let _ = tx.send(flushed.as_ref().err().map(FsError::to_rpc));
+            })
+        }));
+        match rx.await {
+            Ok(None) => Ok(()),
+            Ok(Some(e)) => Err(FsError::Rpc(e)),
+            Err(_) => Err(rpc_err(ErrorCode::Io, "the server failed while making changes durable")),
+        }
+    }
+
     /// Marks the volume open, durably; first, if the mark is there already
     /// (it was not closed), makes sure nothing a lost change handed out is
-    /// handed out again (see the module's doc). Returns whether it was.
-    pub(super) fn mark_open(&self) -> FsResult<bool> {
+    /// handed out again (see the module's doc).
+    pub(super) fn mark_open(&self) -> FsResult<()> {
         let txn = self.db.begin_write()?;
         let unclean = txn.open_table(STATE)?.get(OPEN_KEY)?.is_some();
         if unclean {
@@ -121,7 +139,7 @@ impl Volume {
                 "the volume was not closed: changes not yet flushed may be lost; nodes revalidate what they hold"
             );
         }
-        Ok(unclean)
+        Ok(())
     }
 
     /// Clears the open mark, durably (which also flushes every lazy change).
