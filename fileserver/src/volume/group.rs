@@ -7,7 +7,9 @@
 //! together ([`Volume::run_group`]): the new data files not yet durable
 //! are fsynced (a whole small file's store writes and fsyncs its file
 //! before it joins, see [`Volume::write_ahead`]), the data folder once, then
-//! one durable redb commit, which persists every commit before it. Only
+//! one record of everything the changes wrote is appended to the volume's
+//! redo log and flushed (`volume/redo.rs`: one sequential write, where a
+//! durable redb commit writes its pages all over the file). Only
 //! then are old data files deleted, the changes' promises
 //! granted and their writers answered, still under the lock: no reader sees
 //! a change before it is durable, and a change whose group fails to flush
@@ -19,6 +21,7 @@
 //! durable group (or a flush soon after) makes it durable with its own
 //! changes. `volume/unclean.rs` bounds them and says what a crash does.
 
+use super::redo::Op;
 use super::{Volume, sync_dir};
 use crate::error::FsResult;
 use std::cell::RefCell;
@@ -59,6 +62,8 @@ impl std::fmt::Debug for Queue {
 struct Deferred {
     /// Changes committed (without an fsync).
     commits: usize,
+    /// What they wrote, for the redo log.
+    ops: Vec<Op>,
     /// New data files to fsync, with the data folder, before the durable commit.
     files: Vec<Arc<File>>,
     /// Data files to delete once the group is durable.
@@ -75,11 +80,12 @@ pub(super) fn in_group() -> bool {
 }
 
 /// Records that a change of this thread's group committed (without an
-/// fsync); nothing outside a group.
-pub(super) fn note_commit() {
+/// fsync), writing `ops`; nothing outside a group.
+pub(super) fn note_commit(ops: Vec<Op>) {
     GROUP.with(|g| {
         if let Some(d) = g.borrow_mut().as_mut() {
             d.commits += 1;
+            d.ops.extend(ops);
         }
     });
 }
@@ -144,7 +150,8 @@ impl Volume {
     fn run_group_as<R>(&self, lazy: bool, changes: impl FnOnce() -> R) -> (R, FsResult<()>) {
         let running = Running::enter();
         let out = changes();
-        let deferred = running.finish();
+        let mut deferred = running.finish();
+        self.note_ops(std::mem::take(&mut deferred.ops));
         if lazy && deferred.files.is_empty() && deferred.garbage.is_empty() {
             self.note_lazy(deferred.commits);
             return (out, Ok(()));

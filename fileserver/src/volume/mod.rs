@@ -9,6 +9,7 @@ mod data;
 mod dumping;
 mod group;
 mod namespace;
+mod redo;
 mod settle;
 mod txn;
 mod unclean;
@@ -93,6 +94,8 @@ pub struct Volume {
     settling: Mutex<()>,
     /// Changes committed without a flush (see `volume/unclean.rs`).
     lazy: Mutex<unclean::Lazy>,
+    /// The log that makes a commit group durable (see `volume/redo.rs`).
+    redo: Mutex<redo::Redo>,
 }
 
 impl Drop for Volume {
@@ -186,6 +189,7 @@ impl Volume {
     }
 
     fn from_db(dir: &Path, id: VolumeId, quota: u64, journal_len: u64, db: Database) -> FsResult<Self> {
+        let redo = redo::open(dir, &db)?;
         Ok(Volume {
             id,
             dir: dir.to_owned(),
@@ -202,6 +206,7 @@ impl Volume {
             unsettled: Mutex::new(settle::Unsettled::default()),
             settling: Mutex::new(()),
             lazy: Mutex::new(unclean::Lazy::default()),
+            redo: Mutex::new(redo),
         })
     }
 
@@ -243,7 +248,7 @@ impl Volume {
             changed
         };
         if changed {
-            txn.commit()?;
+            self.commit_durable(txn)?;
         } else {
             txn.abort()?;
         }
@@ -312,11 +317,12 @@ impl Volume {
         self.check_live()?;
         self.check_writable()?;
         let mut txn = self.db.begin_write()?;
-        if group::in_group() {
-            // Made durable with the rest of its group.
+        let in_group = group::in_group();
+        if in_group {
+            // Made durable with the rest of its group (its ops logged).
             txn.set_durability(redb::Durability::None)?;
         }
-        let change = {
+        let (change, ops) = {
             let mut vt = VolTxn::new(self.id, &txn)?;
             let (value, mut breaks) = f(&mut vt)?;
             if !breaks.is_empty() {
@@ -326,10 +332,14 @@ impl Volume {
                 }
             }
             vt.finish()?;
-            Change { value, breaks }
+            (Change { value, breaks }, vt.take_ops())
         };
-        txn.commit()?;
-        group::note_commit();
+        if in_group {
+            txn.commit()?;
+            group::note_commit(ops);
+        } else {
+            self.commit_durable(txn)?;
+        }
         Ok(change)
     }
 
@@ -344,7 +354,7 @@ impl Volume {
             vt.finish()?;
             value
         };
-        txn.commit()?;
+        self.commit_durable(txn)?;
         Ok(value)
     }
 

@@ -158,7 +158,7 @@ impl Volume {
                 "wrote back logged data files a crash left unsettled"
             );
         }
-        txn.commit()?;
+        self.commit_durable(txn)?;
         Ok(written)
     }
 }

@@ -1,5 +1,6 @@
 //! Typed access to a volume's tables inside one read or write transaction.
 
+use super::redo::Op;
 use crate::error::{FsResult, rpc_err};
 use crate::schema::{
     self, ENTRIES, JOURNAL, JOURNAL_KEY, JournalEntry, JournalState, STATE, STATE_KEY, UNSETTLED, VNODES, VnodeRecord,
@@ -231,6 +232,8 @@ pub struct VolTxn<'t> {
     pub journal_state: JournalState,
     /// The time of this change.
     pub now: Timestamp,
+    /// Every key this transaction put or removed, in order (for the redo log).
+    ops: Vec<Op>,
 }
 
 impl<'t> VolTxn<'t> {
@@ -254,13 +257,20 @@ impl<'t> VolTxn<'t> {
             state,
             journal_state,
             now: Timestamp::now(),
+            ops: Vec::new(),
         })
+    }
+
+    /// Every key put or removed so far, in order; leaves none recorded.
+    pub(super) fn take_ops(&mut self) -> Vec<Op> {
+        std::mem::take(&mut self.ops)
     }
 
     /// Logs `bytes` as the content of data file `data_file` of `vnode`,
     /// durable with this transaction (see `volume/settle.rs`).
     pub fn log_data(&mut self, vnode: u64, data_file: u64, bytes: &[u8]) -> FsResult<()> {
         self.txn.open_table(UNSETTLED)?.insert((vnode, data_file), bytes)?;
+        self.ops.push(Op::Unsettled(vnode, data_file, Some(bytes.to_vec())));
         Ok(())
     }
 
@@ -269,8 +279,10 @@ impl<'t> VolTxn<'t> {
         self.state.updated = self.now;
         let bytes = schema::encode(&self.state)?;
         self.state_table.insert(STATE_KEY, bytes.as_slice())?;
+        self.ops.push(Op::State(STATE_KEY.to_owned(), Some(bytes)));
         let bytes = schema::encode(&self.journal_state)?;
         self.state_table.insert(JOURNAL_KEY, bytes.as_slice())?;
+        self.ops.push(Op::State(JOURNAL_KEY.to_owned(), Some(bytes)));
         Ok(())
     }
 
@@ -284,8 +296,13 @@ impl<'t> VolTxn<'t> {
         let js = &mut self.journal_state;
         js.seq += 1;
         let seq = js.seq;
-        self.journal.insert(seq, schema::encode(&touched)?.as_slice())?;
+        let bytes = schema::encode(&touched)?;
+        self.journal.insert(seq, bytes.as_slice())?;
+        self.ops.push(Op::Journal(seq, Some(bytes)));
+        let oldest = self.journal_state.oldest;
         trim(&mut self.journal, &mut self.journal_state, keep)?;
+        self.ops
+            .extend((oldest..self.journal_state.oldest).map(|seq| Op::Journal(seq, None)));
         Ok(seq)
     }
 
@@ -293,6 +310,7 @@ impl<'t> VolTxn<'t> {
     /// recomputes them).
     pub fn remove_record(&mut self, vnode: u64) -> FsResult<()> {
         self.vnodes.remove(vnode)?;
+        self.ops.push(Op::Vnode(vnode, None));
         Ok(())
     }
 
@@ -300,12 +318,14 @@ impl<'t> VolTxn<'t> {
     pub fn put(&mut self, vnode: u64, rec: &VnodeRecord) -> FsResult<()> {
         let bytes = schema::encode(rec)?;
         self.vnodes.insert(vnode, bytes.as_slice())?;
+        self.ops.push(Op::Vnode(vnode, Some(bytes)));
         Ok(())
     }
 
     /// Deletes a record and counts it out of the volume.
     pub fn delete(&mut self, vnode: u64, rec: &VnodeRecord) -> FsResult<()> {
         self.vnodes.remove(vnode)?;
+        self.ops.push(Op::Vnode(vnode, None));
         self.state.files = self.state.files.saturating_sub(1);
         if rec.kind == FileKind::File {
             self.state.used = self.state.used.saturating_sub(rec.size);
@@ -340,12 +360,14 @@ impl<'t> VolTxn<'t> {
     /// Adds or replaces an entry.
     pub fn link(&mut self, dir: u64, name: &str, vnode: u64, unique: u64) -> FsResult<()> {
         self.entries.insert((dir, name), (vnode, unique))?;
+        self.ops.push(Op::Entry(dir, name.to_owned(), Some((vnode, unique))));
         Ok(())
     }
 
     /// Removes an entry.
     pub fn unlink(&mut self, dir: u64, name: &str) -> FsResult<()> {
         self.entries.remove((dir, name))?;
+        self.ops.push(Op::Entry(dir, name.to_owned(), None));
         Ok(())
     }
 

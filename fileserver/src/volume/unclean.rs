@@ -68,11 +68,17 @@ impl Volume {
         self.lazy.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// An empty durable commit, which persists every commit before it.
+    /// Makes every change committed so far durable (through the redo log,
+    /// `volume/redo.rs`).
     pub(super) fn flush(&self) -> FsResult<()> {
-        self.db.begin_write()?.commit()?;
-        self.lazy().pending = 0;
+        self.sync_redo()?;
+        self.lazy_flushed();
         Ok(())
+    }
+
+    /// Notes that no change waits for a flush any more.
+    pub(super) fn lazy_flushed(&self) {
+        self.lazy().pending = 0;
     }
 
     /// Makes every lazy change durable now (blocking).
@@ -132,7 +138,7 @@ impl Volume {
             recover(&txn)?;
         }
         txn.open_table(STATE)?.insert(OPEN_KEY, &[][..])?;
-        txn.commit()?;
+        self.commit_durable(txn)?;
         if unclean {
             tracing::warn!(
                 volume = self.id,
@@ -146,7 +152,7 @@ impl Volume {
     pub(super) fn mark_closed(&self) -> FsResult<()> {
         let txn = self.db.begin_write()?;
         txn.open_table(STATE)?.remove(OPEN_KEY)?;
-        txn.commit()?;
+        self.commit_durable(txn)?;
         Ok(())
     }
 }
