@@ -7,6 +7,7 @@
 //! queue on its lock and search ever longer directory blocks.
 
 use cellfs_protocol::Fid;
+use cellfs_protocol::spares::{Spares, rename_with};
 use lru::LruCache;
 use std::collections::HashMap;
 use std::fs::File;
@@ -53,7 +54,12 @@ pub struct DiskCache {
     hoarded: std::collections::HashSet<Fid>,
     /// Shard folders known to exist (made on first use).
     made: Box<[std::sync::atomic::AtomicBool]>,
+    /// Empty files new copies are made from (see `cellfs_protocol::spares`).
+    spares: Spares,
 }
+
+/// Spare files a cache keeps ready.
+const SPARES: usize = 128;
 
 /// Writes a first copy, `data`, straight at `dest` when no file is there
 /// (no temporary file, no rename: half the file-system work of a cold
@@ -61,10 +67,10 @@ pub struct DiskCache {
 /// short (a full disk) is removed, unless another fetch's copy has taken
 /// its name meanwhile; a crash leaves one the index does not vouch for,
 /// which the next start deletes.
-fn write_new(dest: &Path, data: &[u8]) -> io::Result<bool> {
+fn write_new(spares: &Spares, dest: &Path, data: &[u8]) -> io::Result<bool> {
     use std::io::Write;
     use std::os::unix::fs::MetadataExt;
-    let mut file = match File::options().write(true).create_new(true).open(dest) {
+    let mut file = match spares.create_new(dest) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(false),
         Err(e) => return Err(e),
@@ -82,8 +88,8 @@ fn write_new(dest: &Path, data: &[u8]) -> io::Result<bool> {
 /// Puts `data` at `dest` as its copy: written straight there when `dest`
 /// has none ([`write_new`]), otherwise written to `tmp` and put in place
 /// atomically ([`place`]), `tmp` removed either way.
-pub fn put_copy(data: &[u8], tmp: &Path, dest: &Path) -> io::Result<()> {
-    if write_new(dest, data)? {
+pub fn put_copy(spares: &Spares, data: &[u8], tmp: &Path, dest: &Path) -> io::Result<()> {
+    if write_new(spares, dest, data)? {
         return Ok(());
     }
     let placed = std::fs::write(tmp, data).and_then(|()| place(tmp, dest));
@@ -101,25 +107,16 @@ pub fn put_copy(data: &[u8], tmp: &Path, dest: &Path) -> io::Result<()> {
 /// an exchange costs about 40 µs. Falls back to a plain rename where
 /// `dest` is missing or the file system cannot exchange.
 pub fn place(tmp: &Path, dest: &Path) -> io::Result<()> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = |p: &Path| std::ffi::CString::new(p.as_os_str().as_bytes()).map_err(io::Error::other);
-    let (from, to) = (c(tmp)?, c(dest)?);
-    // SAFETY: both are valid NUL-terminated paths that outlive the call.
-    let r = unsafe {
-        libc::renameat2(
-            libc::AT_FDCWD,
-            from.as_ptr(),
-            libc::AT_FDCWD,
-            to.as_ptr(),
-            libc::RENAME_EXCHANGE,
-        )
-    };
-    if r == 0 {
-        return Ok(());
-    }
-    match io::Error::last_os_error().raw_os_error() {
-        Some(libc::ENOENT | libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP) => std::fs::rename(tmp, dest),
-        _ => Err(io::Error::last_os_error()),
+    match rename_with(tmp, dest, libc::RENAME_EXCHANGE) {
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::ENOENT | libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP)
+            ) =>
+        {
+            std::fs::rename(tmp, dest)
+        }
+        placed => placed,
     }
 }
 
@@ -141,6 +138,7 @@ impl DiskCache {
             open: HashMap::new(),
             hoarded: std::collections::HashSet::new(),
             made: (0..SHARDS).map(|_| std::sync::atomic::AtomicBool::new(false)).collect(),
+            spares: Spares::new(&dir.join("spare"), SPARES)?,
         };
         let mut discarded = 0usize;
         for (fid, entry) in known {
@@ -189,6 +187,11 @@ impl DiskCache {
     /// Every cached copy, least recently used first (for the saved index).
     pub fn entries(&self) -> Vec<(Fid, CacheEntry)> {
         self.entries.iter().rev().map(|(f, e)| (*f, *e)).collect()
+    }
+
+    /// The spare files new copies are made from.
+    pub fn spares(&self) -> Spares {
+        self.spares.clone()
     }
 
     /// Where the copy of `fid` lives (its shard folder is made on first use).
@@ -417,13 +420,17 @@ mod tests {
     fn a_first_copy_is_written_at_its_name_and_an_existing_one_is_left() {
         let dir = tempfile::tempdir().unwrap();
         let dest = dir.path().join("copy");
-        assert!(write_new(&dest, b"first").unwrap());
+        let spares = Spares::new(&dir.path().join("spare"), 2).unwrap();
+        assert!(write_new(&spares, &dest, b"first").unwrap());
         assert_eq!(std::fs::read(&dest).unwrap(), b"first");
-        assert!(!write_new(&dest, b"second").unwrap(), "wrote over an existing copy");
+        assert!(
+            !write_new(&spares, &dest, b"second").unwrap(),
+            "wrote over an existing copy"
+        );
         assert_eq!(std::fs::read(&dest).unwrap(), b"first");
         let missing = dir.path().join("no-such-folder/copy");
-        assert!(write_new(&missing, b"x").is_err());
-        put_copy(b"third", &dir.path().join("tmp.copy"), &dest).unwrap();
+        assert!(write_new(&spares, &missing, b"x").is_err());
+        put_copy(&spares, b"third", &dir.path().join("tmp.copy"), &dest).unwrap();
         assert_eq!(std::fs::read(&dest).unwrap(), b"third");
         assert!(!dir.path().join("tmp.copy").exists(), "the temporary file stayed");
     }

@@ -1297,10 +1297,14 @@ impl Core {
         })?;
         let fid = entry.status.fid;
         if entry.status.size == 0 {
-            // Made outside the state lock: creating a file can take a
-            // millisecond, and every other request of the node waits on it.
-            let path = self.lock().cache.path(fid);
-            let made = match File::options().write(true).create_new(true).open(&path) {
+            // Made outside the state lock: from a spare file it is a rename,
+            // but making a file can take a millisecond, and every other
+            // request of the node would wait on it.
+            let (path, spares) = {
+                let st = self.lock();
+                (st.cache.path(fid), st.cache.spares())
+            };
+            let made = match spares.create_new(&path) {
                 Ok(_) => true,
                 // A reader's fetch placed a copy first; it is as good.
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => false,
@@ -1754,16 +1758,16 @@ impl Core {
                 continue;
             };
             metrics::counter!("cellfs_cachemanager_fetched_bytes_total").increment(data.len() as u64);
-            let (tmp, dest) = {
+            let (tmp, dest, spares) = {
                 let st = self.lock();
                 // A copy as new arrived meanwhile (an open fetched it): keep it.
                 let newer = |c: CacheEntry| c.data_version >= file.status.data_version;
                 if fid != target && st.cache.peek(fid).is_some_and(newer) {
                     continue;
                 }
-                (st.cache.temp_path(fid), st.cache.path(fid))
+                (st.cache.temp_path(fid), st.cache.path(fid), st.cache.spares())
             };
-            let written = crate::cache::put_copy(&data, &tmp, &dest);
+            let written = crate::cache::put_copy(&spares, &data, &tmp, &dest);
             match written {
                 Ok(()) => part.placed.push((file.status, data)),
                 Err(e) => return part.failed(FsError::local("writing a fetched copy", e)),

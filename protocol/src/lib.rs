@@ -13,6 +13,7 @@ pub mod message;
 pub mod metrics_endpoint;
 pub mod names;
 pub mod pieces;
+pub mod spares;
 pub mod tls;
 pub mod transport;
 pub mod types;

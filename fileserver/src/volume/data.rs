@@ -388,7 +388,7 @@ impl Volume {
             }
         };
         let new_path = self.data_path(fid.vnode, data_file);
-        let file = OpenOptions::new().write(true).create_new(true).open(&new_path)?;
+        let file = self.spares()?.create_new(&new_path)?;
         Ok(WrittenAhead(PendingStore {
             fid,
             file: Some(Arc::new(file)),

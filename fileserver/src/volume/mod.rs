@@ -29,6 +29,7 @@ use crate::schema::{
     self, ENTRIES, JOURNAL, JOURNAL_KEY, JournalState, OPEN_KEY, STATE, STATE_KEY, VNODES, VnodeRecord, VolumeState,
 };
 use cellfs_protocol::message::Break;
+use cellfs_protocol::spares::Spares;
 use cellfs_protocol::{DirEntry, ErrorCode, Fid, FileKind, Status, Timestamp, VolumeId};
 use redb::{Database, ReadableDatabase, ReadableTable};
 use std::path::{Path, PathBuf};
@@ -96,7 +97,12 @@ pub struct Volume {
     lazy: Mutex<unclean::Lazy>,
     /// The log that makes a commit group durable (see `volume/redo.rs`).
     redo: Mutex<redo::Redo>,
+    /// Empty files new data files are made from, once the volume is written.
+    spares: OnceLock<Spares>,
 }
+
+/// Spare files a written volume keeps ready (`cellfs_protocol::spares`).
+const SPARES: usize = 32;
 
 impl Drop for Volume {
     /// Closes the volume: clears its open mark, durably, which also flushes
@@ -207,6 +213,7 @@ impl Volume {
             settling: Mutex::new(()),
             lazy: Mutex::new(unclean::Lazy::default()),
             redo: Mutex::new(redo),
+            spares: OnceLock::new(),
         })
     }
 
@@ -278,6 +285,10 @@ impl Volume {
     /// Marks the volume deleted: every later call fails with `Stale`.
     pub fn mark_removed(&self) {
         self.removed.store(true, Ordering::Relaxed);
+        // Its folder is about to go: no spare file may appear in it.
+        if let Some(spares) = self.spares.get() {
+            spares.stop();
+        }
     }
 
     /// Marks the volume moved to another server: requests still holding it
@@ -298,6 +309,15 @@ impl Volume {
             return Err(rpc_err(ErrorCode::Stale, format!("volume {} was removed", self.id)));
         }
         Ok(())
+    }
+
+    /// The spare files new data files are made from (set up on first use).
+    fn spares(&self) -> FsResult<&Spares> {
+        if let Some(s) = self.spares.get() {
+            return Ok(s);
+        }
+        let made = Spares::new(&self.dir.join("spare"), SPARES)?;
+        Ok(self.spares.get_or_init(|| made))
     }
 
     fn data_path(&self, vnode: u64, version: u64) -> PathBuf {

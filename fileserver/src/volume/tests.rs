@@ -861,3 +861,30 @@ fn every_group_survives_a_crash_across_log_checkpoints() {
     }
     assert_eq!(copy.state().unwrap().files, u64::from(n) + 1);
 }
+
+/// A store's new data file is a spare file renamed (no inode allocated on
+/// the store's path), and a removed volume makes no more spares.
+#[test]
+fn data_files_are_made_from_spare_files() {
+    use std::os::unix::fs::MetadataExt;
+    let (_tmp, vol) = new_volume(0);
+    let a = vol.create(root(), "a", 0o644, 0, 0, true).unwrap().value.status.fid;
+    store_ahead(&vol, a, b"first");
+    let spare_dir = vol.dir().join("spare");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while vol.spares().unwrap().ready() < SPARES {
+        assert!(std::time::Instant::now() < deadline, "the spares were never made");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let spare_inodes: std::collections::BTreeSet<u64> = std::fs::read_dir(&spare_dir)
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().ino())
+        .collect();
+    store_ahead(&vol, a, b"second");
+    let data_file = vol.reader().unwrap().vnode(a).unwrap().data_file;
+    let ino = std::fs::metadata(vol.data_path(a.vnode, data_file)).unwrap().ino();
+    assert!(spare_inodes.contains(&ino), "the data file was not a spare");
+    assert_eq!(content(&vol, a), b"second");
+    vol.mark_removed();
+    std::fs::remove_dir_all(vol.dir()).unwrap();
+}
