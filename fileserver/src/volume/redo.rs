@@ -287,36 +287,36 @@ impl Volume {
     /// the log as one record and flushes it, or checkpoints when the log is
     /// full or cannot be written. Blocking.
     pub(super) fn sync_redo(&self) -> FsResult<()> {
-        let mut redo = self.redo();
-        if redo.pending.is_empty() {
-            return Ok(());
-        }
-        // A record too large to frame (over REDO_SPAN) is checkpointed.
-        let record = frame(redo.generation, &redo.pending)
-            .ok()
-            .filter(|r| redo.end + r.len() as u64 <= REDO_SPAN && redo.records < REDO_RECORDS);
-        if let Some(record) = record {
-            match redo.append(&record) {
-                Ok(()) => {
-                    redo.pending.clear();
-                    return Ok(());
+        {
+            let mut redo = self.redo();
+            if redo.pending.is_empty() {
+                return Ok(());
+            }
+            // A record too large to frame (over REDO_SPAN) is checkpointed.
+            let record = frame(redo.generation, &redo.pending)
+                .ok()
+                .filter(|r| redo.end + r.len() as u64 <= REDO_SPAN && redo.records < REDO_RECORDS);
+            if let Some(record) = record {
+                match redo.append(&record) {
+                    Ok(()) => {
+                        redo.pending.clear();
+                        return Ok(());
+                    }
+                    // What reached the log is torn or unflushed; a checkpoint
+                    // makes the changes durable and the log start over.
+                    Err(e) => tracing::warn!(volume = self.id, error = %e, "cannot write the redo log; checkpointing"),
                 }
-                // What reached the log is torn or unflushed; a checkpoint
-                // makes the changes durable and the log start over.
-                Err(e) => tracing::warn!(volume = self.id, error = %e, "cannot write the redo log; checkpointing"),
             }
         }
-        self.checkpoint(&mut redo, self.db.begin_write()?)
+        // Locks in the order `commit_durable` takes them: the database's
+        // write transaction, then the log.
+        self.commit_durable(self.db.begin_write()?)
     }
 
     /// Commits `txn` durably, as a checkpoint of the redo log (see the
     /// module's doc). Every durable commit of an open volume goes here.
     pub(super) fn commit_durable(&self, txn: WriteTransaction) -> FsResult<()> {
         let mut redo = self.redo();
-        self.checkpoint(&mut redo, txn)
-    }
-
-    fn checkpoint(&self, redo: &mut Redo, txn: WriteTransaction) -> FsResult<()> {
         let next = redo.generation.wrapping_add(1);
         set_generation(&txn, next)?;
         txn.commit()?;
