@@ -89,8 +89,11 @@ impl Spares {
     /// Fails with `AlreadyExists` when `dest` exists.
     pub fn create_new(&self, dest: &Path) -> io::Result<File> {
         if let Some(spare) = self.take() {
-            match rename_with(&spare, dest, libc::RENAME_NOREPLACE) {
-                Ok(()) => return File::options().read(true).write(true).open(dest),
+            // Opened before the rename: the handle is the spare's inode
+            // even if `dest` is replaced right after (as O_EXCL's is).
+            let file = File::options().read(true).write(true).open(&spare);
+            match file.and_then(|f| rename_with(&spare, dest, libc::RENAME_NOREPLACE).map(|()| f)) {
+                Ok(f) => return Ok(f),
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                     self.state().ready.push(spare);
                     return Err(e);
