@@ -2226,16 +2226,13 @@ impl Core {
     /// Makes a file created here durable on the server when its close has
     /// nothing to store (the store would have: see [`Core::create`]).
     fn sync_created(&self, ino: u64, fid: Fid) -> FsResult<()> {
-        let result = self.rt.block_on(self.link.call(&Request::Sync { fid }));
-        match result {
-            Ok(_) => Ok(()),
-            Err(e) => {
-                if let Some(n) = self.lock().nodes.get_mut(ino) {
-                    n.unsynced = true;
-                }
-                Err(e.into())
-            }
+        let synced = self.call(Request::Sync { fid }).map(|_| ());
+        if synced.is_err()
+            && let Some(n) = self.lock().nodes.get_mut(ino)
+        {
+            n.unsynced = true;
         }
+        synced
     }
 
     fn store_range(

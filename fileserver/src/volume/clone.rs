@@ -194,7 +194,7 @@ impl Volume {
         // The clone may name data files only this volume's log holds.
         self.settle()?;
         // Nor may it hold a create this volume could still lose in a crash.
-        self.flush_lazy()?;
+        self.flush()?;
         std::fs::create_dir_all(dir.join("data"))?;
         let db = Database::create(dir.join("meta.redb"))?;
         let src = self.db.begin_read()?;

@@ -151,9 +151,8 @@ impl Volume {
         let running = Running::enter();
         let out = changes();
         let mut deferred = running.finish();
-        self.note_ops(std::mem::take(&mut deferred.ops));
+        self.note_ops(std::mem::take(&mut deferred.ops), deferred.commits);
         if lazy && deferred.files.is_empty() && deferred.garbage.is_empty() {
-            self.note_lazy(deferred.commits);
             return (out, Ok(()));
         }
         let flushed = self.make_durable(&deferred);
@@ -175,10 +174,8 @@ impl Volume {
         if !d.files.is_empty() {
             sync_dir(&self.dir.join("data"))?;
         }
-        if d.commits > 0 || self.lazy_pending() {
-            self.flush()?;
-        }
-        Ok(())
+        // This group's changes and any lazy ones before them.
+        self.flush()
     }
 
     /// Queues `job` for the volume's next group, leading groups from a new

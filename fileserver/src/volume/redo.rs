@@ -87,6 +87,8 @@ pub struct Redo {
     records: u32,
     /// Ops committed and not in the log yet.
     pending: Vec<Op>,
+    /// How many changes committed them.
+    pending_changes: u64,
 }
 
 fn codec() -> impl Options {
@@ -239,6 +241,7 @@ pub fn open(dir: &Path, db: &Database) -> FsResult<Redo> {
         size,
         records: 0,
         pending: Vec::new(),
+        pending_changes: 0,
     })
 }
 
@@ -272,21 +275,28 @@ impl Volume {
         self.redo.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Adds the ops of changes committed without a flush; the next
-    /// [`Volume::sync_redo`] or checkpoint makes them durable.
-    pub(super) fn note_ops(&self, ops: Vec<Op>) {
+    /// Adds the ops of `changes` changes committed without a flush; the
+    /// next [`Volume::flush`] or checkpoint makes them durable.
+    pub(super) fn note_ops(&self, ops: Vec<Op>, changes: usize) {
         let mut redo = self.redo();
         if redo.pending.is_empty() {
             redo.pending = ops;
         } else {
             redo.pending.extend(ops);
         }
+        redo.pending_changes += changes as u64;
+    }
+
+    /// How many changes are committed and not durable yet.
+    pub(super) fn lazy_changes(&self) -> u64 {
+        self.redo().pending_changes
     }
 
     /// Makes every change committed so far durable: appends their ops to
     /// the log as one record and flushes it, or checkpoints when the log is
-    /// full or cannot be written. Blocking.
-    pub(super) fn sync_redo(&self) -> FsResult<()> {
+    /// full or cannot be written. Blocking; nothing to do when no change
+    /// waits.
+    pub(super) fn flush(&self) -> FsResult<()> {
         {
             let mut redo = self.redo();
             if redo.pending.is_empty() {
@@ -300,6 +310,7 @@ impl Volume {
                 match redo.append(&record) {
                     Ok(()) => {
                         redo.pending.clear();
+                        redo.pending_changes = 0;
                         return Ok(());
                     }
                     // What reached the log is torn or unflushed; a checkpoint
@@ -324,7 +335,7 @@ impl Volume {
         redo.end = 0;
         redo.records = 0;
         redo.pending.clear();
-        self.lazy_flushed();
+        redo.pending_changes = 0;
         Ok(())
     }
 }

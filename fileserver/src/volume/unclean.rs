@@ -34,11 +34,10 @@ pub const LAZY_MAX: u64 = 1024;
 /// How long after a lazy change its flush comes at the latest.
 const FLUSH_AFTER: Duration = Duration::from_millis(200);
 
-/// Changes waiting for a flush.
+/// The lazy changes' flush timer (the changes themselves wait in the redo
+/// log's pending ops, `volume/redo.rs`).
 #[derive(Debug, Default)]
 pub struct Lazy {
-    /// Changes committed without a flush since the last durable commit.
-    pending: u64,
     /// Whether a flush is scheduled.
     scheduled: bool,
 }
@@ -46,12 +45,7 @@ pub struct Lazy {
 impl Volume {
     /// Whether a group of `n` lazy changes may skip its flush.
     pub(super) fn lazy_room(&self, n: usize) -> bool {
-        self.lazy().pending + n as u64 <= LAZY_MAX
-    }
-
-    /// How many changes wait for a flush.
-    pub(super) fn lazy_changes(&self) -> u64 {
-        self.lazy().pending
+        self.lazy_changes() + n as u64 <= LAZY_MAX
     }
 
     /// Whether some change waits for a flush.
@@ -59,42 +53,19 @@ impl Volume {
         self.lazy_changes() > 0
     }
 
-    /// Counts `n` changes committed without a flush.
-    pub(super) fn note_lazy(&self, n: usize) {
-        self.lazy().pending += n as u64;
-    }
-
     fn lazy(&self) -> std::sync::MutexGuard<'_, Lazy> {
         self.lazy.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Makes every change committed so far durable (through the redo log,
-    /// `volume/redo.rs`).
-    pub(super) fn flush(&self) -> FsResult<()> {
-        self.sync_redo()?;
-        self.lazy_flushed();
-        Ok(())
-    }
-
-    /// Notes that no change waits for a flush any more.
-    pub(super) fn lazy_flushed(&self) {
-        self.lazy().pending = 0;
-    }
-
-    /// Makes every lazy change durable now (blocking).
-    pub(super) fn flush_lazy(&self) -> FsResult<()> {
-        if self.lazy_pending() {
-            self.flush()?;
-        }
-        Ok(())
     }
 
     /// Flushes lazy changes [`FLUSH_AFTER`] from now (as an empty change
     /// of the volume's group), unless a flush is due already.
     pub(super) fn schedule_flush(self: &Arc<Self>) {
+        if !self.lazy_pending() {
+            return;
+        }
         {
             let mut l = self.lazy();
-            if l.pending == 0 || l.scheduled {
+            if l.scheduled {
                 return;
             }
             l.scheduled = true;
