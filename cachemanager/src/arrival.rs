@@ -47,7 +47,10 @@ impl Arrival {
                 Some(Ok(())) => return Ok(()),
                 Some(Err(e)) => return Err(e.clone()),
                 None if p.written >= end => return Ok(()),
-                None => p = self.changed.wait(p).unwrap_or_else(|e| e.into_inner()),
+                None => {
+                    crate::readers::before_wait();
+                    p = self.changed.wait(p).unwrap_or_else(|e| e.into_inner());
+                }
             }
         }
     }

@@ -12,6 +12,7 @@ use crate::link::{DISCONNECTED_ERRNO, LinkError, LinkEvent};
 use crate::links::Links;
 use crate::nodes::{Listing, Node, NodeTable, Promise, ROOT_INO};
 use crate::persist::{self, Snapshot, SnapshotRef};
+use crate::readers;
 use crate::rights::RightsCache;
 use cellfs_protocol::acl::{AclChange, AclLine, Caller, Rights};
 use cellfs_protocol::transport::CallError;
@@ -347,6 +348,7 @@ impl StoreSlot {
     }
 
     fn wait(&self) -> FsResult<()> {
+        readers::before_wait();
         let mut done = self.done.lock().unwrap_or_else(|p| p.into_inner());
         loop {
             if let Some(result) = done.as_ref() {
@@ -654,11 +656,18 @@ impl Core {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Runs `f` to its end on the runtime, from a thread outside it (a FUSE
+    /// thread, which first lets another thread read the kernel's requests).
+    fn wait<F: std::future::Future>(&self, f: F) -> F::Output {
+        readers::before_wait();
+        self.rt.block_on(f)
+    }
+
     /// A request that only reads: while the server is unreachable it fails
     /// at once with [`DISCONNECTED_ERRNO`].
     fn call(&self, req: Request) -> FsResult<(Reply, Option<Promise>)> {
         let sent = self.sent();
-        let reply = self.rt.block_on(self.link.call(&req))?;
+        let reply = self.wait(self.link.call(&req))?;
         Ok((reply, self.promise_from(sent)))
     }
 
@@ -722,7 +731,7 @@ impl Core {
             return Err(disconnected(req.op_name()));
         }
         let sent = self.sent();
-        match self.rt.block_on(self.link.call(&req)) {
+        match self.wait(self.link.call(&req)) {
             Ok(reply) => Ok((reply, self.promise_from(sent))),
             Err(e) if e.is_unreachable() => Err(disconnected(req.op_name())),
             Err(e) => Err(e.into()),
@@ -1799,7 +1808,7 @@ impl Core {
     /// Fetches `fid` into `tmp`, telling `arrived` of the bytes as they come,
     /// then puts the copy in place.
     fn fetch_into(&self, fid: Fid, size: u64, tmp: &Path, sent: Sent, arrived: crate::link::Arrived) -> FsResult<()> {
-        let status = match self.rt.block_on(self.link.fetch_to(fid, size, tmp, arrived)) {
+        let status = match self.wait(self.link.fetch_to(fid, size, tmp, arrived)) {
             Ok(s) => s,
             Err(e) => {
                 let _ = std::fs::remove_file(tmp);
@@ -1922,6 +1931,7 @@ impl Core {
             // pages must not be overwritten by it); later ones see the file
             // open and leave it alone.
             while st.pushing == Some(fid) {
+                readers::before_wait();
                 st = self.pushed.wait(st).unwrap_or_else(|p| p.into_inner());
             }
         }
@@ -2253,7 +2263,7 @@ impl Core {
             mtime: Some(mtime),
         };
         let sent = self.sent();
-        let status = self.rt.block_on(self.link.store_from(&req, &path, start))?;
+        let status = self.wait(self.link.store_from(&req, &path, start))?;
         Ok((status, self.promise_from(sent)))
     }
 

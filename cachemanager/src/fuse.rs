@@ -6,6 +6,7 @@ use crate::core::{Core, DirItem, Entry, KernelCache, LockRequest, Lookup, Opened
 use crate::error::FsError;
 use crate::passthrough::{Backings, Mode, PASSTHROUGH_MIN_SIZE};
 use crate::range_locks::Kind;
+use crate::readers::{Readers, Turn};
 use cellfs_protocol::{FileKind, SetAttr, Special, Timestamp};
 use fuser::{
     BackingId, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
@@ -41,6 +42,13 @@ fn with_read_buffer<R>(f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
     out
 }
 
+/// One kernel request being served: its span closes (and is logged)
+/// before the thread's turn ends, which may park the thread.
+struct Serving {
+    _span: tracing::span::EnteredSpan,
+    _turn: Turn,
+}
+
 /// The fuser filesystem over a [`Core`].
 pub struct CellFs {
     core: Arc<Core>,
@@ -50,21 +58,42 @@ pub struct CellFs {
     passthrough: bool,
     /// Passthrough backing files.
     backings: Backings,
+    /// Which of the session's threads read the next request.
+    readers: Arc<Readers>,
 }
 
 impl CellFs {
-    /// Wraps a core; `passthrough` asks the kernel for FUSE passthrough.
-    pub fn new(core: Arc<Core>, passthrough: bool) -> Self {
+    /// Wraps a core for a session of `threads` threads; `passthrough` asks
+    /// the kernel for FUSE passthrough.
+    pub fn new(core: Arc<Core>, passthrough: bool, threads: usize) -> Self {
         CellFs {
             core,
             passthrough,
             no_opendir: AtomicBool::new(false),
             backings: Backings::default(),
+            readers: Readers::new(threads),
         }
     }
 }
 
 impl CellFs {
+    /// Starts serving one kernel request on this thread: its span
+    /// (`RUST_LOG=cellfs_cachemanager::fuse=debug` logs each with its time
+    /// when it closes) and this thread's turn among the readers.
+    fn serve(&self, req: &Request, op: &'static str, ino: u64) -> Serving {
+        Serving {
+            _span: tracing::debug_span!("fuse", op, ino, unique = req.unique().0, pid = req.pid()).entered(),
+            _turn: self.readers.turn(),
+        }
+    }
+
+    /// [`CellFs::serve`] for a request the fileserver authorizes, with the
+    /// request's caller entered on this thread.
+    fn serve_as(&self, req: &Request, op: &'static str, ino: u64) -> (Serving, caller::Scope) {
+        let serving = self.serve(req, op, ino);
+        (serving, caller::enter(Some(caller::of(req.uid(), req.gid()))))
+    }
+
     /// O_TRUNC on the handle `opened` was just made for
     /// ([`Core::truncate_opened`]); on failure the handle is released and
     /// the errno for the kernel returned.
@@ -269,19 +298,6 @@ fn reply_empty(reply: ReplyEmpty, r: Result<(), FsError>) {
     }
 }
 
-/// The span of one kernel request: `RUST_LOG=cellfs_cachemanager::fuse=debug`
-/// logs each with its time when it closes.
-fn serve(req: &Request, op: &'static str, ino: u64) -> tracing::span::EnteredSpan {
-    tracing::debug_span!("fuse", op, ino, unique = req.unique().0, pid = req.pid()).entered()
-}
-
-/// [`serve`] for a request the fileserver authorizes: the span, and the
-/// request's caller entered on this thread.
-fn serve_as(req: &Request, op: &'static str, ino: u64) -> (tracing::span::EnteredSpan, caller::Scope) {
-    let span = serve(req, op, ino);
-    (span, caller::enter(Some(caller::of(req.uid(), req.gid()))))
-}
-
 impl Filesystem for CellFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         let _ = config.set_max_write(1 << 20);
@@ -327,7 +343,7 @@ impl Filesystem for CellFs {
     }
 
     fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        let _as = serve_as(req, "lookup", parent.0);
+        let _as = self.serve_as(req, "lookup", parent.0);
         let name = match name_str(name) {
             Ok(n) => n,
             Err(e) => return reply.error(e),
@@ -361,7 +377,7 @@ impl Filesystem for CellFs {
     }
 
     fn getattr(&self, req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        let _span = serve(req, "getattr", ino.0);
+        let _span = self.serve(req, "getattr", ino.0);
         match self.core.getattr(ino.0) {
             Ok(e) => reply.attr(&e.ttl, &attr(&e)),
             Err(e) => reply.error(errno(e)),
@@ -386,7 +402,7 @@ impl Filesystem for CellFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        let _as = serve_as(req, "setattr", ino.0);
+        let _as = self.serve_as(req, "setattr", ino.0);
         let set = SetAttr {
             mode: mode.map(|m| m & 0o7777),
             uid,
@@ -402,7 +418,7 @@ impl Filesystem for CellFs {
     }
 
     fn readlink(&self, req: &Request, ino: INodeNo, reply: ReplyData) {
-        let _as = serve_as(req, "readlink", ino.0);
+        let _as = self.serve_as(req, "readlink", ino.0);
         match self.core.readlink(ino.0) {
             Ok(t) => reply.data(t.as_bytes()),
             Err(e) => reply.error(errno(e)),
@@ -410,7 +426,7 @@ impl Filesystem for CellFs {
     }
 
     fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, reply: ReplyEntry) {
-        let _as = serve_as(req, "mkdir", parent.0);
+        let _as = self.serve_as(req, "mkdir", parent.0);
         let name = match name_str(name) {
             Ok(n) => n,
             Err(e) => return reply.error(e),
@@ -423,7 +439,7 @@ impl Filesystem for CellFs {
     }
 
     fn mknod(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, rdev: u32, reply: ReplyEntry) {
-        let _as = serve_as(req, "mknod", parent.0);
+        let _as = self.serve_as(req, "mknod", parent.0);
         let name = match name_str(name) {
             Ok(n) => n,
             Err(e) => return reply.error(e),
@@ -448,7 +464,7 @@ impl Filesystem for CellFs {
     }
 
     fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let _as = serve_as(req, "unlink", parent.0);
+        let _as = self.serve_as(req, "unlink", parent.0);
         match name_str(name) {
             Ok(n) => reply_empty(reply, self.core.remove(parent.0, n, false)),
             Err(e) => reply.error(e),
@@ -456,7 +472,7 @@ impl Filesystem for CellFs {
     }
 
     fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let _as = serve_as(req, "rmdir", parent.0);
+        let _as = self.serve_as(req, "rmdir", parent.0);
         match name_str(name) {
             Ok(n) => reply_empty(reply, self.core.remove(parent.0, n, true)),
             Err(e) => reply.error(e),
@@ -464,7 +480,7 @@ impl Filesystem for CellFs {
     }
 
     fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
-        let _as = serve_as(req, "symlink", parent.0);
+        let _as = self.serve_as(req, "symlink", parent.0);
         let name = match name_str(link_name) {
             Ok(n) => n,
             Err(e) => return reply.error(e),
@@ -485,7 +501,7 @@ impl Filesystem for CellFs {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        let _as = serve_as(req, "rename", parent.0);
+        let _as = self.serve_as(req, "rename", parent.0);
         let (name, newname) = match (name_str(name), name_str(newname)) {
             (Ok(a), Ok(b)) => (a, b),
             (Err(e), _) | (_, Err(e)) => return reply.error(e),
@@ -498,7 +514,7 @@ impl Filesystem for CellFs {
     }
 
     fn link(&self, req: &Request, ino: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
-        let _as = serve_as(req, "link", ino.0);
+        let _as = self.serve_as(req, "link", ino.0);
         match name_str(newname) {
             Ok(n) => reply_entry(reply, self.core.link(ino.0, newparent.0, n)),
             Err(e) => reply.error(e),
@@ -506,7 +522,7 @@ impl Filesystem for CellFs {
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        let _as = serve_as(req, "open", ino.0);
+        let _as = self.serve_as(req, "open", ino.0);
         let write = !matches!(flags.acc_mode(), fuser::OpenAccMode::O_RDONLY);
         let mut opened = match self.core.open(ino.0, write) {
             Ok(o) => o,
@@ -551,7 +567,7 @@ impl Filesystem for CellFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        let _span = serve(req, "read", ino.0);
+        let _span = self.serve(req, "read", ino.0);
         with_read_buffer(|buf| match self.core.read(fh.0, offset, size, buf) {
             Ok(n) => reply.data(&buf[..n]),
             Err(e) => reply.error(errno(e)),
@@ -570,7 +586,7 @@ impl Filesystem for CellFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        let _span = serve(req, "write", ino.0);
+        let _span = self.serve(req, "write", ino.0);
         match self.core.write(fh.0, offset, data) {
             Ok(n) => reply.written(n),
             Err(e) => reply.error(errno(e)),
@@ -578,7 +594,7 @@ impl Filesystem for CellFs {
     }
 
     fn flush(&self, req: &Request, ino: INodeNo, fh: FileHandle, lock_owner: LockOwner, reply: ReplyEmpty) {
-        let _span = serve(req, "flush", ino.0);
+        let _span = self.serve(req, "flush", ino.0);
         self.core.unlock_owner(ino.0, lock_owner.0);
         reply_empty(reply, self.core.flush(fh.0));
     }
@@ -593,19 +609,19 @@ impl Filesystem for CellFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        let _span = serve(req, "release", ino.0);
+        let _span = self.serve(req, "release", ino.0);
         self.core.unlock_handle(ino.0, fh.0, lock_owner.map(|o| o.0));
         self.backings.release(fh.0);
         reply_empty(reply, self.core.release(fh.0));
     }
 
     fn fsync(&self, req: &Request, ino: INodeNo, fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
-        let _span = serve(req, "fsync", ino.0);
+        let _span = self.serve(req, "fsync", ino.0);
         reply_empty(reply, self.core.flush(fh.0));
     }
 
     fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        let _span = serve(req, "opendir", ino.0);
+        let _span = self.serve(req, "opendir", ino.0);
         if self.no_opendir.load(Ordering::Relaxed) {
             // The kernel stops sending opendir/releasedir and keeps each
             // directory's cached entries until an invalidation (breaks).
@@ -616,7 +632,7 @@ impl Filesystem for CellFs {
     }
 
     fn readdir(&self, req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
-        let _as = serve_as(req, "readdir", ino.0);
+        let _as = self.serve_as(req, "readdir", ino.0);
         let items = match self.core.dir_items(ino.0) {
             Ok(i) => i,
             Err(e) => return reply.error(errno(e)),
@@ -630,7 +646,7 @@ impl Filesystem for CellFs {
     }
 
     fn readdirplus(&self, req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
-        let _as = serve_as(req, "readdirplus", ino.0);
+        let _as = self.serve_as(req, "readdirplus", ino.0);
         let items = match self.core.dir_items(ino.0) {
             Ok(i) => i,
             Err(e) => return reply.error(errno(e)),
@@ -681,20 +697,20 @@ impl Filesystem for CellFs {
     }
 
     fn fsyncdir(&self, req: &Request, ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
-        let _span = serve(req, "fsyncdir", ino.0);
+        let _span = self.serve(req, "fsyncdir", ino.0);
         // Directory changes are committed on the server before they return.
         reply.ok();
     }
 
     fn getxattr(&self, req: &Request, ino: INodeNo, _name: &OsStr, _size: u32, reply: fuser::ReplyXattr) {
-        let _span = serve(req, "getxattr", ino.0);
+        let _span = self.serve(req, "getxattr", ino.0);
         // No extended attributes: ENOSYS once and the kernel stops asking
         // (it asks for security.capability before the first write).
         reply.error(Errno::ENOSYS);
     }
 
     fn listxattr(&self, req: &Request, ino: INodeNo, _size: u32, reply: fuser::ReplyXattr) {
-        let _span = serve(req, "listxattr", ino.0);
+        let _span = self.serve(req, "listxattr", ino.0);
         reply.error(Errno::ENOSYS);
     }
 
@@ -709,13 +725,13 @@ impl Filesystem for CellFs {
         _out_size: u32,
         reply: fuser::ReplyIoctl,
     ) {
-        let _span = serve(req, "ioctl", ino.0);
+        let _span = self.serve(req, "ioctl", ino.0);
         // No ioctls: what isatty() and friends expect of a plain file, quietly.
         reply.error(Errno::ENOTTY);
     }
 
     fn statfs(&self, req: &Request, ino: INodeNo, reply: ReplyStatfs) {
-        let _span = serve(req, "statfs", ino.0);
+        let _span = self.serve(req, "statfs", ino.0);
         const BSIZE: u64 = 4096;
         match self.core.statfs(ino.0) {
             Ok(v) => {
@@ -750,7 +766,7 @@ impl Filesystem for CellFs {
         pid: u32,
         reply: ReplyLock,
     ) {
-        let _as = serve_as(req, "getlk", ino.0);
+        let _as = self.serve_as(req, "getlk", ino.0);
         let r = match lock_request(req, ino, fh, lock_owner, start, end, typ, pid) {
             Ok(r) => r,
             Err(e) => return reply.error(e),
@@ -781,7 +797,7 @@ impl Filesystem for CellFs {
         sleep: bool,
         reply: ReplyEmpty,
     ) {
-        let _as = serve_as(req, "setlk", ino.0);
+        let _as = self.serve_as(req, "setlk", ino.0);
         match lock_request(req, ino, fh, lock_owner, start, end, typ, pid) {
             Ok(r) => self.core.setlk(r, sleep, move |result| reply_empty(reply, result)),
             Err(e) => reply.error(e),
@@ -798,7 +814,7 @@ impl Filesystem for CellFs {
         flags: i32,
         reply: ReplyCreate,
     ) {
-        let _as = serve_as(req, "create", parent.0);
+        let _as = self.serve_as(req, "create", parent.0);
         let name = match name_str(name) {
             Ok(n) => n,
             Err(e) => return reply.error(e),

@@ -18,5 +18,6 @@ pub mod passthrough;
 pub mod persist;
 pub mod prometheus;
 pub mod range_locks;
+pub mod readers;
 pub mod rights;
 pub mod settings;

@@ -96,14 +96,19 @@ pub fn run(opts: MountOptions) -> anyhow::Result<()> {
         fuser::MountOption::NoDev,
     ];
     config.acl = fuser::SessionACL::All;
-    config.n_threads = Some(opts.threads.max(1));
+    let threads = opts.threads.max(1);
+    config.n_threads = Some(threads);
     // Resolved before mounting: afterwards the path leads into the mount.
     let mountpoint_abs = opts
         .mountpoint
         .canonicalize()
         .unwrap_or_else(|_| opts.mountpoint.clone());
-    let mut session = fuser::Session::new(CellFs::new(core.clone(), opts.passthrough), &opts.mountpoint, &config)
-        .with_context(|| format!("mounting on {}", opts.mountpoint.display()))?;
+    let mut session = fuser::Session::new(
+        CellFs::new(core.clone(), opts.passthrough, threads),
+        &opts.mountpoint,
+        &config,
+    )
+    .with_context(|| format!("mounting on {}", opts.mountpoint.display()))?;
     core.set_kernel_cache(Box::new(NotifierCache(session.notifier())));
     core.set_mountpoint(mountpoint_abs);
     let mut unmounter = session.unmount_callable();

@@ -130,7 +130,7 @@ impl Core {
 
     /// Probes every server of the cell now and says how each is.
     pub fn check_servers(&self) -> Vec<ServerState> {
-        self.rt.block_on(self.link.probe());
+        self.wait(self.link.probe());
         self.server_states()
     }
 

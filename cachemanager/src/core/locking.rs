@@ -8,6 +8,7 @@ use super::Core;
 use crate::error::{FsError, FsResult};
 use crate::link::LinkError;
 use crate::range_locks::{Held, Kind, RangeLocks};
+use crate::readers;
 use cellfs_protocol::acl::{Caller, Rights};
 use cellfs_protocol::message::{LockMode, LockOp};
 use cellfs_protocol::{Fid, Reply, Request};
@@ -126,7 +127,7 @@ impl Core {
         if self.link.is_down_for(fid.volume) {
             return Err(LinkError::Down);
         }
-        match self.rt.block_on(self.link.call(&Request::Lock { fid, op }))? {
+        match self.wait(self.link.call(&Request::Lock { fid, op }))? {
             Reply::Lock { conflict } => Ok(conflict),
             _ => Err(LinkError::Call(cellfs_protocol::transport::CallError::Rpc(
                 cellfs_protocol::RpcError::new(cellfs_protocol::ErrorCode::BadRequest, "unexpected reply to lock"),
@@ -264,6 +265,7 @@ impl Core {
     /// Waits for a change of the lock table; `EINTR` when `waiter` has a
     /// signal to take.
     fn wait_turn<'a>(&self, t: MutexGuard<'a, NodeLocks>, waiter: u32) -> FsResult<MutexGuard<'a, NodeLocks>> {
+        readers::before_wait();
         let (t, _) = self
             .locks_changed
             .wait_timeout(t, WAIT_SLICE)
@@ -276,6 +278,7 @@ impl Core {
 
     /// Sleeps `how_long`, or less when `waiter` gets a signal (`EINTR`).
     fn pause(&self, how_long: Duration, waiter: u32) -> FsResult<()> {
+        readers::before_wait();
         let until = std::time::Instant::now() + how_long;
         loop {
             if signalled(waiter) {
@@ -294,6 +297,7 @@ impl Core {
     fn unlock(&self, ino: u64, change: impl FnOnce(&mut RangeLocks)) {
         let mut t = self.node_locks();
         while t.files.contains_key(&ino) && t.busy.contains(&ino) {
+            readers::before_wait();
             t = self
                 .locks_changed
                 .wait_timeout(t, WAIT_SLICE)
