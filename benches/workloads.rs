@@ -278,9 +278,13 @@ fn rss_mib(pid: Option<u32>) -> f64 {
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
-/// Median of `runs` timed runs after one warm-up run.
+/// Median of `runs` timed runs after one warm-up run and a `sync`: a node's
+/// warm-up fetches its copies, and their write-back would otherwise run
+/// under the timed runs (a copy read long after its fetch is clean; the
+/// native files are clean too, written and synced before).
 fn warm(runs: usize, mut f: impl FnMut()) -> f64 {
     f();
+    sync();
     median((0..runs.max(1)).map(|_| secs(&mut f)).collect())
 }
 
