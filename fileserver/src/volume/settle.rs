@@ -6,8 +6,9 @@
 //! transaction that commits the record naming the file, so the store is
 //! durable once that commit is (one flush of the metadata instead of the
 //! data file's fsync, the folder's fsync and the commit's). Settling later
-//! makes the data files themselves durable, many at a time with one
-//! `syncfs`, and then drops their bytes from the table. After a crash,
+//! makes the data files themselves durable (those still named: a few one
+//! by one, many with one `syncfs`), and then drops their bytes from the
+//! table. After a crash,
 //! [`Volume::replay_logged`] writes every logged file still named by its
 //! record back from the table before the volume serves anything.
 //!
@@ -15,7 +16,7 @@
 //! every clone ([`Volume::write_clone`]): a clone never names a data file
 //! whose bytes only the origin's table holds.
 
-use super::txn::decode_vnode;
+use super::txn::{VnodeAccess, decode_vnode};
 use super::{Volume, sync_dir};
 use crate::error::FsResult;
 use crate::schema::{UNSETTLED, VNODES};
@@ -32,6 +33,19 @@ pub const LOGGED_MAX: usize = 256 * 1024;
 
 /// How long after a group of logged stores their data files are settled.
 const SETTLE_AFTER: Duration = Duration::from_secs(1);
+
+/// Most data files a settle flushes one by one; past it one `syncfs`
+/// flushes them all (and whatever else the file system holds unwritten).
+const SETTLE_ONE_BY_ONE: usize = 16;
+
+/// How a settle made its data files durable.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Flushed {
+    /// This many still named, each flushed on its own.
+    OneByOne(usize),
+    /// Too many for that: the whole file system at once.
+    FileSystem,
+}
 
 /// Data files whose bytes are logged and not settled yet.
 #[derive(Debug, Default)]
@@ -75,8 +89,9 @@ impl Volume {
         });
     }
 
-    /// Makes every logged data file durable (one `syncfs` of the volume's
-    /// filesystem) and drops their bytes from the table; returns how many.
+    /// Makes every logged data file still named durable
+    /// ([`Volume::flush_named`]) and drops the bytes of all from the table;
+    /// returns how many rows were dropped.
     /// Blocking. On an error the files stay logged and are settled with
     /// the next group's (or replayed at the next start).
     pub fn settle(&self) -> FsResult<usize> {
@@ -92,11 +107,7 @@ impl Volume {
             return Ok(0);
         }
         let settled = self.check_live().and_then(|()| {
-            let data = File::open(self.dir.join("data"))?;
-            // SAFETY: the descriptor is open for the call; it reads no memory.
-            if unsafe { libc::syncfs(data.as_raw_fd()) } != 0 {
-                return Err(std::io::Error::last_os_error().into());
-            }
+            self.flush_named(&keys)?;
             let mut txn = self.db.begin_write()?;
             // Losing this commit only makes the next start write the same
             // bytes again.
@@ -115,6 +126,49 @@ impl Volume {
             u.keys.extend(keys);
         }
         settled
+    }
+
+    /// Makes durable those of `keys` whose record still names them: one by
+    /// one when at most [`SETTLE_ONE_BY_ONE`], else with one `syncfs`. A
+    /// data file replaced or removed since needs nothing: no record names
+    /// it, and a crash's replay skips it too. A file overwritten again and
+    /// again (a cache file, a counter) thus costs one small flush a second,
+    /// not a flush of everything the file system holds unwritten.
+    pub(super) fn flush_named(&self, keys: &[(u64, u64)]) -> FsResult<Flushed> {
+        let named: Vec<(u64, u64)> = {
+            let r = self.reader()?;
+            let mut named = Vec::new();
+            for &(vnode, data_file) in keys {
+                if r.vnode_by_number_opt(vnode)?
+                    .is_some_and(|rec| rec.data_file == data_file)
+                {
+                    named.push((vnode, data_file));
+                }
+            }
+            named
+        };
+        let data = self.dir.join("data");
+        if named.len() > SETTLE_ONE_BY_ONE {
+            let dir = File::open(&data)?;
+            // SAFETY: the descriptor is open for the call; it reads no memory.
+            if unsafe { libc::syncfs(dir.as_raw_fd()) } != 0 {
+                return Err(std::io::Error::last_os_error().into());
+            }
+            return Ok(Flushed::FileSystem);
+        }
+        for &(vnode, data_file) in &named {
+            match File::open(self.data_path(vnode, data_file)) {
+                Ok(f) => f.sync_data()?,
+                // Replaced and collected since the check.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if !named.is_empty() {
+            // The new files' names.
+            sync_dir(&data)?;
+        }
+        Ok(Flushed::OneByOne(named.len()))
     }
 
     /// Writes back every logged data file its record still names (a crash

@@ -663,6 +663,37 @@ async fn logged_stores_lost_by_a_crash_are_written_back_at_open() {
 }
 
 #[tokio::test]
+async fn a_settle_flushes_only_the_data_files_still_named() {
+    use super::settle::Flushed;
+    let (_tmp, vol) = new_volume(0);
+    let a = vol.create(root(), "a", 0o644, 0, 0, true).unwrap().value.status.fid;
+    for i in 0..3 {
+        store_ahead(&vol, a, format!("version {i}").as_bytes());
+    }
+    let keys = logged(&vol);
+    assert_eq!(keys.len(), 3);
+    assert_eq!(
+        vol.flush_named(&keys).unwrap(),
+        Flushed::OneByOne(1),
+        "two of the three were replaced"
+    );
+    // Past the bound, one flush of the file system.
+    for i in 0..17 {
+        let f = vol
+            .create(root(), &format!("f{i}"), 0o644, 0, 0, true)
+            .unwrap()
+            .value
+            .status
+            .fid;
+        store_ahead(&vol, f, b"small");
+    }
+    assert_eq!(vol.flush_named(&logged(&vol)).unwrap(), Flushed::FileSystem);
+    assert_eq!(vol.settle().unwrap(), 20);
+    assert!(logged(&vol).is_empty(), "every row dropped, named or not");
+    assert_eq!(content(&vol, a), b"version 2");
+}
+
+#[tokio::test]
 async fn settling_empties_the_log_and_a_clone_settles_its_origin_first() {
     let (tmp, vol) = new_volume(0);
     let a = vol.create(root(), "a", 0o644, 0, 0, true).unwrap().value.status.fid;
