@@ -278,14 +278,21 @@ fn rss_mib(pid: Option<u32>) -> f64 {
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
-/// Median of `runs` timed runs after one warm-up run and a `sync`: a node's
-/// warm-up fetches its copies, and their write-back would otherwise run
-/// under the timed runs (a copy read long after its fetch is clean; the
-/// native files are clean too, written and synced before).
-fn warm(runs: usize, mut f: impl FnMut()) -> f64 {
-    f();
+/// Medians of `runs` timed runs of `f` on `native` and on `node` in turn
+/// (so that a drift in this machine's speed moves both), after one warm-up
+/// run of each and a `sync`: a node's warm-up fetches its copies, and their
+/// write-back would otherwise run under the timed runs (a copy read long
+/// after its fetch is clean, as the native files are).
+fn warm(runs: usize, native: &Path, node: &Path, f: impl Fn(&Path)) -> (f64, f64) {
+    f(native);
+    f(node);
     sync();
-    median((0..runs.max(1)).map(|_| secs(&mut f)).collect())
+    let (mut n, mut c) = (Vec::new(), Vec::new());
+    for _ in 0..runs.max(1) {
+        n.push(secs(|| f(native)));
+        c.push(secs(|| f(node)));
+    }
+    (median(n), median(c))
 }
 
 /// Heap bytes per promise in the fileserver's registry holding `n` promises
@@ -331,10 +338,6 @@ fn main() {
     let n_create = secs(|| write_tree(native, "tree", &a, 1));
     let n_create_many = secs(|| write_tree(native, "by-writers", &a, a.writers));
     let n_write_big = secs(|| write_big(&native.join("big"), a.big_mib));
-    let n_warm_big = warm(a.runs, || assert_eq!(read_big(&native.join("big")), big_bytes));
-    let n_warm_tar = warm(a.runs, || tar(native));
-    let n_warm_find = warm(a.runs, || find(native));
-    let n_missing = warm(a.runs, || missing_lookups(native, &a));
 
     // cellfs.
     let cell = Cell::new();
@@ -408,12 +411,12 @@ fn main() {
     drop(fresh_nodes);
     sync();
 
-    eprintln!("cellfs: warm rows on B");
+    eprintln!("warm rows: native and B in turn");
     let b = mount_b.path();
-    let c_warm_big = warm(a.runs, || assert_eq!(read_big(&b.join("big")), big_bytes));
-    let c_warm_tar = warm(a.runs, || tar(b));
-    let c_warm_find = warm(a.runs, || find(b));
-    let c_missing = warm(a.runs, || missing_lookups(b, &a));
+    let (n_warm_big, c_warm_big) = warm(a.runs, native, b, |p| assert_eq!(read_big(&p.join("big")), big_bytes));
+    let (n_warm_tar, c_warm_tar) = warm(a.runs, native, b, tar);
+    let (n_warm_find, c_warm_find) = warm(a.runs, native, b, find);
+    let (n_missing, c_missing) = warm(a.runs, native, b, |p| missing_lookups(p, &a));
     let b_rss = rss_mib(mount_b.pid());
 
     rows.push(Row::new(
