@@ -423,3 +423,55 @@ fn closing_a_created_file_unwritten_keeps_what_another_node_wrote() {
     assert_eq!(fs::read(b.path().join("log")).unwrap(), b"from B");
     assert_eq!(fs::read(a.path().join("log")).unwrap(), b"from B");
 }
+
+/// Files and folders the node table of `m` holds.
+fn nodes_known(m: &Mount) -> u64 {
+    m.status()["nodes_known"].as_u64().expect("nodes_known in status")
+}
+
+#[test]
+fn deleted_files_leave_both_nodes_tables_once_closed() {
+    // What PHP sessions and page caches do all day: files made and removed.
+    let cell = Cell::with_promise_secs(600);
+    let a = Mount::new(&cell);
+    let b = Mount::new(&cell);
+    let (dir_a, dir_b) = (a.path().join("sessions"), b.path().join("sessions"));
+    fs::create_dir(&dir_a).unwrap();
+    let (a0, b0) = (nodes_known(&a), nodes_known(&b));
+    for i in 0..200 {
+        fs::write(dir_a.join(format!("sess_{i}")), b"data").unwrap();
+    }
+    // B sees them all (a node each), and keeps one open.
+    for i in 0..200 {
+        assert_eq!(fs::read(dir_b.join(format!("sess_{i}"))).unwrap(), b"data");
+    }
+    let mut held = fs::File::open(dir_b.join("sess_7")).unwrap();
+    assert!(nodes_known(&b) >= b0 + 200, "B: {} nodes", nodes_known(&b));
+    assert!(nodes_known(&a) >= a0 + 200, "A: {} nodes", nodes_known(&a));
+    for i in 0..200 {
+        fs::remove_file(dir_a.join(format!("sess_{i}"))).unwrap();
+    }
+    // A removed them itself; B learns from the breaks.
+    assert!(nodes_known(&a) <= a0 + 1, "A still holds {} nodes", nodes_known(&a));
+    wait_for_nodes(&b, b0 + 2);
+    // The open one is still readable, and goes at its close.
+    let mut text = String::new();
+    held.read_to_string(&mut text).unwrap();
+    assert_eq!(text, "data");
+    drop(held);
+    wait_for_nodes(&b, b0 + 1);
+    assert!(names(&dir_b).is_empty());
+}
+
+/// Waits (at most 10 s) until `m` holds at most `most` nodes.
+fn wait_for_nodes(m: &Mount, most: u64) {
+    let t = Instant::now();
+    while nodes_known(m) > most {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "{} nodes held, expected at most {most}",
+            nodes_known(m)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -2279,6 +2279,7 @@ impl Core {
         let mut st = self.lock();
         if let Some(h) = st.files.remove(&fh) {
             st.cache.unpin(h.fid);
+            prune_deleted(&mut st, h.fid);
             if h.write
                 && h.passthrough.load(Ordering::Relaxed)
                 && let Some(n) = st.direct_writers.get_mut(&h.ino)
@@ -2650,6 +2651,7 @@ impl Core {
                 .iter()
                 .filter(|(_, n)| n.valid_for(epoch, now).is_some())
                 .count() as u64,
+            nodes_known: st.nodes.len() as u64,
             last_revalidation: last,
             other_servers: self.server_states().into_iter().skip(1).collect(),
             fetching: st
@@ -2685,6 +2687,9 @@ pub struct NodeStatus {
     pub mountpoint: std::path::PathBuf,
     /// Callback promises currently valid.
     pub promises_held: u64,
+    /// Files and folders the node table holds (inodes the kernel was given).
+    #[serde(default)]
+    pub nodes_known: u64,
     /// The last revalidation after a reconnect, if any.
     pub last_revalidation: Option<Revalidation>,
     /// The cell's other fileservers this node has reached.
@@ -2775,4 +2780,24 @@ fn forget_deleted(st: &mut State, fid: Fid) {
         n.promise = None;
         n.status.nlink = 0;
     }
+    prune_deleted(st, fid);
+}
+
+/// Drops the node of deleted `fid` once nothing holds it: no handle, no
+/// fetch (an unlinked open file stays usable until its last close, which
+/// calls this again). Without it the node table kept every file this node
+/// ever saw created and deleted (session files, page caches), for good.
+fn prune_deleted(st: &mut State, fid: Fid) {
+    if st.cache.open_count(fid) > 0 {
+        return;
+    }
+    let Some(ino) = st.nodes.ino_of(fid) else { return };
+    if st.nodes.get(ino).is_none_or(|n| n.status.nlink > 0) {
+        return;
+    }
+    st.nodes.remove(ino);
+    st.parents.remove(&ino);
+    st.dir_items.remove(&ino);
+    st.next_read_ahead.remove(&ino);
+    st.folders_ahead.remove(&ino);
 }

@@ -24,9 +24,6 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Show the state of the running cache manager that uses a cache folder:
-    /// server up/down and since when, cache used/limit, files cached,
-    /// promises held, last revalidation.
     /// Fetch the subtree at PATH completely and keep it from eviction, so the
     /// node can serve it while the fileserver is unreachable.
     Pin {
@@ -44,6 +41,9 @@ enum Command {
         /// A file or directory inside the mount.
         path: PathBuf,
     },
+    /// Show the state of the running cache manager that uses a cache folder:
+    /// server up/down and since when, cache used/limit, files cached,
+    /// promises held, files and folders known, last revalidation.
     Status {
         /// The cache folder the mount was started with.
         #[arg(long, value_name = "DIR")]
@@ -282,6 +282,7 @@ fn status(cache: &std::path::Path, format: Format) -> anyhow::Result<()> {
     );
     println!("pinned: {}", bytesize::ByteSize(s.pinned_bytes));
     println!("promises held: {}", s.promises_held);
+    println!("files and folders known: {}", s.nodes_known);
     match s.last_revalidation {
         Some(r) => println!(
             "last revalidation: at {} (unix seconds), {} by journal, {} in bulk, {} changed, {} ms",

@@ -209,6 +209,29 @@ impl NodeTable {
         ino
     }
 
+    /// Forgets `ino` and its FID (the root stays). Its number is not used
+    /// again; a request for it finds nothing.
+    pub fn remove(&mut self, ino: u64) -> Option<Node> {
+        if ino == ROOT_INO {
+            return None;
+        }
+        let node = self.nodes.remove(&ino)?;
+        self.by_fid.remove(&node.fid);
+        self.mounts.remove(&node.fid);
+        self.mount_entries.remove(&node.fid);
+        Some(node)
+    }
+
+    /// How many nodes the table holds.
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Whether the table is empty (never once built: the root stays).
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
     /// The node for `ino`.
     pub fn get(&self, ino: u64) -> Option<&Node> {
         self.nodes.get(&ino)

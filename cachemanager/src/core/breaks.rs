@@ -177,6 +177,12 @@ fn apply_break(st: &mut State, brk: Break, inodes: &mut Vec<u64>, entries: &mut 
     if deleted {
         st.cache.remove(fid);
         st.nodes.forget_mount(fid);
+        // Held open here, it stays as it is: a writer's close must still
+        // learn from the server that its writes went nowhere (ESTALE), and
+        // the node goes when that handle closes.
+        if st.cache.open_count(fid) == 0 {
+            super::forget_deleted(st, fid);
+        }
     }
     inodes.push(ino);
     entries.extend(names.into_iter().map(|name| (ino, name)));
