@@ -446,6 +446,8 @@ fn deleted_files_leave_both_nodes_tables_once_closed() {
         assert_eq!(fs::read(dir_b.join(format!("sess_{i}"))).unwrap(), b"data");
     }
     let mut held = fs::File::open(dir_b.join("sess_7")).unwrap();
+    // Held and never read or stat'ed: only the break says it is gone.
+    let untouched = fs::File::open(dir_b.join("sess_8")).unwrap();
     assert!(nodes_known(&b) >= b0 + 200, "B: {} nodes", nodes_known(&b));
     assert!(nodes_known(&a) >= a0 + 200, "A: {} nodes", nodes_known(&a));
     for i in 0..200 {
@@ -453,6 +455,8 @@ fn deleted_files_leave_both_nodes_tables_once_closed() {
     }
     // A removed them itself; B learns from the breaks.
     assert!(nodes_known(&a) <= a0 + 1, "A still holds {} nodes", nodes_known(&a));
+    wait_for_nodes(&b, b0 + 3);
+    drop(untouched);
     wait_for_nodes(&b, b0 + 2);
     // The open one is still readable, and goes at its close.
     let mut text = String::new();

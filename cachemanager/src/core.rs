@@ -2792,7 +2792,7 @@ fn prune_deleted(st: &mut State, fid: Fid) {
         return;
     }
     let Some(ino) = st.nodes.ino_of(fid) else { return };
-    if st.nodes.get(ino).is_none_or(|n| n.status.nlink > 0) {
+    if st.nodes.get(ino).is_none_or(|n| n.status.nlink > 0 && !n.removed) {
         return;
     }
     st.nodes.remove(ino);

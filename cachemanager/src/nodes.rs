@@ -65,6 +65,9 @@ pub struct Node {
     /// Data version of the pages the kernel may hold for this inode (set
     /// when it is opened, cleared when the kernel is told to drop them).
     pub kernel_dv: Option<u64>,
+    /// Deleted on the server while held open here: forgotten at its last
+    /// close (its link count stays as it was until a request learns it).
+    pub removed: bool,
 }
 
 impl Node {
@@ -204,6 +207,7 @@ impl NodeTable {
                 dirty: None,
                 unsynced: false,
                 kernel_dv: None,
+                removed: false,
             },
         );
         ino

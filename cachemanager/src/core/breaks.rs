@@ -182,6 +182,8 @@ fn apply_break(st: &mut State, brk: Break, inodes: &mut Vec<u64>, entries: &mut 
         // the node goes when that handle closes.
         if st.cache.open_count(fid) == 0 {
             super::forget_deleted(st, fid);
+        } else if let Some(n) = st.nodes.get_mut(ino) {
+            n.removed = true;
         }
     }
     inodes.push(ino);
