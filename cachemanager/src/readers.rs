@@ -215,11 +215,18 @@ mod tests {
         std::thread::spawn(move || drop(r.turn()))
     }
 
-    #[test]
-    fn a_thread_that_ends_a_turn_while_another_reads_parks() {
+    /// Two threads, one reading and one parked after a request (joined
+    /// once called up).
+    fn one_parked() -> (Arc<Readers>, std::thread::JoinHandle<()>) {
         let r = Readers::with_park(2, Duration::from_secs(30));
         let parked = serve_one(&r);
         assert!(until(|| r.counts() == (1, 1)), "{:?}", r.counts());
+        (r, parked)
+    }
+
+    #[test]
+    fn a_thread_that_ends_a_turn_while_another_reads_parks() {
+        let (r, parked) = one_parked();
         // The reader starts a request that waits: the parked thread reads.
         let r2 = r.clone();
         let waiting = std::thread::spawn(move || {
@@ -245,9 +252,7 @@ mod tests {
 
     #[test]
     fn before_wait_outside_a_turn_calls_nobody() {
-        let r = Readers::with_park(2, Duration::from_secs(30));
-        let parked = serve_one(&r);
-        assert!(until(|| r.counts() == (1, 1)));
+        let (r, parked) = one_parked();
         before_wait();
         assert_eq!(r.counts(), (1, 1));
         r.call_up_if_none_reads();
@@ -260,9 +265,7 @@ mod tests {
 
     #[test]
     fn a_stalled_turn_is_relieved_by_the_watchdog() {
-        let r = Readers::with_park(2, Duration::from_secs(30));
-        let parked = serve_one(&r);
-        assert!(until(|| r.counts() == (1, 1)));
+        let (r, parked) = one_parked();
         let stop = Arc::new(AtomicBool::new(false));
         let (r2, stop2) = (r.clone(), stop.clone());
         // A turn that blocks without saying so.

@@ -175,15 +175,17 @@ fn apply_break(st: &mut State, brk: Break, inodes: &mut Vec<u64>, entries: &mut 
         n.target = None;
     }
     if deleted {
-        st.cache.remove(fid);
-        st.nodes.forget_mount(fid);
-        // Held open here, it stays as it is: a writer's close must still
-        // learn from the server that its writes went nowhere (ESTALE), and
-        // the node goes when that handle closes.
+        // Held open here, it keeps its link count: a writer's close must
+        // still learn from the server that its writes went nowhere
+        // (ESTALE), and the node goes when that handle closes.
         if st.cache.open_count(fid) == 0 {
             super::forget_deleted(st, fid);
-        } else if let Some(n) = st.nodes.get_mut(ino) {
-            n.removed = true;
+        } else {
+            st.cache.remove(fid);
+            st.nodes.forget_mount(fid);
+            if let Some(n) = st.nodes.get_mut(ino) {
+                n.removed = true;
+            }
         }
     }
     inodes.push(ino);
