@@ -6,6 +6,7 @@
 mod access;
 mod clone;
 mod data;
+mod direct;
 mod dumping;
 mod group;
 mod namespace;
