@@ -30,11 +30,20 @@ pub const STALL: Duration = Duration::from_millis(10);
 /// Longest a thread stays parked before it reads again on its own.
 pub const PARK_AT_MOST: Duration = Duration::from_secs(1);
 
+/// Checks without a new request after which the watchdog dozes until one
+/// starts (one second of an idle mount), instead of waking every [`STALL`].
+const DOZE_AFTER: u32 = 100;
+
+/// Longest the watchdog dozes before it looks whether the mount is gone.
+const DOZE_AT_MOST: Duration = Duration::from_secs(5);
+
 /// The FUSE threads of one session, and which of them read.
 #[derive(Debug)]
 pub struct Readers {
     state: Mutex<State>,
     called: Condvar,
+    /// Wakes the dozing watchdog.
+    wake_watchdog: Condvar,
     /// Longest a thread stays parked ([`PARK_AT_MOST`] but in tests).
     park_at_most: Duration,
 }
@@ -49,6 +58,10 @@ struct State {
     called_up: usize,
     /// Requests started so far (the watchdog's sign of progress).
     started: u64,
+    /// The watchdog dozes until the next request starts.
+    dozing: bool,
+    /// The watchdog's checks so far (for tests).
+    checks: u64,
 }
 
 thread_local! {
@@ -81,8 +94,11 @@ impl Readers {
                 parked: 0,
                 called_up: 0,
                 started: 0,
+                dozing: false,
+                checks: 0,
             }),
             called: Condvar::new(),
+            wake_watchdog: Condvar::new(),
             park_at_most,
         });
         let weak = Arc::downgrade(&readers);
@@ -108,6 +124,10 @@ impl Readers {
             let mut s = self.lock();
             s.reading = s.reading.saturating_sub(1);
             s.started += 1;
+            if s.dozing {
+                s.dozing = false;
+                self.wake_watchdog.notify_one();
+            }
         }
         SERVING.with(|c| *c.borrow_mut() = Some(self.clone()));
         Turn { readers: self.clone() }
@@ -177,17 +197,34 @@ impl Drop for Turn {
 }
 
 /// Calls a parked thread up whenever no request started for [`STALL`]
-/// while none read.
+/// while none read. Dozes while the mount is idle, so an idle node is not
+/// woken a hundred times a second.
 fn watch(readers: Weak<Readers>) {
     let mut seen = u64::MAX;
+    let mut quiet = 0u32;
     loop {
         std::thread::sleep(STALL);
         let Some(readers) = readers.upgrade() else { return };
         let mut s = readers.lock();
+        s.checks += 1;
         if s.reading == 0 && s.started == seen {
             readers.call_up(&mut s);
         }
+        quiet = if s.started == seen { quiet.saturating_add(1) } else { 0 };
         seen = s.started;
+        if quiet >= DOZE_AFTER && s.reading > 0 {
+            s.dozing = true;
+            let (mut s, _) = readers
+                .wake_watchdog
+                .wait_timeout_while(s, DOZE_AT_MOST, |s| s.dozing)
+                .unwrap_or_else(PoisonError::into_inner);
+            if !s.dozing {
+                // Woken by a request: watch it from now on.
+                quiet = 0;
+            }
+            s.dozing = false;
+            seen = s.started;
+        }
     }
 }
 
@@ -222,6 +259,20 @@ mod tests {
         let parked = serve_one(&r);
         assert!(until(|| r.counts() == (1, 1)), "{:?}", r.counts());
         (r, parked)
+    }
+
+    /// A turn that blocks without saying so, until the flag is set.
+    fn blocking_turn(r: &Arc<Readers>) -> (Arc<AtomicBool>, std::thread::JoinHandle<()>) {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (r2, stop2) = (r.clone(), stop.clone());
+        let busy = std::thread::spawn(move || {
+            let turn = r2.turn();
+            while !stop2.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            std::mem::forget(turn);
+        });
+        (stop, busy)
     }
 
     #[test]
@@ -266,18 +317,27 @@ mod tests {
     #[test]
     fn a_stalled_turn_is_relieved_by_the_watchdog() {
         let (r, parked) = one_parked();
-        let stop = Arc::new(AtomicBool::new(false));
-        let (r2, stop2) = (r.clone(), stop.clone());
-        // A turn that blocks without saying so.
-        let busy = std::thread::spawn(move || {
-            let turn = r2.turn();
-            while !stop2.load(Ordering::Relaxed) {
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            std::mem::forget(turn);
-        });
+        let (stop, busy) = blocking_turn(&r);
         parked.join().unwrap();
         assert_eq!(r.counts(), (1, 0), "the watchdog called the parked thread up");
+        stop.store(true, Ordering::Relaxed);
+        busy.join().unwrap();
+    }
+
+    #[test]
+    fn an_idle_watchdog_dozes_and_still_relieves_the_next_stall() {
+        let r = Readers::with_park(2, Duration::from_secs(30));
+        assert!(until(|| r.lock().dozing), "the watchdog of an idle mount dozes");
+        let checks = r.lock().checks;
+        std::thread::sleep(STALL * 10);
+        assert_eq!(r.lock().checks, checks, "a dozing watchdog does not check");
+        // A request wakes it: a turn that blocks without saying so is
+        // relieved as before.
+        let parked = serve_one(&r);
+        assert!(until(|| r.counts() == (1, 1)), "{:?}", r.counts());
+        let (stop, busy) = blocking_turn(&r);
+        parked.join().unwrap();
+        assert!(r.lock().checks > checks);
         stop.store(true, Ordering::Relaxed);
         busy.join().unwrap();
     }
