@@ -77,6 +77,11 @@ impl CellFs {
 }
 
 impl CellFs {
+    /// Which of the session's threads read (see [`Readers::watch_device`]).
+    pub fn readers(&self) -> Arc<Readers> {
+        self.readers.clone()
+    }
+
     /// Starts serving one kernel request on this thread: its span
     /// (`RUST_LOG=cellfs_cachemanager::fuse=debug` logs each with its time
     /// when it closes) and this thread's turn among the readers.

@@ -103,12 +103,14 @@ pub fn run(opts: MountOptions) -> anyhow::Result<()> {
         .mountpoint
         .canonicalize()
         .unwrap_or_else(|_| opts.mountpoint.clone());
-    let mut session = fuser::Session::new(
-        CellFs::new(core.clone(), opts.passthrough, threads),
-        &opts.mountpoint,
-        &config,
-    )
-    .with_context(|| format!("mounting on {}", opts.mountpoint.display()))?;
+    let fs = CellFs::new(core.clone(), opts.passthrough, threads);
+    let readers = fs.readers();
+    let mut session = fuser::Session::new(fs, &opts.mountpoint, &config)
+        .with_context(|| format!("mounting on {}", opts.mountpoint.display()))?;
+    match std::os::fd::AsFd::as_fd(&session).try_clone_to_owned() {
+        Ok(device) => readers.watch_device(device),
+        Err(e) => tracing::warn!(error = %e, "cannot watch the FUSE device; an unmount may take a second longer"),
+    }
     core.set_kernel_cache(Box::new(NotifierCache(session.notifier())));
     core.set_mountpoint(mountpoint_abs);
     let mut unmounter = session.unmount_callable();

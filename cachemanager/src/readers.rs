@@ -15,12 +15,15 @@
 //! read in its place, so a slow request holds only its own thread, as with
 //! sixteen threads reading. A watchdog calls one up when no request has
 //! started for [`STALL`] while every thread is busy, for a wait that does not
-//! say so (the local disk, a lock held long). A parked thread also returns
-//! to reading after [`PARK_AT_MOST`], so the session's threads all end when
-//! the mount does.
+//! say so (the local disk, a lock held long). The watchdog also watches the
+//! kernel device: once the mount is gone it calls every parked thread up
+//! to read the end, so an unmount is not held up. A parked thread returns
+//! to reading on its own after [`PARK_AT_MOST`] in any case (the watchdog
+//! dozes on an idle mount, whose threads have all returned by then).
 
 use std::cell::RefCell;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 use std::time::Duration;
 
 /// How long every thread may be busy, with none reading, before the
@@ -46,6 +49,9 @@ pub struct Readers {
     wake_watchdog: Condvar,
     /// Longest a thread stays parked ([`PARK_AT_MOST`] but in tests).
     park_at_most: Duration,
+    /// The session's kernel device, which the watchdog watches for the
+    /// unmount.
+    device: OnceLock<OwnedFd>,
 }
 
 #[derive(Debug)]
@@ -62,6 +68,8 @@ struct State {
     dozing: bool,
     /// The watchdog's checks so far (for tests).
     checks: u64,
+    /// The mount is gone: no thread parks any more.
+    closing: bool,
 }
 
 thread_local! {
@@ -96,10 +104,12 @@ impl Readers {
                 started: 0,
                 dozing: false,
                 checks: 0,
+                closing: false,
             }),
             called: Condvar::new(),
             wake_watchdog: Condvar::new(),
             park_at_most,
+            device: OnceLock::new(),
         });
         let weak = Arc::downgrade(&readers);
         let spawned = std::thread::Builder::new()
@@ -111,6 +121,34 @@ impl Readers {
             tracing::warn!(error = %e, "cannot start the FUSE reader watchdog");
         }
         readers
+    }
+
+    /// Gives the watchdog the session's device: once the kernel ends the
+    /// connection (unmount), parked threads are called up at once to read
+    /// its end, instead of after [`PARK_AT_MOST`].
+    pub fn watch_device(&self, device: OwnedFd) {
+        let _ = self.device.set(device);
+    }
+
+    /// Whether the kernel ended the session's connection (the device
+    /// polls as an error, or hung up).
+    fn device_gone(&self) -> bool {
+        let Some(fd) = self.device.get() else { return false };
+        let mut pfd = libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: 0,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, on a descriptor we own; no waiting.
+        let n = unsafe { libc::poll(&mut pfd, 1, 0) };
+        n > 0 && pfd.revents & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0
+    }
+
+    /// Calls every parked thread up, and parks none from now on.
+    fn close(&self) {
+        let mut s = self.lock();
+        s.closing = true;
+        self.called.notify_all();
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -152,8 +190,8 @@ impl Readers {
     /// Ends a turn: parks while another thread reads, else reads.
     fn end_turn(&self) {
         let mut s = self.lock();
-        if s.reading == 0 {
-            s.reading = 1;
+        if s.reading == 0 || s.closing {
+            s.reading += 1;
             return;
         }
         s.parked += 1;
@@ -168,7 +206,7 @@ impl Readers {
                 s.called_up -= 1;
                 break;
             }
-            if wait.timed_out() {
+            if wait.timed_out() || s.closing {
                 s.reading += 1;
                 break;
             }
@@ -205,6 +243,10 @@ fn watch(readers: Weak<Readers>) {
     loop {
         std::thread::sleep(STALL);
         let Some(readers) = readers.upgrade() else { return };
+        if readers.device_gone() {
+            readers.close();
+            return;
+        }
         let mut s = readers.lock();
         s.checks += 1;
         if s.reading == 0 && s.started == seen {
@@ -340,6 +382,21 @@ mod tests {
         assert!(r.lock().checks > checks);
         stop.store(true, Ordering::Relaxed);
         busy.join().unwrap();
+    }
+
+    #[test]
+    fn parked_threads_read_at_once_when_the_device_hangs_up() {
+        let (r, parked) = one_parked();
+        let (read_end, write_end) = std::io::pipe().unwrap();
+        r.watch_device(OwnedFd::from(read_end));
+        let t = Instant::now();
+        drop(write_end);
+        parked.join().unwrap();
+        assert!(t.elapsed() < Duration::from_secs(5), "called up, not timed out (30 s)");
+        assert_eq!(r.counts(), (2, 0));
+        // And no thread parks any more.
+        serve_one(&r).join().unwrap();
+        assert_eq!(r.counts(), (2, 0));
     }
 
     #[test]
