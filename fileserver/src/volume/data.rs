@@ -6,7 +6,6 @@
 //! record pointing at it, and only then deletes the old file. A crash leaves
 //! either version committed; the other is removed as an orphan at start.
 
-use super::direct::DirectFile;
 use super::namespace::apply_attr;
 use super::txn::{Reader, VnodeAccess};
 use super::{Change, Volume, brk, sync_dir};
@@ -120,12 +119,12 @@ impl PendingStore {
             .file
             .clone()
             .ok_or_else(|| rpc_err(ErrorCode::Io, "no data file for a non-empty write"))?;
-        // Whole blocks of a large store skip the page cache (`direct.rs`).
-        let mut direct = DirectFile::open(&self.new_path, offset, len);
+        // Chunks are written one after another from here on.
+        (&*file).seek(SeekFrom::Start(offset))?;
         let mut done = 0u64;
         let chunk_len = CHUNK.min(usize::try_from(len).unwrap_or(CHUNK));
         // The previous chunk's write runs while the next chunk arrives.
-        let mut writing: Option<tokio::task::JoinHandle<std::io::Result<Option<DirectFile>>>> = None;
+        let mut writing: Option<tokio::task::JoinHandle<std::io::Result<()>>> = None;
         while done < len {
             // Gather a whole chunk before handing it to a blocking write: the
             // stream yields packet-sized pieces.
@@ -138,12 +137,15 @@ impl PendingStore {
                 ));
             }
             if let Some(previous) = writing.take() {
-                direct = previous.await??;
+                previous.await??;
             }
             let f = file.clone();
             let at = offset + done;
-            let d = direct.take();
-            writing = Some(tokio::task::spawn_blocking(move || write_chunk(&f, d, at, &chunk)));
+            writing = Some(tokio::task::spawn_blocking(move || {
+                write_pieces(&mut &*f, &chunk)?;
+                start_writeback(&f, at, want);
+                Ok(())
+            }));
             done += want as u64;
         }
         if let Some(last) = writing {
@@ -151,37 +153,6 @@ impl PendingStore {
         }
         Ok(())
     }
-}
-
-/// Writes one chunk of a store at `at`: directly through `direct` when
-/// there is one (its last partial block through `file`), else through the
-/// page cache with an early writeback. Gives `direct` back for the next
-/// chunk, or `None` once direct I/O was refused.
-fn write_chunk(
-    file: &File,
-    mut direct: Option<DirectFile>,
-    at: u64,
-    chunk: &[bytes::Bytes],
-) -> std::io::Result<Option<DirectFile>> {
-    if let Some(d) = direct.as_mut() {
-        match d.write(at, chunk) {
-            Ok(tail) => {
-                let whole = chunk.iter().map(|b| b.len()).sum::<usize>() - tail.len();
-                file.write_all_at(&tail, at + whole as u64)?;
-                return Ok(direct);
-            }
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-                tracing::debug!(error = %e, "direct write refused; writing through the page cache");
-                direct = None;
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    let mut f = file;
-    f.seek(SeekFrom::Start(at))?;
-    let len = write_pieces(&mut f, chunk)?;
-    start_writeback(file, at, usize::try_from(len).unwrap_or(usize::MAX));
-    Ok(direct)
 }
 
 /// Starts writing `len` bytes at `at` of `file` to disk without waiting,

@@ -6,7 +6,6 @@
 mod access;
 mod clone;
 mod data;
-mod direct;
 mod dumping;
 mod group;
 mod namespace;
