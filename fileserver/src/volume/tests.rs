@@ -100,8 +100,9 @@ async fn store_fetch_round_trip_and_reopen() {
 }
 
 /// Large stores arrive as the stream's pieces and are written a chunk at a
-/// time: one ending inside a page, a rewrite of the whole file and a store
-/// of a range running past the old end all read back exactly.
+/// time: one ending inside a page, a rewrite of the whole file, a store of
+/// a range running past the old end and one inside the old bytes all read
+/// back exactly.
 #[tokio::test]
 async fn large_stores_read_back_exactly() {
     let (_tmp, vol) = new_volume(0);
@@ -121,6 +122,11 @@ async fn large_stores_read_back_exactly() {
     let mut want = second.clone();
     want.resize(4096 * 3 + 5, 0);
     want.extend_from_slice(&patch);
+    assert_eq!(content(&vol, fid), want);
+    // A large range inside the old bytes keeps those before and after it.
+    let inside = pattern((8 << 20) + 100, 4);
+    store(&vol, fid, 8192, &inside, None).await.unwrap();
+    want[8192..8192 + inside.len()].copy_from_slice(&inside);
     assert_eq!(content(&vol, fid), want);
 }
 
