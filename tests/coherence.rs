@@ -467,6 +467,47 @@ fn deleted_files_leave_both_nodes_tables_once_closed() {
     assert!(names(&dir_b).is_empty());
 }
 
+/// A file removed on A after B's promise on it lapsed gets no break on B:
+/// B learns it is gone at its next stat or open of the file, and its node
+/// goes then (each reached here through an `O_PATH` handle, which the
+/// cache manager never sees opened).
+#[test]
+fn a_file_removed_after_a_lapsed_promise_leaves_the_table_at_its_next_use() {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    let cell = Cell::with_promise_secs(2);
+    let a = Mount::new(&cell);
+    let b = Mount::new(&cell);
+    fs::create_dir(a.path().join("d")).unwrap();
+    let names = ["stat", "open"];
+    for n in names {
+        fs::write(a.path().join("d").join(n), b"x").unwrap();
+    }
+    let b0 = nodes_known(&b);
+    let handles: Vec<fs::File> = names
+        .iter()
+        .map(|n| {
+            let p = b.path().join("d").join(n);
+            assert_eq!(fs::read(&p).unwrap(), b"x");
+            fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_PATH)
+                .open(&p)
+                .unwrap()
+        })
+        .collect();
+    assert!(nodes_known(&b) >= b0 + 3, "B: {} nodes", nodes_known(&b));
+    // B's promises lapse; the removals then break nobody on B.
+    std::thread::sleep(Duration::from_secs(3));
+    for n in names {
+        fs::remove_file(a.path().join("d").join(n)).unwrap();
+    }
+    // Whatever these answer, each asks the server about its file.
+    let _ = handles[0].metadata();
+    let _ = fs::File::open(format!("/proc/self/fd/{}", handles[1].as_raw_fd()));
+    wait_for_nodes(&b, b0 + 1);
+}
+
 /// Waits (at most 10 s) until `m` holds at most `most` nodes.
 fn wait_for_nodes(m: &Mount, most: u64) {
     let t = Instant::now();

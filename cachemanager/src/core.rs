@@ -993,14 +993,14 @@ impl Core {
         let (reply, promise) = match self.call(Request::FetchStatus { fid }) {
             Ok(r) => r,
             // Removed by another node while open here: it stays usable
-            // until closed, as an unlinked open file does.
+            // until closed, as an unlinked open file does. Held by nothing,
+            // its node goes now (the break that would have said so did not
+            // come here: this node's promise had lapsed).
             Err(e) if e.errno == libc::ESTALE => {
                 let mut st = self.lock();
-                if st.cache.open_count(fid) == 0 {
-                    return Err(e);
-                }
+                let held = st.cache.open_count(fid) > 0;
                 forget_deleted(&mut st, fid);
-                return self.entry(&st, ino);
+                return if held { self.entry(&st, ino) } else { Err(e) };
             }
             Err(e) => return self.or_cached(Err(e), |st| self.entry(st, ino).ok()),
         };
@@ -1984,8 +1984,14 @@ impl Core {
                 streaming,
             })
         });
-        if opened.is_err() {
-            self.lock().cache.unpin(fid);
+        if let Err(e) = &opened {
+            let mut st = self.lock();
+            st.cache.unpin(fid);
+            // Deleted on the server before this open's fetch (no break came
+            // here): the node goes, as a break would have made it.
+            if e.errno == libc::ESTALE {
+                forget_deleted(&mut st, fid);
+            }
         }
         opened
     }
