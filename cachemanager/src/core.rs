@@ -2285,7 +2285,10 @@ impl Core {
         let mut st = self.lock();
         if let Some(h) = st.files.remove(&fh) {
             st.cache.unpin(h.fid);
-            prune_deleted(&mut st, h.fid);
+            // One lookup on the common path: every warm read ends here.
+            if st.nodes.get(h.ino).is_some_and(Node::deleted) {
+                prune_deleted(&mut st, h.fid);
+            }
             if h.write
                 && h.passthrough.load(Ordering::Relaxed)
                 && let Some(n) = st.direct_writers.get_mut(&h.ino)
@@ -2798,7 +2801,7 @@ fn prune_deleted(st: &mut State, fid: Fid) {
         return;
     }
     let Some(ino) = st.nodes.ino_of(fid) else { return };
-    if st.nodes.get(ino).is_none_or(|n| n.status.nlink > 0 && !n.removed) {
+    if !st.nodes.get(ino).is_some_and(Node::deleted) {
         return;
     }
     st.nodes.remove(ino);

@@ -71,6 +71,12 @@ pub struct Node {
 }
 
 impl Node {
+    /// Whether its file is known to be deleted (unlinked, or removed on
+    /// the server while held open here).
+    pub fn deleted(&self) -> bool {
+        self.status.nlink == 0 || self.removed
+    }
+
     /// Time left on this node's promise.
     pub fn valid_for(&self, epoch: u64, now: Instant) -> Option<Duration> {
         self.promise.and_then(|p| p.remaining(epoch, now))
