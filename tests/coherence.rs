@@ -453,12 +453,15 @@ fn deleted_files_leave_both_nodes_tables_once_closed() {
     for i in 0..200 {
         fs::remove_file(dir_a.join(format!("sess_{i}"))).unwrap();
     }
-    // A removed them itself; B learns from the breaks.
-    assert!(nodes_known(&a) <= a0 + 1, "A still holds {} nodes", nodes_known(&a));
+    // A removed them itself (each node goes at the kernel's forget, which
+    // follows the removal); B learns from the breaks.
+    wait_for_nodes(&a, a0 + 1);
     wait_for_nodes(&b, b0 + 3);
     drop(untouched);
     wait_for_nodes(&b, b0 + 2);
-    // The open one is still readable, and goes at its close.
+    // The open one is still readable (and has no links, as on a local
+    // disk), and goes at its close.
+    assert_eq!(std::os::unix::fs::MetadataExt::nlink(&held.metadata().unwrap()), 0);
     let mut text = String::new();
     held.read_to_string(&mut text).unwrap();
     assert_eq!(text, "data");
@@ -468,13 +471,14 @@ fn deleted_files_leave_both_nodes_tables_once_closed() {
 }
 
 /// A file removed on A after B's promise on it lapsed gets no break on B:
-/// B learns it is gone at its next stat or open of the file, and its node
-/// goes then (each reached here through an `O_PATH` handle, which the
-/// cache manager never sees opened).
+/// B learns it is gone at its next stat or open of the file (each reached
+/// here through an `O_PATH` handle, which the cache manager never sees
+/// opened). A stat through the handle answers as for an unlinked file, and
+/// the nodes go once the kernel lets go of them.
 #[test]
 fn a_file_removed_after_a_lapsed_promise_leaves_the_table_at_its_next_use() {
     use std::os::fd::AsRawFd;
-    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
     let cell = Cell::with_promise_secs(2);
     let a = Mount::new(&cell);
     let b = Mount::new(&cell);
@@ -502,13 +506,74 @@ fn a_file_removed_after_a_lapsed_promise_leaves_the_table_at_its_next_use() {
     for n in names {
         fs::remove_file(a.path().join("d").join(n)).unwrap();
     }
-    // Whatever these answer, each asks the server about its file.
-    let _ = handles[0].metadata();
+    let gone = handles[0].metadata().expect("fstat of a removed file");
+    assert_eq!(gone.nlink(), 0);
     let _ = fs::File::open(format!("/proc/self/fd/{}", handles[1].as_raw_fd()));
+    drop(handles);
+    // Looking the names up again drops the kernel's entries.
+    for n in names {
+        assert!(!b.path().join("d").join(n).exists());
+    }
     wait_for_nodes(&b, b0 + 1);
 }
 
+/// An upload renamed into place on B and then removed on A: B's kernel is
+/// told of the deletion under the file's new name, so it lets go of the
+/// inode and the node leaves B's table.
+#[test]
+fn a_file_renamed_here_then_removed_elsewhere_leaves_the_table() {
+    let cell = Cell::new();
+    let a = Mount::new(&cell);
+    let b = Mount::new(&cell);
+    fs::create_dir(a.path().join("up")).unwrap();
+    fs::write(a.path().join("up/upload.tmp"), b"bytes").unwrap();
+    assert_eq!(fs::read(b.path().join("up/upload.tmp")).unwrap(), b"bytes");
+    fs::rename(b.path().join("up/upload.tmp"), b.path().join("up/photo.jpg")).unwrap();
+    assert_eq!(fs::read(b.path().join("up/photo.jpg")).unwrap(), b"bytes");
+    let held = nodes_known(&b);
+    fs::remove_file(a.path().join("up/photo.jpg")).unwrap();
+    wait_for_nodes(&b, held - 1);
+    assert!(!b.path().join("up/photo.jpg").exists());
+}
+
+/// A file or folder removed through this node while a descriptor holds it
+/// answers `fstat` as on a local disk (no links), however long it is held,
+/// and leaves the node table once the kernel lets go of it.
+#[test]
+fn removed_files_and_folders_still_held_answer_fstat() {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let cell = Cell::new();
+    let a = Mount::new(&cell);
+    fs::create_dir_all(a.path().join("site/cache")).unwrap();
+    fs::write(a.path().join("site/page.html"), b"<p>").unwrap();
+    let a0 = nodes_known(&a);
+    let dir = fs::File::open(a.path().join("site/cache")).unwrap();
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH)
+        .open(a.path().join("site/page.html"))
+        .unwrap();
+    fs::remove_dir(a.path().join("site/cache")).unwrap();
+    fs::remove_file(a.path().join("site/page.html")).unwrap();
+    // Removing them drops the kernel's cached attributes: these ask the node.
+    let (d, f) = (
+        dir.metadata().expect("fstat of a removed folder"),
+        file.metadata().expect("fstat of a removed file"),
+    );
+    assert!(d.is_dir() && d.nlink() == 0, "folder: {} links", d.nlink());
+    assert!(
+        f.is_file() && f.nlink() == 0 && f.len() == 3,
+        "file: {} links, {} bytes",
+        f.nlink(),
+        f.len()
+    );
+    assert_eq!(nodes_known(&a), a0, "held nodes stay");
+    drop((dir, file));
+    wait_for_nodes(&a, a0 - 2);
+}
+
 /// Waits (at most 10 s) until `m` holds at most `most` nodes.
+#[track_caller]
 fn wait_for_nodes(m: &Mount, most: u64) {
     let t = Instant::now();
     while nodes_known(m) > most {

@@ -58,6 +58,10 @@ pub trait KernelCache: Send + Sync {
     fn inval_inode(&self, ino: u64);
     /// Drop the dentry (positive or negative) `name` in directory `parent`.
     fn inval_entry(&self, parent: u64, name: &str);
+    /// Drop the dentry `name` in directory `parent` whose file `child` was
+    /// deleted: the kernel also takes its links away, so it lets go of the
+    /// inode (and forgets it) once nothing holds it.
+    fn delete(&self, parent: u64, child: u64, name: &str);
     /// Put `data` in the kernel's page cache of `ino` from offset 0, so
     /// reading it takes no READ; false when it did not land (the kernel
     /// has no such inode yet).
@@ -785,9 +789,14 @@ impl Core {
 
     fn entry(&self, st: &State, ino: u64) -> FsResult<Entry> {
         let node = st.node(ino)?;
+        let mut status = node.status.clone();
+        if node.removed {
+            // The kernel was told it has no links; so is `fstat`.
+            status.nlink = 0;
+        }
         Ok(Entry {
             ino,
-            status: node.status.clone(),
+            status,
             ttl: self.ttl(node),
         })
     }
@@ -992,15 +1001,16 @@ impl Core {
         }
         let (reply, promise) = match self.call(Request::FetchStatus { fid }) {
             Ok(r) => r,
-            // Removed by another node while open here: it stays usable
-            // until closed, as an unlinked open file does. Held by nothing,
-            // its node goes now (the break that would have said so did not
-            // come here: this node's promise had lapsed).
+            // Removed by another node after this node's promise lapsed (no
+            // break came): forgotten as a break would have, and answered as
+            // an unlinked file while held; its node goes at the last close
+            // or the kernel's forget, whichever is later.
             Err(e) if e.errno == libc::ESTALE => {
                 let mut st = self.lock();
-                let held = st.cache.open_count(fid) > 0;
                 forget_deleted(&mut st, fid);
-                return if held { self.entry(&st, ino) } else { Err(e) };
+                // Still held by the kernel (this stat came through it): a
+                // deleted file with no links, as an unlinked open file is.
+                return self.entry(&st, ino).map_err(|_| e);
             }
             Err(e) => return self.or_cached(Err(e), |st| self.entry(st, ino).ok()),
         };
@@ -1406,7 +1416,13 @@ impl Core {
             .and_then(|n| n.listing.as_ref())
             .and_then(|l| l.entries.get(new_name).copied())
             .filter(|&f| f != moved_fid);
-        st.nodes.upsert(moved, p);
+        let moved_ino = st.nodes.upsert(moved, p);
+        // The kernel moved its entry: a deletion is announced under the new name.
+        if let Some(n) = st.nodes.get_mut(moved_ino)
+            && n.kernel_name.is_some()
+        {
+            n.kernel_name = Some((new_parent, new_name.into()));
+        }
         match (replaced, overwritten) {
             (Some(r), _) => {
                 st.nodes.upsert(r, p);
@@ -1988,7 +2004,7 @@ impl Core {
             let mut st = self.lock();
             st.cache.unpin(fid);
             // Deleted on the server before this open's fetch (no break came
-            // here): the node goes, as a break would have made it.
+            // here): forgotten as a break would have made it.
             if e.errno == libc::ESTALE {
                 forget_deleted(&mut st, fid);
             }
@@ -2302,6 +2318,35 @@ impl Core {
         result
     }
 
+    /// The kernel was given an entry for each of `entries` (inode, its
+    /// directory and name: a lookup, a create, a readdirplus row): each
+    /// counts until the kernel forgets it.
+    pub fn note_entries<'a>(&self, entries: impl IntoIterator<Item = (u64, u64, &'a str)>) {
+        let mut st = self.lock();
+        for (ino, dir, name) in entries {
+            if let Some(n) = st.nodes.get_mut(ino) {
+                n.lookups += 1;
+                if n.kernel_name.as_ref().is_none_or(|(d, m)| *d != dir || **m != *name) {
+                    n.kernel_name = Some((dir, name.into()));
+                }
+            }
+        }
+    }
+
+    /// The kernel forgot `count` entries of each `(ino, count)`: a deleted
+    /// node it no longer holds leaves the table.
+    pub fn forget(&self, forgotten: impl IntoIterator<Item = (u64, u64)>) {
+        let mut st = self.lock();
+        for (ino, count) in forgotten {
+            let Some(n) = st.nodes.get_mut(ino) else { continue };
+            n.lookups = n.lookups.saturating_sub(count);
+            if n.lookups == 0 && n.deleted() {
+                let fid = n.fid;
+                prune_deleted(&mut st, fid);
+            }
+        }
+    }
+
     // ---- callbacks ---------------------------------------------------------
 
     /// Learns where volume `volume`'s change journal stands, before anything
@@ -2414,7 +2459,7 @@ impl Core {
             took = ?started.elapsed(),
             "reconnected: cache revalidated"
         );
-        self.notify_kernel(&inodes, &entries);
+        self.notify_kernel(&inodes, &entries, &[]);
     }
 
     /// Checks `fids` with `BulkStatus`; those whose data version moved or that
@@ -2465,7 +2510,10 @@ impl Core {
         (inodes, entries)
     }
 
-    fn notify_kernel(&self, inodes: &[u64], entries: &[(u64, String)]) {
+    /// Tells the kernel to drop the attributes and pages of `inodes`, the
+    /// entries (directory, name) and the entries of deleted files
+    /// (directory, file, name), whose inodes it then lets go of.
+    fn notify_kernel(&self, inodes: &[u64], entries: &[(u64, String)], deleted: &[(u64, u64, String)]) {
         let Some(kernel) = self.kernel.get() else { return };
         {
             let _pages = self.pages.lock().unwrap_or_else(|p| p.into_inner());
@@ -2486,11 +2534,20 @@ impl Core {
         }
         {
             let mut st = self.lock();
-            for (parent, name) in entries {
+            let names = entries
+                .iter()
+                .map(|(p, n)| (p, n))
+                .chain(deleted.iter().map(|(p, _, n)| (p, n)));
+            for (parent, name) in names {
                 if let Some(names) = st.negatives.get_mut(parent) {
                     names.remove(name);
                 }
             }
+        }
+        // Deletions first: an entry dropped before would leave the kernel
+        // holding the inode with its links.
+        for (parent, child, name) in deleted {
+            kernel.delete(*parent, *child, name);
         }
         for (parent, name) in entries {
             kernel.inval_entry(*parent, name);
@@ -2793,15 +2850,17 @@ fn forget_deleted(st: &mut State, fid: Fid) {
 }
 
 /// Drops the node of deleted `fid` once nothing holds it: no handle, no
-/// fetch (an unlinked open file stays usable until its last close, which
-/// calls this again). Without it the node table kept every file this node
-/// ever saw created and deleted (session files, page caches), for good.
+/// fetch, no entry the kernel still has (an unlinked open file, or a
+/// removed folder that is a working directory, stays usable until its last
+/// close or the kernel's forget, which call this again). Without it the
+/// node table kept every file this node ever saw created and deleted
+/// (session files, page caches), for good.
 fn prune_deleted(st: &mut State, fid: Fid) {
     if st.cache.open_count(fid) > 0 {
         return;
     }
     let Some(ino) = st.nodes.ino_of(fid) else { return };
-    if !st.nodes.get(ino).is_some_and(Node::deleted) {
+    if !st.nodes.get(ino).is_some_and(|n| n.deleted() && n.lookups == 0) {
         return;
     }
     st.nodes.remove(ino);

@@ -99,6 +99,18 @@ impl CellFs {
         (serving, caller::enter(Some(caller::of(req.uid(), req.gid()))))
     }
 
+    /// Replies with the entry `r` made for `name` in `parent`, counting it
+    /// for the kernel's forget.
+    fn reply_entry(&self, reply: ReplyEntry, parent: INodeNo, name: &str, r: Result<Entry, FsError>) {
+        match r {
+            Ok(e) => {
+                self.core.note_entries([(e.ino, parent.0, name)]);
+                reply.entry(&e.ttl, &attr(&e), Generation(0))
+            }
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
     /// O_TRUNC on the handle `opened` was just made for
     /// ([`Core::truncate_opened`]); on failure the handle is released and
     /// the errno for the kernel returned.
@@ -149,6 +161,14 @@ impl KernelCache for NotifierCache {
     fn inval_entry(&self, parent: u64, name: &str) {
         if let Err(e) = self.0.inval_entry(INodeNo(parent), OsStr::new(name)) {
             tracing::debug!(parent, name, error = %e, "inval_entry");
+        }
+    }
+
+    fn delete(&self, parent: u64, child: u64, name: &str) {
+        // The kernel drops the name whatever it holds under it (ENOENT: no
+        // such name, or another file's).
+        if let Err(e) = self.0.delete(INodeNo(parent), INodeNo(child), OsStr::new(name)) {
+            tracing::debug!(parent, child, name, error = %e, "notify delete");
         }
     }
 
@@ -259,13 +279,6 @@ fn time(t: TimeOrNow) -> Timestamp {
     }
 }
 
-fn reply_entry(reply: ReplyEntry, r: Result<Entry, FsError>) {
-    match r {
-        Ok(e) => reply.entry(&e.ttl, &attr(&e), Generation(0)),
-        Err(e) => reply.error(errno(e)),
-    }
-}
-
 /// A kernel lock request in the core's terms.
 #[allow(clippy::too_many_arguments)]
 fn lock_request(
@@ -354,7 +367,7 @@ impl Filesystem for CellFs {
             Err(e) => return reply.error(e),
         };
         match self.core.lookup(parent.0, name) {
-            Ok(Lookup::Found(e)) => reply.entry(&e.ttl, &attr(&e), Generation(0)),
+            Ok(Lookup::Found(e)) => self.reply_entry(reply, parent, name, Ok(e)),
             Ok(Lookup::Missing(ttl)) if !ttl.is_zero() => {
                 // A negative entry: inode 0 with a TTL caches the miss.
                 let neg = FileAttr {
@@ -379,6 +392,11 @@ impl Filesystem for CellFs {
             Ok(Lookup::Missing(_)) => reply.error(Errno::ENOENT),
             Err(e) => reply.error(errno(e)),
         }
+    }
+
+    fn forget(&self, req: &Request, ino: INodeNo, nlookup: u64) {
+        let _span = self.serve(req, "forget", ino.0);
+        self.core.forget([(ino.0, nlookup)]);
     }
 
     fn getattr(&self, req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
@@ -436,8 +454,10 @@ impl Filesystem for CellFs {
             Ok(n) => n,
             Err(e) => return reply.error(e),
         };
-        reply_entry(
+        self.reply_entry(
             reply,
+            parent,
+            name,
             self.core
                 .mkdir(parent.0, name, mode & !umask & 0o7777, req.uid(), req.gid()),
         );
@@ -453,14 +473,18 @@ impl Filesystem for CellFs {
         if mode & libc::S_IFMT == libc::S_IFREG {
             // A regular file: created as open(O_CREAT|O_EXCL) would, then closed.
             let made = self.core.create(parent.0, name, perm, req.uid(), req.gid(), true);
-            return reply_entry(
+            return self.reply_entry(
                 reply,
+                parent,
+                name,
                 made.and_then(|(e, opened)| self.core.release(opened.fh).map(|()| e)),
             );
         }
         match Special::from_mode(mode, u64::from(rdev)) {
-            Some(special) => reply_entry(
+            Some(special) => self.reply_entry(
                 reply,
+                parent,
+                name,
                 self.core
                     .make_special(parent.0, name, special, perm, req.uid(), req.gid()),
             ),
@@ -493,7 +517,12 @@ impl Filesystem for CellFs {
         let Some(target) = target.to_str() else {
             return reply.error(Errno::EINVAL);
         };
-        reply_entry(reply, self.core.symlink(parent.0, name, target, req.uid(), req.gid()));
+        self.reply_entry(
+            reply,
+            parent,
+            name,
+            self.core.symlink(parent.0, name, target, req.uid(), req.gid()),
+        );
     }
 
     fn rename(
@@ -521,7 +550,7 @@ impl Filesystem for CellFs {
     fn link(&self, req: &Request, ino: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
         let _as = self.serve_as(req, "link", ino.0);
         match name_str(newname) {
-            Ok(n) => reply_entry(reply, self.core.link(ino.0, newparent.0, n)),
+            Ok(n) => self.reply_entry(reply, newparent, n, self.core.link(ino.0, newparent.0, n)),
             Err(e) => reply.error(e),
         }
     }
@@ -664,6 +693,8 @@ impl Filesystem for CellFs {
         let start = offset.saturating_sub(2) as usize;
         let page = &items[start.min(items.len())..(start + READDIR_BATCH).min(items.len())];
         let entries = self.core.entries_of(page);
+        // The rows the kernel links (all but `.` and `..`) count for its forget.
+        let mut linked = Vec::with_capacity(page.len());
         for (off, row) in rows(ino.0, &items, offset) {
             let i = off as usize - 3;
             let full = if row.name == "." || row.name == ".." {
@@ -690,7 +721,11 @@ impl Filesystem for CellFs {
                         } else {
                             e.ttl
                         };
-                        reply.add(INodeNo(row.ino), off, row.name, &ttl, &attr(e), Generation(0))
+                        let full = reply.add(INodeNo(row.ino), off, row.name, &ttl, &attr(e), Generation(0));
+                        if !full {
+                            linked.push((e.ino, ino.0, row.name));
+                        }
+                        full
                     }
                 }
             };
@@ -698,6 +733,7 @@ impl Filesystem for CellFs {
                 break;
             }
         }
+        self.core.note_entries(linked);
         reply.ok();
     }
 
@@ -841,8 +877,15 @@ impl Filesystem for CellFs {
                 let fh = FileHandle(opened.fh);
                 let a = attr(&e);
                 match self.backing(e.ino, &opened, true, |f| reply.open_backing(f)) {
-                    Ok(Some(b)) => reply.created_passthrough(&e.ttl, &a, Generation(0), fh, FopenFlags::empty(), &b),
-                    Ok(None) => reply.created(&e.ttl, &a, Generation(0), fh, FopenFlags::empty()),
+                    Ok(backing) => {
+                        self.core.note_entries([(e.ino, parent.0, name)]);
+                        match backing {
+                            Some(b) => {
+                                reply.created_passthrough(&e.ttl, &a, Generation(0), fh, FopenFlags::empty(), &b)
+                            }
+                            None => reply.created(&e.ttl, &a, Generation(0), fh, FopenFlags::empty()),
+                        }
+                    }
                     Err(e) => reply.error(e),
                 }
             }

@@ -68,6 +68,14 @@ pub struct Node {
     /// Deleted on the server while held open here: forgotten at its last
     /// close (its link count stays as it was until a request learns it).
     pub removed: bool,
+    /// Entries for this node the kernel was given (lookups, creates,
+    /// readdirplus rows) and has not forgotten: while any remain the kernel
+    /// may ask about it (an open descriptor, a working directory), so a
+    /// deleted node stays until they are gone.
+    pub lookups: u64,
+    /// The directory and name the kernel was last given an entry for this
+    /// node by (to tell it the file was deleted elsewhere).
+    pub kernel_name: Option<(u64, Box<str>)>,
 }
 
 impl Node {
@@ -214,6 +222,8 @@ impl NodeTable {
                 unsynced: false,
                 kernel_dv: None,
                 removed: false,
+                lookups: 0,
+                kernel_name: None,
             },
         );
         ino

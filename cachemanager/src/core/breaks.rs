@@ -5,6 +5,7 @@
 use super::{Core, State};
 use crate::cache::CacheEntry;
 use crate::nodes::Promise;
+use cellfs_protocol::Fid;
 use cellfs_protocol::message::{Break, Renewal, ServerMessage};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -21,17 +22,18 @@ impl Core {
         let received = Instant::now();
         let mut inodes = Vec::new();
         let mut entries = Vec::new();
+        let mut deleted = Vec::new();
         match msg {
             ServerMessage::Break(breaks) => {
                 metrics::counter!("cellfs_cachemanager_breaks_received_total").increment(breaks.len() as u64);
                 let mut st = self.lock();
                 for brk in breaks {
-                    apply_break(&mut st, brk, &mut inodes, &mut entries);
+                    apply_break(&mut st, brk, &mut inodes, &mut entries, &mut deleted);
                 }
             }
             ServerMessage::Renewed(renewals) => {
                 metrics::counter!("cellfs_cachemanager_breaks_received_total").increment(renewals.len() as u64);
-                self.apply_renewals(renewals, received, &mut inodes, &mut entries);
+                self.apply_renewals(renewals, received, &mut inodes, &mut entries, &mut deleted);
             }
             ServerMessage::BreakVolume(volume) => {
                 metrics::counter!("cellfs_cachemanager_breaks_received_total").increment(1);
@@ -60,7 +62,7 @@ impl Core {
                 inodes.extend(affected);
             }
         }
-        self.notify_kernel(&inodes, &entries);
+        self.notify_kernel(&inodes, &entries, &deleted);
     }
 
     /// Applies each renewal's break, then keeps the new version it carries
@@ -75,6 +77,7 @@ impl Core {
         received: Instant,
         inodes: &mut Vec<u64>,
         entries: &mut Vec<(u64, String)>,
+        deleted: &mut Vec<(u64, u64, String)>,
     ) {
         let lifetime = self
             .link
@@ -121,7 +124,7 @@ impl Core {
                     && n.status.data_version < r.status.data_version
                     && n.valid_for(epoch, received).is_some()
             });
-            apply_break(&mut st, r.brk, inodes, entries);
+            apply_break(&mut st, r.brk, inodes, entries, deleted);
             let Some(tmp) = tmp else { continue };
             let kept = current && replaceable(&st, fid) && crate::cache::place(&tmp, &st.cache.path(fid)).is_ok();
             // After an exchange `tmp` names the old copy.
@@ -152,7 +155,7 @@ impl Core {
 /// is one, no handle writes it (its writes go to the copy it opened and are
 /// stored from the copy's name), and it is neither a passthrough backing
 /// file (new versions go into that file) nor still arriving.
-fn replaceable(st: &State, fid: cellfs_protocol::Fid) -> bool {
+fn replaceable(st: &State, fid: Fid) -> bool {
     st.cache.peek(fid).is_some()
         && !st.files.values().any(|h| h.fid == fid && h.write)
         && !st.passed_through(fid)
@@ -160,8 +163,15 @@ fn replaceable(st: &State, fid: cellfs_protocol::Fid) -> bool {
 }
 
 /// Drops what one break invalidates, collecting the inodes and entries the
-/// kernel must drop too.
-fn apply_break(st: &mut State, brk: Break, inodes: &mut Vec<u64>, entries: &mut Vec<(u64, String)>) {
+/// kernel must drop too, and the kernel entries of deleted files
+/// (directory, file, name) it must be told are gone.
+fn apply_break(
+    st: &mut State,
+    brk: Break,
+    inodes: &mut Vec<u64>,
+    entries: &mut Vec<(u64, String)>,
+    gone: &mut Vec<(u64, u64, String)>,
+) {
     let Break {
         fid, names, deleted, ..
     } = brk;
@@ -175,9 +185,15 @@ fn apply_break(st: &mut State, brk: Break, inodes: &mut Vec<u64>, entries: &mut 
         n.target = None;
     }
     if deleted {
-        // Held open here, it keeps its link count: a writer's close must
-        // still learn from the server that its writes went nowhere
-        // (ESTALE), and the node goes when that handle closes.
+        // The kernel is told the file is gone (its name and links), so it
+        // lets go of the inode at its last close and forgets it; the node
+        // leaves the table then.
+        if let Some((dir, name)) = st.nodes.get(ino).and_then(|n| n.kernel_name.clone()) {
+            gone.push((dir, ino, name.into()));
+        }
+        // Held open here, its node keeps the link count: a writer's close
+        // must still learn from the server that its writes went nowhere
+        // (ESTALE).
         if st.cache.open_count(fid) == 0 {
             super::forget_deleted(st, fid);
         } else {

@@ -124,7 +124,7 @@ impl Core {
         let (inodes, entries) = self.drop_stale(&forget);
         // Also unmarks the kernel's pages, so they are kept again only after
         // the next fetch.
-        self.notify_kernel(&inodes, &entries);
+        self.notify_kernel(&inodes, &entries, &[]);
         out
     }
 
