@@ -517,6 +517,34 @@ fn a_file_removed_after_a_lapsed_promise_leaves_the_table_at_its_next_use() {
     wait_for_nodes(&b, b0 + 1);
 }
 
+/// B's promise on a folder ends with the first change there, so later
+/// changes break nobody on B: B's kernel must keep no name of the folder
+/// past that first break (one that existed, or one looked up as missing),
+/// or B misses the later changes until its entries expire.
+#[test]
+fn after_a_folder_break_b_sees_every_later_change_in_it() {
+    let cell = Cell::with_promise_secs(600);
+    let a = Mount::new(&cell);
+    let b = Mount::new(&cell);
+    let (da, db) = (a.path().join("db"), b.path().join("db"));
+    fs::create_dir(&da).unwrap();
+    fs::write(da.join("y"), b"keep").unwrap();
+    fs::write(da.join("z"), b"old").unwrap();
+    assert_eq!(fs::read(db.join("y")).unwrap(), b"keep");
+    assert_eq!(fs::read(db.join("z")).unwrap(), b"old");
+    assert!(!db.join("n").exists());
+    // The first change breaks B's promise on the folder; the rest do not
+    // reach B.
+    fs::write(da.join("x"), b"").unwrap();
+    fs::remove_file(da.join("y")).unwrap();
+    fs::write(da.join("n"), b"new").unwrap();
+    fs::rename(da.join("x"), da.join("z")).unwrap();
+    assert_eq!(fs::read(db.join("n")).unwrap(), b"new");
+    assert_eq!(fs::read(db.join("z")).unwrap(), b"");
+    assert!(!db.join("y").exists());
+    assert_eq!(names(&db), set(&["n", "z"]));
+}
+
 /// An upload renamed into place on B and then removed on A: B's kernel is
 /// told of the deletion under the file's new name, so it lets go of the
 /// inode and the node leaves B's table.

@@ -4,9 +4,9 @@
 
 use super::{Core, State};
 use crate::cache::CacheEntry;
-use crate::nodes::Promise;
-use cellfs_protocol::Fid;
+use crate::nodes::{Listing, Promise};
 use cellfs_protocol::message::{Break, Renewal, ServerMessage};
+use cellfs_protocol::{Fid, FileKind};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -151,6 +151,39 @@ impl Core {
     }
 }
 
+/// The names in folder `dir` the kernel holds entries for (besides
+/// `skip`): those of its listing whose node the kernel holds, or without a
+/// listing every node the kernel was last given under this folder.
+fn kernel_names_in(st: &State, dir: u64, listing: Option<&Listing>, skip: &[String]) -> Vec<(u64, String)> {
+    let held = |fid: Fid| {
+        st.nodes
+            .ino_of(fid)
+            .and_then(|i| st.nodes.get(i))
+            .is_some_and(|n| n.lookups > 0)
+    };
+    let names: Vec<String> = match listing {
+        Some(l) => l
+            .entries
+            .iter()
+            .filter(|&(_, &fid)| held(fid))
+            .map(|(name, _)| name.clone())
+            .collect(),
+        None => st
+            .nodes
+            .iter()
+            .filter_map(|(_, n)| match &n.kernel_name {
+                Some((d, name)) if *d == dir && n.lookups > 0 => Some(name.to_string()),
+                _ => None,
+            })
+            .collect(),
+    };
+    names
+        .into_iter()
+        .filter(|name| !skip.contains(name))
+        .map(|name| (dir, name))
+        .collect()
+}
+
 /// Whether the node's copy of `fid` may be replaced by a renewal's: there
 /// is one, no handle writes it (its writes go to the copy it opened and are
 /// stored from the copy's name), and it is neither a passthrough backing
@@ -179,10 +212,20 @@ fn apply_break(
     st.nodes.note_break(fid);
     st.rights.forget(fid.volume, fid.vnode);
     let Some(ino) = st.nodes.ino_of(fid) else { return };
+    let mut listing = None;
+    let mut is_dir = false;
     if let Some(n) = st.nodes.get_mut(ino) {
         n.promise = None;
-        n.listing = None;
+        listing = n.listing.take();
         n.target = None;
+        is_dir = n.status.kind == FileKind::Dir;
+    }
+    if is_dir {
+        // The promise covered every name the kernel holds in this folder.
+        // Without it later changes here break nobody on this node, so the
+        // kernel must ask again for each name, not only those that changed.
+        entries.extend(kernel_names_in(st, ino, listing.as_deref(), &names));
+        entries.extend(st.negatives.remove(&ino).into_iter().flatten().map(|name| (ino, name)));
     }
     if deleted {
         // The kernel is told the file is gone (its name and links), so it
