@@ -409,3 +409,45 @@ fn a_reader_of_the_first_block_does_not_wait_for_the_last() {
     assert!(b.status()["fetching"].as_array().is_some_and(|a| a.is_empty()));
     assert_eq!(sha256_file(&on_b), sha256(&data));
 }
+
+/// A second cache manager started on a cache folder in use is refused with
+/// a clear error (after waiting a few seconds for the first to exit), and
+/// the running one keeps its mount and its control socket.
+#[test]
+fn a_second_cache_manager_on_a_cache_folder_in_use_is_refused() {
+    use std::io::Read;
+    use std::process::{Command, Stdio};
+    let cell = Cell::new();
+    let cache = tempfile::tempdir().unwrap();
+    let a = Mount::with_cache_folder(&cell, &cell.config_path(), Some(cache.path()), "1GiB");
+    fs::write(a.path().join("f"), b"x").unwrap();
+    let other = tempfile::tempdir().unwrap();
+    let mut second = Command::new(cellfs::bin("cellfs-cachemanager"))
+        .arg("mount")
+        .arg("--config")
+        .arg(cell.config_path())
+        .arg("--cache")
+        .arg(cache.path())
+        .arg(other.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let Some(status) = cellfs::wait_timeout(&mut second, Duration::from_secs(30)) else {
+        let _ = second.kill();
+        let _ = second.wait();
+        let _ = Command::new("umount").arg("-l").arg(other.path()).status();
+        panic!("a second cache manager ran on a cache folder in use");
+    };
+    let mut err = String::new();
+    second.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    assert!(!status.success());
+    assert!(err.contains("in use by another cache manager"), "{err}");
+    assert!(!cellfs::is_mounted(other.path()));
+    assert!(
+        a.status()["nodes_known"].as_u64().is_some(),
+        "the first mount's control socket"
+    );
+    assert_eq!(fs::read(a.path().join("f")).unwrap(), b"x");
+}

@@ -7,7 +7,9 @@ use crate::links::Links;
 use anyhow::Context;
 use cellfs_protocol::config::CellConfig;
 use cellfs_protocol::transport::Connector;
+use std::fs::{File, OpenOptions, TryLockError};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 /// How often the cache index is saved (also at unmount).
@@ -53,6 +55,7 @@ pub fn run(opts: MountOptions) -> anyhow::Result<()> {
     let link = Links::new(connector, tx, opts.request_timeout);
     std::fs::create_dir_all(&opts.cache_dir)
         .with_context(|| format!("creating cache folder {}", opts.cache_dir.display()))?;
+    let _cache_lock = lock_cache_folder(&opts.cache_dir)?;
     let core = Core::start(link, rt.handle().clone(), &opts.cache_dir, opts.cache_size, &cfg.cell)
         .with_context(|| format!("connecting to cell {} at {}", cfg.cell, cfg.servers.join(",")))?;
     rt.spawn(core.clone().run_events(rx));
@@ -158,6 +161,37 @@ async fn wait_for_signal() {
     tokio::select! {
         _ = term.recv() => {}
         _ = int.recv() => {}
+    }
+}
+
+/// Longest a new cache manager waits for the one before it on the same cache
+/// folder to exit (it unmounts first, then finishes within a few seconds).
+const CACHE_LOCK_WAIT: Duration = Duration::from_secs(5);
+
+/// Takes the cache folder's lock, held until the returned file is dropped
+/// (at exit). A second cache manager on one folder would share its copies,
+/// index and control socket with the first and break both, so it is refused.
+fn lock_cache_folder(dir: &Path) -> anyhow::Result<File> {
+    let path = dir.join("lock");
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    let started = Instant::now();
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(TryLockError::WouldBlock) if started.elapsed() < CACHE_LOCK_WAIT => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(TryLockError::WouldBlock) => anyhow::bail!(
+                "cache folder {} is in use by another cache manager: unmount it (or give this one another --cache)",
+                dir.display()
+            ),
+            Err(TryLockError::Error(e)) => return Err(e).with_context(|| format!("locking {}", path.display())),
+        }
     }
 }
 
