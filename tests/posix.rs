@@ -502,3 +502,31 @@ fn a_size_the_server_disk_cannot_hold_is_efbig_not_eio() {
         Err(e) => assert_eq!(e.raw_os_error(), Some(libc::EFBIG), "{e}"),
     }
 }
+
+/// A set-group-ID folder (a site's shared uploads folder, group-writable)
+/// gives its group to the files, links and folders made in it, and its
+/// set-group-ID bit to the folders, as a local disk does: the kernel leaves
+/// this to FUSE filesystems.
+#[test]
+fn a_set_group_id_folder_gives_its_group_and_bit_to_what_is_made_in_it() {
+    let cell = Cell::new();
+    let m = Mount::new(&cell);
+    let d = m.path().join("shared");
+    fs::create_dir(&d).unwrap();
+    std::os::unix::fs::chown(&d, None, Some(3000)).unwrap();
+    fs::set_permissions(&d, fs::Permissions::from_mode(0o2775)).unwrap();
+    fs::write(d.join("f"), b"x").unwrap();
+    fs::create_dir(d.join("sub")).unwrap();
+    std::os::unix::fs::symlink("f", d.join("l")).unwrap();
+    let (f, sub, l) = (
+        fs::metadata(d.join("f")).unwrap(),
+        fs::metadata(d.join("sub")).unwrap(),
+        fs::symlink_metadata(d.join("l")).unwrap(),
+    );
+    assert_eq!((f.gid(), sub.gid(), l.gid()), (3000, 3000, 3000));
+    assert_ne!(sub.mode() & 0o2000, 0, "the new folder is set-group-ID");
+    assert_eq!(f.mode() & 0o2000, 0, "the new file is not");
+    // Outside such a folder the creator's group stays.
+    fs::write(m.path().join("g"), b"y").unwrap();
+    assert_eq!(fs::metadata(m.path().join("g")).unwrap().gid(), 0);
+}

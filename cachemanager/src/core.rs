@@ -1235,8 +1235,21 @@ impl Core {
         self.created(reply, p, name)
     }
 
+    /// The group and mode something made in folder `parent` by a creator in
+    /// group `gid` gets: a set-group-ID folder gives what is made in it its
+    /// group, and new folders its set-group-ID bit, as local filesystems do
+    /// (the kernel leaves this to FUSE filesystems).
+    fn inherited(&self, parent: u64, gid: u32, mode: u32, is_dir: bool) -> (u32, u32) {
+        let st = self.lock();
+        match st.nodes.get(parent).map(|n| &n.status) {
+            Some(s) if s.mode & libc::S_ISGID != 0 => (s.gid, if is_dir { mode | libc::S_ISGID } else { mode }),
+            _ => (gid, mode),
+        }
+    }
+
     /// mkdir.
     pub fn mkdir(&self, parent: u64, name: &str, mode: u32, uid: u32, gid: u32) -> FsResult<Entry> {
+        let (gid, mode) = self.inherited(parent, gid, mode, true);
         self.make_in(parent, name, |dir, name| {
             Ok(Request::MakeDir {
                 dir,
@@ -1250,6 +1263,7 @@ impl Core {
 
     /// symlink.
     pub fn symlink(&self, parent: u64, name: &str, target: &str, uid: u32, gid: u32) -> FsResult<Entry> {
+        let (gid, _) = self.inherited(parent, gid, 0, false);
         self.make_in(parent, name, |dir, name| {
             Ok(Request::Symlink {
                 dir,
@@ -1271,6 +1285,7 @@ impl Core {
         uid: u32,
         gid: u32,
     ) -> FsResult<Entry> {
+        let (gid, mode) = self.inherited(parent, gid, mode, false);
         self.make_in(parent, name, |dir, name| {
             Ok(Request::MakeSpecial {
                 dir,
@@ -1304,6 +1319,7 @@ impl Core {
         gid: u32,
         exclusive: bool,
     ) -> FsResult<(Entry, Opened)> {
+        let (gid, mode) = self.inherited(parent, gid, mode, false);
         let entry = self.make_in(parent, name, |dir, name| {
             Ok(Request::Create {
                 dir,
