@@ -613,3 +613,68 @@ fn wait_for_nodes(m: &Mount, most: u64) {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// A file held open on B while A changes it: B's next read through that
+/// handle answers A's bytes, as `tail -f` of a log written elsewhere needs,
+/// and agrees with `fstat`.
+#[test]
+fn an_open_handle_reads_another_nodes_change() {
+    use std::io::Read;
+    use std::os::unix::fs::FileExt;
+    let cell = Cell::new();
+    let a = Mount::new(&cell);
+    let b = Mount::new(&cell);
+    fs::write(a.path().join("log"), b"first\n").unwrap();
+    let mut f = fs::File::open(b.path().join("log")).unwrap();
+    let mut text = String::new();
+    f.read_to_string(&mut text).unwrap();
+    assert_eq!(text, "first\n");
+    let mut w = fs::OpenOptions::new().append(true).open(a.path().join("log")).unwrap();
+    w.write_all(b"second\n").unwrap();
+    drop(w);
+    let mut rest = String::new();
+    f.read_to_string(&mut rest).unwrap();
+    assert_eq!(rest, "second\n");
+    assert_eq!(f.metadata().unwrap().len(), 13);
+    let mut all = [0u8; 13];
+    f.read_exact_at(&mut all, 0).unwrap();
+    assert_eq!(&all, b"first\nsecond\n");
+    // Replaced whole, same size (an upload replaced under the same name).
+    fs::write(a.path().join("log"), b"FIRST\nSECOND\n").unwrap();
+    f.read_exact_at(&mut all, 0).unwrap();
+    assert_eq!(&all, b"FIRST\nSECOND\n");
+}
+
+/// PHP's file sessions from two nodes: open, `flock`, read the counter,
+/// write it back plus one, close. The handle is opened before the lock is
+/// granted, so the read must see the other node's last write: no update
+/// is lost.
+#[test]
+fn locked_read_modify_writes_from_two_nodes_lose_no_update() {
+    use std::io::Read;
+    use std::os::unix::fs::FileExt;
+    let cell = Cell::new();
+    let a = Mount::new(&cell);
+    let b = Mount::new(&cell);
+    fs::write(a.path().join("sess"), b"0").unwrap();
+    assert_eq!(fs::read(b.path().join("sess")).unwrap(), b"0");
+    let bump = |path: std::path::PathBuf| {
+        move || {
+            for _ in 0..25 {
+                let mut f = fs::OpenOptions::new().read(true).write(true).open(&path).unwrap();
+                f.lock().unwrap();
+                let mut s = String::new();
+                f.read_to_string(&mut s).unwrap();
+                let n: u32 = s.trim().parse().unwrap_or_else(|_| panic!("counter {s:?}"));
+                f.set_len(0).unwrap();
+                f.write_all_at((n + 1).to_string().as_bytes(), 0).unwrap();
+            }
+        }
+    };
+    let ta = std::thread::spawn(bump(a.path().join("sess")));
+    let tb = std::thread::spawn(bump(b.path().join("sess")));
+    ta.join().unwrap();
+    tb.join().unwrap();
+    assert_eq!(fs::read(a.path().join("sess")).unwrap(), b"50");
+    assert_eq!(fs::read(b.path().join("sess")).unwrap(), b"50");
+}

@@ -258,8 +258,9 @@ struct OpenFile {
     fid: Fid,
     /// The local copy: opened with the handle for a writer or a stream, at
     /// first use for a reader (a warm read is served from the kernel's
-    /// pages and never needs it). See [`OpenFile::file`].
-    file: OnceLock<Arc<File>>,
+    /// pages and never needs it), again after a newer version took its
+    /// place (see [`Core::refresh`]). See [`OpenFile::file`].
+    file: Mutex<Option<HandleCopy>>,
     /// Opened for writing.
     write: bool,
     /// The kernel writes the local copy itself (FUSE passthrough): changes
@@ -282,12 +283,49 @@ impl OpenFile {
     /// pinned while the handle lives, so its name still holds it (or the
     /// version a fetch has put there since, which a reader may see). Takes
     /// the state lock when it opens: never called with the lock held.
-    fn file(&self, core: &Core) -> std::io::Result<&Arc<File>> {
-        if let Some(f) = self.file.get() {
-            return Ok(f);
+    fn file(&self, core: &Core) -> std::io::Result<Arc<File>> {
+        if let Some(c) = self.opened() {
+            return Ok(c.file);
         }
-        let opened = Arc::new(core.lock().cache.open_file(self.fid)?);
-        Ok(self.file.get_or_init(|| opened))
+        let opened = HandleCopy::open(core, self.fid)?;
+        Ok(self
+            .file
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_or_insert(opened)
+            .file
+            .clone())
+    }
+
+    /// The copy this handle has open, if it opened one yet.
+    fn opened(&self) -> Option<HandleCopy> {
+        self.file.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Opens the copy at its name again (a newer version was placed there).
+    fn reopen(&self, core: &Core) -> std::io::Result<()> {
+        let opened = HandleCopy::open(core, self.fid)?;
+        *self.file.lock().unwrap_or_else(|p| p.into_inner()) = Some(opened);
+        Ok(())
+    }
+}
+
+/// The local copy a handle has open, and the data version the cache had
+/// for it then.
+#[derive(Clone)]
+struct HandleCopy {
+    file: Arc<File>,
+    data_version: Option<u64>,
+}
+
+impl HandleCopy {
+    /// The copy of `fid` now at its name. Takes the state lock.
+    fn open(core: &Core, fid: Fid) -> std::io::Result<Self> {
+        let st = core.lock();
+        Ok(HandleCopy {
+            file: Arc::new(st.cache.open_file(fid)?),
+            data_version: st.cache.peek(fid).map(|c| c.data_version),
+        })
     }
 }
 
@@ -1999,7 +2037,10 @@ impl Core {
             let handle = OpenFile {
                 ino,
                 fid,
-                file: file.clone().map(OnceLock::from).unwrap_or_default(),
+                file: Mutex::new(file.clone().map(|file| HandleCopy {
+                    file,
+                    data_version: st.cache.peek(fid).map(|c| c.data_version),
+                })),
                 write,
                 passthrough: false.into(),
                 seen,
@@ -2032,7 +2073,7 @@ impl Core {
     /// FUSE passthrough).
     pub fn handle_file(&self, fh: u64) -> FsResult<Arc<File>> {
         let h = self.handle(fh)?;
-        h.file(self).cloned().map_err(|e| FsError::local("open", e))
+        h.file(self).map_err(|e| FsError::local("open", e))
     }
 
     /// Records that the kernel reads and writes `fh`'s local copy directly
@@ -2067,7 +2108,7 @@ impl Core {
         }
         let now = h
             .file(self)
-            .and_then(|f| stamp(f))
+            .and_then(|f| stamp(&f))
             .map_err(|e| FsError::local("stat", e))?;
         {
             let mut seen = h.seen.lock().unwrap_or_else(|p| p.into_inner());
@@ -2106,6 +2147,7 @@ impl Core {
         if let Some(arrival) = &h.arrival {
             arrival.wait_for(offset.saturating_add(u64::from(size)))?;
         }
+        self.refresh(&h);
         let size = size as usize;
         if buf.len() < size {
             buf.resize(size, 0);
@@ -2136,9 +2178,56 @@ impl Core {
         Ok(done)
     }
 
+    /// Brings the copy handle `h` reads and writes up to the server's
+    /// version, unless writes to the file wait here to be stored: another
+    /// node changed the file while it was open here (a session file read
+    /// after its lock was granted, a log followed with `tail -f`), and the
+    /// next read or write must see that change, as on AFS and NFS, not the
+    /// version the handle first read. The copy is fetched again when this
+    /// node's promise on it is gone or its status names a newer version,
+    /// and opened again when a newer one took its place (a renewal). When
+    /// the server cannot be asked (unreachable, the file deleted there),
+    /// the handle goes on with the copy it has.
+    fn refresh(&self, h: &OpenFile) {
+        if h.arrival.is_some() || h.passthrough.load(Ordering::Relaxed) {
+            return;
+        }
+        let fetch = {
+            let st = self.lock();
+            let Some(n) = st.nodes.get(h.ino) else { return };
+            if n.dirty.is_some() || n.deleted() || n.status.kind != FileKind::File {
+                return;
+            }
+            let current = st
+                .cache
+                .peek(h.fid)
+                .is_some_and(|c| c.data_version == n.status.data_version);
+            let promised = n.valid_for(self.link.epoch(), Instant::now()).is_some();
+            let up = !self.link.is_down_for(h.fid.volume);
+            up && !(current && promised)
+        };
+        if fetch && let Err(e) = self.ensure_data(h.ino, false) {
+            tracing::debug!(fid = %h.fid, error = %e.message, "cannot refresh an open file's copy");
+        }
+        let Some(opened) = h.opened() else { return };
+        let newer = {
+            let st = self.lock();
+            let unstored = st.nodes.get(h.ino).is_none_or(|n| n.dirty.is_some());
+            !unstored
+                && st
+                    .cache
+                    .peek(h.fid)
+                    .is_some_and(|c| Some(c.data_version) != opened.data_version)
+        };
+        if newer && let Err(e) = h.reopen(self) {
+            tracing::debug!(fid = %h.fid, error = %e, "cannot open the refreshed copy");
+        }
+    }
+
     /// Writes to the local copy; stored on the server at flush/fsync/close.
     pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
         let h = self.handle(fh)?;
+        self.refresh(&h);
         let file = h.file(self).map_err(|e| FsError::local("open", e))?;
         if let Err(e) = file.write_all_at(data, offset) {
             // A full cache disk: undo any growth so a later store cannot
