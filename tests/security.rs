@@ -477,3 +477,43 @@ fn users_and_revocations_reach_a_joined_server() {
         "alice reading after another host's revocation",
     );
 }
+
+/// Nothing outside an ACL may change it (root is a uid like any other), so
+/// a change that would take the `a` right from the caller making it is
+/// refused with a clear reason and changes nothing; one that keeps it for
+/// the caller goes through.
+#[test]
+fn an_acl_change_that_would_take_the_callers_a_right_is_refused() {
+    let cell = Cell::new();
+    users(&cell);
+    let a = Mount::new(&cell);
+    open_up(&a);
+    std::fs::create_dir(a.path().join("site")).unwrap();
+    let root = common::server_root(&cell);
+    let dir = lookup(&cell, root.fid, "site").fid;
+    set_acl(&cell, dir, &[("uid:0", "all"), ("alice", "rl")]);
+    let change = |rights: &str| {
+        cell.call_as(
+            root_caller(),
+            &Request::SetAcl {
+                dir,
+                changes: vec![AclChange {
+                    name: "uid:0".into(),
+                    rights: rights.into(),
+                    negative: false,
+                }],
+                clear: false,
+            },
+        )
+    };
+    match change("rl") {
+        Err(e) => assert!(e.to_string().contains("a (administer) right from uid 0"), "{e}"),
+        Ok(r) => panic!("root took its own a right: {r:?}"),
+    }
+    let kept = cell.call_as(root_caller(), &Request::GetAcl { dir });
+    assert!(
+        matches!(&kept, Ok(Reply::Acl(lines)) if lines.iter().any(|l| l.name == "uid:0" && l.rights == "rlidwka")),
+        "{kept:?}"
+    );
+    assert!(change("rlidwka").is_ok());
+}

@@ -425,7 +425,7 @@ impl Context {
                 overwrite,
                 server,
             } => self.restore_volume(client, (name, len, overwrite, server), data).await,
-            Request::SetAcl { dir, changes, clear } => self.set_acl(client, dir, changes, clear).await.into(),
+            Request::SetAcl { dir, changes, clear } => self.set_acl(client, who, dir, changes, clear).await.into(),
             Request::GetAcl { dir } => self.get_acl(dir).await.into(),
             Request::GetRights { fid } => self.get_rights(client, who, fid).await.into(),
             Request::AddHost { name, role } => self.add_host(name, role).await.into(),

@@ -85,9 +85,14 @@ impl Context {
 
     /// `SetAcl`: applies `changes` to the ACL of `dir` (or to an empty one
     /// with `clear`); nodes holding promises on it drop their cached rights.
+    ///
+    /// A change that would take the `a` right from the caller making it is
+    /// refused: nothing outside an ACL may change it (root is a uid like
+    /// any other), so it could leave the folder's ACL fixed for good.
     pub(crate) async fn set_acl(
         &self,
         client: ClientId,
+        who: &Who,
         dir: Fid,
         changes: Vec<AclChange>,
         clear: bool,
@@ -104,6 +109,18 @@ impl Context {
             let rights = Rights::parse(&c.rights).map_err(|e| rpc_err(ErrorCode::Invalid, e))?;
             acl.set(who, rights, c.negative)
                 .map_err(|e| rpc_err(ErrorCode::Invalid, e))?;
+        }
+        if let Some(caller) = &who.caller
+            && !self.security.rights(&acl, Some(caller)).contains(Rights::ADMINISTER)
+        {
+            let uid = caller.uid;
+            return Err(rpc_err(
+                ErrorCode::Invalid,
+                format!(
+                    "this ACL would take the a (administer) right from uid {uid}, who changes it, and might leave \
+                     nobody able to change it again: keep an entry that gives it (for example uid:{uid} all)"
+                ),
+            ));
         }
         let lines = self.security.lines(&acl);
         self.change(vol, client, move |v| v.set_acl(dir, acl), |s: &Status| vec![s.fid])
