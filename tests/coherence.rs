@@ -678,3 +678,36 @@ fn locked_read_modify_writes_from_two_nodes_lose_no_update() {
     assert_eq!(fs::read(a.path().join("sess")).unwrap(), b"50");
     assert_eq!(fs::read(b.path().join("sess")).unwrap(), b"50");
 }
+
+/// Two nodes appending to one log under `flock`, as PHP's
+/// `file_put_contents($log, $line, FILE_APPEND | LOCK_EX)` does: every
+/// line lands, whichever node wrote the one before.
+#[test]
+fn locked_appends_from_two_nodes_keep_every_line() {
+    let cell = Cell::new();
+    let a = Mount::new(&cell);
+    let b = Mount::new(&cell);
+    fs::write(a.path().join("app.log"), b"").unwrap();
+    assert_eq!(fs::read(b.path().join("app.log")).unwrap(), b"");
+    let append = |path: std::path::PathBuf, tag: &'static str| {
+        move || {
+            for i in 0..40 {
+                let mut f = fs::OpenOptions::new().append(true).open(&path).unwrap();
+                f.lock().unwrap();
+                f.write_all(format!("{tag} {i}\n").as_bytes()).unwrap();
+            }
+        }
+    };
+    let ta = std::thread::spawn(append(a.path().join("app.log"), "A"));
+    let tb = std::thread::spawn(append(b.path().join("app.log"), "B"));
+    ta.join().unwrap();
+    tb.join().unwrap();
+    let text = String::from_utf8(fs::read(a.path().join("app.log")).unwrap()).unwrap();
+    assert_eq!(text.lines().count(), 80, "{text}");
+    for tag in ["A", "B"] {
+        for i in 0..40 {
+            assert!(text.contains(&format!("{tag} {i}\n")), "{tag} {i} missing:\n{text}");
+        }
+    }
+    assert_eq!(fs::read(b.path().join("app.log")).unwrap(), text.as_bytes());
+}

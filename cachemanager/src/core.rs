@@ -270,6 +270,8 @@ struct OpenFile {
     seen: Mutex<(i128, u64)>,
     /// Who opened it: stores of what it wrote are made for them.
     caller: Option<Arc<Caller>>,
+    /// Opened with `O_APPEND`: each write goes to the copy's end.
+    append: std::sync::atomic::AtomicBool,
     /// The fetch still bringing the copy, when the handle reads it as it
     /// arrives.
     arrival: Option<Arc<Arrival>>,
@@ -2045,6 +2047,7 @@ impl Core {
                 passthrough: false.into(),
                 seen,
                 caller: crate::caller::current(),
+                append: false.into(),
                 arrival,
                 drops_seen: self.drops.load(Ordering::Acquire).into(),
             };
@@ -2074,6 +2077,13 @@ impl Core {
     pub fn handle_file(&self, fh: u64) -> FsResult<Arc<File>> {
         let h = self.handle(fh)?;
         h.file(self).map_err(|e| FsError::local("open", e))
+    }
+
+    /// Records that `fh` was opened with `O_APPEND` (see [`Core::write`]).
+    pub fn set_append(&self, fh: u64) {
+        if let Some(h) = self.lock().files.get(&fh) {
+            h.append.store(true, Ordering::Relaxed);
+        }
     }
 
     /// Records that the kernel reads and writes `fh`'s local copy directly
@@ -2208,6 +2218,11 @@ impl Core {
         };
         if fetch && let Err(e) = self.ensure_data(h.ino, false) {
             tracing::debug!(fid = %h.fid, error = %e.message, "cannot refresh an open file's copy");
+            // Deleted on the server (no break came here): forgotten as a
+            // break would have made it, so the next read does not ask again.
+            if e.errno == libc::ESTALE {
+                forget_deleted(&mut self.lock(), h.fid);
+            }
         }
         let Some(opened) = h.opened() else { return };
         let newer = {
@@ -2229,6 +2244,14 @@ impl Core {
         let h = self.handle(fh)?;
         self.refresh(&h);
         let file = h.file(self).map_err(|e| FsError::local("open", e))?;
+        // The kernel places an append at the end it knows, which another
+        // node's append may have moved: the refreshed copy's end is the
+        // file's (the kernel serializes this inode's writes).
+        let offset = if h.append.load(Ordering::Relaxed) {
+            file.metadata().map_err(|e| FsError::local("stat", e))?.len()
+        } else {
+            offset
+        };
         if let Err(e) = file.write_all_at(data, offset) {
             // A full cache disk: undo any growth so a later store cannot
             // send bytes that were never written; the writer sees ENOSPC.

@@ -581,7 +581,16 @@ impl Filesystem for CellFs {
             // mode, so the next open can pass through to the whole copy.
             return reply.opened(fh, fopen | FopenFlags::FOPEN_DIRECT_IO);
         }
-        let want = opened.size >= PASSTHROUGH_MIN_SIZE;
+        // An appender's writes go through us, which append at the end of
+        // the copy as refreshed from the server (a log other nodes append
+        // to), and past the kernel's pages (direct I/O): the kernel would
+        // cache them at the end it knew.
+        let append = write && flags.0 & libc::O_APPEND != 0;
+        if append {
+            self.core.set_append(opened.fh);
+            fopen |= FopenFlags::FOPEN_DIRECT_IO;
+        }
+        let want = opened.size >= PASSTHROUGH_MIN_SIZE && !append;
         match self.backing(ino.0, &opened, want, |f| reply.open_backing(f)) {
             Ok(Some(b)) => reply.opened_passthrough(fh, fopen, &b),
             Ok(None) if opened.keep_cache => reply.opened(fh, fopen | FopenFlags::FOPEN_KEEP_CACHE),
@@ -876,14 +885,20 @@ impl Filesystem for CellFs {
                 }
                 let fh = FileHandle(opened.fh);
                 let a = attr(&e);
-                match self.backing(e.ino, &opened, true, |f| reply.open_backing(f)) {
+                let append = flags & libc::O_APPEND != 0;
+                let mut fopen = FopenFlags::empty();
+                if append {
+                    self.core.set_append(opened.fh);
+                    fopen |= FopenFlags::FOPEN_DIRECT_IO;
+                }
+                match self.backing(e.ino, &opened, !append, |f| reply.open_backing(f)) {
                     Ok(backing) => {
                         self.core.note_entries([(e.ino, parent.0, name)]);
                         match backing {
                             Some(b) => {
                                 reply.created_passthrough(&e.ttl, &a, Generation(0), fh, FopenFlags::empty(), &b)
                             }
-                            None => reply.created(&e.ttl, &a, Generation(0), fh, FopenFlags::empty()),
+                            None => reply.created(&e.ttl, &a, Generation(0), fh, fopen),
                         }
                     }
                     Err(e) => reply.error(e),
