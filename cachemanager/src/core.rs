@@ -2202,7 +2202,18 @@ impl Core {
         if h.arrival.is_some() || h.passthrough.load(Ordering::Relaxed) {
             return;
         }
-        let fetch = {
+        // The data version of the copy this handle has open, if it has one.
+        let opened = h.opened().map(|c| c.data_version);
+        // A newer copy took the open one's place, and no writes wait here
+        // to be stored (a reopen would leave them behind).
+        let replaced = |st: &State| {
+            opened.is_some_and(|dv| {
+                st.nodes.get(h.ino).is_some_and(|n| n.dirty.is_none())
+                    && st.cache.peek(h.fid).is_some_and(|c| Some(c.data_version) != dv)
+            })
+        };
+        // One look at the state on the common path (nothing changed).
+        let (fetch, mut newer) = {
             let st = self.lock();
             let Some(n) = st.nodes.get(h.ino) else { return };
             if n.dirty.is_some() || n.deleted() || n.status.kind != FileKind::File {
@@ -2212,28 +2223,20 @@ impl Core {
                 .cache
                 .peek(h.fid)
                 .is_some_and(|c| c.data_version == n.status.data_version);
-            let promised = n.valid_for(self.link.epoch(), Instant::now()).is_some();
-            let up = !self.link.is_down_for(h.fid.volume);
-            up && !(current && promised)
+            let stale = !(current && n.valid_for(self.link.epoch(), Instant::now()).is_some());
+            (stale && !self.link.is_down_for(h.fid.volume), replaced(&st))
         };
-        if fetch && let Err(e) = self.ensure_data(h.ino, false) {
-            tracing::debug!(fid = %h.fid, error = %e.message, "cannot refresh an open file's copy");
-            // Deleted on the server (no break came here): forgotten as a
-            // break would have made it, so the next read does not ask again.
-            if e.errno == libc::ESTALE {
-                forget_deleted(&mut self.lock(), h.fid);
+        if fetch {
+            if let Err(e) = self.ensure_data(h.ino, false) {
+                tracing::debug!(fid = %h.fid, error = %e.message, "cannot refresh an open file's copy");
+                // Deleted on the server (no break came here): forgotten as a
+                // break would have made it, so the next read does not ask again.
+                if e.errno == libc::ESTALE {
+                    forget_deleted(&mut self.lock(), h.fid);
+                }
             }
+            newer = replaced(&self.lock());
         }
-        let Some(opened) = h.opened() else { return };
-        let newer = {
-            let st = self.lock();
-            let unstored = st.nodes.get(h.ino).is_none_or(|n| n.dirty.is_some());
-            !unstored
-                && st
-                    .cache
-                    .peek(h.fid)
-                    .is_some_and(|c| Some(c.data_version) != opened.data_version)
-        };
         if newer && let Err(e) = h.reopen(self) {
             tracing::debug!(fid = %h.fid, error = %e, "cannot open the refreshed copy");
         }

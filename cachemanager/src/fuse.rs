@@ -99,6 +99,19 @@ impl CellFs {
         (serving, caller::enter(Some(caller::of(req.uid(), req.gid()))))
     }
 
+    /// For a handle opened with `O_APPEND` (`append`), direct I/O: its
+    /// writes go through us, which append at the end of the copy as
+    /// refreshed from the server (a log other nodes append to), and the
+    /// kernel keeps no pages of them (it would keep them at the end it
+    /// knew). Such a handle gets no passthrough either.
+    fn appending(&self, fh: u64, append: bool) -> FopenFlags {
+        if !append {
+            return FopenFlags::empty();
+        }
+        self.core.set_append(fh);
+        FopenFlags::FOPEN_DIRECT_IO
+    }
+
     /// Replies with the entry `r` made for `name` in `parent`, counting it
     /// for the kernel's forget.
     fn reply_entry(&self, reply: ReplyEntry, parent: INodeNo, name: &str, r: Result<Entry, FsError>) {
@@ -581,15 +594,8 @@ impl Filesystem for CellFs {
             // mode, so the next open can pass through to the whole copy.
             return reply.opened(fh, fopen | FopenFlags::FOPEN_DIRECT_IO);
         }
-        // An appender's writes go through us, which append at the end of
-        // the copy as refreshed from the server (a log other nodes append
-        // to), and past the kernel's pages (direct I/O): the kernel would
-        // cache them at the end it knew.
         let append = write && flags.0 & libc::O_APPEND != 0;
-        if append {
-            self.core.set_append(opened.fh);
-            fopen |= FopenFlags::FOPEN_DIRECT_IO;
-        }
+        fopen |= self.appending(opened.fh, append);
         let want = opened.size >= PASSTHROUGH_MIN_SIZE && !append;
         match self.backing(ino.0, &opened, want, |f| reply.open_backing(f)) {
             Ok(Some(b)) => reply.opened_passthrough(fh, fopen, &b),
@@ -886,11 +892,7 @@ impl Filesystem for CellFs {
                 let fh = FileHandle(opened.fh);
                 let a = attr(&e);
                 let append = flags & libc::O_APPEND != 0;
-                let mut fopen = FopenFlags::empty();
-                if append {
-                    self.core.set_append(opened.fh);
-                    fopen |= FopenFlags::FOPEN_DIRECT_IO;
-                }
+                let fopen = self.appending(opened.fh, append);
                 match self.backing(e.ino, &opened, !append, |f| reply.open_backing(f)) {
                     Ok(backing) => {
                         self.core.note_entries([(e.ino, parent.0, name)]);
