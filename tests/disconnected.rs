@@ -15,7 +15,7 @@
 
 mod common;
 
-use cellfs::{Cell, Mount, Proxy};
+use cellfs::{Cell, Mount, Proxy, wait_for};
 use common::{assert_errno, pattern};
 use std::collections::BTreeSet;
 use std::fs::{self, File, OpenOptions};
@@ -542,6 +542,34 @@ fn fileserver_restart_keeps_a_warm_cache_valid_and_changes_after_it_are_seen() {
         read(&b.path().join(name)).unwrap() == new,
         "B read stale bytes of {name}"
     );
+}
+
+/// An unclean restart moves every folder's version, so a node's
+/// revalidation drops every listing it held. Should the server go down
+/// again before the node lists them anew, the folders' cached files must
+/// still be found (by the listings last known), not fail with `EHOSTDOWN`.
+#[test]
+fn a_second_crash_before_a_node_relists_its_folders_leaves_them_readable() {
+    let mut cell = Cell::new();
+    let a = Mount::new(&cell);
+    let b = Mount::new(&cell);
+    let tree = Tree::write(a.path(), 3, 20, 5);
+    tree.check(b.path(), "B before the crashes");
+    let before = b.status()["last_revalidation"].clone();
+
+    cell.restart(); // kill -9, then the same data and port
+    wait_for("B revalidating after the restart", Duration::from_secs(30), || {
+        let s = b.status();
+        s["up"] == true && !s["last_revalidation"].is_null() && s["last_revalidation"] != before
+    });
+    let changed = b.status()["last_revalidation"]["changed"].as_u64().unwrap_or(0);
+    assert!(
+        changed >= tree.dirs.len() as u64,
+        "the unclean restart should leave every folder's listing out of date, {changed} changed"
+    );
+
+    cell.kill();
+    tree.check(b.path(), "B after the second crash");
 }
 
 #[test]

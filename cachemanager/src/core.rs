@@ -866,7 +866,12 @@ impl Core {
         let sent = self.sent();
         let (reply, promise) = match self.call(Request::ReadDir { dir: fid }) {
             Ok(r) => r,
-            Err(e) => return self.or_cached(Err(e), |st| st.nodes.get(ino).and_then(|n| n.listing.clone())),
+            Err(e) => {
+                return self.or_cached(Err(e), |st| {
+                    let n = st.nodes.get(ino)?;
+                    n.listing.clone().or_else(|| n.stale_listing.clone())
+                });
+            }
         };
         let Reply::Dir { dir, entries, rights } = reply else {
             return Err(unexpected("read_dir"));
@@ -892,6 +897,7 @@ impl Core {
         let ino = dir_ino;
         if let Some(n) = st.nodes.get_mut(ino) {
             n.listing = Some(listing.clone());
+            n.stale_listing = None;
         }
         Ok(listing)
     }
@@ -2631,7 +2637,7 @@ impl Core {
             if let Some(n) = st.nodes.get_mut(ino) {
                 n.promise = None;
                 n.target = None;
-                if let Some(l) = n.listing.take() {
+                if let Some(l) = n.retire_listing() {
                     entries.extend(l.entries.keys().map(|name| (ino, name.clone())));
                 }
             }

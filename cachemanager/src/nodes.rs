@@ -55,6 +55,10 @@ pub struct Node {
     pub promise: Option<Promise>,
     /// The directory listing, when fetched (shared: lookups read it without copying).
     pub listing: Option<Arc<Listing>>,
+    /// The last listing, after a break or a revalidation found it out of
+    /// date: served only while the server is unreachable (a folder broken
+    /// just before an outage still resolves the names it held).
+    pub stale_listing: Option<Arc<Listing>>,
     /// Symlink or mount point target, when fetched.
     pub target: Option<String>,
     /// Byte range written locally and not yet stored on the server.
@@ -79,6 +83,16 @@ pub struct Node {
 }
 
 impl Node {
+    /// Takes the listing as out of date, keeping it as the stale listing
+    /// served while the server is unreachable.
+    pub fn retire_listing(&mut self) -> Option<Arc<Listing>> {
+        let listing = self.listing.take();
+        if listing.is_some() {
+            self.stale_listing.clone_from(&listing);
+        }
+        listing
+    }
+
     /// Whether its file is known to be deleted (unlinked, or removed on
     /// the server while held open here).
     pub fn deleted(&self) -> bool {
@@ -186,7 +200,7 @@ impl NodeTable {
                     .as_ref()
                     .is_some_and(|l| l.data_version != status.data_version)
                 {
-                    node.listing = None;
+                    node.retire_listing();
                 }
                 if node.dirty.is_none() {
                     node.target = None;
@@ -217,6 +231,7 @@ impl NodeTable {
                 status,
                 promise,
                 listing: None,
+                stale_listing: None,
                 target: None,
                 dirty: None,
                 unsynced: false,

@@ -53,7 +53,7 @@ impl Core {
                 for &ino in &affected {
                     if let Some(n) = st.nodes.get_mut(ino) {
                         n.promise = None;
-                        if let Some(l) = n.listing.take() {
+                        if let Some(l) = n.retire_listing() {
                             entries.extend(l.entries.keys().map(|name| (ino, name.clone())));
                         }
                     }
@@ -216,7 +216,7 @@ fn apply_break(
     let mut is_dir = false;
     if let Some(n) = st.nodes.get_mut(ino) {
         n.promise = None;
-        listing = n.listing.take();
+        listing = n.retire_listing();
         n.target = None;
         is_dir = n.status.kind == FileKind::Dir;
     }
