@@ -184,6 +184,17 @@ pub fn log_tail(path: &Path, max: u64) -> String {
     )
 }
 
+/// What was appended to the log at `path` after offset `from`.
+fn log_since(path: &Path, from: u64) -> String {
+    let mut out = Vec::new();
+    if let Ok(mut f) = File::open(path)
+        && f.seek(SeekFrom::Start(from)).is_ok()
+    {
+        let _ = f.read_to_end(&mut out);
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 fn open_log(path: &Path) -> (Stdio, Stdio) {
     let file = OpenOptions::new()
         .create(true)
@@ -440,6 +451,7 @@ impl Cell {
 
     fn start_with_args(&mut self, extra: &[&str]) {
         assert!(self.child.is_none(), "fileserver already running");
+        let log_from = std::fs::metadata(&self.log).map_or(0, |m| m.len());
         let (out, err) = open_log(&self.log);
         let child = Command::new(bin("cellfs-fileserver"))
             .arg("serve")
@@ -456,12 +468,17 @@ impl Cell {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start cellfs-fileserver serve: {e}"));
         self.child = Some(child);
-        self.wait_ready();
+        self.wait_ready(log_from);
     }
 
-    fn wait_ready(&mut self) {
+    /// Waits for the server started at log offset `log_from` to say it
+    /// serves (a Ping sent before it is bound would wait out QUIC's
+    /// first retransmission, a second), then for it to answer a Ping.
+    fn wait_ready(&mut self, log_from: u64) {
         let cfg = self.config();
         let deadline = Instant::now() + SERVER_START_TIMEOUT;
+        // Past this, Ping anyway (a log filter may hide the line).
+        let said_by = Instant::now() + Duration::from_secs(5);
         loop {
             if let Some(child) = self.child.as_mut()
                 && let Ok(Some(status)) = child.try_wait()
@@ -471,6 +488,10 @@ impl Cell {
                     "cellfs-fileserver serve exited with {status}\n{}",
                     log_tail(&self.log, 8192)
                 );
+            }
+            if !log_since(&self.log, log_from).contains("serving cell") && Instant::now() < said_by {
+                std::thread::sleep(Duration::from_millis(5));
+                continue;
             }
             let attempt = self.rt.block_on(async {
                 tokio::time::timeout(Duration::from_secs(2), call_once(&cfg, None, &Request::Ping))

@@ -152,6 +152,24 @@ fn cached_reads_under_a_promise_cost_no_rpc() {
     );
 }
 
+/// Runs `op` until it succeeds, for up to `secs` seconds: the bounded wait
+/// for a node to reconnect after a server restart (while it reconnects it
+/// may answer with an error; disconnected mode refuses what it cannot vouch
+/// for). Only errors are retried: a wrong result fails the test at once.
+fn once_reconnected<T>(what: &str, secs: u64, mut op: impl FnMut() -> std::io::Result<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        match op() {
+            Ok(v) => return v,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("{what}: not reconnected yet: {e}");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => panic!("{what}: failed after the restart for {secs} s: {e}"),
+        }
+    }
+}
+
 #[test]
 fn b_reads_new_bytes_after_a_fileserver_restart() {
     let mut cell = Cell::new();
@@ -164,35 +182,34 @@ fn b_reads_new_bytes_after_a_fileserver_restart() {
     fs::write(a.path().join("f"), &v2).unwrap();
     cell.restart(); // kill -9: the server forgets every promise and connection
 
-    // Bounded retry, for reconnection only: while B is reconnecting it may
-    // answer with an error (disconnected mode refuses what it cannot vouch
-    // for). Stale bytes are never accepted: they fail the test at once.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let got = loop {
-        match fs::read(b.path().join("f")) {
-            Ok(bytes) => break bytes,
-            Err(e) if Instant::now() < deadline => {
-                eprintln!("B not reconnected yet: {e}");
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            Err(e) => panic!("B could not read after the restart within 10 s: {e}"),
-        }
-    };
+    let got = once_reconnected("B reads", 10, || fs::read(b.path().join("f")));
     assert_eq!(sha256(&got), sha256(&v2), "B read stale bytes after the restart");
 
     // After the restart, B must hold fresh promises: A's next write reaches it.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        match fs::write(a.path().join("f"), b"after restart") {
-            Ok(()) => break,
-            Err(e) if Instant::now() < deadline => {
-                eprintln!("A not reconnected yet: {e}");
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            Err(e) => panic!("A could not write after the restart within 10 s: {e}"),
-        }
-    }
+    once_reconnected("A writes", 10, || fs::write(a.path().join("f"), b"after restart"));
     assert_eq!(fs::read(b.path().join("f")).unwrap(), b"after restart");
+}
+
+/// The restarted server knows no promises, and B learns of the restart only
+/// when it next sends a packet (its keep-alive, up to a second later): a
+/// change A makes in that window must not leave B reading the old bytes.
+#[test]
+fn a_change_right_after_a_server_crash_reaches_a_node_that_has_not_noticed_it() {
+    let mut cell = Cell::new();
+    let a = Mount::new(&cell);
+    let b = Mount::new(&cell);
+    fs::write(a.path().join("f"), b"before the crash").unwrap();
+    assert_eq!(fs::read(b.path().join("f")).unwrap(), b"before the crash");
+    // B now sends nothing until its keep-alive is due, a second after the
+    // read: the restart and A's write both fall in that window.
+    cell.restart();
+    once_reconnected("A writes", 15, || fs::write(a.path().join("f"), b"right after it"));
+    let got = once_reconnected("B reads", 10, || fs::read(b.path().join("f")));
+    assert_eq!(
+        String::from_utf8_lossy(&got),
+        "right after it",
+        "B read what A replaced after the server restarted"
+    );
 }
 
 #[test]

@@ -455,7 +455,21 @@ impl LinkError {
 
     /// True when the server answered that the volume is no longer there.
     pub fn is_moved(&self) -> bool {
-        matches!(self, LinkError::Call(CallError::Rpc(e)) if e.code == cellfs_protocol::ErrorCode::Moved)
+        self.code() == Some(cellfs_protocol::ErrorCode::Moved)
+    }
+
+    /// True when a restarted server refused a change for the moment
+    /// (`fileserver/src/grace.rs`): it is taken if repeated shortly.
+    pub fn is_grace(&self) -> bool {
+        self.code() == Some(cellfs_protocol::ErrorCode::Grace)
+    }
+
+    /// The server's error code, when it answered with an error.
+    fn code(&self) -> Option<cellfs_protocol::ErrorCode> {
+        match self {
+            LinkError::Call(CallError::Rpc(e)) => Some(e.code),
+            _ => None,
+        }
     }
 
     /// True when the server could not be reached (as opposed to answering

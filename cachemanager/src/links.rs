@@ -20,6 +20,13 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::mpsc;
 
+/// How long a change refused by a restarted server's grace is repeated
+/// before its error is returned (the server's grace is a few seconds).
+const GRACE_PATIENCE: Duration = Duration::from_secs(30);
+
+/// Pause between repeats of a change refused by a server's grace.
+const GRACE_RETRY: Duration = Duration::from_millis(50);
+
 /// Most routes remembered (volumes a node reaches); more are asked again.
 const MAX_ROUTES: usize = 65_536;
 
@@ -253,14 +260,23 @@ impl Links {
 
     /// Runs `op` on the servers of `req`'s volume: the first one up; the
     /// next site when one does not answer a request that may be repeated;
-    /// the route asked again (once) when the volume moved.
+    /// the route asked again (once) when the volume moved; again shortly
+    /// while a restarted server holds changes back (its grace).
     async fn routed<T, F, Fut>(&self, req: &Request, op: F) -> Result<T, LinkError>
     where
         F: Fn(Arc<ServerLink>) -> Fut,
         Fut: std::future::Future<Output = Result<T, LinkError>>,
     {
         let started = std::time::Instant::now();
-        let result = self.routed_once(req, op).await;
+        let result = loop {
+            match self.routed_once(req, &op).await {
+                Err(e) if e.is_grace() && started.elapsed() < GRACE_PATIENCE => {
+                    tracing::debug!(op = req.op_name(), error = %e, "the fileserver holds changes after its restart; repeating");
+                    tokio::time::sleep(GRACE_RETRY).await;
+                }
+                other => break other,
+            }
+        };
         let outcome = match &result {
             Ok(_) => "ok",
             Err(e) if e.is_unreachable() => "unreachable",

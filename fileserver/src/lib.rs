@@ -13,6 +13,7 @@ pub mod config;
 pub mod dump;
 pub mod error;
 pub mod file_locks;
+pub mod grace;
 pub mod lock;
 pub mod peers;
 pub mod prometheus;

@@ -39,6 +39,8 @@ pub struct Context {
     pub security: crate::security::Security,
     /// The whole-file locks nodes hold for their processes.
     pub file_locks: crate::file_locks::FileLocks,
+    /// File changes wait this out after a restart (`grace.rs`).
+    pub grace: crate::grace::Grace,
     /// Held by a release while it makes and sends the read-only copy.
     releases: tokio::sync::Mutex<()>,
     rpcs: AtomicU64,
@@ -170,6 +172,7 @@ impl Context {
             peers,
             security: crate::security::Security::default(),
             file_locks: crate::file_locks::FileLocks::default(),
+            grace: crate::grace::Grace::default(),
             releases: tokio::sync::Mutex::new(()),
             rpcs: AtomicU64::new(0),
         }
@@ -291,6 +294,16 @@ impl Context {
             Ok(g) => g,
             Err(e) => return refused(e, data_len(&req)),
         };
+        if let Some(left) = self.grace.left().filter(|_| req.changes_files()) {
+            let e = rpc_err(
+                ErrorCode::Grace,
+                format!(
+                    "the fileserver just restarted; changes are taken again in {} ms, once every node has noticed",
+                    left.as_millis()
+                ),
+            );
+            return refused(e, data_len(&req));
+        }
         if let Some((id, server)) = self.remote_holder(&req) {
             if matches!(req, Request::DumpVolume { .. }) {
                 return self.forward_dump(&server, &req).await;

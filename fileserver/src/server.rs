@@ -67,6 +67,15 @@ pub enum ServerError {
     /// Another server or a salvager is using the data folder.
     #[error(transparent)]
     Locked(#[from] crate::lock::LockError),
+    /// The run marker (`grace.rs`) could not be written.
+    #[error("cannot write the run marker {path}: {source}")]
+    Marker {
+        /// The marker file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
     /// The UDP socket could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -93,6 +102,7 @@ pub struct Server {
     ctx: Arc<Context>,
     local_addr: SocketAddr,
     lock: DataLock,
+    data_dir: PathBuf,
 }
 
 fn read_pem(path: PathBuf) -> Result<String, ServerError> {
@@ -160,13 +170,19 @@ impl Server {
         }
         let peers = crate::peers::Peers::new(ca.clone(), peer);
         let security = store.security_state().map_err(ServerError::from)?;
-        let ctx = Arc::new(Context::new(Arc::new(store), callbacks, config, server_addr, peers));
+        let mut ctx = Context::new(Arc::new(store), callbacks, config, server_addr, peers);
+        ctx.grace = crate::grace::Grace::begin(data_dir).map_err(|source| ServerError::Marker {
+            path: data_dir.join(crate::grace::MARKER),
+            source,
+        })?;
+        let ctx = Arc::new(ctx);
         ctx.security.replace(security);
         Ok(Server {
             endpoint,
             ctx,
             local_addr,
             lock,
+            data_dir: data_dir.to_owned(),
         })
     }
 
@@ -188,6 +204,7 @@ impl Server {
             ctx,
             local_addr,
             lock,
+            data_dir,
         } = self;
         tracing::info!("serving cell {} on {}", ctx.config.cell, local_addr);
         let limit = Arc::new(Semaphore::new(ctx.config.max_connections.max(1)));
@@ -251,6 +268,9 @@ impl Server {
         if let Some(p) = puller {
             p.abort();
         }
+        // A node that misses the close learns of the stop from its next
+        // packet, maybe only after a new run began: that run needs a grace.
+        let outstanding = ctx.callbacks.promises() > 0;
         endpoint.close(quinn::VarInt::from_u32(0), b"server shutdown");
         drop(done_tx);
         let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
@@ -261,6 +281,7 @@ impl Server {
         if drained.is_err() {
             tracing::warn!("shutdown grace period over; exiting with work in flight");
         }
+        crate::grace::end(&data_dir, outstanding);
         drop(lock);
         Ok(())
     }

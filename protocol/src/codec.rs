@@ -163,6 +163,7 @@ mod tests {
             Just(ErrorCode::Busy),
             Just(ErrorCode::Corrupt),
             Just(ErrorCode::Moved),
+            Just(ErrorCode::Grace),
         ]
     }
 

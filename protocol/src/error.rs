@@ -52,6 +52,11 @@ pub enum ErrorCode {
     /// The volume is no longer on this server (moved): ask the VLDB where it
     /// is (`ESTALE` if it ever reaches an application).
     Moved,
+    /// A file change the server holds back for a moment after a restart
+    /// that may have left nodes trusting promises it no longer knows
+    /// (`fileserver/src/grace.rs`): repeat it shortly (`EAGAIN` if it ever
+    /// reaches an application).
+    Grace,
 }
 
 impl ErrorCode {
@@ -81,6 +86,7 @@ impl ErrorCode {
             ErrorCode::Busy => libc::EBUSY,
             ErrorCode::Corrupt => libc::EBADMSG,
             ErrorCode::Moved => libc::ESTALE,
+            ErrorCode::Grace => libc::EAGAIN,
         }
     }
 }

@@ -356,6 +356,26 @@ impl Request {
         }
     }
 
+    /// True for a change to a volume's files or folders, the kind that
+    /// breaks other nodes' promises.
+    pub fn changes_files(&self) -> bool {
+        matches!(
+            self,
+            Request::StoreData { .. }
+                | Request::SetAttr { .. }
+                | Request::Create { .. }
+                | Request::MakeDir { .. }
+                | Request::Symlink { .. }
+                | Request::MakeSpecial { .. }
+                | Request::Link { .. }
+                | Request::Remove { .. }
+                | Request::RemoveDir { .. }
+                | Request::Rename { .. }
+                | Request::MakeMount { .. }
+                | Request::SetAcl { .. }
+        )
+    }
+
     /// Short operation name for logs and metrics.
     pub fn op_name(&self) -> &'static str {
         match self {
