@@ -25,6 +25,24 @@ fn write_and_close(path: &Path, data: &[u8]) -> std::io::Result<()> {
     }
 }
 
+/// After a crash the server holds file changes back for a moment (its
+/// grace, `fileserver/src/grace.rs`): `vos mkmount` waits it out.
+#[test]
+fn mkmount_right_after_a_server_crash_waits_out_the_grace() {
+    let mut cell = Cell::new();
+    cell.vos_ok(["create", "site.late"]);
+    cell.restart();
+    let out = cell.vos(["mkmount", "/late", "site.late"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "vos mkmount failed: {stderr}");
+    assert!(
+        stderr.contains("just restarted"),
+        "the server held nothing back (no grace), so this proves nothing: {stderr}"
+    );
+    let a = Mount::new(&cell);
+    assert!(a.path().join("late").is_dir(), "the mount point is not there");
+}
+
 #[test]
 fn a_write_past_the_quota_fails_with_edquot_and_raising_the_quota_lets_it_through() {
     let cell = Cell::new();

@@ -3,7 +3,7 @@
 
 use anyhow::{Context, bail};
 use cellfs_protocol::transport::{CallError, RpcClient};
-use cellfs_protocol::{FileKind, Reply, Request, Status};
+use cellfs_protocol::{ErrorCode, FileKind, Reply, Request, Status};
 
 /// Something that answers RPCs: the real [`RpcClient`], or a fake in tests.
 pub trait Rpc {
@@ -11,9 +11,25 @@ pub trait Rpc {
     fn call(&self, req: &Request) -> impl Future<Output = Result<Reply, CallError>>;
 }
 
+/// How long a change a restarted server holds back (its grace, a few
+/// seconds: `fileserver/src/grace.rs`) is repeated before its error stands.
+const GRACE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
+
 impl Rpc for RpcClient {
     async fn call(&self, req: &Request) -> Result<Reply, CallError> {
-        RpcClient::call(self, req).await
+        let started = std::time::Instant::now();
+        let mut told = false;
+        loop {
+            match RpcClient::call(self, req).await {
+                Err(CallError::Rpc(e)) if e.code == ErrorCode::Grace && started.elapsed() < GRACE_PATIENCE => {
+                    if !std::mem::replace(&mut told, true) {
+                        eprintln!("cellfs-vos: {}; waiting", e.message);
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+                other => return other,
+            }
+        }
     }
 }
 
@@ -124,7 +140,7 @@ pub async fn make_mount<C: Rpc>(client: &C, path: &str, volume: &str, read_write
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cellfs_protocol::{ErrorCode, Fid, RpcError, Timestamp};
+    use cellfs_protocol::{Fid, RpcError, Timestamp};
     use std::collections::HashMap;
     use std::sync::Mutex;
 
