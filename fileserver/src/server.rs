@@ -30,6 +30,9 @@ use tracing::Instrument;
 pub const DRAIN_LIMIT: u64 = 64 << 20;
 /// How often expired promises are swept out of the registry.
 pub const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
+/// How long shutdown lets the endpoint resend its close frames.
+const CLOSE_LINGER: Duration = Duration::from_millis(250);
+
 /// How long shutdown waits for connections and streams to finish.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
@@ -250,7 +253,7 @@ impl Server {
             let client = next_client;
             let span = tracing::info_span!("conn", client, remote = %incoming.remote_address());
             let ctx = ctx.clone();
-            let done = done_tx.clone();
+            let done = done_tx.downgrade();
             let limits = Limits {
                 requests: requests.clone(),
                 per_credential: per_credential.clone(),
@@ -273,14 +276,12 @@ impl Server {
         let outstanding = ctx.callbacks.promises() > 0;
         endpoint.close(quinn::VarInt::from_u32(0), b"server shutdown");
         drop(done_tx);
-        let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
-            endpoint.wait_idle().await;
-            let _ = done_rx.recv().await;
-        })
-        .await;
-        if drained.is_err() {
+        if tokio::time::timeout(SHUTDOWN_GRACE, done_rx.recv()).await.is_err() {
             tracing::warn!("shutdown grace period over; exiting with work in flight");
         }
+        // The close frames went out with `close`; idleness past a moment only
+        // waits out handshakes clients abandoned (their idle timeout, 6 s).
+        let _ = tokio::time::timeout(CLOSE_LINGER, endpoint.wait_idle()).await;
         crate::grace::end(&data_dir, outstanding);
         drop(lock);
         Ok(())
@@ -373,7 +374,7 @@ async fn connection(
     client: ClientId,
     incoming: quinn::Incoming,
     limits: Limits,
-    done: mpsc::Sender<()>,
+    done: mpsc::WeakSender<()>,
 ) {
     let conn = match incoming.await {
         Ok(c) => c,
@@ -381,6 +382,13 @@ async fn connection(
             tracing::info!(error = %e, "handshake failed");
             return;
         }
+    };
+    // Shutdown waits for connections, not for handshakes: one a client
+    // gave up on lasts until its idle timeout. Nothing is served once the
+    // server stops waiting (the last strong sender is gone).
+    let Some(done) = done.upgrade() else {
+        conn.close(quinn::VarInt::from_u32(0), b"server shutdown");
+        return;
     };
     let identity = match peer_identity(&conn) {
         Ok(i) => i,
