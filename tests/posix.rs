@@ -258,6 +258,14 @@ fn statfs_answers_and_reports_a_volume_quota() {
     assert!(root.f_bsize > 0 && root.f_frsize > 0);
     assert!(root.f_bfree <= root.f_blocks && root.f_bavail <= root.f_blocks);
     assert_eq!(root.f_namemax, 255);
+    // Without a quota, the server disk that holds the volume (a monitor's
+    // `df` on a web node sees that disk fill up).
+    let disk = statvfs(cell.data_dir());
+    let (shown, real) = (root.f_blocks * root.f_frsize, disk.f_blocks * disk.f_frsize);
+    assert!(
+        shown.abs_diff(real) < 4096,
+        "statfs of a volume without a quota shows {shown} bytes; the server's disk has {real}"
+    );
     let q = statvfs(&mount.path().join("q"));
     assert_eq!(
         q.f_blocks * q.f_frsize,

@@ -791,10 +791,9 @@ impl Filesystem for CellFs {
         const BSIZE: u64 = 4096;
         match self.core.statfs(ino.0) {
             Ok(v) => {
-                // Unlimited volumes report 1 PiB so tools show free space.
-                let total = if v.quota == 0 { 1 << 50 } else { v.quota };
+                let (total, free) = v.space();
                 let blocks = total.div_ceil(BSIZE);
-                let free = total.saturating_sub(v.used) / BSIZE;
+                let free = free / BSIZE;
                 reply.statfs(
                     blocks,
                     free,

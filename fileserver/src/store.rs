@@ -898,6 +898,7 @@ impl Store {
             lock: admin.lock,
             sites,
             last_release: admin.last_release,
+            disk: cellfs_protocol::DiskSpace::of(&self.volume_dir(id)),
         })
     }
 

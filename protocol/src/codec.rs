@@ -186,7 +186,10 @@ mod tests {
         (
             any::<u64>(),
             name(),
-            any::<(u64, u64, u64)>(),
+            (
+                any::<(u64, u64, u64)>(),
+                proptest::option::of(any::<(u64, u64)>().prop_map(|(total, avail)| DiskSpace { total, avail })),
+            ),
             name(),
             ts(),
             ts(),
@@ -196,7 +199,7 @@ mod tests {
                 |(
                     id,
                     name,
-                    (quota, used, files),
+                    ((quota, used, files), disk),
                     server,
                     created,
                     updated,
@@ -217,6 +220,7 @@ mod tests {
                         lock,
                         sites,
                         last_release,
+                        disk,
                     }
                 },
             )

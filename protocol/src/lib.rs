@@ -21,5 +21,6 @@ pub mod types;
 pub use error::{ErrorCode, RpcError};
 pub use message::{Reply, Request, ServerMessage};
 pub use types::{
-    DirEntry, Fid, FileKind, SetAttr, Special, Stats, Status, Timestamp, VolumeId, VolumeInfo, VolumeKind, VolumeLock,
+    DirEntry, DiskSpace, Fid, FileKind, SetAttr, Special, Stats, Status, Timestamp, VolumeId, VolumeInfo, VolumeKind,
+    VolumeLock,
 };

@@ -229,6 +229,37 @@ pub struct VolumeLock {
     pub since: Timestamp,
 }
 
+/// Space on the file system that holds a volume's data on its server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskSpace {
+    /// Size in bytes.
+    pub total: u64,
+    /// Bytes still free for an unprivileged writer.
+    pub avail: u64,
+}
+
+impl DiskSpace {
+    /// The space of the file system that holds `path`, or `None` when it
+    /// cannot be asked.
+    pub fn of(path: &std::path::Path) -> Option<Self> {
+        use std::os::unix::ffi::OsStrExt;
+        let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+        let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+        // SAFETY: `c` is a NUL-terminated path and `st` a buffer of the
+        // right type; statvfs(3) fills it when it returns 0.
+        if unsafe { libc::statvfs(c.as_ptr(), st.as_mut_ptr()) } != 0 {
+            return None;
+        }
+        // SAFETY: statvfs returned 0, so it initialized `st`.
+        let st = unsafe { st.assume_init() };
+        let unit = st.f_frsize;
+        Some(DiskSpace {
+            total: st.f_blocks.saturating_mul(unit),
+            avail: st.f_bavail.saturating_mul(unit),
+        })
+    }
+}
+
 /// A volume as `cellfs-vos` and `statfs` see it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VolumeInfo {
@@ -262,6 +293,28 @@ pub struct VolumeInfo {
     pub sites: Vec<String>,
     /// When the volume was last released to its read-only sites (`None`: never).
     pub last_release: Option<Timestamp>,
+    /// The server file system that holds the volume's data, when the
+    /// server that holds it answered.
+    pub disk: Option<DiskSpace>,
+}
+
+/// What `df` shows for a volume without a quota on a server that did not
+/// say how large its disk is.
+pub const UNLIMITED_SPACE: u64 = 1 << 50;
+
+impl VolumeInfo {
+    /// The size and the free bytes `df` shows for the volume: its quota,
+    /// bounded by the server disk that holds it; without a quota, that
+    /// disk.
+    pub fn space(&self) -> (u64, u64) {
+        let by_quota = (self.quota > 0).then(|| (self.quota, self.quota.saturating_sub(self.used)));
+        match (by_quota, self.disk) {
+            (Some((total, free)), Some(d)) => (total.min(d.total), free.min(d.avail)),
+            (Some(q), None) => q,
+            (None, Some(d)) => (d.total, d.avail),
+            (None, None) => (UNLIMITED_SPACE, UNLIMITED_SPACE.saturating_sub(self.used)),
+        }
+    }
 }
 
 /// Counters a fileserver exposes through the `Stats` RPC.
@@ -275,4 +328,56 @@ pub struct Stats {
     pub promises: u64,
     /// Clients connected now.
     pub connections: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn volume(quota: u64, used: u64, disk: Option<DiskSpace>) -> VolumeInfo {
+        VolumeInfo {
+            id: 1,
+            name: "v".into(),
+            quota,
+            used,
+            files: 1,
+            server: String::new(),
+            created: Timestamp { secs: 0, nanos: 0 },
+            updated: Timestamp { secs: 0, nanos: 0 },
+            kind: VolumeKind::ReadWrite,
+            parent: None,
+            backup_time: None,
+            lock: None,
+            sites: Vec::new(),
+            last_release: None,
+            disk,
+        }
+    }
+
+    #[test]
+    fn space_is_the_quota_bounded_by_the_disk() {
+        let disk = Some(DiskSpace {
+            total: 100 << 30,
+            avail: 5 << 30,
+        });
+        // No quota: the server's disk.
+        assert_eq!(volume(0, 1 << 30, disk).space(), (100 << 30, 5 << 30));
+        // A quota with room, on a nearly full disk: the disk's room.
+        assert_eq!(volume(10 << 30, 1 << 30, disk).space(), (10 << 30, 5 << 30));
+        // A quota nearly used up: the quota's room.
+        assert_eq!(volume(10 << 30, 9 << 30, disk).space(), (10 << 30, 1 << 30));
+        // A quota larger than the disk: the disk's size.
+        assert_eq!(volume(1 << 40, 0, disk).space(), (100 << 30, 5 << 30));
+        // Over quota (a lowered quota): nothing free.
+        assert_eq!(volume(1 << 30, 2 << 30, None).space(), (1 << 30, 0));
+        // Nothing known of the disk and no quota.
+        assert_eq!(volume(0, 10, None).space(), (UNLIMITED_SPACE, UNLIMITED_SPACE - 10));
+    }
+
+    #[test]
+    fn disk_space_of_a_folder_and_of_nothing() {
+        let d = DiskSpace::of(std::path::Path::new("/")).expect("statvfs of /");
+        assert!(d.total > 0 && d.avail <= d.total, "{d:?}");
+        assert!(DiskSpace::of(std::path::Path::new("/no/such/folder/here")).is_none());
+    }
 }

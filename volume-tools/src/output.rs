@@ -199,6 +199,7 @@ mod tests {
             lock: None,
             sites: vec!["127.0.0.1:7000".into()],
             last_release: None,
+            disk: None,
         }
     }
 
