@@ -43,6 +43,22 @@ fn mkmount_right_after_a_server_crash_waits_out_the_grace() {
     assert!(a.path().join("late").is_dir(), "the mount point is not there");
 }
 
+/// A store larger than the server drains when it refuses one (64 MiB)
+/// made right after a crash: the refusal (the grace) reaches the node
+/// although the server stops reading the bytes, and the node repeats it.
+#[test]
+fn a_large_store_right_after_a_server_crash_waits_out_the_grace() {
+    let mut cell = Cell::new();
+    let a = Mount::new(&cell);
+    // Made before, so that the store at close is the only change after.
+    fs::write(a.path().join("big"), b"small").unwrap();
+    let data = pattern(80 << 20, 7);
+    cell.restart();
+    fs::write(a.path().join("big"), &data).expect("a large store right after the restart");
+    let b = Mount::new(&cell);
+    assert_eq!(sha256_file(&b.path().join("big")), sha256(&data));
+}
+
 #[test]
 fn a_write_past_the_quota_fails_with_edquot_and_raising_the_quota_lets_it_through() {
     let cell = Cell::new();
@@ -69,6 +85,13 @@ fn a_write_past_the_quota_fails_with_edquot_and_raising_the_quota_lets_it_throug
         write_and_close(&dir.join("big"), &big),
         libc::EDQUOT,
         "the write crossing the quota",
+    );
+    // Past what the server drains of a store it refuses (64 MiB), its
+    // answer still reaches the node.
+    assert_errno(
+        write_and_close(&dir.join("huge"), &pattern(80 << 20, 98)),
+        libc::EDQUOT,
+        "a write far past the quota",
     );
 
     // Nothing else changed: another node sees the kept files and an empty `big`.

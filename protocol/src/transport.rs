@@ -406,7 +406,14 @@ impl RpcClient {
                 )));
             };
             left -= piece.len() as u64;
-            send.write_chunk(piece).await.map_err(|e| CallError::Io(e.into()))?;
+            match send.write_chunk(piece).await {
+                Ok(()) => {}
+                // The server answered before it read the bytes (a refusal:
+                // quota, grace, rights) and stopped reading: its answer
+                // says why.
+                Err(quinn::WriteError::Stopped(_)) => return read_reply(&mut recv).await,
+                Err(e) => return Err(CallError::Io(e.into())),
+            }
         }
         let _ = send.finish();
         read_reply(&mut recv).await
