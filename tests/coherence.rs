@@ -212,6 +212,36 @@ fn a_change_right_after_a_server_crash_reaches_a_node_that_has_not_noticed_it() 
     );
 }
 
+/// Writers that waited out the restart's grace store at once when it ends:
+/// the first burst of stores of a freshly opened volume all land.
+#[test]
+fn many_writers_right_after_a_server_crash_all_store() {
+    let mut cell = Cell::new();
+    let a = Mount::new(&cell);
+    for i in 0..32 {
+        fs::write(a.path().join(format!("f{i}")), b"before").unwrap();
+    }
+    cell.restart();
+    std::thread::scope(|s| {
+        let writers: Vec<_> = (0..32)
+            .map(|i| {
+                let path = a.path().join(format!("f{i}"));
+                s.spawn(move || fs::write(&path, format!("after {i}")))
+            })
+            .collect();
+        for (i, w) in writers.into_iter().enumerate() {
+            w.join().unwrap().unwrap_or_else(|e| panic!("writer {i}: {e}"));
+        }
+    });
+    let b = Mount::new(&cell);
+    for i in 0..32 {
+        assert_eq!(
+            fs::read_to_string(b.path().join(format!("f{i}"))).unwrap(),
+            format!("after {i}")
+        );
+    }
+}
+
 #[test]
 fn a_truncating_overwrite_on_a_reaches_b_at_close_in_one_store() {
     let cell = Cell::new();

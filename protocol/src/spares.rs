@@ -70,7 +70,10 @@ impl Spares {
     pub fn new(dir: &Path, target: usize) -> io::Result<Self> {
         std::fs::create_dir_all(dir)?;
         for entry in std::fs::read_dir(dir)? {
-            std::fs::remove_file(entry?.path())?;
+            match std::fs::remove_file(entry?.path()) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
         }
         Ok(Spares(Arc::new(Inner {
             dir: dir.to_owned(),

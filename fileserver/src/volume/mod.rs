@@ -34,7 +34,7 @@ use cellfs_protocol::{DirEntry, ErrorCode, Fid, FileKind, Status, Timestamp, Vol
 use redb::{Database, ReadableDatabase, ReadableTable};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 pub use txn::{Reader, VolTxn};
 
 /// Bytes a directory's size grows per entry.
@@ -99,6 +99,8 @@ pub struct Volume {
     redo: Mutex<redo::Redo>,
     /// Empty files new data files are made from, once the volume is written.
     spares: OnceLock<Spares>,
+    /// Held while `spares` is set up.
+    spares_setup: Mutex<()>,
 }
 
 /// Spare files a written volume keeps ready (`cellfs_protocol::spares`).
@@ -214,6 +216,7 @@ impl Volume {
             lazy: Mutex::new(unclean::Lazy::default()),
             redo: Mutex::new(redo),
             spares: OnceLock::new(),
+            spares_setup: Mutex::new(()),
         })
     }
 
@@ -312,7 +315,14 @@ impl Volume {
     }
 
     /// The spare files new data files are made from (set up on first use).
+    /// Set up once under a lock: setting up clears the folder, and a second
+    /// set-up racing the first removed spares the first was handing out (the
+    /// first burst of stores after a restart failed with `ENOENT`).
     fn spares(&self) -> FsResult<&Spares> {
+        if let Some(s) = self.spares.get() {
+            return Ok(s);
+        }
+        let _once = self.spares_setup.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(s) = self.spares.get() {
             return Ok(s);
         }

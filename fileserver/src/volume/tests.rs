@@ -925,3 +925,39 @@ fn data_files_are_made_from_spare_files() {
     vol.mark_removed();
     std::fs::remove_dir_all(vol.dir()).unwrap();
 }
+
+/// The first stores of a freshly opened volume, all at once (writers let go
+/// together at the end of a restart's grace), all get their data files:
+/// setting up the spare files once, not once per racing store.
+#[test]
+fn the_first_stores_of_a_volume_at_once_all_get_data_files() {
+    for _ in 0..40 {
+        let (_tmp, vol) = new_volume(0);
+        let fids: Vec<Fid> = (0..32)
+            .map(|i| {
+                vol.create(root(), &format!("f{i}"), 0o644, 0, 0, true)
+                    .unwrap()
+                    .value
+                    .status
+                    .fid
+            })
+            .collect();
+        std::thread::scope(|s| {
+            let vol = &vol;
+            let stores: Vec<_> = fids
+                .iter()
+                .enumerate()
+                .map(|(i, &fid)| {
+                    s.spawn(move || {
+                        // Staggered as stores arriving over the network are.
+                        std::thread::sleep(std::time::Duration::from_micros(30 * i as u64));
+                        vol.start_ahead(fid, 5).map(drop)
+                    })
+                })
+                .collect();
+            for (i, t) in stores.into_iter().enumerate() {
+                t.join().unwrap().unwrap_or_else(|e| panic!("store {i}: {e}"));
+            }
+        });
+    }
+}
