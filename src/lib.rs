@@ -522,6 +522,19 @@ impl Cell {
         }
     }
 
+    /// Stops the fileserver cleanly (SIGTERM), waiting for it to exit; it is
+    /// killed if it has not within [`SERVER_START_TIMEOUT`].
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            signal(&child, libc::SIGTERM);
+            if wait_timeout(&mut child, SERVER_START_TIMEOUT).is_none() {
+                let _ = child.kill();
+                let _ = wait_timeout(&mut child, Duration::from_secs(10));
+                panic!("cellfs-fileserver did not exit within {SERVER_START_TIMEOUT:?} of SIGTERM");
+            }
+        }
+    }
+
     /// Kills the fileserver with SIGKILL and starts it again on the same data and port.
     pub fn restart(&mut self) {
         self.kill();

@@ -4,8 +4,10 @@
 
 mod common;
 
-use cellfs::{Cell, Mount};
-use common::{assert_errno, pattern, sha256, sha256_file};
+use cellfs::{Cell, ClientError, Mount};
+use cellfs_protocol::transport::CallError;
+use cellfs_protocol::{ErrorCode, Request};
+use common::{assert_errno, pattern, server_root, sha256, sha256_file};
 use std::collections::BTreeSet;
 use std::fs;
 use std::io::{Read, Write};
@@ -210,6 +212,37 @@ fn a_change_right_after_a_server_crash_reaches_a_node_that_has_not_noticed_it() 
         "right after it",
         "B read what A replaced after the server restarted"
     );
+}
+
+/// A clean stop leaves no grace when no node held promises, and one when
+/// a node did (it hears the close but comes back only at its next probe).
+#[test]
+fn a_clean_stop_leaves_a_grace_only_when_nodes_held_promises() {
+    let mkdir = |cell: &Cell, name: &str| {
+        cell.call(&Request::MakeDir {
+            dir: server_root(cell).fid,
+            name: name.to_owned(),
+            mode: 0o755,
+            uid: 0,
+            gid: 0,
+        })
+    };
+    let mut cell = Cell::new();
+    cell.stop();
+    cell.start();
+    mkdir(&cell, "no-grace").expect("a change right after a clean stop with no node attached");
+
+    let a = Mount::new(&cell);
+    fs::write(a.path().join("f"), b"held").unwrap();
+    cell.stop();
+    cell.start();
+    match mkdir(&cell, "grace") {
+        Err(ClientError::Call(CallError::Rpc(e))) if e.code == ErrorCode::Grace => {}
+        other => panic!("a change right after a clean stop with a node attached: {other:?}"),
+    }
+    // The node, once back, waits the grace out.
+    once_reconnected("A writes", 10, || fs::write(a.path().join("f"), b"after"));
+    assert_eq!(fs::read(a.path().join("f")).unwrap(), b"after");
 }
 
 /// Writers that waited out the restart's grace store at once when it ends:
