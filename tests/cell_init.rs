@@ -113,6 +113,9 @@ fn vos_volume_round_trip() {
     };
     assert_eq!(examine("site.www")["name"], "site.www");
     assert!(cell.vos_ok(["examine", "site.www"]).contains("10.0 GiB"));
+    // The disk the volume's data is on, as the server sees it.
+    assert!(examine("site.www")["disk"]["total"].as_u64().is_some_and(|t| t > 0));
+    assert!(cell.vos_ok(["examine", "site.www"]).contains("server disk:"));
 
     cell.vos_ok(["setquota", "site.www", "1GiB"]);
     assert_eq!(examine("site.www")["quota"], 1u64 << 30);

@@ -69,6 +69,14 @@ pub fn volume(v: &VolumeInfo, format: Format) -> anyhow::Result<String> {
             let _ = writeln!(out, "quota:        {}", format_quota(v.quota));
             let _ = writeln!(out, "used:         {} ({} bytes)", format_bytes(v.used), v.used);
             let _ = writeln!(out, "files:        {}", v.files);
+            if let Some(d) = v.disk {
+                let _ = writeln!(
+                    out,
+                    "server disk:  {} free of {}",
+                    format_bytes(d.avail),
+                    format_bytes(d.total)
+                );
+            }
             let _ = writeln!(out, "created:      {}", utc(v.created));
             let _ = writeln!(out, "last update:  {}", utc(v.updated));
             let _ = writeln!(out, "last release: {}", v.last_release.map(utc).unwrap_or_else(never));
@@ -233,6 +241,20 @@ mod tests {
         assert!(lines[2].starts_with("site.www "));
         assert!(lines[1].contains("unlimited") && lines[1].contains("2.0 KiB"));
         assert_eq!(lines[0].find("ID"), lines[1].find('1'));
+    }
+
+    #[test]
+    fn examine_shows_the_server_disk_when_known() {
+        let mut v = vol("site.www", 2);
+        assert!(!volume(&v, Format::Text).unwrap().contains("server disk"));
+        v.disk = Some(cellfs_protocol::DiskSpace {
+            total: 100 << 30,
+            avail: 5 << 30,
+        });
+        let text = volume(&v, Format::Text).unwrap();
+        assert!(text.contains("server disk:  5.0 GiB free of 100.0 GiB"), "{text}");
+        let json: serde_json::Value = serde_json::from_str(&volume(&v, Format::Json).unwrap()).unwrap();
+        assert_eq!(json["disk"]["avail"], 5u64 << 30);
     }
 
     #[test]
