@@ -216,6 +216,18 @@ fn signal(child: &Child, sig: i32) {
     }
 }
 
+/// Sends `child` SIGTERM and waits up to `within` for it to exit; past
+/// that it is killed (and reaped) and `None` returned.
+fn terminate(child: &mut Child, within: Duration) -> Option<ExitStatus> {
+    signal(child, libc::SIGTERM);
+    let status = wait_timeout(child, within);
+    if status.is_none() {
+        let _ = child.kill();
+        let _ = wait_timeout(child, Duration::from_secs(10));
+    }
+    status
+}
+
 /// Why a harness RPC failed.
 #[derive(Debug)]
 pub enum ClientError {
@@ -525,13 +537,10 @@ impl Cell {
     /// Stops the fileserver cleanly (SIGTERM), waiting for it to exit; it is
     /// killed if it has not within [`SERVER_START_TIMEOUT`].
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            signal(&child, libc::SIGTERM);
-            if wait_timeout(&mut child, SERVER_START_TIMEOUT).is_none() {
-                let _ = child.kill();
-                let _ = wait_timeout(&mut child, Duration::from_secs(10));
-                panic!("cellfs-fileserver did not exit within {SERVER_START_TIMEOUT:?} of SIGTERM");
-            }
+        if let Some(mut child) = self.child.take()
+            && terminate(&mut child, SERVER_START_TIMEOUT).is_none()
+        {
+            panic!("cellfs-fileserver did not exit within {SERVER_START_TIMEOUT:?} of SIGTERM");
         }
     }
 
@@ -884,14 +893,11 @@ impl Mount {
     pub fn unmount(&mut self) -> bool {
         let mut clean = true;
         if let Some(mut child) = self.child.take() {
-            signal(&child, libc::SIGTERM);
-            match wait_timeout(&mut child, UNMOUNT_TIMEOUT) {
+            match terminate(&mut child, UNMOUNT_TIMEOUT) {
                 Some(status) => clean = status.success(),
                 None => {
                     clean = false;
-                    eprintln!("cellfs-cachemanager did not exit within {UNMOUNT_TIMEOUT:?} of SIGTERM; killing it");
-                    let _ = child.kill();
-                    let _ = wait_timeout(&mut child, Duration::from_secs(10));
+                    eprintln!("cellfs-cachemanager did not exit within {UNMOUNT_TIMEOUT:?} of SIGTERM; killed it");
                 }
             }
         }

@@ -5,9 +5,9 @@
 mod common;
 
 use cellfs::{Cell, ClientError, Mount};
+use cellfs_protocol::ErrorCode;
 use cellfs_protocol::transport::CallError;
-use cellfs_protocol::{ErrorCode, Request};
-use common::{assert_errno, pattern, server_root, sha256, sha256_file};
+use common::{assert_errno, pattern, server_root, sha256, sha256_file, try_server_mkdir};
 use std::collections::BTreeSet;
 use std::fs;
 use std::io::{Read, Write};
@@ -218,15 +218,7 @@ fn a_change_right_after_a_server_crash_reaches_a_node_that_has_not_noticed_it() 
 /// a node did (it hears the close but comes back only at its next probe).
 #[test]
 fn a_clean_stop_leaves_a_grace_only_when_nodes_held_promises() {
-    let mkdir = |cell: &Cell, name: &str| {
-        cell.call(&Request::MakeDir {
-            dir: server_root(cell).fid,
-            name: name.to_owned(),
-            mode: 0o755,
-            uid: 0,
-            gid: 0,
-        })
-    };
+    let mkdir = |cell: &Cell, name: &str| try_server_mkdir(cell, server_root(cell).fid, name);
     let mut cell = Cell::new();
     cell.stop();
     cell.start();

@@ -294,7 +294,7 @@ impl Context {
             Ok(g) => g,
             Err(e) => return refused(e, data_len(&req)),
         };
-        if let Some(left) = self.grace.left().filter(|_| req.changes_files()) {
+        if let Some(left) = req.changes_files().then(|| self.grace.left()).flatten() {
             let e = rpc_err(
                 ErrorCode::Grace,
                 format!(

@@ -1,7 +1,7 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
-use cellfs::Cell;
+use cellfs::{Cell, ClientError};
 use cellfs_protocol::{Fid, Reply, Request, Status};
 use sha2::{Digest, Sha256};
 use std::io::Read;
@@ -94,15 +94,20 @@ pub fn server_lookup(cell: &Cell, dir: Fid, name: &str) -> Status {
     }
 }
 
-/// Makes a directory in `dir` on the server.
-pub fn server_mkdir(cell: &Cell, dir: Fid, name: &str) -> Status {
-    match cell.call(&Request::MakeDir {
+/// Asks the server to make a directory in `dir`, returning its answer.
+pub fn try_server_mkdir(cell: &Cell, dir: Fid, name: &str) -> Result<Reply, ClientError> {
+    cell.call(&Request::MakeDir {
         dir,
         name: name.to_owned(),
         mode: 0o755,
         uid: 0,
         gid: 0,
-    }) {
+    })
+}
+
+/// Makes a directory in `dir` on the server.
+pub fn server_mkdir(cell: &Cell, dir: Fid, name: &str) -> Status {
+    match try_server_mkdir(cell, dir, name) {
         Ok(Reply::Created { status, .. }) => status,
         other => panic!("MakeDir {name:?} in {dir}: {other:?}"),
     }
