@@ -267,6 +267,53 @@ fn many_writers_right_after_a_server_crash_all_store() {
     }
 }
 
+/// Writers waiting out a restarted server's grace hold no more than their
+/// share of the node's FUSE threads (16): with twice as many closes
+/// waiting, a cached page is still read at once, while they all wait.
+#[test]
+fn a_cached_read_is_served_while_more_writers_than_threads_wait_out_the_grace() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let mut cell = Cell::new();
+    let a = Mount::new(&cell);
+    let page = a.path().join("index.php");
+    fs::write(&page, b"<?php echo 1;").unwrap();
+    for i in 0..32 {
+        fs::write(a.path().join(format!("upload{i}")), b"before").unwrap();
+    }
+    cell.restart();
+    let stored = AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        let writers: Vec<_> = (0..32)
+            .map(|i| {
+                let (path, stored) = (a.path().join(format!("upload{i}")), &stored);
+                s.spawn(move || {
+                    let r = fs::write(&path, format!("after {i}"));
+                    stored.fetch_add(1, Ordering::SeqCst);
+                    r
+                })
+            })
+            .collect();
+        // Long enough for every writer to reach its close (the grace is
+        // 3 s); not a bound on anything measured.
+        std::thread::sleep(Duration::from_millis(400));
+        assert_eq!(fs::read(&page).unwrap(), b"<?php echo 1;");
+        assert_eq!(
+            stored.load(Ordering::SeqCst),
+            0,
+            "the cached read waited for the writers' grace to end"
+        );
+        for (i, w) in writers.into_iter().enumerate() {
+            w.join().unwrap().unwrap_or_else(|e| panic!("writer {i}: {e}"));
+        }
+    });
+    for i in 0..32 {
+        assert_eq!(
+            fs::read_to_string(a.path().join(format!("upload{i}"))).unwrap(),
+            format!("after {i}")
+        );
+    }
+}
+
 #[test]
 fn a_truncating_overwrite_on_a_reaches_b_at_close_in_one_store() {
     let cell = Cell::new();

@@ -470,6 +470,12 @@ pub struct Core {
 }
 
 impl Core {
+    /// The runtime the core's network calls run on (its blocking pool
+    /// serves requests deferred from the FUSE threads).
+    pub fn runtime(&self) -> &tokio::runtime::Handle {
+        &self.rt
+    }
+
     /// Opens the disk cache in `cache_dir` (limited to `cache_size` bytes) with
     /// the index saved by the last run, connects through `link` and resolves
     /// the cell's root volume. When the fileserver cannot be reached but the

@@ -49,15 +49,17 @@ struct Serving {
     _turn: Turn,
 }
 
-/// The fuser filesystem over a [`Core`].
+/// The fuser filesystem over a [`Core`]; clones share it (a request
+/// deferred to another thread takes one).
+#[derive(Clone)]
 pub struct CellFs {
     core: Arc<Core>,
     /// The kernel accepted ENOSYS for opendir (no directory open messages).
-    no_opendir: AtomicBool,
+    no_opendir: Arc<AtomicBool>,
     /// Whether to ask for passthrough at init.
     passthrough: bool,
     /// Passthrough backing files.
-    backings: Backings,
+    backings: Arc<Backings>,
     /// Which of the session's threads read the next request.
     readers: Arc<Readers>,
 }
@@ -69,8 +71,8 @@ impl CellFs {
         CellFs {
             core,
             passthrough,
-            no_opendir: AtomicBool::new(false),
-            backings: Backings::default(),
+            no_opendir: Arc::new(AtomicBool::new(false)),
+            backings: Arc::default(),
             readers: Readers::new(threads),
         }
     }
@@ -97,6 +99,46 @@ impl CellFs {
     fn serve_as(&self, req: &Request, op: &'static str, ino: u64) -> (Serving, caller::Scope) {
         let serving = self.serve(req, op, ino);
         (serving, caller::enter(Some(caller::of(req.uid(), req.gid()))))
+    }
+
+    /// Serves request `op` on `ino`, which may wait on the fileserver (a
+    /// change, or a store at close), with `serve`: on this thread while
+    /// enough of the session's threads are free, else on the runtime's
+    /// blocking pool, and this thread goes back to the kernel. Requests the
+    /// node answers alone (cached opens and reads) so never queue behind
+    /// waits, however many writers wait (a restarted server's grace holds
+    /// every change for seconds; a stopped one, for the request timeout).
+    /// `as_caller`: the request acts for its caller (the server checks its
+    /// rights).
+    fn changing(
+        &self,
+        req: &Request,
+        op: &'static str,
+        ino: u64,
+        as_caller: bool,
+        serve: impl FnOnce(&CellFs) + Send + 'static,
+    ) {
+        let serving = self.serve(req, op, ino);
+        let caller = as_caller.then(|| caller::of(req.uid(), req.gid()));
+        if !self.readers.few_free() {
+            let _as = caller.map(|c| caller::enter(Some(c)));
+            serve(self);
+            return drop(serving);
+        }
+        let fs = self.clone();
+        let span = tracing::debug_span!(
+            "fuse",
+            op,
+            ino,
+            unique = req.unique().0,
+            pid = req.pid(),
+            deferred = true
+        );
+        self.core.runtime().spawn_blocking(move || {
+            let _span = span.entered();
+            let _as = caller.map(|c| caller::enter(Some(c)));
+            serve(&fs);
+        });
     }
 
     /// For a handle opened with `O_APPEND` (`append`), direct I/O: its
@@ -285,6 +327,11 @@ fn name_str(name: &OsStr) -> Result<&str, Errno> {
     Ok(s)
 }
 
+/// [`name_str`] owned, for a request served on another thread.
+fn owned_name(name: &OsStr) -> Result<String, Errno> {
+    name_str(name).map(str::to_owned)
+}
+
 fn time(t: TimeOrNow) -> Timestamp {
     match t {
         TimeOrNow::SpecificTime(t) => Timestamp::from(t),
@@ -438,7 +485,6 @@ impl Filesystem for CellFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        let _as = self.serve_as(req, "setattr", ino.0);
         let set = SetAttr {
             mode: mode.map(|m| m & 0o7777),
             uid,
@@ -447,10 +493,12 @@ impl Filesystem for CellFs {
             atime: atime.map(time),
             mtime: mtime.map(time),
         };
-        match self.core.setattr(ino.0, set, fh.map(|h| h.0)) {
-            Ok(e) => reply.attr(&e.ttl, &attr(&e)),
-            Err(e) => reply.error(errno(e)),
-        }
+        self.changing(req, "setattr", ino.0, true, move |fs| {
+            match fs.core.setattr(ino.0, set, fh.map(|h| h.0)) {
+                Ok(e) => reply.attr(&e.ttl, &attr(&e)),
+                Err(e) => reply.error(errno(e)),
+            }
+        });
     }
 
     fn readlink(&self, req: &Request, ino: INodeNo, reply: ReplyData) {
@@ -462,80 +510,67 @@ impl Filesystem for CellFs {
     }
 
     fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, reply: ReplyEntry) {
-        let _as = self.serve_as(req, "mkdir", parent.0);
-        let name = match name_str(name) {
-            Ok(n) => n,
-            Err(e) => return reply.error(e),
-        };
-        self.reply_entry(
-            reply,
-            parent,
-            name,
-            self.core
-                .mkdir(parent.0, name, mode & !umask & 0o7777, req.uid(), req.gid()),
-        );
+        let (name, uid, gid) = (owned_name(name), req.uid(), req.gid());
+        self.changing(req, "mkdir", parent.0, true, move |fs| match name {
+            Ok(name) => {
+                let made = fs.core.mkdir(parent.0, &name, mode & !umask & 0o7777, uid, gid);
+                fs.reply_entry(reply, parent, &name, made)
+            }
+            Err(e) => reply.error(e),
+        });
     }
 
     fn mknod(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, rdev: u32, reply: ReplyEntry) {
-        let _as = self.serve_as(req, "mknod", parent.0);
-        let name = match name_str(name) {
-            Ok(n) => n,
-            Err(e) => return reply.error(e),
-        };
-        let perm = mode & !umask & 0o7777;
-        if mode & libc::S_IFMT == libc::S_IFREG {
-            // A regular file: created as open(O_CREAT|O_EXCL) would, then closed.
-            let made = self.core.create(parent.0, name, perm, req.uid(), req.gid(), true);
-            return self.reply_entry(
-                reply,
-                parent,
-                name,
-                made.and_then(|(e, opened)| self.core.release(opened.fh).map(|()| e)),
-            );
-        }
-        match Special::from_mode(mode, u64::from(rdev)) {
-            Some(special) => self.reply_entry(
-                reply,
-                parent,
-                name,
-                self.core
-                    .make_special(parent.0, name, special, perm, req.uid(), req.gid()),
-            ),
-            None => reply.error(Errno::EINVAL),
-        }
+        let (name, uid, gid) = (owned_name(name), req.uid(), req.gid());
+        self.changing(req, "mknod", parent.0, true, move |fs| {
+            let name = match name {
+                Ok(n) => n,
+                Err(e) => return reply.error(e),
+            };
+            let perm = mode & !umask & 0o7777;
+            if mode & libc::S_IFMT == libc::S_IFREG {
+                // A regular file: created as open(O_CREAT|O_EXCL) would, then closed.
+                let made = fs.core.create(parent.0, &name, perm, uid, gid, true);
+                let made = made.and_then(|(e, opened)| fs.core.release(opened.fh).map(|()| e));
+                return fs.reply_entry(reply, parent, &name, made);
+            }
+            match Special::from_mode(mode, u64::from(rdev)) {
+                Some(special) => {
+                    let made = fs.core.make_special(parent.0, &name, special, perm, uid, gid);
+                    fs.reply_entry(reply, parent, &name, made)
+                }
+                None => reply.error(Errno::EINVAL),
+            }
+        });
     }
 
     fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let _as = self.serve_as(req, "unlink", parent.0);
-        match name_str(name) {
-            Ok(n) => reply_empty(reply, self.core.remove(parent.0, n, false)),
+        let name = owned_name(name);
+        self.changing(req, "unlink", parent.0, true, move |fs| match name {
+            Ok(n) => reply_empty(reply, fs.core.remove(parent.0, &n, false)),
             Err(e) => reply.error(e),
-        }
+        });
     }
 
     fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let _as = self.serve_as(req, "rmdir", parent.0);
-        match name_str(name) {
-            Ok(n) => reply_empty(reply, self.core.remove(parent.0, n, true)),
+        let name = owned_name(name);
+        self.changing(req, "rmdir", parent.0, true, move |fs| match name {
+            Ok(n) => reply_empty(reply, fs.core.remove(parent.0, &n, true)),
             Err(e) => reply.error(e),
-        }
+        });
     }
 
     fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
-        let _as = self.serve_as(req, "symlink", parent.0);
-        let name = match name_str(link_name) {
-            Ok(n) => n,
-            Err(e) => return reply.error(e),
-        };
-        let Some(target) = target.to_str() else {
-            return reply.error(Errno::EINVAL);
-        };
-        self.reply_entry(
-            reply,
-            parent,
-            name,
-            self.core.symlink(parent.0, name, target, req.uid(), req.gid()),
-        );
+        let (name, uid, gid) = (owned_name(link_name), req.uid(), req.gid());
+        let target = target.to_str().map(str::to_owned);
+        self.changing(req, "symlink", parent.0, true, move |fs| match (name, target) {
+            (Ok(name), Some(target)) => {
+                let made = fs.core.symlink(parent.0, &name, &target, uid, gid);
+                fs.reply_entry(reply, parent, &name, made)
+            }
+            (Err(e), _) => reply.error(e),
+            (_, None) => reply.error(Errno::EINVAL),
+        });
     }
 
     fn rename(
@@ -548,24 +583,29 @@ impl Filesystem for CellFs {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        let _as = self.serve_as(req, "rename", parent.0);
-        let (name, newname) = match (name_str(name), name_str(newname)) {
-            (Ok(a), Ok(b)) => (a, b),
-            (Err(e), _) | (_, Err(e)) => return reply.error(e),
-        };
-        if flags.contains(RenameFlags::RENAME_EXCHANGE) || flags.contains(RenameFlags::RENAME_WHITEOUT) {
-            return reply.error(Errno::EINVAL);
-        }
-        let noreplace = flags.contains(RenameFlags::RENAME_NOREPLACE);
-        reply_empty(reply, self.core.rename(parent.0, name, newparent.0, newname, noreplace));
+        let names = (owned_name(name), owned_name(newname));
+        self.changing(req, "rename", parent.0, true, move |fs| {
+            let (name, newname) = match names {
+                (Ok(a), Ok(b)) => (a, b),
+                (Err(e), _) | (_, Err(e)) => return reply.error(e),
+            };
+            if flags.contains(RenameFlags::RENAME_EXCHANGE) || flags.contains(RenameFlags::RENAME_WHITEOUT) {
+                return reply.error(Errno::EINVAL);
+            }
+            let noreplace = flags.contains(RenameFlags::RENAME_NOREPLACE);
+            reply_empty(reply, fs.core.rename(parent.0, &name, newparent.0, &newname, noreplace));
+        });
     }
 
     fn link(&self, req: &Request, ino: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
-        let _as = self.serve_as(req, "link", ino.0);
-        match name_str(newname) {
-            Ok(n) => self.reply_entry(reply, newparent, n, self.core.link(ino.0, newparent.0, n)),
+        let newname = owned_name(newname);
+        self.changing(req, "link", ino.0, true, move |fs| match newname {
+            Ok(n) => {
+                let made = fs.core.link(ino.0, newparent.0, &n);
+                fs.reply_entry(reply, newparent, &n, made)
+            }
             Err(e) => reply.error(e),
-        }
+        });
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
@@ -643,9 +683,10 @@ impl Filesystem for CellFs {
     }
 
     fn flush(&self, req: &Request, ino: INodeNo, fh: FileHandle, lock_owner: LockOwner, reply: ReplyEmpty) {
-        let _span = self.serve(req, "flush", ino.0);
-        self.core.unlock_owner(ino.0, lock_owner.0);
-        reply_empty(reply, self.core.flush(fh.0));
+        self.changing(req, "flush", ino.0, false, move |fs| {
+            fs.core.unlock_owner(ino.0, lock_owner.0);
+            reply_empty(reply, fs.core.flush(fh.0));
+        });
     }
 
     fn release(
@@ -665,8 +706,9 @@ impl Filesystem for CellFs {
     }
 
     fn fsync(&self, req: &Request, ino: INodeNo, fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
-        let _span = self.serve(req, "fsync", ino.0);
-        reply_empty(reply, self.core.flush(fh.0));
+        self.changing(req, "fsync", ino.0, false, move |fs| {
+            reply_empty(reply, fs.core.flush(fh.0))
+        });
     }
 
     fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
@@ -869,16 +911,19 @@ impl Filesystem for CellFs {
         flags: i32,
         reply: ReplyCreate,
     ) {
-        let _as = self.serve_as(req, "create", parent.0);
-        let name = match name_str(name) {
-            Ok(n) => n,
-            Err(e) => return reply.error(e),
-        };
+        let (name, uid, gid) = (owned_name(name), req.uid(), req.gid());
+        self.changing(req, "create", parent.0, true, move |fs| match name {
+            Ok(name) => fs.create_now(parent, &name, mode & !umask & 0o7777, (uid, gid), flags, reply),
+            Err(e) => reply.error(e),
+        });
+    }
+}
+
+impl CellFs {
+    /// Serves a CREATE of `name` in `parent` (see [`Filesystem::create`]).
+    fn create_now(&self, parent: INodeNo, name: &str, perm: u32, owner: (u32, u32), flags: i32, reply: ReplyCreate) {
         let exclusive = flags & libc::O_EXCL != 0;
-        match self
-            .core
-            .create(parent.0, name, mode & !umask & 0o7777, req.uid(), req.gid(), exclusive)
-        {
+        match self.core.create(parent.0, name, perm, owner.0, owner.1, exclusive) {
             Ok((mut e, mut opened)) => {
                 // A name another node made meanwhile is opened, not made: an
                 // O_TRUNC applies to it (the kernel takes it as done).

@@ -43,6 +43,8 @@ const DOZE_AT_MOST: Duration = Duration::from_secs(5);
 /// The FUSE threads of one session, and which of them read.
 #[derive(Debug)]
 pub struct Readers {
+    /// The session's FUSE threads.
+    threads: usize,
     state: Mutex<State>,
     called: Condvar,
     /// Wakes the dozing watchdog.
@@ -97,6 +99,7 @@ impl Readers {
 
     fn with_park(threads: usize, park_at_most: Duration) -> Arc<Self> {
         let readers = Arc::new(Readers {
+            threads: threads.max(1),
             state: Mutex::new(State {
                 reading: threads.max(1),
                 parked: 0,
@@ -214,11 +217,26 @@ impl Readers {
         s.parked -= 1;
     }
 
+    /// Whether so many of the session's threads are serving requests that a
+    /// request about to wait on the fileserver should leave its thread (see
+    /// [`crate::fuse`]'s deferral): a quarter of them, and at least one, are
+    /// kept for what the node answers alone (cached opens and reads).
+    pub fn few_free(&self) -> bool {
+        let s = self.lock();
+        let serving = self.threads.saturating_sub(s.reading + s.parked);
+        serving + kept_free(self.threads) > self.threads
+    }
+
     /// (reading, parked) threads now, for tests and metrics.
     pub fn counts(&self) -> (usize, usize) {
         let s = self.lock();
         (s.reading, s.parked)
     }
+}
+
+/// Threads kept for requests answered from the node, out of `threads`.
+fn kept_free(threads: usize) -> usize {
+    (threads / 4).max(1)
 }
 
 /// One request being served on this thread; see [`Readers::turn`].
@@ -315,6 +333,19 @@ mod tests {
             std::mem::forget(turn);
         });
         (stop, busy)
+    }
+
+    #[test]
+    fn a_quarter_of_the_threads_is_kept_for_requests_the_node_answers() {
+        let r = Readers::with_park(8, Duration::from_secs(30));
+        for serving in 1..=8 {
+            // Turns that never end (their threads stay busy).
+            std::mem::forget(r.turn());
+            assert_eq!(r.few_free(), serving > 6, "{serving} of 8 serving");
+        }
+        let one = Readers::with_park(1, Duration::from_secs(30));
+        std::mem::forget(one.turn());
+        assert!(one.few_free(), "a single thread is never held by a wait");
     }
 
     #[test]
