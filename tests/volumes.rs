@@ -43,6 +43,36 @@ fn mkmount_right_after_a_server_crash_waits_out_the_grace() {
     assert!(a.path().join("late").is_dir(), "the mount point is not there");
 }
 
+/// A backup made right after a server crash is held until the nodes
+/// noticed the restart: a node that read the old clone before the crash
+/// reads the new one right after `vos backup` returns. Made at once, the
+/// backup's break would go to no one (the restarted server knows no
+/// promises) while the node still trusted the old clone.
+#[test]
+fn a_backup_right_after_a_server_crash_reaches_a_node_holding_the_old_clone() {
+    let mut cell = Cell::new();
+    cell.vos_ok(["create", "site.www"]);
+    cell.vos_ok(["mkmount", "/www", "site.www"]);
+    let a = Mount::new(&cell);
+    fs::write(a.path().join("www/index.php"), b"v1").unwrap();
+    cell.vos_ok(["backup", "site.www"]);
+    cell.vos_ok(["mkmount", "/www.bk", "site.www.backup"]);
+    let in_clone = a.path().join("www.bk/index.php");
+    assert_eq!(fs::read(&in_clone).unwrap(), b"v1");
+    fs::write(a.path().join("www/index.php"), b"v2").unwrap();
+    cell.restart();
+    cell.vos_ok(["backup", "site.www"]);
+    assert_eq!(
+        fs::read(&in_clone).unwrap(),
+        b"v2",
+        "the node read the clone of before the crash after a new backup"
+    );
+    assert!(
+        cell.log().contains("holding a volume operation"),
+        "the server held nothing back (no grace), so this proves nothing"
+    );
+}
+
 /// A store larger than the server drains when it refuses one (64 MiB)
 /// made right after a crash: the refusal (the grace) reaches the node
 /// although the server stops reading the bytes, and the node repeats it.

@@ -10,7 +10,11 @@
 //! changes with `Grace` for [`GRACE`] after it starts: by then every node
 //! that can reach it has noticed, reconnected and revalidated what it
 //! holds (getting promises the new process knows). Nodes repeat a refused
-//! change (`cachemanager/src/links.rs`); reads are served throughout. A
+//! change (`cachemanager/src/links.rs`); reads are served throughout.
+//! Volume operations that replace a volume's files wholesale (a release, a
+//! backup, a restore, a move, a removal: `Request::replaces_volumes`) are
+//! held until the grace ends rather than refused: they come from `vos` or
+//! another server, which would only repeat them. A
 //! run that began on a folder no server ever left promises in (a new cell,
 //! or one stopped cleanly with no node holding promises) has no grace.
 //!

@@ -304,6 +304,18 @@ impl Context {
             );
             return refused(e, data_len(&req));
         }
+        if req.replaces_volumes()
+            && let Some(left) = self.grace.left()
+        {
+            // Held rather than refused: the grace is short and these come
+            // from vos or another server, which would only repeat them.
+            tracing::info!(
+                op = req.op_name(),
+                wait_ms = left.as_millis(),
+                "holding a volume operation until every node has noticed the restart"
+            );
+            tokio::time::sleep(left).await;
+        }
         if let Some((id, server)) = self.remote_holder(&req) {
             if matches!(req, Request::DumpVolume { .. }) {
                 return self.forward_dump(&server, &req).await;

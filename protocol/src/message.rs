@@ -376,6 +376,22 @@ impl Request {
         )
     }
 
+    /// True for a volume operation that replaces or removes a volume's
+    /// files wholesale (a release, a backup, a restore, a move, a removal),
+    /// breaking every promise on the volume at once.
+    pub fn replaces_volumes(&self) -> bool {
+        matches!(
+            self,
+            Request::RemoveVolume { .. }
+                | Request::BackupVolume { .. }
+                | Request::Release { .. }
+                | Request::RemoveSite { .. }
+                | Request::MoveVolume { .. }
+                | Request::RestoreVolume { .. }
+                | Request::InstallVolume { .. }
+        )
+    }
+
     /// Short operation name for logs and metrics.
     pub fn op_name(&self) -> &'static str {
         match self {
