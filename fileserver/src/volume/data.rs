@@ -146,7 +146,7 @@ impl PendingStore {
                 write_pieces(&mut &*f, &chunk)?;
                 start_writeback(&f, at, want);
                 if drop_behind && let Some(old) = at.checked_sub(DROP_BEHIND_LAG) {
-                    drop_written(&f, old, chunk_len);
+                    drop_written(&f, old, chunk_len)?;
                 }
                 Ok(())
             }));
@@ -186,20 +186,23 @@ const DROP_BEHIND_FROM: u64 = 64 << 20;
 const DROP_BEHIND_LAG: u64 = 8 * CHUNK as u64;
 
 /// Waits for `len` bytes at `at` of `file` to be on disk and drops them
-/// from the page cache. Only a hint: a write error shows at the fsync.
-fn drop_written(file: &File, at: u64, len: usize) {
+/// from the page cache. A write error is returned here: waiting consumes
+/// it for this descriptor, so the store's fsync would no longer see it.
+fn drop_written(file: &File, at: u64, len: usize) -> std::io::Result<()> {
     use std::os::fd::AsRawFd;
     let (Ok(at), Ok(len)) = (i64::try_from(at), i64::try_from(len)) else {
-        return;
+        return Ok(());
     };
     let fd = file.as_raw_fd();
     let wait = libc::SYNC_FILE_RANGE_WAIT_BEFORE | libc::SYNC_FILE_RANGE_WRITE | libc::SYNC_FILE_RANGE_WAIT_AFTER;
-    // SAFETY: the descriptor is open for the calls' duration (borrowed
-    // from `file`); neither call reads memory of ours.
-    unsafe {
-        libc::sync_file_range(fd, at, len, wait);
-        libc::posix_fadvise(fd, at, len, libc::POSIX_FADV_DONTNEED);
+    // SAFETY: the descriptor is open for the call's duration (borrowed
+    // from `file`); the call reads no memory of ours.
+    if unsafe { libc::sync_file_range(fd, at, len, wait) } != 0 {
+        return Err(std::io::Error::last_os_error());
     }
+    // SAFETY: as above. Only a hint: pages it cannot drop stay cached.
+    unsafe { libc::posix_fadvise(fd, at, len, libc::POSIX_FADV_DONTNEED) };
+    Ok(())
 }
 
 /// Threads reading the files of one `FetchFiles` at once.
