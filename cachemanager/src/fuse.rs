@@ -89,7 +89,7 @@ impl CellFs {
     /// when it closes) and this thread's turn among the readers.
     fn serve(&self, req: &Request, op: &'static str, ino: u64) -> Serving {
         Serving {
-            _span: tracing::debug_span!("fuse", op, ino, unique = req.unique().0, pid = req.pid()).entered(),
+            _span: span(req, op, ino).entered(),
             _turn: self.readers.turn(),
         }
     }
@@ -118,22 +118,19 @@ impl CellFs {
         as_caller: bool,
         serve: impl FnOnce(&CellFs) + Send + 'static,
     ) {
-        let serving = self.serve(req, op, ino);
+        let span = span(req, op, ino);
+        let turn = self.readers.turn();
         let caller = as_caller.then(|| caller::of(req.uid(), req.gid()));
         if !self.readers.few_free() {
+            let _serving = Serving {
+                _span: span.entered(),
+                _turn: turn,
+            };
             let _as = caller.map(|c| caller::enter(Some(c)));
-            serve(self);
-            return drop(serving);
+            return serve(self);
         }
+        span.record("deferred", true);
         let fs = self.clone();
-        let span = tracing::debug_span!(
-            "fuse",
-            op,
-            ino,
-            unique = req.unique().0,
-            pid = req.pid(),
-            deferred = true
-        );
         self.core.runtime().spawn_blocking(move || {
             let _span = span.entered();
             let _as = caller.map(|c| caller::enter(Some(c)));
@@ -327,6 +324,20 @@ fn name_str(name: &OsStr) -> Result<&str, Errno> {
     Ok(s)
 }
 
+/// The span of kernel request `op` on `ino` (logged with its time when it
+/// closes, under `RUST_LOG=cellfs_cachemanager::fuse=debug`); `deferred`
+/// is set when it is served off the FUSE threads ([`CellFs::changing`]).
+fn span(req: &Request, op: &'static str, ino: u64) -> tracing::Span {
+    tracing::debug_span!(
+        "fuse",
+        op,
+        ino,
+        unique = req.unique().0,
+        pid = req.pid(),
+        deferred = tracing::field::Empty
+    )
+}
+
 /// [`name_str`] owned, for a request served on another thread.
 fn owned_name(name: &OsStr) -> Result<String, Errno> {
     name_str(name).map(str::to_owned)
@@ -510,23 +521,24 @@ impl Filesystem for CellFs {
     }
 
     fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, reply: ReplyEntry) {
-        let (name, uid, gid) = (owned_name(name), req.uid(), req.gid());
-        self.changing(req, "mkdir", parent.0, true, move |fs| match name {
-            Ok(name) => {
-                let made = fs.core.mkdir(parent.0, &name, mode & !umask & 0o7777, uid, gid);
-                fs.reply_entry(reply, parent, &name, made)
-            }
-            Err(e) => reply.error(e),
+        let name = match owned_name(name) {
+            Ok(n) => n,
+            Err(e) => return reply.error(e),
+        };
+        let (uid, gid) = (req.uid(), req.gid());
+        self.changing(req, "mkdir", parent.0, true, move |fs| {
+            let made = fs.core.mkdir(parent.0, &name, mode & !umask & 0o7777, uid, gid);
+            fs.reply_entry(reply, parent, &name, made)
         });
     }
 
     fn mknod(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, rdev: u32, reply: ReplyEntry) {
-        let (name, uid, gid) = (owned_name(name), req.uid(), req.gid());
+        let name = match owned_name(name) {
+            Ok(n) => n,
+            Err(e) => return reply.error(e),
+        };
+        let (uid, gid) = (req.uid(), req.gid());
         self.changing(req, "mknod", parent.0, true, move |fs| {
-            let name = match name {
-                Ok(n) => n,
-                Err(e) => return reply.error(e),
-            };
             let perm = mode & !umask & 0o7777;
             if mode & libc::S_IFMT == libc::S_IFREG {
                 // A regular file: created as open(O_CREAT|O_EXCL) would, then closed.
@@ -545,31 +557,35 @@ impl Filesystem for CellFs {
     }
 
     fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let name = owned_name(name);
-        self.changing(req, "unlink", parent.0, true, move |fs| match name {
-            Ok(n) => reply_empty(reply, fs.core.remove(parent.0, &n, false)),
+        match owned_name(name) {
+            Ok(n) => self.changing(req, "unlink", parent.0, true, move |fs| {
+                reply_empty(reply, fs.core.remove(parent.0, &n, false))
+            }),
             Err(e) => reply.error(e),
-        });
+        }
     }
 
     fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let name = owned_name(name);
-        self.changing(req, "rmdir", parent.0, true, move |fs| match name {
-            Ok(n) => reply_empty(reply, fs.core.remove(parent.0, &n, true)),
+        match owned_name(name) {
+            Ok(n) => self.changing(req, "rmdir", parent.0, true, move |fs| {
+                reply_empty(reply, fs.core.remove(parent.0, &n, true))
+            }),
             Err(e) => reply.error(e),
-        });
+        }
     }
 
     fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
-        let (name, uid, gid) = (owned_name(link_name), req.uid(), req.gid());
-        let target = target.to_str().map(str::to_owned);
-        self.changing(req, "symlink", parent.0, true, move |fs| match (name, target) {
-            (Ok(name), Some(target)) => {
-                let made = fs.core.symlink(parent.0, &name, &target, uid, gid);
-                fs.reply_entry(reply, parent, &name, made)
-            }
-            (Err(e), _) => reply.error(e),
-            (_, None) => reply.error(Errno::EINVAL),
+        let name = match owned_name(link_name) {
+            Ok(n) => n,
+            Err(e) => return reply.error(e),
+        };
+        let Some(target) = target.to_str().map(str::to_owned) else {
+            return reply.error(Errno::EINVAL);
+        };
+        let (uid, gid) = (req.uid(), req.gid());
+        self.changing(req, "symlink", parent.0, true, move |fs| {
+            let made = fs.core.symlink(parent.0, &name, &target, uid, gid);
+            fs.reply_entry(reply, parent, &name, made)
         });
     }
 
@@ -583,29 +599,27 @@ impl Filesystem for CellFs {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        let names = (owned_name(name), owned_name(newname));
+        let (name, newname) = match (owned_name(name), owned_name(newname)) {
+            (Ok(a), Ok(b)) => (a, b),
+            (Err(e), _) | (_, Err(e)) => return reply.error(e),
+        };
+        if flags.contains(RenameFlags::RENAME_EXCHANGE) || flags.contains(RenameFlags::RENAME_WHITEOUT) {
+            return reply.error(Errno::EINVAL);
+        }
+        let noreplace = flags.contains(RenameFlags::RENAME_NOREPLACE);
         self.changing(req, "rename", parent.0, true, move |fs| {
-            let (name, newname) = match names {
-                (Ok(a), Ok(b)) => (a, b),
-                (Err(e), _) | (_, Err(e)) => return reply.error(e),
-            };
-            if flags.contains(RenameFlags::RENAME_EXCHANGE) || flags.contains(RenameFlags::RENAME_WHITEOUT) {
-                return reply.error(Errno::EINVAL);
-            }
-            let noreplace = flags.contains(RenameFlags::RENAME_NOREPLACE);
-            reply_empty(reply, fs.core.rename(parent.0, &name, newparent.0, &newname, noreplace));
+            reply_empty(reply, fs.core.rename(parent.0, &name, newparent.0, &newname, noreplace))
         });
     }
 
     fn link(&self, req: &Request, ino: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
-        let newname = owned_name(newname);
-        self.changing(req, "link", ino.0, true, move |fs| match newname {
-            Ok(n) => {
+        match owned_name(newname) {
+            Ok(n) => self.changing(req, "link", ino.0, true, move |fs| {
                 let made = fs.core.link(ino.0, newparent.0, &n);
                 fs.reply_entry(reply, newparent, &n, made)
-            }
+            }),
             Err(e) => reply.error(e),
-        });
+        }
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
@@ -911,10 +925,13 @@ impl Filesystem for CellFs {
         flags: i32,
         reply: ReplyCreate,
     ) {
-        let (name, uid, gid) = (owned_name(name), req.uid(), req.gid());
-        self.changing(req, "create", parent.0, true, move |fs| match name {
-            Ok(name) => fs.create_now(parent, &name, mode & !umask & 0o7777, (uid, gid), flags, reply),
-            Err(e) => reply.error(e),
+        let name = match owned_name(name) {
+            Ok(n) => n,
+            Err(e) => return reply.error(e),
+        };
+        let owner = (req.uid(), req.gid());
+        self.changing(req, "create", parent.0, true, move |fs| {
+            fs.create_now(parent, &name, mode & !umask & 0o7777, owner, flags, reply)
         });
     }
 }

@@ -162,15 +162,29 @@ impl PendingStore {
 /// Starts writing `len` bytes at `at` of `file` to disk without waiting,
 /// so the fsync that makes a large store durable waits only for its last
 /// pieces instead of the whole file (the disk works while the rest
-/// arrives). Only a hint: a failure shows at the fsync.
+/// arrives). Only a hint: a failure shows at the fsync (not waiting for
+/// the writes leaves the descriptor's error for it).
 fn start_writeback(file: &File, at: u64, len: usize) {
+    let _ = sync_range(file, at, len, libc::SYNC_FILE_RANGE_WRITE);
+}
+
+/// `at` and `len` as the kernel's file offsets, if they fit.
+fn file_range(at: u64, len: usize) -> Option<(i64, i64)> {
+    Some((i64::try_from(at).ok()?, i64::try_from(len).ok()?))
+}
+
+/// `sync_file_range(2)` of `len` bytes at `at` of `file` with `flags`.
+fn sync_range(file: &File, at: u64, len: usize, flags: libc::c_uint) -> std::io::Result<()> {
     use std::os::fd::AsRawFd;
-    let (Ok(at), Ok(len)) = (i64::try_from(at), i64::try_from(len)) else {
-        return;
+    let Some((at, len)) = file_range(at, len) else {
+        return Ok(());
     };
     // SAFETY: the descriptor is open for the call's duration (borrowed
     // from `file`); the call reads no memory of ours.
-    unsafe { libc::sync_file_range(file.as_raw_fd(), at, len, libc::SYNC_FILE_RANGE_WRITE) };
+    if unsafe { libc::sync_file_range(file.as_raw_fd(), at, len, flags) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Stores at least this large are not kept in the server's page cache:
@@ -190,18 +204,15 @@ const DROP_BEHIND_LAG: u64 = 8 * CHUNK as u64;
 /// it for this descriptor, so the store's fsync would no longer see it.
 fn drop_written(file: &File, at: u64, len: usize) -> std::io::Result<()> {
     use std::os::fd::AsRawFd;
-    let (Ok(at), Ok(len)) = (i64::try_from(at), i64::try_from(len)) else {
+    let wait = libc::SYNC_FILE_RANGE_WAIT_BEFORE | libc::SYNC_FILE_RANGE_WRITE | libc::SYNC_FILE_RANGE_WAIT_AFTER;
+    sync_range(file, at, len, wait)?;
+    let Some((at, len)) = file_range(at, len) else {
         return Ok(());
     };
-    let fd = file.as_raw_fd();
-    let wait = libc::SYNC_FILE_RANGE_WAIT_BEFORE | libc::SYNC_FILE_RANGE_WRITE | libc::SYNC_FILE_RANGE_WAIT_AFTER;
     // SAFETY: the descriptor is open for the call's duration (borrowed
-    // from `file`); the call reads no memory of ours.
-    if unsafe { libc::sync_file_range(fd, at, len, wait) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: as above. Only a hint: pages it cannot drop stay cached.
-    unsafe { libc::posix_fadvise(fd, at, len, libc::POSIX_FADV_DONTNEED) };
+    // from `file`); the call reads no memory of ours. Only a hint: pages it
+    // cannot drop stay cached.
+    unsafe { libc::posix_fadvise(file.as_raw_fd(), at, len, libc::POSIX_FADV_DONTNEED) };
     Ok(())
 }
 
