@@ -85,6 +85,7 @@ pub async fn store_whole(
         len: data.len() as u64,
         truncate: Some(0),
         mtime: None,
+        expect: None,
     };
     client.store_data(&store, &mut &data[..]).await.expect("store")
 }
@@ -871,10 +872,17 @@ impl Mount {
         &self.cache
     }
 
-    /// Where the cache manager keeps the bytes of writes it could not store
-    /// (disconnected operation): `lost+found/` in the cache folder.
+    /// Where the cache manager puts the bytes of writes it gave up storing
+    /// (the file changed on the server while they waited): `lost+found/`
+    /// in the cache folder.
     pub fn lost_found_dir(&self) -> PathBuf {
         self.cache.join("lost+found")
+    }
+
+    /// Where the cache manager keeps writes whose store found the server
+    /// unreachable, until it answers: `unstored/` in the cache folder.
+    pub fn unstored_dir(&self) -> PathBuf {
+        self.cache.join("unstored")
     }
 
     /// The temporary folder holding the mount point, cache and log.

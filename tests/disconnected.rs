@@ -6,9 +6,11 @@
 //! with their last known content, even with expired promises; reads of
 //! anything uncached fail with `EHOSTDOWN`; changes (create, mkdir, unlink,
 //! rename, chmod, open for write) fail with `EROFS`; a write that was open when
-//! the server went away fails fsync/close with `EIO` and its bytes are kept in
-//! the cache folder's `lost+found/`. No operation hangs: each is asserted to
-//! return within [`OP_BOUND`] (a hang check, not a speed test).
+//! the server went away fails fsync/close with `EIO`, its bytes are kept in
+//! the cache folder's `unstored/` and stored once the server is back, unless
+//! the file changed there meanwhile (then they go to `lost+found/`). No
+//! operation hangs: each is asserted to return within [`OP_BOUND`] (a hang
+//! check, not a speed test).
 //!
 //! The network is cut with the harness [`Proxy`] between node B and the
 //! fileserver; node A is mounted directly and keeps talking to the server.
@@ -227,6 +229,14 @@ fn cached_tree_serves_reads_and_refuses_changes_while_disconnected(cut: Cut) {
             f
         })
         .collect();
+    // In a network cut A still reaches the server and replaces this file
+    // while B's write of it waits: B's write must not overwrite A's.
+    let contested = (pattern(30_000, 79), pattern(20_000, 80));
+    let contested_on_b = matches!(cut, Cut::Network).then(|| {
+        let mut f = File::create(b.path().join("w/contested")).unwrap();
+        f.write_all(&contested.0).unwrap();
+        f
+    });
 
     // Every promise B holds expires: disconnected mode must serve the cache anyway.
     std::thread::sleep(Duration::from_millis(SHORT_PROMISE_SECS * 1000 + 1500));
@@ -324,7 +334,7 @@ fn cached_tree_serves_reads_and_refuses_changes_while_disconnected(cut: Cut) {
     );
 
     // The writes in progress: EIO from fsync (then close may report it again)
-    // and from close alone; their bytes are kept in lost+found.
+    // and from close alone; their bytes are kept to be stored later.
     let closed = open_files.pop().unwrap();
     let fsynced = open_files.pop().unwrap();
     let synced = bounded("fsync of an unstored write", move || {
@@ -340,16 +350,69 @@ fn cached_tree_serves_reads_and_refuses_changes_while_disconnected(cut: Cut) {
         libc::EIO,
         "close of a write the server never got",
     );
-    let kept = files_under(&b.lost_found_dir());
+    if let Some(f) = contested_on_b {
+        write_file(&a.path().join("w/contested"), &contested.1).unwrap();
+        assert_errno(
+            close(f, "close of a contested write"),
+            libc::EIO,
+            "close of a write the server never got",
+        );
+    }
+    let kept = files_under(&b.unstored_dir());
     for (name, data) in &pending {
         assert!(
-            kept.iter().any(|(_, bytes)| bytes == data),
-            "the bytes written to {name} are not in {} (it holds {:?})",
-            b.lost_found_dir().display(),
+            kept.iter().any(|(_, bytes)| bytes.ends_with(data)),
+            "the bytes written to {name} are not kept in {} (it holds {:?})",
+            b.unstored_dir().display(),
             kept.iter().map(|(p, b)| (p, b.len())).collect::<Vec<_>>()
         );
     }
+    assert_eq!(b.status()["unstored_writes"].as_u64(), Some(kept.len() as u64));
     eprintln!("whole disconnected check took {:?} after the cut", cut_at.elapsed());
+
+    // The server is back: B stores what it kept, and A reads it.
+    match cut {
+        Cut::Network => proxy.pass(),
+        Cut::KillServer => cell.start(),
+    }
+    for (name, data) in &pending {
+        poll_reconnect(&format!("A reads B's kept write of {name}"), || {
+            let got = read(&a.path().join(name)).ok()?;
+            assert!(
+                got.is_empty() || got == *data,
+                "{name} on A: {} bytes, neither empty nor B's write",
+                got.len()
+            );
+            (got == *data).then_some(())
+        });
+        assert_eq!(read(&b.path().join(name)).unwrap(), *data, "{name} on B");
+    }
+    if matches!(cut, Cut::Network) {
+        // B's write of the file A replaced is given up, not stored over A's.
+        let lost = poll_reconnect("B gives up its contested write", || {
+            let lost = files_under(&b.lost_found_dir());
+            (!lost.is_empty()).then_some(lost)
+        });
+        assert!(
+            lost.iter().any(|(_, bytes)| *bytes == contested.0),
+            "lost+found holds {:?}",
+            lost.iter().map(|(p, b)| (p, b.len())).collect::<Vec<_>>()
+        );
+        assert_eq!(
+            read(&a.path().join("w/contested")).unwrap(),
+            contested.1,
+            "A's version on A"
+        );
+        assert_eq!(
+            read(&b.path().join("w/contested")).unwrap(),
+            contested.1,
+            "A's version on B"
+        );
+    }
+    poll_reconnect("B's unstored folder empties", || {
+        files_under(&b.unstored_dir()).is_empty().then_some(())
+    });
+    assert_eq!(b.status()["unstored_writes"].as_u64(), Some(0));
 }
 
 #[test]
@@ -470,6 +533,44 @@ fn reconnect_a_node_that_noticed_the_cut_sees_what_changed_after_heal() {
 #[test]
 fn reconnect_breaks_lost_in_a_short_cut_are_not_missed_after_heal() {
     changes_made_while_cut_off_are_seen_after_heal(false);
+}
+
+/// A write whose close found the fileserver gone is kept on disk: a node
+/// restarted before the server comes back stores it when it starts, and
+/// keeps nothing after.
+#[test]
+fn a_write_kept_through_an_outage_is_stored_by_the_restarted_node() {
+    let mut cell = Cell::new();
+    let a = Mount::new(&cell);
+    let mut b = Mount::new(&cell);
+    fs::create_dir(a.path().join("up")).unwrap();
+    let data = pattern(70_000, 81);
+    let path = b.path().join("up/upload");
+    let mut f = File::create(&path).unwrap();
+    f.write_all(&data).unwrap();
+    cell.kill();
+    assert_errno(
+        close(f, "close with the server gone"),
+        libc::EIO,
+        "close of an unstored write",
+    );
+    assert!(b.unmount(), "the cache manager did not stop cleanly");
+    let kept = files_under(&b.unstored_dir());
+    assert!(
+        kept.len() == 1 && kept[0].1.ends_with(&data),
+        "kept: {:?}",
+        kept.iter().map(|(p, b)| (p, b.len())).collect::<Vec<_>>()
+    );
+    cell.start();
+    b.mount_again(&cell.config_path(), "2GiB");
+    let got = poll_reconnect("A reads the write B kept", || {
+        let got = read(&a.path().join("up/upload")).ok()?;
+        assert!(got.is_empty() || got == data, "{} bytes on A", got.len());
+        (got == data).then_some(got)
+    });
+    assert_eq!(got.len(), data.len());
+    assert!(files_under(&b.unstored_dir()).is_empty(), "B still keeps the write");
+    assert!(files_under(&b.lost_found_dir()).is_empty(), "B gave the write up");
 }
 
 /// The server answers a create before it is durable; the close of the new

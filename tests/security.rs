@@ -276,6 +276,7 @@ fn each_right_is_enforced_by_the_server_and_through_a_mount() {
                 len: 0,
                 truncate: Some(3),
                 mtime: None,
+                expect: None,
             },
             // Test needs the right as Acquire does, but leaves no lock
             // behind: one held by this one-shot connection would last until

@@ -211,20 +211,6 @@ impl DiskCache {
         dir
     }
 
-    /// Saves the local copy of `fid` under `lost+found/` in the cache folder,
-    /// for bytes that could not be stored on the server; returns where.
-    pub fn save_lost(&self, fid: Fid) -> io::Result<PathBuf> {
-        let dir = self.root.join("lost+found");
-        std::fs::create_dir_all(&dir)?;
-        let stamp = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_micros())
-            .unwrap_or(0);
-        let dest = dir.join(format!("{}.{}.{}-{stamp}", fid.volume, fid.vnode, fid.unique));
-        std::fs::copy(self.path(fid), &dest)?;
-        Ok(dest)
-    }
-
     /// A fresh temporary path in the cache folder for a fetch in progress.
     pub fn temp_path(&self, fid: Fid) -> PathBuf {
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);

@@ -29,6 +29,7 @@ use tokio::sync::mpsc;
 
 mod breaks;
 mod fscmds;
+mod kept;
 mod locking;
 pub use fscmds::{Flushed, PathInfo};
 pub use locking::{Blocker, LockRequest};
@@ -461,6 +462,9 @@ pub struct Core {
     /// the invalidation that the version's break caused. Never taken on a
     /// FUSE thread: the invalidation may wait for READs those threads serve.
     pages: Mutex<()>,
+    /// Writes whose store found the server unreachable, kept until it
+    /// answers (`core/kept.rs`).
+    unstored: crate::unstored::Unstored,
     /// Signalled when a push of a file's pages ends (`State::pushing`).
     pushed: std::sync::Condvar,
     /// How many times the kernel was told to drop inodes' pages (bumped
@@ -558,6 +562,7 @@ impl Core {
             }),
             link,
             rt,
+            unstored: crate::unstored::Unstored::new(cache_dir),
             kernel: OnceLock::new(),
             pages: Mutex::new(()),
             pushed: std::sync::Condvar::new(),
@@ -582,6 +587,7 @@ impl Core {
                 core.revalidate();
             }
             core.learn_baseline(volume);
+            core.store_kept();
         }
         Ok(core)
     }
@@ -675,6 +681,7 @@ impl Core {
                     let _ = tokio::task::spawn_blocking(move || {
                         core.revalidate();
                         core.reassert_locks();
+                        core.store_kept();
                     })
                     .await;
                 }
@@ -2329,7 +2336,7 @@ impl Core {
 
     /// Stores `ino`'s dirty range, if any (see [`Core::flush_ino`]).
     fn store_dirty(&self, ino: u64) -> FsResult<()> {
-        let (fid, range, mtime, was_valid) = {
+        let (fid, range, mtime, was_valid, base, unsynced) = {
             let mut st = self.lock();
             let epoch = self.link.epoch();
             let Some(n) = st.nodes.get_mut(ino) else { return Ok(()) };
@@ -2344,9 +2351,23 @@ impl Core {
                 return Ok(());
             }
             let valid = n.valid_for(epoch, Instant::now()).is_some();
-            (n.fid, range, n.status.mtime, valid)
+            let (fid, mtime, known) = (n.fid, n.status.mtime, n.status.data_version);
+            // The version the writes were made on: the copy's.
+            let base = st.cache.peek(fid).map_or(known, |c| c.data_version);
+            (fid, range, mtime, valid, base, unsynced)
         };
-        let result = self.store_range(fid, range, mtime);
+        let result = match self.store_range(fid, range, mtime) {
+            Err(e) if e.is_unreachable() => {
+                let written = kept::Written {
+                    fid,
+                    base,
+                    mtime,
+                    created: unsynced,
+                };
+                return Err(self.keep_unstored(ino, written, e));
+            }
+            other => other,
+        };
         let mut st = self.lock();
         match result {
             Ok((status, promise)) => {
@@ -2358,24 +2379,6 @@ impl Core {
                 }
                 st.nodes.upsert(status, promise);
                 Ok(())
-            }
-            Err(e) if e.is_unreachable() => {
-                // The server went away with this write in progress: keep the
-                // bytes where an admin finds them, and say EIO.
-                let saved = st.cache.save_lost(fid);
-                st.cache.remove(fid);
-                if let Some(n) = st.nodes.get_mut(ino) {
-                    n.promise = None;
-                }
-                match saved {
-                    Ok(path) => {
-                        tracing::error!(%fid, path = %path.display(), "the cell is disconnected: this write could not be stored; its bytes are kept in lost+found")
-                    }
-                    Err(le) => {
-                        tracing::error!(%fid, error = %le, "the cell is disconnected and the unstored bytes could not be saved to lost+found")
-                    }
-                }
-                Err(FsError::new(libc::EIO, format!("store of {fid} failed: {e}")))
             }
             Err(e) if e.errno() == libc::ESTALE => {
                 // Removed by another node before this close: the writes end
@@ -2426,6 +2429,7 @@ impl Core {
             len: end - start,
             truncate: Some(local_len),
             mtime: Some(mtime),
+            expect: None,
         };
         let sent = self.sent();
         let status = self.wait(self.link.store_from(&req, &path, start))?;
@@ -2843,6 +2847,7 @@ impl Core {
 
     /// What `cellfs-cachemanager status` shows.
     pub fn status(&self) -> NodeStatus {
+        let unstored_writes = self.unstored.count() as u64;
         let st = self.lock();
         let (epoch, now) = (self.link.epoch(), Instant::now());
         let last = self.last_revalidation.lock().unwrap_or_else(|p| p.into_inner()).clone();
@@ -2861,6 +2866,7 @@ impl Core {
                 .filter(|(_, n)| n.valid_for(epoch, now).is_some())
                 .count() as u64,
             nodes_known: st.nodes.len() as u64,
+            unstored_writes,
             last_revalidation: last,
             other_servers: self.server_states().into_iter().skip(1).collect(),
             fetching: st
@@ -2899,6 +2905,10 @@ pub struct NodeStatus {
     /// Files and folders the node table holds (inodes the kernel was given).
     #[serde(default)]
     pub nodes_known: u64,
+    /// Writes whose store found the server unreachable, kept to be stored
+    /// when it answers (`unstored/` in the cache folder).
+    #[serde(default)]
+    pub unstored_writes: u64,
     /// The last revalidation after a reconnect, if any.
     pub last_revalidation: Option<Revalidation>,
     /// The cell's other fileservers this node has reached.

@@ -24,7 +24,7 @@ pub const PAGE: Page = Page {
         ),
         (
             "CACHE/",
-            "The cache folder: cached copies, the saved index, the control socket, lost+found/ for writes that could not be stored, cachemanager.log when started by mount(8).",
+            "The cache folder: cached copies, the saved index, the control socket, unstored/ for writes whose store found the fileserver unreachable (stored when it answers), lost+found/ for those it then refused, cachemanager.log when started by mount(8).",
         ),
         (
             "/sbin/mount.fuse.cellfs",

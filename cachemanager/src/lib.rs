@@ -21,3 +21,4 @@ pub mod range_locks;
 pub mod readers;
 pub mod rights;
 pub mod settings;
+pub mod unstored;

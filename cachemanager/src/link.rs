@@ -464,8 +464,13 @@ impl LinkError {
         self.code() == Some(cellfs_protocol::ErrorCode::Grace)
     }
 
+    /// True when a store made on condition found its file changed.
+    pub fn is_changed(&self) -> bool {
+        self.code() == Some(cellfs_protocol::ErrorCode::Changed)
+    }
+
     /// The server's error code, when it answered with an error.
-    fn code(&self) -> Option<cellfs_protocol::ErrorCode> {
+    pub fn code(&self) -> Option<cellfs_protocol::ErrorCode> {
         match self {
             LinkError::Call(CallError::Rpc(e)) => Some(e.code),
             _ => None,

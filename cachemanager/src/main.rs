@@ -283,6 +283,7 @@ fn status(cache: &std::path::Path, format: Format) -> anyhow::Result<()> {
     println!("pinned: {}", bytesize::ByteSize(s.pinned_bytes));
     println!("promises held: {}", s.promises_held);
     println!("files and folders known: {}", s.nodes_known);
+    println!("writes kept until the server answers: {}", s.unstored_writes);
     match s.last_revalidation {
         Some(r) => println!(
             "last revalidation: at {} (unix seconds), {} by journal, {} in bulk, {} changed, {} ms",

@@ -339,12 +339,14 @@ impl Context {
                 len,
                 truncate,
                 mtime,
+                expect,
             } => {
                 let plan = StorePlan {
                     fid,
                     offset,
                     len,
                     truncate,
+                    expect,
                 };
                 self.store_data(client, plan, mtime, data).await
             }
@@ -788,7 +790,7 @@ impl Context {
         let callbacks = self.callbacks.clone();
         let f = move |v: &Volume| {
             let pending = match ahead {
-                Some(ahead) => v.adopt(ahead)?,
+                Some(ahead) => v.adopt(ahead, plan.expect)?,
                 None => {
                     let pending = v.prepare_store(plan)?;
                     pending.write_at(&bytes, offset)?;

@@ -1134,6 +1134,7 @@ mod tests {
             offset: 0,
             len: bytes.len() as u64,
             truncate: Some(0),
+            expect: None,
         };
         let pending = vol.prepare_store(plan).unwrap();
         pending.write_at(bytes, 0).unwrap();

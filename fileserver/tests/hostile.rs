@@ -283,6 +283,7 @@ fn request(real: Fid) -> impl Strategy<Value = Request> {
             len,
             truncate: None,
             mtime: None,
+            expect: None,
         }),
         (f.clone(), bad_name(), bad_name()).prop_map(|(dir, name, volume)| Request::MakeMount {
             dir,
@@ -381,6 +382,7 @@ async fn setup(client: &RpcClient) -> (Fid, Fid) {
         len: 7,
         truncate: None,
         mtime: None,
+        expect: None,
     };
     client.store_data(&req, &mut &b"keep me"[..]).await.unwrap();
     (root, file)

@@ -109,6 +109,7 @@ async fn store(c: &RpcClient, fid: Fid, bytes: &[u8]) -> Result<Status, CallErro
         len: bytes.len() as u64,
         truncate: Some(0),
         mtime: None,
+        expect: None,
     };
     c.store_data(&req, &mut &bytes[..]).await
 }
@@ -344,6 +345,7 @@ async fn reconnect_covers_the_gap_and_grants_real_promises() {
         len: 2,
         truncate: None,
         mtime: None,
+        expect: None,
     };
     let status = a.store_data(&req, &mut &b"HR"[..]).await.unwrap();
     let msg = tokio::time::timeout(Duration::from_secs(2), msg)
@@ -521,6 +523,7 @@ async fn a_large_store_in_flight_holds_up_no_other_change_of_its_volume() {
         len,
         truncate: Some(len),
         mtime: None,
+        expect: None,
     };
     // `a` answers the breaks `b`'s changes send it, as a node does.
     let acks = {

@@ -164,6 +164,7 @@ mod tests {
             Just(ErrorCode::Corrupt),
             Just(ErrorCode::Moved),
             Just(ErrorCode::Grace),
+            Just(ErrorCode::Changed),
         ]
     }
 
@@ -260,14 +261,16 @@ mod tests {
                 fid(),
                 any::<(u64, u64)>(),
                 proptest::option::of(any::<u64>()),
-                proptest::option::of(ts())
+                proptest::option::of(ts()),
+                proptest::option::of(any::<u64>())
             )
-                .prop_map(|(fid, (offset, len), truncate, mtime)| Request::StoreData {
+                .prop_map(|(fid, (offset, len), truncate, mtime, expect)| Request::StoreData {
                     fid,
                     offset,
                     len,
                     truncate,
-                    mtime
+                    mtime,
+                    expect
                 }),
             (fid(), setattr()).prop_map(|(fid, attr)| Request::SetAttr { fid, attr }),
             (fid(), name(), any::<(u32, u32, u32)>(), any::<bool>()).prop_map(

@@ -57,6 +57,9 @@ pub enum ErrorCode {
     /// (`fileserver/src/grace.rs`): repeat it shortly (`EAGAIN` if it ever
     /// reaches an application).
     Grace,
+    /// A store made on condition that the file was unchanged found it
+    /// changed (`ESTALE` if it ever reaches an application).
+    Changed,
 }
 
 impl ErrorCode {
@@ -87,6 +90,7 @@ impl ErrorCode {
             ErrorCode::Corrupt => libc::EBADMSG,
             ErrorCode::Moved => libc::ESTALE,
             ErrorCode::Grace => libc::EAGAIN,
+            ErrorCode::Changed => libc::ESTALE,
         }
     }
 }

@@ -56,12 +56,16 @@ pub enum Request {
     FetchData { fid: Fid },
     /// Write `len` bytes (sent after the frame) at `offset`, then set the size
     /// to `truncate` if given (before the write is applied). `len` may be 0.
+    /// With `expect`, refused with [`crate::ErrorCode::Changed`] unless the
+    /// file's data version is still `expect` when the store commits (a
+    /// write kept through an outage, stored once the server is back).
     StoreData {
         fid: Fid,
         offset: u64,
         len: u64,
         truncate: Option<u64>,
         mtime: Option<crate::Timestamp>,
+        expect: Option<u64>,
     },
     /// Change attributes (chmod/chown/utimes/truncate).
     SetAttr { fid: Fid, attr: SetAttr },

@@ -35,6 +35,9 @@ pub struct StorePlan {
     pub len: u64,
     /// Size set before the write, if any.
     pub truncate: Option<u64>,
+    /// The data version the file must still have, if any (refused with
+    /// `Changed` otherwise).
+    pub expect: Option<u64>,
 }
 
 /// A new data file being prepared; deleted on drop unless committed.
@@ -314,6 +317,14 @@ impl Volume {
         self.check_writable()?;
         let r = self.reader()?;
         let rec = r.vnode(plan.fid)?;
+        if let Some(expect) = plan.expect
+            && rec.data_version != expect
+        {
+            return Err(rpc_err(
+                ErrorCode::Changed,
+                format!("{} is at data version {}, not {expect}", plan.fid, rec.data_version),
+            ));
+        }
         match rec.kind {
             FileKind::File => {}
             FileKind::Dir => return Err(rpc_err(ErrorCode::IsDir, format!("{} is a directory", plan.fid))),
@@ -461,8 +472,9 @@ impl Volume {
     }
 
     /// Takes a file written ahead as the store of its whole content, checked
-    /// against the file and the quota as [`Volume::prepare_store`] checks.
-    pub fn adopt(&self, ahead: WrittenAhead) -> FsResult<PendingStore> {
+    /// against the file, the quota and `expect` as [`Volume::prepare_store`]
+    /// checks.
+    pub fn adopt(&self, ahead: WrittenAhead, expect: Option<u64>) -> FsResult<PendingStore> {
         let WrittenAhead(mut written) = ahead;
         let len = written.new_size;
         let checked = self.check_store(StorePlan {
@@ -470,6 +482,7 @@ impl Volume {
             offset: 0,
             len,
             truncate: Some(len),
+            expect,
         })?;
         let mut pending = self.pending(written.fid, &checked, written.data_file);
         pending.file = written.file.take();
@@ -539,6 +552,7 @@ impl Volume {
                     offset: 0,
                     len: 0,
                     truncate: Some(size),
+                    expect: None,
                 })?;
                 self.commit_store(pending, attr.mtime, Some(attr))
             }

@@ -36,6 +36,7 @@ async fn store(vol: &Volume, fid: Fid, offset: u64, bytes: &[u8], truncate: Opti
         offset,
         len: bytes.len() as u64,
         truncate,
+        expect: None,
     };
     let mut pending = vol.prepare_store(plan)?;
     let mut src = bytes;
@@ -151,6 +152,7 @@ async fn crash_orphan_is_removed_and_old_version_served() {
             offset: 0,
             len: 5,
             truncate: None,
+            expect: None,
         })
         .unwrap();
     drop(pending);
@@ -166,6 +168,7 @@ fn store_in_group(vol: &Volume, fid: Fid, bytes: &[u8]) -> FsResult<Status> {
         offset: 0,
         len,
         truncate: Some(len),
+        expect: None,
     })?;
     pending.write_at(bytes, 0)?;
     Ok(vol.commit_store(pending, None, None)?.value)
@@ -210,7 +213,10 @@ fn a_file_written_ahead_is_adopted_or_leaves_nothing() {
     let fid = vol.create(root(), "a", 0o644, 0, 0, true).unwrap().value.status.fid;
     let old = store_in_group(&vol, fid, b"old").unwrap();
     let ahead = vol.write_ahead(fid, b"newer").unwrap();
-    let new = vol.commit_store(vol.adopt(ahead).unwrap(), None, None).unwrap().value;
+    let new = vol
+        .commit_store(vol.adopt(ahead, None).unwrap(), None, None)
+        .unwrap()
+        .value;
     assert_eq!((new.size, new.data_version), (5, old.data_version + 1));
     assert_eq!(content(&vol, fid), b"newer");
     let files = data_files(&vol);
@@ -220,16 +226,47 @@ fn a_file_written_ahead_is_adopted_or_leaves_nothing() {
     assert!(number >= 1 << 63, "{number}");
     // Over the quota, or a folder: refused, and the file written ahead goes.
     let big = vol.write_ahead(fid, b"123456789").unwrap();
-    assert_eq!(code(vol.adopt(big)), ErrorCode::QuotaExceeded);
+    assert_eq!(code(vol.adopt(big, None)), ErrorCode::QuotaExceeded);
     let dir = vol.make_dir(root(), "d", 0o755, 0, 0).unwrap().value.status.fid;
     let into_dir = vol.write_ahead(dir, b"x").unwrap();
-    assert_eq!(code(vol.adopt(into_dir)), ErrorCode::IsDir);
+    assert_eq!(code(vol.adopt(into_dir, None)), ErrorCode::IsDir);
     drop(vol.write_ahead(fid, b"dropped").unwrap());
     assert_eq!(data_files(&vol), files);
     drop(vol);
     let vol = Volume::open(&tmp.path().join("7"), 7, 8, JLEN).unwrap();
     assert_eq!(content(&vol, fid), b"newer");
     assert_eq!(data_files(&vol), files);
+}
+
+/// A store made on condition (a write kept through an outage) is taken
+/// only while the file is at the version it names, whichever way it is
+/// written; refused, it changes nothing.
+#[test]
+fn a_conditional_store_is_taken_only_at_its_version() {
+    let (_tmp, vol) = new_volume(0);
+    let fid = vol.create(root(), "a", 0o644, 0, 0, true).unwrap().value.status.fid;
+    let v1 = store_in_group(&vol, fid, b"one").unwrap();
+    let plan = |expect| StorePlan {
+        fid,
+        offset: 0,
+        len: 3,
+        truncate: Some(3),
+        expect: Some(expect),
+    };
+    assert_eq!(code(vol.prepare_store(plan(v1.data_version - 1))), ErrorCode::Changed);
+    let stale = vol.write_ahead(fid, b"old").unwrap();
+    assert_eq!(code(vol.adopt(stale, Some(v1.data_version + 1))), ErrorCode::Changed);
+    assert_eq!(content(&vol, fid), b"one");
+    let pending = vol.prepare_store(plan(v1.data_version)).unwrap();
+    pending.write_at(b"two", 0).unwrap();
+    let v2 = vol.commit_store(pending, None, None).unwrap().value;
+    assert_eq!(v2.data_version, v1.data_version + 1);
+    let ahead = vol.write_ahead(fid, b"three").unwrap();
+    let v3 = vol
+        .commit_store(vol.adopt(ahead, Some(v2.data_version)).unwrap(), None, None)
+        .unwrap()
+        .value;
+    assert_eq!((v3.size, content(&vol, fid)), (5, b"three".to_vec()));
 }
 
 /// Changes queued from many tasks at once are all run and answered once,
@@ -270,6 +307,7 @@ async fn quota_refusal_changes_nothing() {
         offset: 8,
         len: 3,
         truncate: None,
+        expect: None,
     };
     assert_eq!(code(vol.prepare_store(plan)), ErrorCode::QuotaExceeded);
     let attr = SetAttr {
@@ -626,7 +664,7 @@ fn logged(vol: &Volume) -> Vec<(u64, u64)> {
 /// committed.
 fn store_ahead(vol: &Volume, fid: Fid, bytes: &[u8]) -> Status {
     let ahead = vol.write_ahead(fid, bytes).unwrap();
-    let pending = vol.adopt(ahead).unwrap();
+    let pending = vol.adopt(ahead, None).unwrap();
     vol.commit_store(pending, None, None).unwrap().value
 }
 
