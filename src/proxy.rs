@@ -69,6 +69,8 @@ enum Direction {
 
 struct Shared {
     mode: Mutex<ProxyMode>,
+    /// Where client datagrams go (see [`Proxy::redirect`]).
+    server: Mutex<SocketAddr>,
     stop: AtomicBool,
     to_server: AtomicU64,
     to_client: AtomicU64,
@@ -78,6 +80,10 @@ struct Shared {
 impl Shared {
     fn mode(&self) -> ProxyMode {
         *self.mode.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn server(&self) -> SocketAddr {
+        *self.server.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn stopped(&self) -> bool {
@@ -141,7 +147,6 @@ struct Delayed {
 /// the [module docs](self).
 pub struct Proxy {
     addr: SocketAddr,
-    server: SocketAddr,
     shared: Arc<Shared>,
     threads: Vec<JoinHandle<()>>,
 }
@@ -157,6 +162,7 @@ impl Proxy {
         let addr = listener.local_addr().expect("proxy: bound socket has an address");
         let shared = Arc::new(Shared {
             mode: Mutex::new(ProxyMode::Pass),
+            server: Mutex::new(server),
             stop: AtomicBool::new(false),
             to_server: AtomicU64::new(0),
             to_client: AtomicU64::new(0),
@@ -174,12 +180,11 @@ impl Proxy {
             let shared = shared.clone();
             std::thread::Builder::new()
                 .name(format!("proxy-{}", addr.port()))
-                .spawn(move || run_listener(&shared, Arc::new(listener), server, &tx))
+                .spawn(move || run_listener(&shared, Arc::new(listener), &tx))
                 .expect("proxy: cannot start a thread")
         };
         Proxy {
             addr,
-            server,
             shared,
             threads: vec![listen_thread, delay_thread],
         }
@@ -192,7 +197,13 @@ impl Proxy {
 
     /// The server it forwards to.
     pub fn server(&self) -> SocketAddr {
-        self.server
+        self.shared.server()
+    }
+
+    /// Forwards to `server` from now on, for every client (as if the
+    /// address now led to another machine).
+    pub fn redirect(&self, server: SocketAddr) {
+        *self.shared.server.lock().unwrap_or_else(PoisonError::into_inner) = server;
     }
 
     /// The current mode.
@@ -250,7 +261,7 @@ impl Drop for Proxy {
 }
 
 /// Receives from clients; starts an upstream socket and thread per client.
-fn run_listener(shared: &Arc<Shared>, listener: Arc<UdpSocket>, server: SocketAddr, delayed: &Sender<Delayed>) {
+fn run_listener(shared: &Arc<Shared>, listener: Arc<UdpSocket>, delayed: &Sender<Delayed>) {
     let mut upstreams: HashMap<SocketAddr, Arc<UdpSocket>> = HashMap::new();
     let mut threads = Vec::new();
     let mut buf = vec![0u8; MAX_DATAGRAM];
@@ -260,7 +271,13 @@ fn run_listener(shared: &Arc<Shared>, listener: Arc<UdpSocket>, server: SocketAd
         let Ok((n, client)) = listener.recv_from(&mut buf) else {
             continue;
         };
+        let server = shared.server();
         let upstream = match upstreams.get(&client) {
+            // Connecting a UDP socket again points it at the new server.
+            Some(up) if up.peer_addr().is_ok_and(|a| a != server) && up.connect(server).is_err() => {
+                shared.dropped.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
             Some(up) => up.clone(),
             None => {
                 let Some(up) = connect_upstream(server) else {

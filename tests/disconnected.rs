@@ -673,6 +673,37 @@ fn a_second_crash_before_a_node_relists_its_folders_leaves_them_readable() {
     tree.check(b.path(), "B after the second crash");
 }
 
+/// A node whose fileserver address now leads to a cell that does not
+/// trust it (the cell initialised again, here another cell) keeps serving
+/// its cache, says so in its status and once in its log, and tries again
+/// at the slow pace, not every probe interval: the other server sees one
+/// handshake from it in the seconds after.
+#[test]
+fn a_node_facing_a_cell_initialised_again_serves_its_cache_and_says_why() {
+    let cell = Cell::new();
+    let other = Cell::new();
+    let proxy = Proxy::new(cell.addr());
+    let b = Mount::with_config(&cell, &cell.client_config_via(proxy.addr()), "2GiB");
+    write_file(&b.path().join("page.html"), b"cached").unwrap();
+    assert_eq!(read(&b.path().join("page.html")).unwrap(), b"cached");
+    proxy.redirect(other.addr());
+    // A request finds the server gone; the probes then meet the other cell.
+    let p = b.path().join("uncached");
+    let _ = bounded("stat after the redirect", move || fs::metadata(p));
+    let status = poll_reconnect("B reports the refused certificates", || {
+        let s = b.status();
+        s["refused"].as_bool().unwrap_or(false).then_some(s)
+    });
+    assert_eq!(status["up"].as_bool(), Some(false), "{status}");
+    assert_eq!(read(&b.path().join("page.html")).unwrap(), b"cached", "cached read");
+    let refused_at = other.log().matches("handshake failed").count();
+    std::thread::sleep(Duration::from_secs(3));
+    let tries = other.log().matches("handshake failed").count() - refused_at;
+    assert!(tries <= 1, "{tries} more handshakes in 3 s");
+    let said = b.log().matches("do not trust each other's certificates").count();
+    assert_eq!(said, 1, "the refusal is logged {said} times");
+}
+
 #[test]
 fn a_slow_network_is_not_down_and_lost_replies_are() {
     let cell = Cell::new();

@@ -44,6 +44,10 @@ const UNKNOWN_PAGES: u64 = 0;
 
 /// How often an unreachable fileserver is probed.
 const PROBE_INTERVAL: Duration = Duration::from_millis(500);
+/// How often a server that refused this node's handshake is probed: its
+/// certificates will not change by themselves, and each try costs it a log
+/// line.
+pub const REFUSED_PROBE_INTERVAL: Duration = Duration::from_secs(30);
 
 /// FIDs per `BulkStatus` when revalidating without a journal.
 const BULK_CHUNK: usize = 1000;
@@ -697,7 +701,11 @@ impl Core {
             if self.closing.load(Ordering::Acquire) || self.link.probe().await {
                 break;
             }
-            tokio::time::sleep(PROBE_INTERVAL).await;
+            let wait = match self.link.any_refused() {
+                true => REFUSED_PROBE_INTERVAL,
+                false => PROBE_INTERVAL,
+            };
+            tokio::time::sleep(wait).await;
         }
         self.probing.store(false, Ordering::Release);
     }
@@ -2855,6 +2863,7 @@ impl Core {
             server: self.link.server().to_string(),
             up: !self.link.is_down(),
             down_since: self.link.down_since().map(unix_secs),
+            refused: self.link.any_refused(),
             cache_used: st.cache.used(),
             cache_limit: st.cache.limit(),
             files_cached: st.cache.len() as u64,
@@ -2890,6 +2899,10 @@ pub struct NodeStatus {
     pub up: bool,
     /// Since when it is down (Unix seconds).
     pub down_since: Option<u64>,
+    /// A fileserver's handshake failed on certificates at the last probe
+    /// (the cell was initialised again, or this node's credential revoked).
+    #[serde(default)]
+    pub refused: bool,
     /// Bytes held by cached copies.
     pub cache_used: u64,
     /// Cache size limit.

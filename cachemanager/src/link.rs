@@ -59,6 +59,8 @@ struct Health {
     down_since: Option<(Instant, SystemTime)>,
     /// When the last connection was lost (promises held then were current).
     lost_at: Option<Instant>,
+    /// The last probe's handshake failed on certificates.
+    refused: bool,
 }
 
 /// A connection to one fileserver.
@@ -96,6 +98,7 @@ impl ServerLink {
             health: Mutex::new(Health {
                 down_since: None,
                 lost_at: None,
+                refused: false,
             }),
             timeout,
         }
@@ -187,11 +190,35 @@ impl ServerLink {
             c.call(&Request::Ping).await?;
             Ok::<_, LinkError>(())
         };
-        let up = matches!(tokio::time::timeout(self.timeout, probe).await, Ok(Ok(())));
+        let outcome = tokio::time::timeout(self.timeout, probe).await;
+        let up = matches!(outcome, Ok(Ok(())));
+        let refused = match &outcome {
+            Ok(Err(LinkError::Connect(e))) if e.is_refused() => Some(e.to_string()),
+            _ => None,
+        };
+        let newly_refused = {
+            let mut h = self.health();
+            let newly = refused.is_some() && !h.refused;
+            h.refused = refused.is_some();
+            newly
+        };
+        if let Some(error) = refused.filter(|_| newly_refused) {
+            tracing::error!(
+                server = %self.connector.addr(),
+                error,
+                "the fileserver and this node do not trust each other's certificates: the cell was initialised again, or this node's credential was revoked or is another cell's. The node serves its cache and tries again every {}s; give it a credential of this cell (cellfs-vos host add) and restart it",
+                crate::core::REFUSED_PROBE_INTERVAL.as_secs()
+            );
+        }
         if !up {
             self.mark_down("the connection was lost and the server does not answer");
         }
         up
+    }
+
+    /// Whether the last probe's handshake failed on certificates.
+    pub fn is_refused(&self) -> bool {
+        self.health().refused
     }
 
     async fn connect_if_needed(&self) -> Result<RpcClient, LinkError> {

@@ -171,6 +171,12 @@ impl Links {
         all
     }
 
+    /// Whether a server refused this node's handshake at the last probe
+    /// (or presented a certificate it does not trust).
+    pub fn any_refused(&self) -> bool {
+        lock(&self.servers).values().any(|l| l.is_refused())
+    }
+
     /// Closes every connection.
     pub async fn close(&self) {
         let links: Vec<Arc<ServerLink>> = lock(&self.servers).values().cloned().collect();

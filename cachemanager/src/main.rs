@@ -274,6 +274,9 @@ fn status(cache: &std::path::Path, format: Format) -> anyhow::Result<()> {
     for o in &s.other_servers {
         println!("server {}: {}", o.server, state(o.up, o.down_since));
     }
+    if s.refused {
+        println!("certificates refused: a fileserver and this node do not trust each other (see the log)");
+    }
     println!(
         "cache: {} of {} used, {} files",
         bytesize::ByteSize(s.cache_used),

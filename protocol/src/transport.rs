@@ -97,6 +97,29 @@ pub enum ConnectError {
     },
 }
 
+impl ConnectError {
+    /// Whether the server answered but the TLS handshake failed: its
+    /// certificate is not signed by this side's CA (another cell, or one
+    /// initialised again), or it refused this side's credential (revoked,
+    /// or from another CA). Repeating it soon changes nothing.
+    pub fn is_refused(&self) -> bool {
+        let ConnectError::Handshake { source, .. } = self else {
+            return false;
+        };
+        let code = match source {
+            quinn::ConnectionError::TransportError(e) => e.code,
+            quinn::ConnectionError::ConnectionClosed(c) => c.error_code,
+            _ => return false,
+        };
+        is_crypto_error(u64::from(code))
+    }
+}
+
+/// QUIC's transport error codes 0x100–0x1ff carry a TLS alert (RFC 9001 §4.8).
+fn is_crypto_error(code: u64) -> bool {
+    (0x100..0x200).contains(&code)
+}
+
 /// Bytes moved per write when a fetched file is written out.
 const COPY_CHUNK: usize = 1 << 20;
 /// Bytes of a fetched file's first piece, handed to the sink on its own: a
