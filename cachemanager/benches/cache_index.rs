@@ -72,6 +72,25 @@ fn bench(c: &mut Criterion) {
             black_box(table.upsert(status(v), None))
         })
     });
+    // A folder's break finds the names the kernel holds in it: 100 a
+    // folder over 1,000 folders, by the index and (as before it) by a walk.
+    for v in 2..FILES + 2 {
+        let ino = table.ino_of(fid(v)).expect("upserted");
+        table.set_kernel_name(ino, 1_000_000 + v % 1_000, &format!("f{v}"));
+    }
+    g.bench_function("names held in one folder (index)", |b| {
+        b.iter(|| black_box(table.kernel_named_in(1_000_500).count()))
+    });
+    g.bench_function("names held in one folder (walk of the table)", |b| {
+        b.iter(|| {
+            black_box(
+                table
+                    .iter()
+                    .filter(|(_, n)| n.kernel_name().is_some_and(|(d, _)| d == 1_000_500))
+                    .count(),
+            )
+        })
+    });
     let (nodes, mounts) = table.export(0, Instant::now());
     let snap = SnapshotRef {
         cell: "bench.cellfs",

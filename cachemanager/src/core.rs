@@ -1501,10 +1501,8 @@ impl Core {
             .filter(|&f| f != moved_fid);
         let moved_ino = st.nodes.upsert(moved, p);
         // The kernel moved its entry: a deletion is announced under the new name.
-        if let Some(n) = st.nodes.get_mut(moved_ino)
-            && n.kernel_name.is_some()
-        {
-            n.kernel_name = Some((new_parent, new_name.into()));
+        if st.nodes.get(moved_ino).is_some_and(|n| n.kernel_name().is_some()) {
+            st.nodes.set_kernel_name(moved_ino, new_parent, new_name);
         }
         match (replaced, overwritten) {
             (Some(r), _) => {
@@ -2481,9 +2479,7 @@ impl Core {
         for (ino, dir, name) in entries {
             if let Some(n) = st.nodes.get_mut(ino) {
                 n.lookups += 1;
-                if n.kernel_name.as_ref().is_none_or(|(d, m)| *d != dir || **m != *name) {
-                    n.kernel_name = Some((dir, name.into()));
-                }
+                st.nodes.set_kernel_name(ino, dir, name);
             }
         }
     }

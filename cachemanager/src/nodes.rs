@@ -78,11 +78,18 @@ pub struct Node {
     /// deleted node stays until they are gone.
     pub lookups: u64,
     /// The directory and name the kernel was last given an entry for this
-    /// node by (to tell it the file was deleted elsewhere).
-    pub kernel_name: Option<(u64, Box<str>)>,
+    /// node by (to tell it the file was deleted elsewhere); set through
+    /// [`NodeTable::set_kernel_name`], which indexes it by directory.
+    kernel_name: Option<(u64, Box<str>)>,
 }
 
 impl Node {
+    /// The directory and name the kernel was last given an entry for this
+    /// node by.
+    pub fn kernel_name(&self) -> Option<(u64, &str)> {
+        self.kernel_name.as_ref().map(|(d, n)| (*d, &**n))
+    }
+
     /// Takes the listing as out of date, keeping it as the stale listing
     /// served while the server is unreachable.
     pub fn retire_listing(&mut self) -> Option<Arc<Listing>> {
@@ -124,6 +131,10 @@ pub struct NodeTable {
     broken_volumes: HashMap<VolumeId, u64>,
     /// Breaks up to this generation were forgotten from `broken`.
     pruned_gen: u64,
+    /// Directory inode → the nodes whose `kernel_name` is in it, so a
+    /// folder's break finds the names the kernel holds there without a
+    /// walk of the table.
+    named_in: HashMap<u64, HashSet<u64>>,
 }
 
 /// Most FIDs whose last break is remembered; past it the older half is
@@ -143,6 +154,7 @@ impl NodeTable {
             broken: HashMap::new(),
             broken_volumes: HashMap::new(),
             pruned_gen: 0,
+            named_in: HashMap::new(),
         };
         t.upsert(root, promise);
         t
@@ -251,10 +263,48 @@ impl NodeTable {
             return None;
         }
         let node = self.nodes.remove(&ino)?;
+        if let Some((dir, _)) = &node.kernel_name {
+            self.unname(*dir, ino);
+        }
         self.by_fid.remove(&node.fid);
         self.mounts.remove(&node.fid);
         self.mount_entries.remove(&node.fid);
         Some(node)
+    }
+
+    /// Records that the kernel was given an entry for `ino` as `name` in
+    /// directory `dir` (its latest name there: a rename or another link
+    /// replaces it).
+    pub fn set_kernel_name(&mut self, ino: u64, dir: u64, name: &str) {
+        let Some(n) = self.nodes.get_mut(&ino) else { return };
+        if n.kernel_name.as_ref().is_some_and(|(d, m)| *d == dir && **m == *name) {
+            return;
+        }
+        let old = n.kernel_name.replace((dir, name.into()));
+        if let Some((old_dir, _)) = old
+            && old_dir != dir
+        {
+            self.unname(old_dir, ino);
+        }
+        self.named_in.entry(dir).or_default().insert(ino);
+    }
+
+    /// The nodes the kernel was last given an entry for in directory `dir`.
+    pub fn kernel_named_in(&self, dir: u64) -> impl Iterator<Item = &Node> {
+        self.named_in
+            .get(&dir)
+            .into_iter()
+            .flatten()
+            .filter_map(|ino| self.nodes.get(ino))
+    }
+
+    fn unname(&mut self, dir: u64, ino: u64) {
+        if let Some(set) = self.named_in.get_mut(&dir) {
+            set.remove(&ino);
+            if set.is_empty() {
+                self.named_in.remove(&dir);
+            }
+        }
     }
 
     /// How many nodes the table holds.
@@ -451,6 +501,35 @@ mod tests {
         let a = t.upsert(status(5, 1), None);
         assert_eq!(t.upsert(status(5, 2), None), a);
         assert_ne!(t.upsert(status(6, 1), None), a);
+    }
+
+    #[test]
+    fn kernel_names_are_found_by_directory_through_renames_and_removals() {
+        let mut t = NodeTable::new(status(1, 1), None);
+        let d = t.upsert(status(2, 1), None);
+        let (a, b) = (t.upsert(status(3, 1), None), t.upsert(status(4, 1), None));
+        let names = |t: &NodeTable, dir| {
+            let mut v: Vec<String> = t
+                .kernel_named_in(dir)
+                .filter_map(|n| n.kernel_name().map(|(_, m)| m.to_owned()))
+                .collect();
+            v.sort();
+            v
+        };
+        t.set_kernel_name(d, ROOT_INO, "d");
+        t.set_kernel_name(a, d, "a");
+        t.set_kernel_name(b, d, "b");
+        assert_eq!(names(&t, d), ["a", "b"]);
+        assert_eq!(names(&t, ROOT_INO), ["d"]);
+        t.set_kernel_name(a, d, "a2");
+        t.set_kernel_name(b, ROOT_INO, "b");
+        assert_eq!(names(&t, d), ["a2"]);
+        assert_eq!(names(&t, ROOT_INO), ["b", "d"]);
+        t.remove(a);
+        assert!(names(&t, d).is_empty());
+        assert_eq!(t.named_in.get(&d), None, "an emptied directory leaves the index");
+        t.set_kernel_name(999, d, "not in the table");
+        assert!(names(&t, d).is_empty());
     }
 
     #[test]

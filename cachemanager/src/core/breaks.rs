@@ -170,11 +170,9 @@ fn kernel_names_in(st: &State, dir: u64, listing: Option<&Listing>, skip: &[Stri
             .collect(),
         None => st
             .nodes
-            .iter()
-            .filter_map(|(_, n)| match &n.kernel_name {
-                Some((d, name)) if *d == dir && n.lookups > 0 => Some(name.to_string()),
-                _ => None,
-            })
+            .kernel_named_in(dir)
+            .filter(|n| n.lookups > 0)
+            .filter_map(|n| n.kernel_name().map(|(_, name)| name.to_owned()))
             .collect(),
     };
     names
@@ -231,8 +229,8 @@ fn apply_break(
         // The kernel is told the file is gone (its name and links), so it
         // lets go of the inode at its last close and forgets it; the node
         // leaves the table then.
-        if let Some((dir, name)) = st.nodes.get(ino).and_then(|n| n.kernel_name.clone()) {
-            gone.push((dir, ino, name.into()));
+        if let Some((dir, name)) = st.nodes.get(ino).and_then(|n| n.kernel_name()) {
+            gone.push((dir, ino, name.to_owned()));
         }
         // Held open here, its node keeps the link count: a writer's close
         // must still learn from the server that its writes went nowhere

@@ -31,9 +31,9 @@ impl Core {
         let (copy, place) = {
             let st = self.lock();
             let place = st.nodes.get(ino).filter(|_| w.created).and_then(|n| {
-                let (dir, name) = n.kernel_name.as_ref()?;
+                let (dir, name) = n.kernel_name()?;
                 Some(Place {
-                    dir: st.nodes.get(*dir)?.fid,
+                    dir: st.nodes.get(dir)?.fid,
                     name: name.to_string(),
                     mode: n.status.mode,
                     uid: n.status.uid,
@@ -175,8 +175,8 @@ impl Core {
             if was != status.fid {
                 if let Some(ino) = st.nodes.ino_of(was) {
                     inodes.push(ino);
-                    if let Some((dir, name)) = st.nodes.get(ino).and_then(|n| n.kernel_name.clone()) {
-                        entries.push((dir, name.to_string()));
+                    if let Some((dir, name)) = st.nodes.get(ino).and_then(|n| n.kernel_name()) {
+                        entries.push((dir, name.to_owned()));
                     }
                 }
                 forget_deleted(&mut st, was);
