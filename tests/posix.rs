@@ -538,3 +538,44 @@ fn a_set_group_id_folder_gives_its_group_and_bit_to_what_is_made_in_it() {
     fs::write(m.path().join("g"), b"y").unwrap();
     assert_eq!(fs::metadata(m.path().join("g")).unwrap().gid(), 0);
 }
+
+/// Extended attributes are not kept: setting, reading, listing and removing
+/// one answer `EOPNOTSUPP` (what `cp -a` and `rsync -X` take quietly), and
+/// the cache manager logs no warning for them.
+#[test]
+fn extended_attributes_are_refused_quietly() {
+    use std::os::unix::ffi::OsStrExt;
+    let cell = Cell::new();
+    let mount = Mount::new(&cell);
+    let path = mount.path().join("page.html");
+    fs::write(&path, b"<html>").unwrap();
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    let name = c"user.origin";
+    let errno = || std::io::Error::last_os_error().raw_os_error();
+    for _ in 0..2 {
+        // SAFETY: `c` and `name` are NUL-terminated and outlive the calls;
+        // the value and buffer are valid for the lengths given.
+        unsafe {
+            assert_eq!(
+                libc::setxattr(c.as_ptr(), name.as_ptr(), b"x".as_ptr().cast(), 1, 0),
+                -1
+            );
+            assert_eq!(errno(), Some(libc::EOPNOTSUPP), "setxattr");
+            assert_eq!(libc::removexattr(c.as_ptr(), name.as_ptr()), -1);
+            assert_eq!(errno(), Some(libc::EOPNOTSUPP), "removexattr");
+            let mut buf = [0u8; 64];
+            assert_eq!(
+                libc::getxattr(c.as_ptr(), name.as_ptr(), buf.as_mut_ptr().cast(), 64),
+                -1
+            );
+            assert_eq!(errno(), Some(libc::EOPNOTSUPP), "getxattr");
+            assert!(
+                libc::listxattr(c.as_ptr(), buf.as_mut_ptr().cast(), 64) <= 0,
+                "listxattr"
+            );
+        }
+    }
+    assert_eq!(fs::read(&path).unwrap(), b"<html>");
+    let log = mount.log();
+    assert!(!log.contains("Not Implemented"), "warnings in the log:\n{log}");
+}

@@ -826,6 +826,28 @@ impl Filesystem for CellFs {
         reply.error(Errno::ENOSYS);
     }
 
+    fn setxattr(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        _name: &OsStr,
+        _value: &[u8],
+        _flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        let _span = self.serve(req, "setxattr", ino.0);
+        // As getxattr: the kernel then answers EOPNOTSUPP itself, which
+        // `cp -a` and `rsync -X` take quietly (fuser's default logged a
+        // warning for it).
+        reply.error(Errno::ENOSYS);
+    }
+
+    fn removexattr(&self, req: &Request, ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+        let _span = self.serve(req, "removexattr", ino.0);
+        reply.error(Errno::ENOSYS);
+    }
+
     fn ioctl(
         &self,
         req: &Request,
