@@ -74,9 +74,8 @@ impl Core {
 
     /// Stores the writes kept while the server was unreachable, each as
     /// its writer, and only if its file is still at the version it was
-    /// written on. One the server refuses goes to `lost+found/`. Stops at
-    /// the first the server does not answer; the next reconnection (or
-    /// start) tries again.
+    /// written on. One the server refuses goes to `lost+found/`; one whose
+    /// server does not answer stays for the next reconnection (or start).
     pub(super) fn store_kept(&self) {
         for f in self.unstored.list() {
             let _as = crate::caller::enter(f.kept.caller.clone().map(Arc::new));
@@ -88,8 +87,7 @@ impl Core {
                     self.stored_elsewhere(fid, status);
                 }
                 Err(e) if e.is_unreachable() => {
-                    tracing::info!(%fid, error = %e, "the fileserver is unreachable again; kept writes wait");
-                    return;
+                    tracing::info!(%fid, error = %e, "the fileserver is unreachable; this kept write waits");
                 }
                 Err(e) if e.is_changed() && self.landed(&f) => {
                     // The store that failed had committed before the
