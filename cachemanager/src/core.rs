@@ -566,7 +566,11 @@ impl Core {
             }),
             link,
             rt,
-            unstored: crate::unstored::Unstored::new(cache_dir),
+            unstored: {
+                let u = crate::unstored::Unstored::new(cache_dir);
+                u.discard_partial();
+                u
+            },
             kernel: OnceLock::new(),
             pages: Mutex::new(()),
             pushed: std::sync::Condvar::new(),

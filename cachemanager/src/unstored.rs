@@ -73,6 +73,9 @@ pub struct KeptFile {
     pub start: u64,
     /// How many bytes the file has.
     pub len: u64,
+    /// Its inode number when listed: a write of the same file kept since
+    /// replaces it, and must not be removed with it.
+    ino: u64,
 }
 
 /// The folders of kept writes and of the ones given up.
@@ -125,8 +128,21 @@ impl Unstored {
         Ok(path)
     }
 
-    /// The kept writes, oldest name first. A file that is not one (cut
-    /// short by a crash before its rename, or damaged) goes to `lost+found/`.
+    /// Removes what a crash left half-written (temporary files); only at
+    /// start, before anything is kept.
+    pub fn discard_partial(&self) {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        for path in entries.filter_map(|e| e.ok().map(|e| e.path())) {
+            if path.extension().is_some_and(|e| e == "tmp") {
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+    }
+
+    /// The kept writes, in name order. A file that is not one (damaged)
+    /// goes to `lost+found/` whole.
     pub fn list(&self) -> Vec<KeptFile> {
         let Ok(entries) = std::fs::read_dir(&self.dir) else {
             return Vec::new();
@@ -135,8 +151,8 @@ impl Unstored {
         paths.sort();
         let mut found = Vec::new();
         for path in paths {
+            // Being written by a failing store now.
             if path.extension().is_some_and(|e| e == "tmp") {
-                let _ = std::fs::remove_file(&path);
                 continue;
             }
             match read_kept(&path) {
@@ -161,16 +177,24 @@ impl Unstored {
             .unwrap_or(0)
     }
 
-    /// The kept write `f` reached the server: it goes.
+    /// The kept write `f` reached the server: it goes (unless a later
+    /// write of the file was kept over it meanwhile).
     pub fn stored(&self, f: &KeptFile) {
+        if !f.still_there() {
+            return;
+        }
         if let Err(e) = std::fs::remove_file(&f.path) {
             tracing::warn!(path = %f.path.display(), error = %e, "cannot remove a stored kept write");
         }
     }
 
     /// The kept write `f` cannot be stored: its bytes go to `lost+found/`;
-    /// returns where.
+    /// returns where (nothing moves if a later write of the file was kept
+    /// over it meanwhile: that one is tried next time).
     pub fn give_up(&self, f: &KeptFile) -> io::Result<PathBuf> {
+        if !f.still_there() {
+            return Err(io::Error::other("a later write of the file was kept over it"));
+        }
         self.lose(&f.path, f.start, &format!("{}-{}", name_of(f.kept.fid), stamp()))
     }
 
@@ -197,9 +221,19 @@ fn stamp() -> u128 {
         .unwrap_or(0)
 }
 
+impl KeptFile {
+    /// Whether its file is still the one listed.
+    fn still_there(&self) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(&self.path).is_ok_and(|m| m.ino() == self.ino)
+    }
+}
+
 fn read_kept(path: &Path) -> io::Result<KeptFile> {
+    use std::os::unix::fs::MetadataExt;
     let mut f = File::open(path)?;
-    let total = f.metadata()?.len();
+    let stat = f.metadata()?;
+    let total = stat.len();
     let mut head = [0u8; 12];
     f.read_exact(&mut head)?;
     if &head[..8] != MAGIC {
@@ -220,6 +254,7 @@ fn read_kept(path: &Path) -> io::Result<KeptFile> {
         path: path.to_owned(),
         start,
         len: total.saturating_sub(start),
+        ino: stat.ino(),
     })
 }
 
@@ -285,6 +320,23 @@ mod tests {
     }
 
     #[test]
+    fn a_write_kept_again_is_not_removed_with_the_one_listed_before() {
+        let root = tempfile::tempdir().unwrap();
+        let copy = root.path().join("copy");
+        let u = Unstored::new(root.path());
+        std::fs::write(&copy, b"older").unwrap();
+        u.keep(&kept(3, 1), &copy).unwrap();
+        let listed = u.list();
+        std::fs::write(&copy, b"newer").unwrap();
+        u.keep(&kept(3, 1), &copy).unwrap();
+        u.stored(&listed[0]);
+        assert!(u.give_up(&listed[0]).is_err());
+        let now = u.list();
+        assert_eq!(now.len(), 1);
+        assert_eq!(&std::fs::read(&now[0].path).unwrap()[now[0].start as usize..], b"newer");
+    }
+
+    #[test]
     fn damaged_files_go_to_lost_found_whole_and_temporaries_go() {
         let root = tempfile::tempdir().unwrap();
         let u = Unstored::new(root.path());
@@ -293,6 +345,11 @@ mod tests {
         std::fs::write(root.path().join("unstored/7.2.1"), b"not ours").unwrap();
         std::fs::write(root.path().join("unstored/7.3.1.tmp"), b"CELLFSKW").unwrap();
         assert!(u.list().is_empty());
+        assert!(
+            root.path().join("unstored/7.3.1.tmp").exists(),
+            "a write being kept now"
+        );
+        u.discard_partial();
         let lost: Vec<Vec<u8>> = std::fs::read_dir(root.path().join("lost+found"))
             .unwrap()
             .map(|e| std::fs::read(e.unwrap().path()).unwrap())
