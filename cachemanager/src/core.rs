@@ -457,6 +457,10 @@ pub struct Core {
     last_revalidation: Mutex<Option<Revalidation>>,
     closing: std::sync::atomic::AtomicBool,
     probing: std::sync::atomic::AtomicBool,
+    /// Set while kept writes are being stored (`core/kept.rs`).
+    storing_kept: std::sync::atomic::AtomicBool,
+    /// Kept writes were asked to be stored again during a run.
+    kept_again: std::sync::atomic::AtomicBool,
     locks: Mutex<locking::NodeLocks>,
     locks_changed: std::sync::Condvar,
     /// This core, for fetches that finish on threads of their own.
@@ -580,6 +584,8 @@ impl Core {
             mountpoint: OnceLock::new(),
             closing: std::sync::atomic::AtomicBool::new(false),
             probing: std::sync::atomic::AtomicBool::new(false),
+            storing_kept: std::sync::atomic::AtomicBool::new(false),
+            kept_again: std::sync::atomic::AtomicBool::new(false),
             locks: Mutex::default(),
             locks_changed: std::sync::Condvar::new(),
             me: OnceLock::new(),
@@ -595,7 +601,7 @@ impl Core {
                 core.revalidate();
             }
             core.learn_baseline(volume);
-            core.store_kept();
+            core.spawn_store_kept();
         }
         Ok(core)
     }
@@ -689,9 +695,9 @@ impl Core {
                     let _ = tokio::task::spawn_blocking(move || {
                         core.revalidate();
                         core.reassert_locks();
-                        core.store_kept();
                     })
                     .await;
+                    self.spawn_store_kept();
                 }
             }
         }

@@ -9,6 +9,7 @@ use crate::link::LinkError;
 use crate::unstored::{Kept, KeptFile, Place};
 use cellfs_protocol::{ErrorCode, Fid, Reply, Request, Status, Timestamp};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 /// A write whose store failed.
 pub(super) struct Written {
@@ -72,11 +73,39 @@ impl Core {
         FsError::new(libc::EIO, format!("store of {fid} failed: {e}"))
     }
 
+    /// Stores the kept writes on a blocking thread, so breaks go on being
+    /// applied while a restarted server's grace holds the stores back. One
+    /// run at a time; a call during a run makes it go round once more
+    /// (what the server refused to a run cut short by an outage is tried
+    /// again after the reconnect that called).
+    pub(super) fn spawn_store_kept(&self) {
+        self.kept_again.store(true, Ordering::Release);
+        if self.storing_kept.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let Some(core) = self.me.get().and_then(std::sync::Weak::upgrade) else {
+            self.storing_kept.store(false, Ordering::Release);
+            return;
+        };
+        self.rt.spawn_blocking(move || {
+            loop {
+                core.kept_again.store(false, Ordering::Release);
+                core.store_kept();
+                core.storing_kept.store(false, Ordering::Release);
+                // A call during the run left it to this one, unless another
+                // run started since.
+                if !core.kept_again.load(Ordering::Acquire) || core.storing_kept.swap(true, Ordering::AcqRel) {
+                    break;
+                }
+            }
+        });
+    }
+
     /// Stores the writes kept while the server was unreachable, each as
     /// its writer, and only if its file is still at the version it was
     /// written on. One the server refuses goes to `lost+found/`; one whose
     /// server does not answer stays for the next reconnection (or start).
-    pub(super) fn store_kept(&self) {
+    fn store_kept(&self) {
         for f in self.unstored.list() {
             let _as = crate::caller::enter(f.kept.caller.clone().map(Arc::new));
             let fid = f.kept.fid;
