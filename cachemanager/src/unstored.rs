@@ -117,13 +117,20 @@ impl Unstored {
         let meta_len = u32::try_from(meta.len()).map_err(io::Error::other)?;
         let path = self.dir.join(name_of(kept.fid));
         let tmp = self.dir.join(format!("{}.tmp", name_of(kept.fid)));
-        let mut out = File::create(&tmp)?;
-        out.write_all(MAGIC)?;
-        out.write_all(&meta_len.to_le_bytes())?;
-        out.write_all(&meta)?;
-        io::copy(&mut File::open(copy)?, &mut out)?;
-        out.sync_all()?;
-        std::fs::rename(&tmp, &path)?;
+        let written = (|| {
+            let mut out = File::create(&tmp)?;
+            out.write_all(MAGIC)?;
+            out.write_all(&meta_len.to_le_bytes())?;
+            out.write_all(&meta)?;
+            io::copy(&mut File::open(copy)?, &mut out)?;
+            out.sync_all()?;
+            std::fs::rename(&tmp, &path)
+        })();
+        if let Err(e) = written {
+            // A full disk leaves no partial copy taking its space.
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
         sync_dir(&self.dir)?;
         Ok(path)
     }
@@ -317,6 +324,9 @@ mod tests {
         assert_eq!(std::fs::read(lost).unwrap(), b"second, longer");
         assert!(u.list().is_empty());
         assert_eq!(u.count(), 0);
+        // A copy that cannot be read leaves nothing behind.
+        assert!(u.keep(&kept(5, 1), &root.path().join("gone")).is_err());
+        assert_eq!(std::fs::read_dir(root.path().join("unstored")).unwrap().count(), 0);
     }
 
     #[test]
