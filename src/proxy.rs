@@ -262,7 +262,8 @@ impl Drop for Proxy {
 
 /// Receives from clients; starts an upstream socket and thread per client.
 fn run_listener(shared: &Arc<Shared>, listener: Arc<UdpSocket>, delayed: &Sender<Delayed>) {
-    let mut upstreams: HashMap<SocketAddr, Arc<UdpSocket>> = HashMap::new();
+    // Each client's upstream socket and the server it is connected to.
+    let mut upstreams: HashMap<SocketAddr, (Arc<UdpSocket>, SocketAddr)> = HashMap::new();
     let mut threads = Vec::new();
     let mut buf = vec![0u8; MAX_DATAGRAM];
     while !shared.stopped() {
@@ -272,20 +273,24 @@ fn run_listener(shared: &Arc<Shared>, listener: Arc<UdpSocket>, delayed: &Sender
             continue;
         };
         let server = shared.server();
-        let upstream = match upstreams.get(&client) {
-            // Connecting a UDP socket again points it at the new server.
-            Some(up) if up.peer_addr().is_ok_and(|a| a != server) && up.connect(server).is_err() => {
-                shared.dropped.fetch_add(1, Ordering::Relaxed);
-                continue;
+        let upstream = match upstreams.get_mut(&client) {
+            Some((up, to)) if *to == server => up.clone(),
+            // Redirected: connecting a UDP socket again points it at the new server.
+            Some((up, to)) => {
+                if up.connect(server).is_err() {
+                    shared.dropped.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                *to = server;
+                up.clone()
             }
-            Some(up) => up.clone(),
             None => {
                 let Some(up) = connect_upstream(server) else {
                     shared.dropped.fetch_add(1, Ordering::Relaxed);
                     continue;
                 };
                 let up = Arc::new(up);
-                upstreams.insert(client, up.clone());
+                upstreams.insert(client, (up.clone(), server));
                 let (shared, listener, up2, delayed) = (shared.clone(), listener.clone(), up.clone(), delayed.clone());
                 let spawned = std::thread::Builder::new()
                     .name(format!("proxy-up-{}", client.port()))

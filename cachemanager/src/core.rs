@@ -2487,10 +2487,7 @@ impl Core {
     pub fn note_entries<'a>(&self, entries: impl IntoIterator<Item = (u64, u64, &'a str)>) {
         let mut st = self.lock();
         for (ino, dir, name) in entries {
-            if let Some(n) = st.nodes.get_mut(ino) {
-                n.lookups += 1;
-                st.nodes.set_kernel_name(ino, dir, name);
-            }
+            st.nodes.note_entry(ino, dir, name);
         }
     }
 

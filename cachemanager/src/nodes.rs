@@ -137,6 +137,32 @@ pub struct NodeTable {
     named_in: HashMap<u64, HashSet<u64>>,
 }
 
+/// Names `n` (inode `ino`) `name` in `dir`, keeping the by-directory
+/// index `named_in` in step.
+fn name_in(named_in: &mut HashMap<u64, HashSet<u64>>, n: &mut Node, ino: u64, dir: u64, name: &str) {
+    if n.kernel_name.as_ref().is_some_and(|(d, m)| *d == dir && **m == *name) {
+        return;
+    }
+    let old = n.kernel_name.replace((dir, name.into()));
+    if let Some((old_dir, _)) = old
+        && old_dir != dir
+    {
+        unname(named_in, old_dir, ino);
+    }
+    named_in.entry(dir).or_default().insert(ino);
+}
+
+/// Takes `ino` out of `dir`'s names in `named_in` (and the directory out
+/// once it has none).
+fn unname(named_in: &mut HashMap<u64, HashSet<u64>>, dir: u64, ino: u64) {
+    if let Some(set) = named_in.get_mut(&dir) {
+        set.remove(&ino);
+        if set.is_empty() {
+            named_in.remove(&dir);
+        }
+    }
+}
+
 /// Most FIDs whose last break is remembered; past it the older half is
 /// forgotten and promises from requests sent before them are refused.
 const MAX_REMEMBERED_BREAKS: usize = 65_536;
@@ -264,7 +290,7 @@ impl NodeTable {
         }
         let node = self.nodes.remove(&ino)?;
         if let Some((dir, _)) = &node.kernel_name {
-            self.unname(*dir, ino);
+            unname(&mut self.named_in, *dir, ino);
         }
         self.by_fid.remove(&node.fid);
         self.mounts.remove(&node.fid);
@@ -272,21 +298,22 @@ impl NodeTable {
         Some(node)
     }
 
+    /// Counts one more entry the kernel was given for `ino`, as `name` in
+    /// directory `dir` (one lookup of the node: this runs for every entry
+    /// a lookup or readdirplus hands out).
+    pub fn note_entry(&mut self, ino: u64, dir: u64, name: &str) {
+        let Some(n) = self.nodes.get_mut(&ino) else { return };
+        n.lookups += 1;
+        name_in(&mut self.named_in, n, ino, dir, name);
+    }
+
     /// Records that the kernel was given an entry for `ino` as `name` in
     /// directory `dir` (its latest name there: a rename or another link
     /// replaces it).
     pub fn set_kernel_name(&mut self, ino: u64, dir: u64, name: &str) {
-        let Some(n) = self.nodes.get_mut(&ino) else { return };
-        if n.kernel_name.as_ref().is_some_and(|(d, m)| *d == dir && **m == *name) {
-            return;
+        if let Some(n) = self.nodes.get_mut(&ino) {
+            name_in(&mut self.named_in, n, ino, dir, name);
         }
-        let old = n.kernel_name.replace((dir, name.into()));
-        if let Some((old_dir, _)) = old
-            && old_dir != dir
-        {
-            self.unname(old_dir, ino);
-        }
-        self.named_in.entry(dir).or_default().insert(ino);
     }
 
     /// The nodes the kernel was last given an entry for in directory `dir`.
@@ -296,15 +323,6 @@ impl NodeTable {
             .into_iter()
             .flatten()
             .filter_map(|ino| self.nodes.get(ino))
-    }
-
-    fn unname(&mut self, dir: u64, ino: u64) {
-        if let Some(set) = self.named_in.get_mut(&dir) {
-            set.remove(&ino);
-            if set.is_empty() {
-                self.named_in.remove(&dir);
-            }
-        }
     }
 
     /// How many nodes the table holds.

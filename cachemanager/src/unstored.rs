@@ -91,10 +91,6 @@ fn codec() -> impl bincode::Options {
         .with_limit(u64::from(MAX_KEPT))
 }
 
-fn name_of(fid: Fid) -> String {
-    format!("{}.{}.{}", fid.volume, fid.vnode, fid.unique)
-}
-
 fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
@@ -115,8 +111,8 @@ impl Unstored {
         std::fs::create_dir_all(&self.dir)?;
         let meta = codec().serialize(kept).map_err(io::Error::other)?;
         let meta_len = u32::try_from(meta.len()).map_err(io::Error::other)?;
-        let path = self.dir.join(name_of(kept.fid));
-        let tmp = self.dir.join(format!("{}.tmp", name_of(kept.fid)));
+        let path = self.dir.join(kept.fid.to_string());
+        let tmp = self.dir.join(format!("{}.tmp", kept.fid));
         let written = (|| {
             let mut out = File::create(&tmp)?;
             out.write_all(MAGIC)?;
@@ -151,17 +147,8 @@ impl Unstored {
     /// The kept writes, in name order. A file that is not one (damaged)
     /// goes to `lost+found/` whole.
     pub fn list(&self) -> Vec<KeptFile> {
-        let Ok(entries) = std::fs::read_dir(&self.dir) else {
-            return Vec::new();
-        };
-        let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
-        paths.sort();
         let mut found = Vec::new();
-        for path in paths {
-            // Being written by a failing store now.
-            if path.extension().is_some_and(|e| e == "tmp") {
-                continue;
-            }
+        for path in self.kept_paths() {
             match read_kept(&path) {
                 Ok(k) => found.push(k),
                 Err(e) => {
@@ -175,13 +162,21 @@ impl Unstored {
 
     /// How many writes are kept.
     pub fn count(&self) -> usize {
-        std::fs::read_dir(&self.dir)
-            .map(|d| {
-                d.filter_map(Result::ok)
-                    .filter(|e| e.path().extension().is_none_or(|x| x != "tmp"))
-                    .count()
-            })
-            .unwrap_or(0)
+        self.kept_paths().len()
+    }
+
+    /// The kept writes' files, in name order: not the temporary ones,
+    /// which a failing store may be writing now.
+    fn kept_paths(&self) -> Vec<PathBuf> {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        let mut paths: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_none_or(|e| e != "tmp"))
+            .collect();
+        paths.sort();
+        paths
     }
 
     /// The kept write `f` reached the server: it goes (unless a later
@@ -202,7 +197,7 @@ impl Unstored {
         if !f.still_there() {
             return Err(io::Error::other("a later write of the file was kept over it"));
         }
-        self.lose(&f.path, f.start, &format!("{}-{}", name_of(f.kept.fid), stamp()))
+        self.lose(&f.path, f.start, &format!("{}-{}", f.kept.fid, stamp()))
     }
 
     /// Copies `path` from `start` to `lost+found/name`, then removes it.
