@@ -478,6 +478,11 @@ fn a_file_removed_while_open_stays_usable_until_closed() {
     let before = copies();
     let mut w = File::create(m.join("written")).unwrap();
     w.write_all(b"unstored").unwrap();
+    // The create reaches the server about one round trip after the open
+    // returns (it may be answered on the node, `core/early.rs`).
+    cellfs::wait_for("B to see the new file", Duration::from_secs(5), || {
+        b.path().join("written").exists()
+    });
     fs::remove_file(b.path().join("written")).unwrap();
     assert_errno(close_checked(w), libc::ESTALE, "close of a file another node removed");
     // The kernel sends the handle's RELEASE after close returns.

@@ -53,7 +53,7 @@ pub enum ControlRequest {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum ControlReply {
     /// Answer to `Status`.
-    Status(NodeStatus),
+    Status(Box<NodeStatus>),
     /// Progress of a `Pin`: files done, files in all, bytes done (zero or more
     /// of these precede the final answer).
     Progress(u64, u64, u64),
@@ -165,7 +165,7 @@ fn answer(
             | ControlRequest::FlushVolume(_)
             | ControlRequest::SetCacheSize(_),
         ) if uid != 0 => ControlReply::Error("only root may pin, unpin, flush a volume or resize the cache".into()),
-        Ok(ControlRequest::Status) => ControlReply::Status(core.status()),
+        Ok(ControlRequest::Status) => ControlReply::Status(Box::new(core.status())),
         Ok(ControlRequest::SetAcl { path, changes, clear }) => {
             reply_with(core.set_acl(&path, changes, clear), ControlReply::Acl)
         }

@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 mod breaks;
+mod early;
 mod fscmds;
 mod kept;
 mod locking;
@@ -381,6 +382,13 @@ struct State {
     /// Inodes whose unstored bytes are being stored right now, and how
     /// that store ended, for flushes of the same inode that wait for it.
     storing: HashMap<u64, Arc<StoreSlot>>,
+    /// FIDs the server set aside for creates answered here (`core/early.rs`).
+    fid_pool: early::FidPool,
+    /// Files answered early whose create has no answer from the server yet.
+    creating: HashMap<u64, Arc<Arrival>>,
+    /// Files answered early whose create the server refused: their close
+    /// makes them again.
+    failed_creates: HashSet<u64>,
 }
 
 /// One store of an inode's unstored bytes in flight, and its outcome.
@@ -567,6 +575,9 @@ impl Core {
                 folders_ahead: HashSet::new(),
                 pushing: None,
                 storing: HashMap::new(),
+                fid_pool: early::FidPool::default(),
+                creating: HashMap::new(),
+                failed_creates: HashSet::new(),
             }),
             link,
             rt,
@@ -894,6 +905,8 @@ impl Core {
             }
             n.fid
         };
+        // The server's listing then holds the files answered early here.
+        self.wait_creates();
         let sent = self.sent();
         let (reply, promise) = match self.call(Request::ReadDir { dir: fid }) {
             Ok(r) => r,
@@ -1308,6 +1321,7 @@ impl Core {
     /// from the directory's FID and the name, and applies the reply.
     fn make_in(&self, parent: u64, name: &str, make: impl FnOnce(Fid, String) -> FsResult<Request>) -> FsResult<Entry> {
         let dir = self.dir_fid(parent)?;
+        self.wait_creates();
         let (reply, p) = self.change(make(dir, name.into())?)?;
         self.created(reply, p, name)
     }
@@ -1397,6 +1411,11 @@ impl Core {
         exclusive: bool,
     ) -> FsResult<(Entry, Opened)> {
         let (gid, mode) = self.inherited(parent, gid, mode, false);
+        if !exclusive && let Some(entry) = self.create_early(parent, name, (mode, uid, gid))? {
+            self.place_empty_copy(&entry)?;
+            let opened = self.open(entry.ino, true)?;
+            return Ok((entry, opened));
+        }
         let entry = self.make_in(parent, name, |dir, name| {
             Ok(Request::Create {
                 dir,
@@ -1407,40 +1426,47 @@ impl Core {
                 exclusive,
             })
         })?;
-        let fid = entry.status.fid;
         if entry.status.size == 0 {
-            // Made outside the state lock: from a spare file it is a rename,
-            // but making a file can take a millisecond, and every other
-            // request of the node would wait on it.
-            let (path, spares) = {
-                let st = self.lock();
-                (st.cache.path(fid), st.cache.spares())
-            };
-            let made = match spares.create_new(&path) {
-                Ok(_) => true,
-                // A reader's fetch placed a copy first; it is as good.
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => false,
-                Err(e) => return Err(FsError::local("create", e)),
-            };
-            let mut st = self.lock();
-            if made && !st.cache.contains(fid) {
-                let data_version = entry.status.data_version;
-                st.cache.insert(fid, CacheEntry { data_version, size: 0 });
-            }
-            // The server may answer a create before it is durable (its next
-            // durable change makes it so): a close that stores nothing
-            // asks for that change, so every close leaves the file durable.
-            if let Some(n) = st.nodes.get_mut(entry.ino) {
-                n.unsynced = true;
-            }
+            self.place_empty_copy(&entry)?;
         }
         let opened = self.open(entry.ino, true)?;
         Ok((entry, opened))
     }
 
+    /// Makes the empty copy of a file just created.
+    fn place_empty_copy(&self, entry: &Entry) -> FsResult<()> {
+        let fid = entry.status.fid;
+        // Made outside the state lock: from a spare file it is a rename,
+        // but making a file can take a millisecond, and every other
+        // request of the node would wait on it.
+        let (path, spares) = {
+            let st = self.lock();
+            (st.cache.path(fid), st.cache.spares())
+        };
+        let made = match spares.create_new(&path) {
+            Ok(_) => true,
+            // A reader's fetch placed a copy first; it is as good.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => false,
+            Err(e) => return Err(FsError::local("create", e)),
+        };
+        let mut st = self.lock();
+        if made && !st.cache.contains(fid) {
+            let data_version = entry.status.data_version;
+            st.cache.insert(fid, CacheEntry { data_version, size: 0 });
+        }
+        // The server may answer a create before it is durable (its next
+        // durable change makes it so): a close that stores nothing
+        // asks for that change, so every close leaves the file durable.
+        if let Some(n) = st.nodes.get_mut(entry.ino) {
+            n.unsynced = true;
+        }
+        Ok(())
+    }
+
     /// unlink / rmdir.
     pub fn remove(&self, parent: u64, name: &str, is_dir: bool) -> FsResult<()> {
         let dir = self.dir_fid(parent)?;
+        self.wait_creates();
         let req = if is_dir {
             Request::RemoveDir { dir, name: name.into() }
         } else {
@@ -1479,6 +1505,7 @@ impl Core {
         if from_dir.volume != to_dir.volume {
             return Err(FsError::new(libc::EXDEV, "rename across volumes"));
         }
+        self.wait_creates();
         if noreplace && matches!(self.lookup(new_parent, new_name)?, Lookup::Found(_)) {
             return Err(FsError::new(libc::EEXIST, "target exists"));
         }
@@ -2382,6 +2409,10 @@ impl Core {
                 };
                 return Err(self.keep_unstored(ino, written, e));
             }
+            Err(e) if e.errno() == libc::ESTALE && unsynced && self.create_failed(ino) => {
+                // Answered early, and the server refused the create.
+                return self.create_again(ino);
+            }
             other => other,
         };
         let mut st = self.lock();
@@ -2420,7 +2451,10 @@ impl Core {
     /// Makes a file created here durable on the server when its close has
     /// nothing to store (the store would have: see [`Core::create`]).
     fn sync_created(&self, ino: u64, fid: Fid) -> FsResult<()> {
-        let synced = self.call(Request::Sync { fid }).map(|_| ());
+        let synced = match self.call(Request::Sync { fid }) {
+            Err(e) if e.errno == libc::ESTALE && self.create_failed(ino) => return self.create_again(ino),
+            other => other.map(|_| ()),
+        };
         if synced.is_err()
             && let Some(n) = self.lock().nodes.get_mut(ino)
         {
@@ -2879,6 +2913,8 @@ impl Core {
                 .count() as u64,
             nodes_known: st.nodes.len() as u64,
             unstored_writes,
+            early_creates: st.fid_pool.answered,
+            early_creates_made_again: st.fid_pool.made_again,
             last_revalidation: last,
             other_servers: self.server_states().into_iter().skip(1).collect(),
             fetching: st
@@ -2925,6 +2961,13 @@ pub struct NodeStatus {
     /// when it answers (`unstored/` in the cache folder).
     #[serde(default)]
     pub unstored_writes: u64,
+    /// Creates answered before the fileserver answered them, since start
+    /// (`core/early.rs`).
+    #[serde(default)]
+    pub early_creates: u64,
+    /// Of those, the ones the fileserver refused, made again at their close.
+    #[serde(default)]
+    pub early_creates_made_again: u64,
     /// The last revalidation after a reconnect, if any.
     pub last_revalidation: Option<Revalidation>,
     /// The cell's other fileservers this node has reached.
@@ -3009,6 +3052,16 @@ fn unexpected(op: &'static str) -> FsError {
 /// leaves the cache (the file stays while open) and its node is answered
 /// locally from now on, with no links, as an unlinked open file is.
 fn forget_deleted(st: &mut State, fid: Fid) {
+    // A file answered early is not gone when the server does not know it:
+    // its create is on its way, or was refused and its close makes it
+    // again (`core/early.rs`).
+    if st
+        .nodes
+        .ino_of(fid)
+        .is_some_and(|i| st.creating.contains_key(&i) || st.failed_creates.contains(&i))
+    {
+        return;
+    }
     st.cache.remove(fid);
     st.nodes.forget_mount(fid);
     if let Some(n) = st.nodes.ino_of(fid).and_then(|i| st.nodes.get_mut(i)) {

@@ -287,6 +287,10 @@ fn status(cache: &std::path::Path, format: Format) -> anyhow::Result<()> {
     println!("promises held: {}", s.promises_held);
     println!("files and folders known: {}", s.nodes_known);
     println!("writes kept until the server answers: {}", s.unstored_writes);
+    println!(
+        "creates answered before the server: {} ({} made again)",
+        s.early_creates, s.early_creates_made_again
+    );
     match s.last_revalidation {
         Some(r) => println!(
             "last revalidation: at {} (unix seconds), {} by journal, {} in bulk, {} changed, {} ms",

@@ -29,6 +29,8 @@ pub async fn sample(core: Arc<Core>) {
         metrics::gauge!("cellfs_cachemanager_promises").set(s.promises_held as f64);
         metrics::gauge!("cellfs_cachemanager_nodes").set(s.nodes_known as f64);
         metrics::gauge!("cellfs_cachemanager_unstored_writes").set(s.unstored_writes as f64);
+        metrics::gauge!("cellfs_cachemanager_early_creates").set(s.early_creates as f64);
+        metrics::gauge!("cellfs_cachemanager_early_creates_made_again").set(s.early_creates_made_again as f64);
         metrics::gauge!("cellfs_cachemanager_server_up", "server" => s.server.clone()).set(f64::from(u8::from(s.up)));
         for o in &s.other_servers {
             metrics::gauge!("cellfs_cachemanager_server_up", "server" => o.server.clone())

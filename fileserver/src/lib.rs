@@ -17,6 +17,7 @@ pub mod grace;
 pub mod lock;
 pub mod peers;
 pub mod prometheus;
+pub mod reserved;
 pub mod rpc;
 pub mod salvage;
 pub mod schema;

@@ -41,6 +41,8 @@ pub struct Context {
     pub file_locks: crate::file_locks::FileLocks,
     /// File changes wait this out after a restart (`grace.rs`).
     pub grace: crate::grace::Grace,
+    /// FIDs set aside for creates nodes answer first (`reserved.rs`).
+    pub reserved: crate::reserved::Reserved,
     /// Held by a release while it makes and sends the read-only copy.
     releases: tokio::sync::Mutex<()>,
     rpcs: AtomicU64,
@@ -130,6 +132,34 @@ fn renewal(
     }
 }
 
+/// How a change joins its volume's commit group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Join {
+    /// Answered once durable.
+    Eager,
+    /// Answered once committed (`volume/unclean.rs`).
+    Lazy,
+    /// As `Lazy`, and a group it starts waits [`STORE_LINGER`] for the
+    /// file's store (`CreateReserved`).
+    Lingering,
+}
+
+/// How long a create answered early waits for its file's store to share
+/// its commit group: a small file's close follows its open by well under
+/// this; a file held open longer reaches other nodes this much later.
+const STORE_LINGER: std::time::Duration = std::time::Duration::from_millis(2);
+
+/// A change in its commit group's queue: its answer, its breaks and
+/// renewals, and the error of a group that failed to flush.
+type QueuedChange<T> = tokio::sync::oneshot::Receiver<(
+    FsResult<(
+        T,
+        std::collections::HashMap<ClientId, Vec<cellfs_protocol::message::Break>>,
+        Renewals,
+    )>,
+    Option<RpcError>,
+)>;
+
 fn created_fids(c: &Created) -> Vec<Fid> {
     vec![c.dir.fid, c.status.fid]
 }
@@ -173,6 +203,7 @@ impl Context {
             security: crate::security::Security::default(),
             file_locks: crate::file_locks::FileLocks::default(),
             grace: crate::grace::Grace::default(),
+            reserved: crate::reserved::Reserved::default(),
             releases: tokio::sync::Mutex::new(()),
             rpcs: AtomicU64::new(0),
         }
@@ -243,6 +274,21 @@ impl Context {
         f: impl FnOnce(&Volume) -> FsResult<(Change<T>, Option<InlineFile>)> + Send + 'static,
         fids: impl FnOnce(&T) -> Vec<Fid> + Send + 'static,
     ) -> FsResult<T> {
+        let join = if eager { Join::Eager } else { Join::Lazy };
+        let queued = self.queue_change(join, vol, client, f, fids);
+        self.change_answered(client, queued).await
+    }
+
+    /// Queues a change in its volume's commit group (see
+    /// [`Context::commit_change`]); changes run in the order queued.
+    fn queue_change<T: Send + 'static>(
+        &self,
+        join: Join,
+        vol: Arc<Volume>,
+        client: ClientId,
+        f: impl FnOnce(&Volume) -> FsResult<(Change<T>, Option<InlineFile>)> + Send + 'static,
+        fids: impl FnOnce(&T) -> Vec<Fid> + Send + 'static,
+    ) -> QueuedChange<T> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let callbacks = self.callbacks.clone();
         let job: Job = Box::new(move |v: &Volume| -> Finish {
@@ -261,11 +307,16 @@ impl Context {
                 let _ = tx.send((answer, flushed.as_ref().err().map(FsError::to_rpc)));
             })
         });
-        if eager {
-            vol.join_group(job);
-        } else {
-            vol.join_group_lazy(job);
+        match join {
+            Join::Eager => vol.join_group(job),
+            Join::Lazy => vol.join_group_lazy(job),
+            Join::Lingering => vol.join_group_lingering(job, STORE_LINGER),
         }
+        rx
+    }
+
+    /// Waits for a queued change's group and delivers its breaks.
+    async fn change_answered<T>(&self, client: ClientId, rx: QueuedChange<T>) -> FsResult<T> {
         let (answer, unflushed) = rx
             .await
             .map_err(|_| rpc_err(ErrorCode::Io, "the server failed while committing the change"))?;
@@ -289,6 +340,11 @@ impl Context {
     ) -> Handled {
         if !matches!(req, Request::Stats) {
             self.rpcs.fetch_add(1, Ordering::Relaxed);
+        }
+        if self.reserved.any() {
+            // After the create the node sent first, which may arrive later.
+            let named = crate::reserved::named(&req);
+            self.reserved.settled(&named, crate::reserved::until(&req)).await;
         }
         let granted = match self.authorize(who, &req).await {
             Ok(g) => g,
@@ -359,6 +415,18 @@ impl Context {
                 gid,
                 exclusive,
             } => self.create(client, dir, name, mode, uid, gid, exclusive).await.into(),
+            Request::ReserveFids { volume, count } => self.reserve_fids(volume, count).await.into(),
+            Request::CreateReserved {
+                dir,
+                name,
+                fid,
+                mode,
+                uid,
+                gid,
+            } => {
+                let made = (fid, mode, uid, gid);
+                self.create_reserved(client, dir, name, made).await.into()
+            }
             Request::MakeDir {
                 dir,
                 name,
@@ -840,6 +908,59 @@ impl Context {
         // and its writer's close stores it, durably, which makes this create
         // durable too.
         let c = self.commit_change(false, vol, client, f, created_fids).await?;
+        Ok(Reply::Created {
+            dir: c.dir,
+            status: c.status,
+        })
+    }
+
+    /// Sets FIDs aside for the asking node's creates (`reserved.rs`).
+    async fn reserve_fids(&self, volume: VolumeId, count: u32) -> FsResult<Reply> {
+        let count = count.clamp(1, cellfs_protocol::MAX_RESERVED_FIDS);
+        if !self.reserved.has_room(volume, count as usize) {
+            return Err(rpc_err(
+                ErrorCode::NoSpace,
+                "too many FIDs set aside in this volume; create the ordinary way",
+            ));
+        }
+        let vol = self.store.volume(volume)?;
+        let f = move |v: &Volume| Ok((v.set_aside(count)?, None));
+        // Durable before it is answered: a crash never hands them out again.
+        let fids = self.commit_change(true, vol, 0, f, |_| Vec::new()).await?;
+        if !self.reserved.add(volume, &fids) {
+            return Err(rpc_err(
+                ErrorCode::NoSpace,
+                "too many FIDs set aside in this volume; create the ordinary way",
+            ));
+        }
+        Ok(Reply::Fids(fids))
+    }
+
+    /// Creates a file under a FID set aside for it; requests naming the
+    /// FID wait until this is answered.
+    async fn create_reserved(
+        &self,
+        client: ClientId,
+        dir: Fid,
+        name: String,
+        (fid, mode, uid, gid): (Fid, u32, u32, u32),
+    ) -> FsResult<Reply> {
+        check_name(&name)?;
+        let vol = self.store.volume(dir.volume)?;
+        if !self.reserved.begin(fid, dir, uid) {
+            return Err(rpc_err(
+                ErrorCode::Stale,
+                format!("{fid} is not set aside (the fileserver restarted since)"),
+            ));
+        }
+        let f = move |v: &Volume| Ok((v.create_reserved(dir, &name, fid, mode, uid, gid)?, None));
+        // Answered once committed, as `create` is; the file's store may
+        // queue behind it from now on.
+        let queued = self.queue_change(Join::Lingering, vol, client, f, created_fids);
+        self.reserved.queued(fid);
+        let made = self.change_answered(client, queued).await;
+        self.reserved.end(fid);
+        let c = made?;
         Ok(Reply::Created {
             dir: c.dir,
             status: c.status,

@@ -118,6 +118,7 @@ pub fn file_rights(req: &Request) -> Vec<(Fid, Rights)> {
         Request::FetchFiles { fids, .. } => fids.iter().map(|f| (*f, Rights::READ)).collect(),
         Request::StoreData { fid, .. } | Request::SetAttr { fid, .. } => vec![(*fid, Rights::WRITE)],
         Request::Create { dir, .. }
+        | Request::CreateReserved { dir, .. }
         | Request::MakeDir { dir, .. }
         | Request::Symlink { dir, .. }
         | Request::MakeSpecial { dir, .. }

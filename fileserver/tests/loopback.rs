@@ -554,3 +554,109 @@ async fn a_large_store_in_flight_holds_up_no_other_change_of_its_volume() {
     acks.abort();
     server.stop().await;
 }
+
+fn create_reserved(dir: Fid, name: &str, fid: Fid) -> Request {
+    Request::CreateReserved {
+        dir,
+        name: name.into(),
+        fid,
+        mode: 0o640,
+        uid: 33,
+        gid: 33,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fids_set_aside_make_files_once_and_a_store_may_come_first() {
+    let (_tmp, data) = new_cell();
+    let server = start(&data).await;
+    let c = client(&data, server.addr).await;
+    let dir = root(&c).await.fid;
+    let fids = match c
+        .call(&Request::ReserveFids {
+            volume: dir.volume,
+            count: 10_000,
+        })
+        .await
+        .unwrap()
+    {
+        Reply::Fids(f) => f,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(fids.len(), cellfs_protocol::MAX_RESERVED_FIDS as usize, "capped");
+    let ordinary = create(&c, dir, "ordinary").await;
+    assert!(
+        fids.iter().all(|f| f.vnode != ordinary.fid.vnode),
+        "never handed out again"
+    );
+
+    // The store is sent first and waits for the create that follows it.
+    let (a, b) = (fids[0], fids[1]);
+    let early_store = {
+        let c = c.clone();
+        tokio::spawn(async move { store(&c, a, b"stored before its create arrived").await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!early_store.is_finished(), "the store waits for the create");
+    match c.call(&create_reserved(dir, "early", a)).await.unwrap() {
+        Reply::Created { status, .. } => {
+            assert_eq!(status.fid, a);
+            assert_eq!((status.mode, status.uid, status.gid), (0o640, 33, 33));
+        }
+        other => panic!("{other:?}"),
+    }
+    let stored = early_store.await.unwrap().unwrap();
+    assert_eq!(stored.fid, a);
+    assert_eq!(fetch(&c, a).await, b"stored before its create arrived");
+
+    // Once only; not over a taken name; not a FID never set aside or a
+    // forged uniquifier; not into another volume's FID.
+    assert_eq!(
+        code(c.call(&create_reserved(dir, "again", a)).await),
+        Some(ErrorCode::Stale)
+    );
+    assert_eq!(
+        code(c.call(&create_reserved(dir, "early", b)).await),
+        Some(ErrorCode::Exists)
+    );
+    assert_eq!(
+        code(c.call(&create_reserved(dir, "b", b)).await),
+        Some(ErrorCode::Stale),
+        "refused FIDs are spent"
+    );
+    let forged = Fid {
+        unique: fids[2].unique + 1,
+        ..fids[2]
+    };
+    assert_eq!(
+        code(c.call(&create_reserved(dir, "forged", forged)).await),
+        Some(ErrorCode::Stale)
+    );
+    let never = Fid {
+        vnode: fids[255].vnode + 1_000,
+        ..fids[255]
+    };
+    assert_eq!(
+        code(c.call(&create_reserved(dir, "never", never)).await),
+        Some(ErrorCode::Stale)
+    );
+    assert_eq!(
+        code(c.call(&create_reserved(dir, "bad/name", fids[3])).await),
+        Some(ErrorCode::InvalidName)
+    );
+
+    // A restart forgets what was set aside; the counters stay past it.
+    drop(c);
+    server.stop().await;
+    let server = start(&data).await;
+    let c = client(&data, server.addr).await;
+    // Changes wait out the restart grace first.
+    tokio::time::sleep(cellfs_fileserver::grace::GRACE).await;
+    assert_eq!(
+        code(c.call(&create_reserved(dir, "later", fids[4])).await),
+        Some(ErrorCode::Stale)
+    );
+    let after = create(&c, dir, "after").await;
+    assert!(after.fid.vnode > fids[255].vnode);
+    server.stop().await;
+}

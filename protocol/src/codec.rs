@@ -311,6 +311,17 @@ mod tests {
             }),
             (fid(), name(), fid()).prop_map(|(dir, name, fid)| Request::Link { dir, name, fid }),
             fid().prop_map(|fid| Request::Sync { fid }),
+            (any::<u64>(), any::<u32>()).prop_map(|(volume, count)| Request::ReserveFids { volume, count }),
+            (fid(), name(), fid(), any::<(u32, u32, u32)>()).prop_map(|(dir, name, fid, (mode, uid, gid))| {
+                Request::CreateReserved {
+                    dir,
+                    name,
+                    fid,
+                    mode,
+                    uid,
+                    gid,
+                }
+            }),
             (fid(), name()).prop_map(|(dir, name)| Request::Remove { dir, name }),
             (fid(), name()).prop_map(|(dir, name)| Request::RemoveDir { dir, name }),
             (fid(), name(), fid(), name()).prop_map(|(from_dir, from_name, to_dir, to_name)| Request::Rename {
@@ -396,6 +407,7 @@ mod tests {
         let ok = prop_oneof![
             Just(Reply::Ok),
             proptest::option::of(lock_mode()).prop_map(|conflict| Reply::Lock { conflict }),
+            proptest::collection::vec(fid(), 0..4).prop_map(Reply::Fids),
             (name(), name(), any::<(u64, u64)>(), name()).prop_map(
                 |(cell, root_volume, (promise_secs, max_data), address)| Reply::Hello {
                     cell,

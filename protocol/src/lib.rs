@@ -19,7 +19,7 @@ pub mod transport;
 pub mod types;
 
 pub use error::{ErrorCode, RpcError};
-pub use message::{Reply, Request, ServerMessage};
+pub use message::{MAX_RESERVED_FIDS, Reply, Request, ServerMessage};
 pub use types::{
     DirEntry, DiskSpace, Fid, FileKind, SetAttr, Special, Stats, Status, Timestamp, VolumeId, VolumeInfo, VolumeKind,
     VolumeLock,

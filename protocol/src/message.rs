@@ -281,7 +281,29 @@ pub enum Request {
     /// its create may have been answered before it was durable. Answered
     /// with `Reply::Ok`.
     Sync { fid: Fid },
+    /// Sets aside `count` FIDs of `volume` (at most [`MAX_RESERVED_FIDS`]
+    /// a request) for files the asking node will make with
+    /// `CreateReserved`. Answered with `Reply::Fids` once the volume's
+    /// counters are durably past them, so no crash hands them out again.
+    /// The set-aside ends with the server process.
+    ReserveFids { volume: VolumeId, count: u32 },
+    /// Creates an empty file as `Create` does, under a FID `ReserveFids`
+    /// set aside: the node answered the kernel before sending it.
+    /// Refused with `Exists` when the name is taken and `Stale` when the
+    /// FID is not set aside. The server holds back later requests naming
+    /// the FID until this one is answered. Answered with `Reply::Created`.
+    CreateReserved {
+        dir: Fid,
+        name: String,
+        fid: Fid,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    },
 }
+
+/// Most FIDs one `ReserveFids` sets aside.
+pub const MAX_RESERVED_FIDS: u32 = 256;
 
 /// A whole-file lock mode, as a node holds it on behalf of its processes
 /// (byte ranges are kept by the node itself).
@@ -341,6 +363,7 @@ impl Request {
             Request::Lookup { dir, .. }
             | Request::ReadDir { dir }
             | Request::Create { dir, .. }
+            | Request::CreateReserved { dir, .. }
             | Request::MakeDir { dir, .. }
             | Request::Symlink { dir, .. }
             | Request::MakeSpecial { dir, .. }
@@ -355,7 +378,9 @@ impl Request {
             Request::BulkStatus { fids } | Request::GiveUpCallbacks { fids } | Request::FetchFiles { fids, .. } => {
                 fids.first().map(|f| f.volume)
             }
-            Request::GetVolumeStatus { volume } | Request::Reconnect { volume, .. } => Some(*volume),
+            Request::GetVolumeStatus { volume }
+            | Request::Reconnect { volume, .. }
+            | Request::ReserveFids { volume, .. } => Some(*volume),
             _ => None,
         }
     }
@@ -368,6 +393,7 @@ impl Request {
             Request::StoreData { .. }
                 | Request::SetAttr { .. }
                 | Request::Create { .. }
+                | Request::CreateReserved { .. }
                 | Request::MakeDir { .. }
                 | Request::Symlink { .. }
                 | Request::MakeSpecial { .. }
@@ -462,6 +488,8 @@ impl Request {
             Request::GetSecurity => "get_security",
             Request::Lock { .. } => "lock",
             Request::Sync { .. } => "sync",
+            Request::ReserveFids { .. } => "reserve_fids",
+            Request::CreateReserved { .. } => "create_reserved",
         }
     }
 }
@@ -574,6 +602,8 @@ pub enum Reply {
     /// Answer to `Lock`: the strongest lock another node holds that is in
     /// the way (`None`: acquired, or would be; always `None` for `Release`).
     Lock { conflict: Option<LockMode> },
+    /// FIDs set aside for the asking node (`ReserveFids`).
+    Fids(Vec<Fid>),
 }
 
 /// A file's status and, when it was small enough, its whole content.

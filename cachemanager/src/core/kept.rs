@@ -194,7 +194,7 @@ impl Core {
     /// This node stored `status` outside any open handle, for the file
     /// that was `was` (another FID when it was made again): the node's
     /// copy and what the kernel holds of it go.
-    fn stored_elsewhere(&self, was: Fid, status: Status) {
+    pub(super) fn stored_elsewhere(&self, was: Fid, status: Status) {
         let mut inodes = Vec::new();
         let mut entries = Vec::new();
         {

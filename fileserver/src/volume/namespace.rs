@@ -46,6 +46,22 @@ struct NewNode<'a> {
     uid: u32,
     gid: u32,
     target: Option<&'a str>,
+    /// A (vnode, uniquifier) pair set aside for it, or `None` for new ones.
+    fid: Option<(u64, u64)>,
+}
+
+impl NewNode<'_> {
+    /// An empty file, under `fid` when one was set aside for it.
+    fn file(mode: u32, (uid, gid): (u32, u32), fid: Option<(u64, u64)>) -> Self {
+        NewNode {
+            kind: FileKind::File,
+            mode,
+            uid,
+            gid,
+            target: None,
+            fid,
+        }
+    }
 }
 
 /// Records a change of a directory's entries: size, DV and times.
@@ -110,7 +126,13 @@ impl Volume {
             if is_dir && drec.nlink >= MAX_LINKS {
                 return Err(rpc_err(ErrorCode::TooManyLinks, "too many subdirectories"));
             }
-            let (vnode, unique) = t.alloc();
+            let (vnode, unique) = match node.fid {
+                Some((vnode, unique)) => {
+                    t.claim(vnode, unique)?;
+                    (vnode, unique)
+                }
+                None => t.alloc(),
+            };
             let mut rec = VnodeRecord::new(
                 node.kind,
                 node.mode & 0o7777,
@@ -172,14 +194,42 @@ impl Volume {
                 };
             }
         }
-        let node = NewNode {
-            kind: FileKind::File,
-            mode,
-            uid,
-            gid,
-            target: None,
-        };
+        self.make_node(dir, name, NewNode::file(mode, (uid, gid), None))
+    }
+
+    /// Creates an empty file under a FID [`Volume::set_aside`] handed out:
+    /// a name that exists is refused (`Exists`), whatever it names.
+    pub fn create_reserved(
+        &self,
+        dir: Fid,
+        name: &str,
+        fid: Fid,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    ) -> FsResult<Change<Created>> {
+        if fid.volume != dir.volume {
+            return Err(rpc_err(
+                ErrorCode::CrossVolume,
+                "a file's FID is of another volume than its folder",
+            ));
+        }
+        let node = NewNode::file(mode, (uid, gid), Some((fid.vnode, fid.unique)));
         self.make_node(dir, name, node)
+    }
+
+    /// Moves the volume's counters past `count` FIDs for
+    /// [`Volume::create_reserved`].
+    pub fn set_aside(&self, count: u32) -> FsResult<Change<Vec<Fid>>> {
+        let volume = self.id;
+        self.write(|t| {
+            let fids = t
+                .set_aside(u64::from(count))
+                .into_iter()
+                .map(|(vnode, unique)| Fid { volume, vnode, unique })
+                .collect();
+            Ok((fids, Vec::new()))
+        })
     }
 
     /// Creates a directory.
@@ -190,6 +240,7 @@ impl Volume {
             uid,
             gid,
             target: None,
+            fid: None,
         };
         self.make_node(dir, name, node)
     }
@@ -210,6 +261,7 @@ impl Volume {
             uid,
             gid,
             target: None,
+            fid: None,
         };
         self.make_node(dir, name, node)
     }
@@ -228,6 +280,7 @@ impl Volume {
             uid,
             gid,
             target: Some(target),
+            fid: None,
         };
         self.make_node(dir, name, node)
     }
@@ -240,6 +293,7 @@ impl Volume {
             uid: 0,
             gid: 0,
             target: Some(volume),
+            fid: None,
         };
         self.make_node(dir, name, node)
     }

@@ -333,6 +333,27 @@ impl<'t> VolTxn<'t> {
         Ok(())
     }
 
+    /// Moves the counters past `count` new (vnode, uniquifier) pairs, set
+    /// aside for creates to come ([`VolTxn::claim`]); no file is counted yet.
+    pub fn set_aside(&mut self, count: u64) -> Vec<(u64, u64)> {
+        let pairs = (0..count)
+            .map(|i| (self.state.next_vnode + i, self.state.next_unique + i))
+            .collect();
+        self.state.next_vnode += count;
+        self.state.next_unique += count;
+        pairs
+    }
+
+    /// Takes a pair [`VolTxn::set_aside`] handed out, for a new file:
+    /// refused (`Stale`) when it was never handed out or names a record.
+    pub fn claim(&mut self, vnode: u64, unique: u64) -> FsResult<()> {
+        if vnode >= self.state.next_vnode || unique >= self.state.next_unique || self.vnodes.get(vnode)?.is_some() {
+            return Err(rpc_err(ErrorCode::Stale, format!("vnode {vnode} was not set aside")));
+        }
+        self.state.files += 1;
+        Ok(())
+    }
+
     /// A new (vnode, uniquifier) pair; vnode numbers are never reused.
     pub fn alloc(&mut self) -> (u64, u64) {
         let v = self.state.next_vnode;
