@@ -385,7 +385,8 @@ struct State {
     /// FIDs the server set aside for creates answered here (`core/early.rs`).
     fid_pool: early::FidPool,
     /// Files answered early whose create has no answer from the server yet.
-    creating: HashMap<u64, Arc<Arrival>>,
+    /// Their folder's inode and the latch their answer ends.
+    creating: HashMap<u64, (u64, Arc<Arrival>)>,
     /// Files answered early whose create the server refused: their close
     /// makes them again.
     failed_creates: HashSet<u64>,
@@ -1060,6 +1061,8 @@ impl Core {
         // The kernel writes passthrough files without telling us: size and
         // mtime come from the local copy while such a writer is open.
         self.note_direct_writes_of(ino)?;
+        // A folder's times and size move with the creates in it.
+        self.wait_creates_in(ino);
         let (fid, stale_small_copy) = {
             let st = self.lock();
             let n = st.node(ino)?;

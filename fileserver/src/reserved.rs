@@ -5,11 +5,12 @@
 //! once and sends `CreateReserved` without waiting; the close's store
 //! follows on another stream and may arrive first. So a request naming a
 //! FID still set aside (or being created) waits here until its create is
-//! answered, for at most [`SETTLE_WAIT`]. A store waits only until the
-//! create's change is queued in its volume's commit group: changes run in
-//! the order they were queued, so the store commits after the create, in
-//! the same group when it joins in time (one flush for both). It is
-//! authorized meanwhile by the folder the file is being made in. The set-aside lives in memory:
+//! answered, for at most [`SETTLE_WAIT`]. A small store waits only until
+//! the create's change is queued in its volume's commit group: changes run
+//! in the order they were queued, so the store commits after the create
+//! (in the same group when it joins in time), and its bytes are received
+//! and written meanwhile. It is authorized by the folder the file is being
+//! made in. The set-aside lives in memory:
 //! after a restart the FIDs are refused (`Stale`) and the node makes the
 //! file the ordinary way. The volume's counters were moved past them
 //! durably, so they are never handed out again.

@@ -132,23 +132,6 @@ fn renewal(
     }
 }
 
-/// How a change joins its volume's commit group.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Join {
-    /// Answered once durable.
-    Eager,
-    /// Answered once committed (`volume/unclean.rs`).
-    Lazy,
-    /// As `Lazy`, and a group it starts waits [`STORE_LINGER`] for the
-    /// file's store (`CreateReserved`).
-    Lingering,
-}
-
-/// How long a create answered early waits for its file's store to share
-/// its commit group: a small file's close follows its open by well under
-/// this; a file held open longer reaches other nodes this much later.
-const STORE_LINGER: std::time::Duration = std::time::Duration::from_millis(2);
-
 /// A change in its commit group's queue: its answer, its breaks and
 /// renewals, and the error of a group that failed to flush.
 type QueuedChange<T> = tokio::sync::oneshot::Receiver<(
@@ -274,8 +257,7 @@ impl Context {
         f: impl FnOnce(&Volume) -> FsResult<(Change<T>, Option<InlineFile>)> + Send + 'static,
         fids: impl FnOnce(&T) -> Vec<Fid> + Send + 'static,
     ) -> FsResult<T> {
-        let join = if eager { Join::Eager } else { Join::Lazy };
-        let queued = self.queue_change(join, vol, client, f, fids);
+        let queued = self.queue_change(eager, vol, client, f, fids);
         self.change_answered(client, queued).await
     }
 
@@ -283,7 +265,7 @@ impl Context {
     /// [`Context::commit_change`]); changes run in the order queued.
     fn queue_change<T: Send + 'static>(
         &self,
-        join: Join,
+        eager: bool,
         vol: Arc<Volume>,
         client: ClientId,
         f: impl FnOnce(&Volume) -> FsResult<(Change<T>, Option<InlineFile>)> + Send + 'static,
@@ -307,10 +289,10 @@ impl Context {
                 let _ = tx.send((answer, flushed.as_ref().err().map(FsError::to_rpc)));
             })
         });
-        match join {
-            Join::Eager => vol.join_group(job),
-            Join::Lazy => vol.join_group_lazy(job),
-            Join::Lingering => vol.join_group_lingering(job, STORE_LINGER),
+        if eager {
+            vol.join_group(job);
+        } else {
+            vol.join_group_lazy(job);
         }
         rx
     }
@@ -956,7 +938,7 @@ impl Context {
         let f = move |v: &Volume| Ok((v.create_reserved(dir, &name, fid, mode, uid, gid)?, None));
         // Answered once committed, as `create` is; the file's store may
         // queue behind it from now on.
-        let queued = self.queue_change(Join::Lingering, vol, client, f, created_fids);
+        let queued = self.queue_change(false, vol, client, f, created_fids);
         self.reserved.queued(fid);
         let made = self.change_answered(client, queued).await;
         self.reserved.end(fid);

@@ -101,6 +101,8 @@ struct Early {
     dir: Fid,
     dir_ino: u64,
     name: String,
+    /// The status the kernel was given.
+    answered: Status,
 }
 
 impl Core {
@@ -114,7 +116,7 @@ impl Core {
         (mode, uid, gid): (u32, u32, u32),
     ) -> FsResult<Option<super::Entry>> {
         let epoch = self.link.epoch();
-        let Some(dir) = self.early_folder(parent, name, epoch) else {
+        let Some((dir, _)) = promised_absence(&self.lock(), parent, name, epoch) else {
             return Ok(None);
         };
         if self.link.is_down_for(dir.volume) {
@@ -126,12 +128,8 @@ impl Core {
         if st.volume_read_only.get(&dir.volume) == Some(&true) {
             return Ok(None);
         }
-        let Some(promise) = st
-            .nodes
-            .get(parent)
-            .filter(|n| n.listing.as_ref().is_some_and(|l| !l.entries.contains_key(name)))
-            .and_then(|n| n.valid_for(epoch, Instant::now()).and(n.promise))
-        else {
+        // Asked again: the rights may have taken a round trip.
+        let Some((_, promise)) = promised_absence(&st, parent, name, epoch) else {
             return Ok(None);
         };
         let fid = st.fid_pool.take(dir.volume, epoch);
@@ -158,17 +156,18 @@ impl Core {
             atime: now,
             acl_dir: dir.vnode,
         };
-        let ino = st.nodes.upsert(status, Some(promise));
+        let ino = st.nodes.upsert(status.clone(), promise);
+        let entry = self.entry(&st, ino)?;
         name_early(&mut st, parent, ino, name, fid);
         let latch = Arc::new(Arrival::default());
-        st.creating.insert(ino, latch.clone());
+        st.creating.insert(ino, (parent, latch.clone()));
         st.fid_pool.answered += 1;
-        let entry = self.entry(&st, ino)?;
         drop(st);
         let early = Early {
             dir,
             dir_ino: parent,
             name: name.to_owned(),
+            answered: status,
         };
         self.send_create(ino, fid, early, (mode, uid, gid), latch);
         if refill {
@@ -177,26 +176,16 @@ impl Core {
         Ok(Some(entry))
     }
 
-    /// The FID of folder `parent` when its promised listing lacks `name`.
-    fn early_folder(&self, parent: u64, name: &str, epoch: u64) -> Option<Fid> {
-        let st = self.lock();
-        let n = st.nodes.get(parent)?;
-        let listed = n.listing.as_ref()?;
-        (n.status.kind == FileKind::Dir
-            && !listed.entries.contains_key(name)
-            && n.valid_for(epoch, Instant::now()).is_some())
-        .then_some(n.fid)
-    }
-
     /// Sends the create of `ino` under `fid` on a blocking thread, for the
     /// caller of the request being served.
     fn send_create(&self, ino: u64, fid: Fid, early: Early, (mode, uid, gid): (u32, u32, u32), latch: Arc<Arrival>) {
-        let Some(core) = self.shared() else {
-            latch.end(Ok(()));
-            return;
-        };
+        // Ends the latch however the create ends (a panic included), so
+        // nothing waiting for it hangs.
+        let ends = Ends(latch);
+        let Some(core) = self.shared() else { return };
         let caller = crate::caller::current();
         self.rt.spawn_blocking(move || {
+            let _ends = ends;
             let _as = crate::caller::enter(caller);
             let req = Request::CreateReserved {
                 dir: early.dir,
@@ -211,7 +200,6 @@ impl Core {
             let promise = core.promise_from(sent);
             core.create_answered(ino, &early, answer, promise);
             core.lock().creating.remove(&ino);
-            latch.end(Ok(()));
         });
     }
 
@@ -226,12 +214,9 @@ impl Core {
         let mut st = self.lock();
         match answer {
             Ok(Reply::Created { dir, status }) => {
-                // A store that followed may have been answered first.
-                if st
-                    .nodes
-                    .get(ino)
-                    .is_some_and(|n| n.status.data_version <= status.data_version)
-                {
+                // A later request's answer (a store, a `utimensat`) may
+                // have been applied first: it is newer.
+                if st.nodes.get(ino).is_some_and(|n| n.status == early.answered) {
                     st.nodes.upsert(status.clone(), promise);
                 }
                 let fid = status.fid;
@@ -269,7 +254,27 @@ impl Core {
 
     /// Waits until every create answered early has its server's answer.
     pub(super) fn wait_creates(&self) {
-        let latches: Vec<Arc<Arrival>> = self.lock().creating.values().cloned().collect();
+        self.wait_creates_where(|_| true);
+    }
+
+    /// Waits until the creates answered early in folder `dir` have their
+    /// server's answer (which brings the folder's new status).
+    pub(super) fn wait_creates_in(&self, dir: u64) {
+        self.wait_creates_where(|d| d == dir);
+    }
+
+    fn wait_creates_where(&self, in_dir: impl Fn(u64) -> bool) {
+        let latches: Vec<Arc<Arrival>> = {
+            let st = self.lock();
+            if st.creating.is_empty() {
+                return;
+            }
+            st.creating
+                .values()
+                .filter(|(d, _)| in_dir(*d))
+                .map(|(_, l)| l.clone())
+                .collect()
+        };
         for l in latches {
             let _ = l.wait_for(u64::MAX);
         }
@@ -278,7 +283,7 @@ impl Core {
     /// Whether `ino` was answered early and the server refused its create
     /// (waiting for that answer first).
     pub(super) fn create_failed(&self, ino: u64) -> bool {
-        let latch = self.lock().creating.get(&ino).cloned();
+        let latch = self.lock().creating.get(&ino).map(|(_, l)| l.clone());
         if let Some(l) = latch {
             let _ = l.wait_for(u64::MAX);
         }
@@ -343,6 +348,23 @@ impl Core {
         self.stored_elsewhere(fid, stored);
         Ok(())
     }
+}
+
+/// Ends a create's latch when dropped.
+struct Ends(Arc<Arrival>);
+
+impl Drop for Ends {
+    fn drop(&mut self) {
+        self.0.end(Ok(()));
+    }
+}
+
+/// Folder `parent`'s FID and promise when its promised listing lacks `name`.
+fn promised_absence(st: &State, parent: u64, name: &str, epoch: u64) -> Option<(Fid, Option<Promise>)> {
+    let n = st.nodes.get(parent)?;
+    let lacks = !n.listing.as_ref()?.entries.contains_key(name);
+    (n.status.kind == FileKind::Dir && lacks && n.valid_for(epoch, Instant::now()).is_some())
+        .then_some((n.fid, n.promise))
 }
 
 /// Puts a file answered early in its folder's listing here (its version

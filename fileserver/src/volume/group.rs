@@ -45,10 +45,6 @@ pub struct Queue {
     eager: bool,
     /// Whether a task is leading groups for this volume.
     leading: bool,
-    /// Whether that task waits before its first group
-    /// ([`Volume::join_group_lingering`]); `linger` ends the wait.
-    lingering: bool,
-    linger: Arc<tokio::sync::Notify>,
 }
 
 impl std::fmt::Debug for Queue {
@@ -57,7 +53,6 @@ impl std::fmt::Debug for Queue {
             .field("jobs", &self.jobs.len())
             .field("eager", &self.eager)
             .field("leading", &self.leading)
-            .field("lingering", &self.lingering)
             .finish()
     }
 }
@@ -195,41 +190,13 @@ impl Volume {
         self.queue(job, false);
     }
 
-    /// [`Volume::join_group_lazy`] for a create whose file's store usually
-    /// follows at once (`CreateReserved`): a group it would start waits up
-    /// to `linger` for a change that must be durable, so that the two
-    /// share one group (one flush) instead of running one after the other.
-    pub fn join_group_lingering(self: &Arc<Self>, job: Job, linger: std::time::Duration) {
+    fn queue(self: &Arc<Self>, job: Job, eager: bool) {
         let lead = {
             let mut q = self.group.lock().unwrap_or_else(PoisonError::into_inner);
             q.jobs.push(job);
-            let lead = !std::mem::replace(&mut q.leading, true);
-            if lead {
-                q.lingering = true;
-            }
-            lead.then(|| q.linger.clone())
-        };
-        if let Some(linger_ends) = lead {
-            let vol = self.clone();
-            tokio::spawn(async move {
-                let _ = tokio::time::timeout(linger, linger_ends.notified()).await;
-                vol.group.lock().unwrap_or_else(PoisonError::into_inner).lingering = false;
-                lead_groups(vol).await;
-            });
-        }
-    }
-
-    fn queue(self: &Arc<Self>, job: Job, eager: bool) {
-        let (lead, linger_ends) = {
-            let mut q = self.group.lock().unwrap_or_else(PoisonError::into_inner);
-            q.jobs.push(job);
             q.eager |= eager;
-            let ends = (eager && q.lingering).then(|| q.linger.clone());
-            (!std::mem::replace(&mut q.leading, true), ends)
+            !std::mem::replace(&mut q.leading, true)
         };
-        if let Some(n) = linger_ends {
-            n.notify_one();
-        }
         if lead {
             tokio::spawn(lead_groups(self.clone()));
         }
