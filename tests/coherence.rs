@@ -931,6 +931,46 @@ fn a_create_answered_early_whose_name_was_taken_meanwhile_stores_into_that_file(
         names(&b.path().join("up")).iter().filter(|n| n.as_str() == "x").count(),
         1
     );
+
+    // Renamed and removed before the close: they act on the file the name
+    // led to on the server, which the close stores into (or not at all).
+    // (A lists both folders first: only a promised listing lets a create
+    // be answered early. One file a folder: a second create in a folder
+    // waits for the first one's answer, which brings the folder's times.)
+    fs::create_dir(a.path().join("up2")).unwrap();
+    let early_before = early_creates(&a).0;
+    names(&a.path().join("up"));
+    names(&a.path().join("up2"));
+    proxy.delay(Duration::from_millis(300));
+    let mut moved = fs::File::create(a.path().join("up/y")).unwrap();
+    let mut gone = fs::File::create(a.path().join("up2/z")).unwrap();
+    // (No `status` while A holds them: the fork would close them, which
+    // waits for their creates.)
+    fs::write(b.path().join("up/y"), b"B's y").unwrap();
+    fs::write(b.path().join("up2/z"), b"B's z").unwrap();
+    proxy.pass();
+    fs::rename(a.path().join("up/y"), a.path().join("up/y2")).unwrap();
+    fs::remove_file(a.path().join("up2/z")).unwrap();
+    moved.write_all(b"A's y, renamed").unwrap();
+    gone.write_all(b"A's z, removed").unwrap();
+    drop(moved);
+    drop(gone);
+    assert_eq!(early_creates(&a).0, early_before + 2, "both answered early");
+    assert_eq!(fs::read(a.path().join("up/y2")).unwrap(), b"A's y, renamed");
+    cellfs::wait_for("B to read the renamed file", Duration::from_secs(5), || {
+        fs::read(b.path().join("up/y2")).ok().as_deref() == Some(b"A's y, renamed".as_slice())
+    });
+    for m in [&a, &b] {
+        assert!(!names(&m.path().join("up")).contains("y"));
+        assert!(names(&m.path().join("up2")).is_empty());
+    }
+    assert_eq!(
+        early_creates(&a).1,
+        2,
+        "y was made again, z not: {}\nB: {}",
+        a.log(),
+        b.log()
+    );
 }
 
 #[test]

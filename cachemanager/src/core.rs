@@ -387,9 +387,10 @@ struct State {
     /// Files answered early whose create has no answer from the server yet.
     /// Their folder's inode and the latch their answer ends.
     creating: HashMap<u64, (u64, Arc<Arrival>)>,
-    /// Files answered early whose create the server refused: their close
-    /// makes them again.
-    failed_creates: HashSet<u64>,
+    /// Files answered early whose create the server refused, and the file
+    /// made (or found) at their name since, which their close stores into
+    /// (`None`: not made yet, the close makes it).
+    failed_creates: HashMap<u64, Option<Fid>>,
 }
 
 /// One store of an inode's unstored bytes in flight, and its outcome.
@@ -578,7 +579,7 @@ impl Core {
                 storing: HashMap::new(),
                 fid_pool: early::FidPool::default(),
                 creating: HashMap::new(),
-                failed_creates: HashSet::new(),
+                failed_creates: HashMap::new(),
             }),
             link,
             rt,
@@ -3061,7 +3062,7 @@ fn forget_deleted(st: &mut State, fid: Fid) {
     if st
         .nodes
         .ino_of(fid)
-        .is_some_and(|i| st.creating.contains_key(&i) || st.failed_creates.contains(&i))
+        .is_some_and(|i| st.creating.contains_key(&i) || st.failed_creates.contains_key(&i))
     {
         return;
     }

@@ -226,12 +226,42 @@ impl Core {
                 st.dir_items.remove(&early.dir_ino);
             }
             other => {
-                let error = match other {
-                    Err(e) => e.to_string(),
-                    Ok(_) => "an unexpected reply".to_owned(),
+                drop(st);
+                let (error, reachable) = match other {
+                    Err(e) => (e.to_string(), !e.is_unreachable()),
+                    Ok(_) => ("an unexpected reply".to_owned(), true),
                 };
-                tracing::info!(ino, name = %early.name, %error, "a create answered early was refused; the close makes the file again");
-                st.failed_creates.insert(ino);
+                // The file the name leads to on the server now stands for
+                // this one: renames and removes here act on it, and the
+                // close stores into it. Found before the latch ends, so
+                // those wait for it. Unreachable: the close sees to it.
+                let stands_for = reachable.then(|| self.make_at_name(early)).flatten();
+                tracing::info!(ino, name = %early.name, %error, made = ?stands_for, "a create answered early was refused; the close stores into the file made at its name");
+                self.lock().failed_creates.insert(ino, stands_for);
+            }
+        }
+    }
+
+    /// Makes (or opens, when another node made it) the file `early` names
+    /// the ordinary way; `None` when that fails too.
+    fn make_at_name(&self, early: &Early) -> Option<Fid> {
+        let a = &early.answered;
+        let req = Request::Create {
+            dir: early.dir,
+            name: early.name.clone(),
+            mode: a.mode,
+            uid: a.uid,
+            gid: a.gid,
+            exclusive: false,
+        };
+        match self.change(req) {
+            Ok((reply, promise)) => {
+                let status = self.created(reply, promise, &early.name).ok()?.status;
+                Some(status.fid)
+            }
+            Err(e) => {
+                tracing::info!(name = %early.name, error = %e, "the file a refused early create stands for cannot be made yet");
+                None
             }
         }
     }
@@ -287,7 +317,7 @@ impl Core {
         if let Some(l) = latch {
             let _ = l.wait_for(u64::MAX);
         }
-        self.lock().failed_creates.contains(&ino)
+        self.lock().failed_creates.contains_key(&ino)
     }
 
     /// Makes `ino` again the ordinary way (its early create was refused)
@@ -295,43 +325,68 @@ impl Core {
     /// here: the kernel is told to look the name up again.
     pub(super) fn create_again(&self, ino: u64) -> FsResult<()> {
         let made = self.make_and_store_again(ino);
-        if made.is_err()
-            && let Some(n) = self.lock().nodes.get_mut(ino)
-        {
-            // The next flush or close tries again.
-            n.dirty = Some((0, n.status.size));
-            n.unsynced = true;
+        let mut st = self.lock();
+        match &made {
+            Err(e) if e.errno == libc::ESTALE => {
+                // The file it stood for was removed (here or elsewhere):
+                // its writes end with it, as an unlinked file's do.
+                let fid = st.node(ino)?.fid;
+                st.failed_creates.remove(&ino);
+                super::forget_deleted(&mut st, fid);
+            }
+            Err(_) => {
+                if let Some(n) = st.nodes.get_mut(ino) {
+                    // The next flush or close tries again.
+                    n.dirty = Some((0, n.status.size));
+                    n.unsynced = true;
+                }
+            }
+            Ok(()) => {}
         }
         made
     }
 
     fn make_and_store_again(&self, ino: u64) -> FsResult<()> {
-        let (fid, dir, name, status, path) = {
+        let (fid, dir, name, status, path, stands_for) = {
             let st = self.lock();
             let n = st.node(ino)?;
             let (dir_ino, name) = n
                 .kernel_name()
                 .ok_or_else(|| FsError::new(libc::EIO, "a refused create lost its name"))?;
             let dir = st.node(dir_ino)?.fid;
-            (n.fid, dir, name.to_owned(), n.status.clone(), st.cache.path(n.fid))
+            let stands_for = st.failed_creates.get(&ino).copied().flatten();
+            (
+                n.fid,
+                dir,
+                name.to_owned(),
+                n.status.clone(),
+                st.cache.path(n.fid),
+                stands_for,
+            )
         };
-        let req = Request::Create {
-            dir,
-            name: name.clone(),
-            mode: status.mode,
-            uid: status.uid,
-            gid: status.gid,
-            exclusive: false,
-        };
-        let (reply, _) = self.change(req)?;
-        let Reply::Created { status: made, .. } = reply else {
-            return Err(super::unexpected("create"));
+        let into = match stands_for {
+            Some(fid) => fid,
+            None => {
+                let req = Request::Create {
+                    dir,
+                    name: name.clone(),
+                    mode: status.mode,
+                    uid: status.uid,
+                    gid: status.gid,
+                    exclusive: false,
+                };
+                let (reply, _) = self.change(req)?;
+                let Reply::Created { status: made, .. } = reply else {
+                    return Err(super::unexpected("create"));
+                };
+                made.fid
+            }
         };
         let len = std::fs::metadata(&path)
             .map_err(|e| FsError::local("stat copy", e))?
             .len();
         let store = Request::StoreData {
-            fid: made.fid,
+            fid: into,
             offset: 0,
             len,
             truncate: Some(len),
