@@ -25,6 +25,10 @@ use std::time::Duration;
 /// refused and nodes create the ordinary way.
 pub const MAX_PER_VOLUME: usize = 65_536;
 
+/// Most FIDs set aside in all volumes at once (about 16 MiB of memory):
+/// a peer asking in every volume is bounded too.
+pub const MAX_TOTAL: usize = 1 << 18;
+
 /// Longest a request naming a FID waits for the FID's create.
 pub const SETTLE_WAIT: Duration = Duration::from_secs(5);
 
@@ -95,10 +99,10 @@ impl Reserved {
     /// when the volume would then hold more than [`MAX_PER_VOLUME`].
     pub fn add(&self, volume: VolumeId, fids: &[Fid]) -> bool {
         let mut all = self.lock();
-        let held = all.entry(volume).or_default();
-        if held.len() + fids.len() > MAX_PER_VOLUME {
+        if !room(&all, volume, fids.len()) {
             return false;
         }
+        let held = all.entry(volume).or_default();
         for f in fids {
             held.insert(f.vnode, (f.unique, Slot::Free));
         }
@@ -106,9 +110,9 @@ impl Reserved {
         true
     }
 
-    /// Whether the volume has room for `count` more.
+    /// Whether there is room for `count` more in `volume`.
     pub fn has_room(&self, volume: VolumeId, count: usize) -> bool {
-        self.lock().get(&volume).map_or(0, HashMap::len) + count <= MAX_PER_VOLUME
+        room(&self.lock(), volume, count)
     }
 
     /// Marks `fid` as being created in folder `dir` for owner `uid`;
@@ -195,6 +199,12 @@ impl Reserved {
     }
 }
 
+/// Whether `held` has room for `count` more in `volume`.
+fn room(held: &Held, volume: VolumeId, count: usize) -> bool {
+    let total: usize = held.values().map(HashMap::len).sum();
+    held.get(&volume).map_or(0, HashMap::len) + count <= MAX_PER_VOLUME && total + count <= MAX_TOTAL
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -235,6 +245,11 @@ mod tests {
         assert!(!r.has_room(7, 1));
         assert!(!r.add(7, &[fid(u64::MAX - 200)]));
         assert!(r.has_room(8, 1), "other volumes are not counted");
+        for v in 8..(8 + (MAX_TOTAL / MAX_PER_VOLUME) as u64 - 1) {
+            assert!(r.add(v, &many), "volume {v}");
+        }
+        assert!(!r.has_room(100, 1), "nor past the total");
+        assert!(!r.add(100, &[fid(1)]));
     }
 
     #[tokio::test]
