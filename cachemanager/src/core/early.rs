@@ -5,16 +5,18 @@
 //! the server set aside for it per volume (`ReserveFids`). A create of a
 //! name its folder's promised listing does not hold is answered at once
 //! under one of them, and `CreateReserved` goes out without being waited
-//! for. The server holds back every later request naming the FID (the
-//! close's store among them) until that create is answered, so the close
-//! pays one round trip. The file reaches the server, and other nodes
-//! through its break, one round trip after the open returned, as before.
+//! for. The server holds back later requests naming the FID until the
+//! create is answered (a small store only until it is queued in its
+//! commit group, behind the create), so the close pays one round trip.
+//! The file reaches the server, and other nodes through its break, about
+//! one round trip after the open returned.
 //!
-//! Name changes in a folder (and a fresh listing of one) wait for the
-//! creates in flight, so they find the file on the server. A create the
-//! server refuses (another node made the name meanwhile, or the server
-//! restarted and forgot the FID) is made again the ordinary way at the
-//! close, which stores the bytes into it (`Core::create_again`).
+//! Name changes in a folder, a fresh listing of one and its attributes
+//! wait for the creates in flight there, so they find the file on the
+//! server. A create the server refuses (another node made the name
+//! meanwhile, or the server restarted and forgot the FID) is made or
+//! opened at its name the ordinary way at once; that file stands for it,
+//! and the close stores the whole copy into it (`Core::create_again`).
 
 use super::{Core, State};
 use crate::arrival::Arrival;
