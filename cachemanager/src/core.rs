@@ -3059,16 +3059,13 @@ fn forget_deleted(st: &mut State, fid: Fid) {
     // A file answered early is not gone when the server does not know it:
     // its create is on its way, or was refused and its close makes it
     // again (`core/early.rs`).
-    if st
-        .nodes
-        .ino_of(fid)
-        .is_some_and(|i| st.creating.contains_key(&i) || st.failed_creates.contains_key(&i))
-    {
+    let ino = st.nodes.ino_of(fid);
+    if ino.is_some_and(|i| st.creating.contains_key(&i) || st.failed_creates.contains_key(&i)) {
         return;
     }
     st.cache.remove(fid);
     st.nodes.forget_mount(fid);
-    if let Some(n) = st.nodes.ino_of(fid).and_then(|i| st.nodes.get_mut(i)) {
+    if let Some(n) = ino.and_then(|i| st.nodes.get_mut(i)) {
         n.promise = None;
         n.status.nlink = 0;
     }

@@ -34,7 +34,7 @@ pub const SETTLE_WAIT: Duration = Duration::from_secs(5);
 
 /// The FIDs of existing files `req` names (those a create the node sent
 /// first may not have made yet).
-pub fn named(req: &Request) -> Vec<Fid> {
+pub fn named(req: &Request) -> &[Fid] {
     match req {
         Request::FetchStatus { fid }
         | Request::FetchData { fid }
@@ -43,9 +43,9 @@ pub fn named(req: &Request) -> Vec<Fid> {
         | Request::Sync { fid }
         | Request::Lock { fid, .. }
         | Request::GetRights { fid }
-        | Request::Link { fid, .. } => vec![*fid],
-        Request::BulkStatus { fids } | Request::FetchFiles { fids, .. } => fids.clone(),
-        _ => Vec::new(),
+        | Request::Link { fid, .. } => std::slice::from_ref(fid),
+        Request::BulkStatus { fids } | Request::FetchFiles { fids, .. } => fids,
+        _ => &[],
     }
 }
 
@@ -67,12 +67,13 @@ pub enum Until {
     Answered,
 }
 
-/// How far `req` waits for the creates of the FIDs it names: a store of
-/// at most one chunk reads the file's record only in its commit group;
-/// larger ones check it first.
+/// How far `req` waits for the creates of the FIDs it names: a store
+/// that reads the file's record only in its commit group
+/// ([`crate::rpc::stored_in_group`]) until the create is queued; every
+/// other request until it is answered.
 pub fn until(req: &Request) -> Until {
     match req {
-        Request::StoreData { len, .. } if *len <= crate::volume::CHUNK as u64 => Until::Queued,
+        Request::StoreData { len, .. } if crate::rpc::stored_in_group(*len) => Until::Queued,
         _ => Until::Answered,
     }
 }
@@ -84,8 +85,9 @@ type Held = HashMap<VolumeId, HashMap<u64, (u64, Slot)>>;
 #[derive(Debug, Default)]
 pub struct Reserved {
     inner: Mutex<Held>,
-    /// How many FIDs are set aside or being created (a request naming
-    /// none skips the lock when this is zero).
+    /// How many FIDs are set aside or being created, in all volumes
+    /// (kept with the map, under its lock; read without it to skip the
+    /// lock when none are).
     held: AtomicUsize,
     changed: tokio::sync::Notify,
 }
@@ -99,20 +101,27 @@ impl Reserved {
     /// when the volume would then hold more than [`MAX_PER_VOLUME`].
     pub fn add(&self, volume: VolumeId, fids: &[Fid]) -> bool {
         let mut all = self.lock();
-        if !room(&all, volume, fids.len()) {
+        if !self.room(&all, volume, fids.len()) {
             return false;
         }
         let held = all.entry(volume).or_default();
+        let before = held.len();
         for f in fids {
             held.insert(f.vnode, (f.unique, Slot::Free));
         }
-        self.held.store(all.values().map(HashMap::len).sum(), Ordering::Release);
+        self.held.fetch_add(held.len() - before, Ordering::AcqRel);
         true
     }
 
     /// Whether there is room for `count` more in `volume`.
     pub fn has_room(&self, volume: VolumeId, count: usize) -> bool {
-        room(&self.lock(), volume, count)
+        self.room(&self.lock(), volume, count)
+    }
+
+    /// Whether `all` has room for `count` more in `volume`.
+    fn room(&self, all: &Held, volume: VolumeId, count: usize) -> bool {
+        all.get(&volume).map_or(0, HashMap::len) + count <= MAX_PER_VOLUME
+            && self.held.load(Ordering::Acquire) + count <= MAX_TOTAL
     }
 
     /// Marks `fid` as being created in folder `dir` for owner `uid`;
@@ -155,12 +164,13 @@ impl Reserved {
     pub fn end(&self, fid: Fid) {
         let mut all = self.lock();
         if let Some(m) = all.get_mut(&fid.volume) {
-            m.remove(&fid.vnode);
+            if m.remove(&fid.vnode).is_some() {
+                self.held.fetch_sub(1, Ordering::AcqRel);
+            }
             if m.is_empty() {
                 all.remove(&fid.volume);
             }
         }
-        self.held.store(all.values().map(HashMap::len).sum(), Ordering::Release);
         drop(all);
         self.changed.notify_waiters();
     }
@@ -197,12 +207,6 @@ impl Reserved {
             }
         }
     }
-}
-
-/// Whether `held` has room for `count` more in `volume`.
-fn room(held: &Held, volume: VolumeId, count: usize) -> bool {
-    let total: usize = held.values().map(HashMap::len).sum();
-    held.get(&volume).map_or(0, HashMap::len) + count <= MAX_PER_VOLUME && total + count <= MAX_TOTAL
 }
 
 #[cfg(test)]

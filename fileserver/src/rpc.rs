@@ -143,6 +143,13 @@ type QueuedChange<T> = tokio::sync::oneshot::Receiver<(
     Option<RpcError>,
 )>;
 
+/// Whether a store of `len` bytes is received whole before its change
+/// joins a commit group, reading the file's record only there (see
+/// `Context::store_small`); larger stores check the record first.
+pub(crate) fn stored_in_group(len: u64) -> bool {
+    len <= crate::volume::CHUNK as u64
+}
+
 fn created_fids(c: &Created) -> Vec<Fid> {
     vec![c.dir.fid, c.status.fid]
 }
@@ -326,7 +333,7 @@ impl Context {
         if self.reserved.any() {
             // After the create the node sent first, which may arrive later.
             let named = crate::reserved::named(&req);
-            self.reserved.settled(&named, crate::reserved::until(&req)).await;
+            self.reserved.settled(named, crate::reserved::until(&req)).await;
         }
         let granted = match self.authorize(who, &req).await {
             Ok(g) => g,
@@ -718,7 +725,7 @@ impl Context {
             Ok(v) => v,
             Err(e) => return refused(e, plan.len),
         };
-        if plan.len <= crate::volume::CHUNK as u64 {
+        if stored_in_group(plan.len) {
             return self.store_small(client, vol, plan, mtime, data).await;
         }
         if replaces_all(&plan) {
@@ -899,21 +906,21 @@ impl Context {
     /// Sets FIDs aside for the asking node's creates (`reserved.rs`).
     async fn reserve_fids(&self, volume: VolumeId, count: u32) -> FsResult<Reply> {
         let count = count.clamp(1, cellfs_protocol::MAX_RESERVED_FIDS);
-        if !self.reserved.has_room(volume, count as usize) {
-            return Err(rpc_err(
+        let full = || {
+            rpc_err(
                 ErrorCode::NoSpace,
                 "too many FIDs set aside in this volume; create the ordinary way",
-            ));
+            )
+        };
+        if !self.reserved.has_room(volume, count as usize) {
+            return Err(full());
         }
         let vol = self.store.volume(volume)?;
         let f = move |v: &Volume| Ok((v.set_aside(count)?, None));
         // Durable before it is answered: a crash never hands them out again.
         let fids = self.commit_change(true, vol, 0, f, |_| Vec::new()).await?;
         if !self.reserved.add(volume, &fids) {
-            return Err(rpc_err(
-                ErrorCode::NoSpace,
-                "too many FIDs set aside in this volume; create the ordinary way",
-            ));
+            return Err(full());
         }
         Ok(Reply::Fids(fids))
     }

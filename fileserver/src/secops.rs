@@ -51,25 +51,27 @@ impl Context {
             } => Some((*dir, name.clone())),
             _ => None,
         };
-        // A file being made under a FID set aside (its store may come
-        // first) is governed by its folder, and owned by its creator.
-        let making: Vec<Option<(Fid, u32)>> = wanted.iter().map(|(f, _)| self.reserved.creating(*f)).collect();
+        // A file being made under a FID set aside is governed by its
+        // folder and owned by its creator. Only a store reaches here before
+        // the create is answered (`reserved::until`).
+        let making = match req {
+            Request::StoreData { fid, .. } if self.reserved.any() => self.reserved.creating(*fid),
+            _ => None,
+        };
         let (wanted, governed) = blocking(move || {
             let wanted = match existing.and_then(|(dir, name)| vol.lookup(dir, &name).ok()) {
                 Some(st) => vec![(st.fid, Rights::WRITE)],
                 None => wanted,
             };
-            let fids: Vec<Fid> = wanted
-                .iter()
-                .zip(making.iter().chain(std::iter::repeat(&None)))
-                .map(|((f, _), m)| m.map_or(*f, |(dir, _)| dir))
-                .collect();
-            let mut governed = vol.governing_acls(&fids)?;
-            for (g, m) in governed.iter_mut().zip(&making) {
-                if let Some((_, uid)) = m {
-                    g.owner = *uid;
+            if let Some((dir, uid)) = making {
+                let mut governed = vol.governing_acls(&[dir])?;
+                for g in &mut governed {
+                    g.owner = uid;
                 }
+                return Ok((wanted, governed));
             }
+            let fids: Vec<Fid> = wanted.iter().map(|(f, _)| *f).collect();
+            let governed = vol.governing_acls(&fids)?;
             Ok((wanted, governed))
         })
         .await?;

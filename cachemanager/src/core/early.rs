@@ -247,25 +247,26 @@ impl Core {
     /// Makes (or opens, when another node made it) the file `early` names
     /// the ordinary way; `None` when that fails too.
     fn make_at_name(&self, early: &Early) -> Option<Fid> {
-        let a = &early.answered;
+        self.make_at(early.dir, &early.name, &early.answered)
+            .map_err(|e| {
+                tracing::info!(name = %early.name, error = %e, "the file a refused early create stands for cannot be made yet");
+            })
+            .ok()
+    }
+
+    /// Makes (or opens) file `name` in folder `dir` the ordinary way, with
+    /// the mode and owner of `like`; its FID.
+    fn make_at(&self, dir: Fid, name: &str, like: &Status) -> FsResult<Fid> {
         let req = Request::Create {
-            dir: early.dir,
-            name: early.name.clone(),
-            mode: a.mode,
-            uid: a.uid,
-            gid: a.gid,
+            dir,
+            name: name.to_owned(),
+            mode: like.mode,
+            uid: like.uid,
+            gid: like.gid,
             exclusive: false,
         };
-        match self.change(req) {
-            Ok((reply, promise)) => {
-                let status = self.created(reply, promise, &early.name).ok()?.status;
-                Some(status.fid)
-            }
-            Err(e) => {
-                tracing::info!(name = %early.name, error = %e, "the file a refused early create stands for cannot be made yet");
-                None
-            }
-        }
+        let (reply, promise) = self.change(req)?;
+        Ok(self.created(reply, promise, name)?.status.fid)
     }
 
     /// Fills `volume`'s pool of set-aside FIDs on a blocking thread.
@@ -368,21 +369,7 @@ impl Core {
         };
         let into = match stands_for {
             Some(fid) => fid,
-            None => {
-                let req = Request::Create {
-                    dir,
-                    name: name.clone(),
-                    mode: status.mode,
-                    uid: status.uid,
-                    gid: status.gid,
-                    exclusive: false,
-                };
-                let (reply, _) = self.change(req)?;
-                let Reply::Created { status: made, .. } = reply else {
-                    return Err(super::unexpected("create"));
-                };
-                made.fid
-            }
+            None => self.make_at(dir, &name, &status)?,
         };
         let len = std::fs::metadata(&path)
             .map_err(|e| FsError::local("stat copy", e))?
