@@ -2011,7 +2011,7 @@ impl Core {
         let (sent, caller) = (self.sent(), crate::caller::current());
         self.rt.spawn_blocking(move || {
             let _as = crate::caller::enter(caller);
-            let outcome = core.fetch_into(fid, size, &tmp, sent, Some(&|n| arrival.written(n)));
+            let outcome = core.fetch_into(fid, size, &tmp, sent, Some(&arrival));
             if let Err(e) = &outcome {
                 tracing::warn!(%fid, error = %e.message, "fetching a large file failed");
                 let mut st = core.lock();
@@ -2220,14 +2220,20 @@ impl Core {
     /// not map and fault in a fresh buffer each time); returns how many.
     pub fn read(&self, fh: u64, offset: u64, size: u32, buf: &mut Vec<u8>) -> FsResult<usize> {
         let h = self.handle(fh)?;
-        if let Some(arrival) = &h.arrival {
-            arrival.wait_for(offset.saturating_add(u64::from(size)))?;
-        }
-        self.refresh(&h);
         let size = size as usize;
         if buf.len() < size {
             buf.resize(size, 0);
         }
+        // A reader following a fetch takes the bytes from memory.
+        if let Some(arrival) = &h.arrival {
+            let from_memory = arrival.read_recent(offset, &mut buf[..size])?;
+            let from = if from_memory { "memory" } else { "copy" };
+            metrics::counter!("cellfs_cachemanager_stream_read_bytes_total", "from" => from).increment(size as u64);
+            if from_memory {
+                return Ok(size);
+            }
+        }
+        self.refresh(&h);
         let file = h.file(self).map_err(|e| FsError::local("open", e))?;
         let mut done = 0;
         while done < size {

@@ -9,7 +9,7 @@ use cellfs_protocol::pieces::FilePieces;
 use cellfs_protocol::transport::{
     Bytes, CallError, ChunkSink, ConnectError, Connector, RpcClient, SEND_PIECE, ServerMessageAck,
 };
-use cellfs_protocol::{Fid, Reply, Request, Status};
+use cellfs_protocol::{Fid, Reply, Request, Status, writeback};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -369,10 +369,11 @@ impl ServerLink {
             let mut copy = Copy {
                 file: std::fs::File::create(path)?,
                 written: 0,
+                drop_behind: size >= writeback::DROP_BEHIND_FROM,
                 arrived,
             };
             if let Some(arrived) = arrived {
-                arrived(0);
+                arrived.restart();
             }
             c.fetch_data_into(fid, &mut copy).await
         })
@@ -407,23 +408,31 @@ impl ServerLink {
     }
 }
 
-/// Told how many bytes of a fetched copy are written, as they arrive.
-pub type Arrived<'a> = Option<&'a (dyn Fn(u64) + Sync)>;
+/// Told of a fetched copy's bytes as they arrive and are written.
+pub type Arrived<'a> = Option<&'a crate::arrival::Arrival>;
 
 /// A copy being fetched, written a piece at a time on the polling thread
-/// (straight from the stream's buffers) and reporting the bytes written
-/// after each.
+/// (straight from the stream's buffers), each piece handed to readers
+/// before it is written and reported written after. A large file's copy
+/// is dropped from the page cache as it is written ([`writeback`]): its
+/// readers meanwhile take the newest bytes from the arrival's window.
 struct Copy<'a> {
     file: std::fs::File,
     written: u64,
+    drop_behind: bool,
     arrived: Arrived<'a>,
 }
 
 impl ChunkSink for Copy<'_> {
     async fn put(&mut self, piece: &[Bytes]) -> std::io::Result<()> {
-        self.written += cellfs_protocol::pieces::write_pieces(&mut self.file, piece)?;
         if let Some(arrived) = self.arrived {
-            arrived(self.written);
+            arrived.received(piece);
+        }
+        let n = cellfs_protocol::pieces::write_pieces(&mut self.file, piece)?;
+        writeback::wrote(&self.file, self.written, n as usize, self.drop_behind)?;
+        self.written += n;
+        if let Some(arrived) = self.arrived {
+            arrived.written(self.written);
         }
         Ok(())
     }
@@ -519,7 +528,6 @@ mod tests {
     use super::*;
     use cellfs_protocol::pieces::IOV_MAX;
     use proptest::prelude::*;
-    use std::sync::atomic::AtomicU64;
 
     /// The test content's byte at `offset` (not periodic in 256, so a part
     /// written at the wrong place shows).
@@ -532,12 +540,12 @@ mod tests {
     fn copy_through(pieces: &[Vec<usize>]) -> (Vec<u8>, Vec<u8>, u64) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("copy");
-        let reported = AtomicU64::new(0);
-        let report = |n: u64| reported.store(n, Ordering::SeqCst);
+        let arrival = crate::arrival::Arrival::default();
         let mut copy = Copy {
             file: std::fs::File::create(&path).unwrap(),
             written: 0,
-            arrived: Some(&report),
+            drop_behind: false,
+            arrived: Some(&arrival),
         };
         let mut expected = Vec::new();
         let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
@@ -551,14 +559,10 @@ mod tests {
                 })
                 .collect();
             rt.block_on(copy.put(&parts)).unwrap();
-            assert_eq!(
-                reported.load(Ordering::SeqCst),
-                expected.len() as u64,
-                "reported after each piece"
-            );
+            assert_eq!(arrival.snapshot().0, expected.len() as u64, "reported after each piece");
         }
         drop(copy);
-        (std::fs::read(&path).unwrap(), expected, reported.load(Ordering::SeqCst))
+        (std::fs::read(&path).unwrap(), expected, arrival.snapshot().0)
     }
 
     #[test]

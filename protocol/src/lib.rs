@@ -17,6 +17,7 @@ pub mod spares;
 pub mod tls;
 pub mod transport;
 pub mod types;
+pub mod writeback;
 
 pub use error::{ErrorCode, RpcError};
 pub use message::{MAX_RESERVED_FIDS, Reply, Request, ServerMessage};

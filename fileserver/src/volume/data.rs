@@ -12,7 +12,7 @@ use super::{Change, Volume, brk, sync_dir};
 use crate::error::{FsResult, rpc_err};
 use cellfs_protocol::message::InlineFile;
 use cellfs_protocol::pieces::{PieceSource, gather, write_pieces};
-use cellfs_protocol::{ErrorCode, Fid, FileKind, SetAttr, Status, Timestamp};
+use cellfs_protocol::{ErrorCode, Fid, FileKind, SetAttr, Status, Timestamp, writeback};
 use std::fs::{File, OpenOptions};
 use std::io::{Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
@@ -126,7 +126,7 @@ impl PendingStore {
         (&*file).seek(SeekFrom::Start(offset))?;
         let mut done = 0u64;
         let chunk_len = CHUNK.min(usize::try_from(len).unwrap_or(CHUNK));
-        let drop_behind = len >= DROP_BEHIND_FROM;
+        let drop_behind = len >= writeback::DROP_BEHIND_FROM;
         // The previous chunk's write runs while the next chunk arrives.
         let mut writing: Option<tokio::task::JoinHandle<std::io::Result<()>>> = None;
         while done < len {
@@ -147,11 +147,7 @@ impl PendingStore {
             let at = offset + done;
             writing = Some(tokio::task::spawn_blocking(move || {
                 write_pieces(&mut &*f, &chunk)?;
-                start_writeback(&f, at, want);
-                if drop_behind && let Some(old) = at.checked_sub(DROP_BEHIND_LAG) {
-                    drop_written(&f, old, chunk_len)?;
-                }
-                Ok(())
+                writeback::wrote(&f, at, want, drop_behind)
             }));
             done += want as u64;
         }
@@ -160,63 +156,6 @@ impl PendingStore {
         }
         Ok(())
     }
-}
-
-/// Starts writing `len` bytes at `at` of `file` to disk without waiting,
-/// so the fsync that makes a large store durable waits only for its last
-/// pieces instead of the whole file (the disk works while the rest
-/// arrives). Only a hint: a failure shows at the fsync (not waiting for
-/// the writes leaves the descriptor's error for it).
-fn start_writeback(file: &File, at: u64, len: usize) {
-    let _ = sync_range(file, at, len, libc::SYNC_FILE_RANGE_WRITE);
-}
-
-/// `at` and `len` as the kernel's file offsets, if they fit.
-fn file_range(at: u64, len: usize) -> Option<(i64, i64)> {
-    Some((i64::try_from(at).ok()?, i64::try_from(len).ok()?))
-}
-
-/// `sync_file_range(2)` of `len` bytes at `at` of `file` with `flags`.
-fn sync_range(file: &File, at: u64, len: usize, flags: libc::c_uint) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let Some((at, len)) = file_range(at, len) else {
-        return Ok(());
-    };
-    // SAFETY: the descriptor is open for the call's duration (borrowed
-    // from `file`); the call reads no memory of ours.
-    if unsafe { libc::sync_file_range(file.as_raw_fd(), at, len, flags) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-/// Stores at least this large are not kept in the server's page cache:
-/// each chunk is dropped from it once on disk. A gigabyte upload would
-/// otherwise fill a gigabyte of fresh pages (on a VM whose free memory the
-/// host took back, 2.5 s a GiB: as long as the native write it is compared
-/// with) and push out the small files web nodes fetch all day; a node that
-/// reads the new file reads it from disk once and keeps its own copy.
-const DROP_BEHIND_FROM: u64 = 64 << 20;
-
-/// How far behind the newest chunk a large store's chunks are waited for
-/// on disk and dropped: the disk works on the chunks between.
-const DROP_BEHIND_LAG: u64 = 8 * CHUNK as u64;
-
-/// Waits for `len` bytes at `at` of `file` to be on disk and drops them
-/// from the page cache. A write error is returned here: waiting consumes
-/// it for this descriptor, so the store's fsync would no longer see it.
-fn drop_written(file: &File, at: u64, len: usize) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let wait = libc::SYNC_FILE_RANGE_WAIT_BEFORE | libc::SYNC_FILE_RANGE_WRITE | libc::SYNC_FILE_RANGE_WAIT_AFTER;
-    sync_range(file, at, len, wait)?;
-    let Some((at, len)) = file_range(at, len) else {
-        return Ok(());
-    };
-    // SAFETY: the descriptor is open for the call's duration (borrowed
-    // from `file`); the call reads no memory of ours. Only a hint: pages it
-    // cannot drop stay cached.
-    unsafe { libc::posix_fadvise(file.as_raw_fd(), at, len, libc::POSIX_FADV_DONTNEED) };
-    Ok(())
 }
 
 /// Threads reading the files of one `FetchFiles` at once.
