@@ -155,6 +155,57 @@ fn a_full_cache_disk_gives_enospc_to_the_writer_and_corrupts_nothing() {
     drop(b);
 }
 
+/// A write whose close finds the fileserver gone is kept on the cache disk.
+/// When that disk is full of clean copies (it filled before the cache
+/// reached its limit), they are evicted to make room: the write is
+/// nowhere else. It reaches the server once it is back.
+#[test]
+fn a_write_kept_on_a_full_cache_disk_evicts_clean_copies_for_it() {
+    let mut cell = Cell::new();
+    let a = Mount::new(&cell);
+    fs::create_dir(a.path().join("site")).unwrap();
+    let cached: Vec<Vec<u8>> = (0..10).map(|i| pattern(256 << 10, 40 + i)).collect();
+    for (i, data) in cached.iter().enumerate() {
+        fs::write(a.path().join(format!("site/asset{i}")), data).unwrap();
+    }
+    let disk = SmallDisk::new("4m");
+    let b = Mount::with_cache_folder(&cell, &cell.config_path(), Some(disk.0.path()), "1GiB");
+    for (i, data) in cached.iter().enumerate() {
+        assert_eq!(sha256_file(&b.path().join(format!("site/asset{i}"))), sha256(data));
+    }
+    // 2.5 MiB of clean copies and this 1 MiB leave no room for a second
+    // copy of it on the 4 MiB disk.
+    let upload = pattern(1 << 20, 50);
+    let mut f = File::create(b.path().join("site/upload")).unwrap();
+    f.write_all(&upload).unwrap();
+    cell.kill();
+    let closed = std::thread::spawn(move || drop(f));
+    let _ = closed.join();
+    let unstored = b.unstored_dir();
+    let kept: Vec<u64> = fs::read_dir(&unstored)
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.len())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(
+        kept.len() == 1 && kept[0] > upload.len() as u64,
+        "the write was not kept: {kept:?} in {}",
+        unstored.display()
+    );
+    cell.start();
+    let on_a = a.path().join("site/upload");
+    wait_for("A to read the write B kept", Duration::from_secs(30), || {
+        fs::read(&on_a).is_ok_and(|got| got == upload)
+    });
+    // The evicted copies come back from the server.
+    for (i, data) in cached.iter().enumerate() {
+        assert_eq!(sha256_file(&b.path().join(format!("site/asset{i}"))), sha256(data));
+    }
+}
+
 /// Writes a new folder `site` on `mount` holding `incNNN.php` files of
 /// `sizes`, the i-th with pattern `seed + i`; returns the folder and the bytes.
 fn write_site(mount: &Mount, sizes: impl Iterator<Item = usize>, seed: u64) -> (PathBuf, Vec<Vec<u8>>) {

@@ -364,14 +364,31 @@ impl DiskCache {
         File::options().read(true).write(true).open(self.path(fid))
     }
 
+    /// Evicts copies, least recently used first, until at least `bytes`
+    /// are freed or only open, hoarded copies and `keep` are left; returns
+    /// the bytes freed. For a disk that filled before the cache reached
+    /// its limit.
+    pub fn make_room(&mut self, bytes: u64, keep: Fid) -> u64 {
+        let before = self.used;
+        let target = before.saturating_sub(bytes);
+        self.evict_until(target, Some(keep));
+        before - self.used
+    }
+
     fn evict(&mut self) {
-        while self.used > self.limit {
+        self.evict_until(self.limit, None);
+    }
+
+    /// Evicts copies, least recently used first, until `used` is at most
+    /// `target` or none but open, hoarded copies and `keep` are left.
+    fn evict_until(&mut self, target: u64, keep: Option<Fid>) {
+        while self.used > target {
             let victim = self
                 .entries
                 .iter()
                 .rev()
                 .map(|(f, _)| *f)
-                .find(|f| !self.open.contains_key(f) && !self.hoarded.contains(f));
+                .find(|f| !self.open.contains_key(f) && !self.hoarded.contains(f) && Some(*f) != keep);
             match victim {
                 Some(fid) => {
                     tracing::debug!(%fid, "evicting from cache");
@@ -472,6 +489,26 @@ mod tests {
         put(&mut cache, 4, 40); // now 1 is evictable and least recent
         assert!(cache.get(fid(1)).is_none());
         assert_eq!(cache.used(), 80);
+    }
+
+    #[test]
+    fn making_room_evicts_the_least_recent_copies_but_not_the_one_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cache = DiskCache::open(dir.path(), 1000, Vec::new()).unwrap();
+        for n in 1..=5 {
+            put(&mut cache, n, 30);
+        }
+        cache.pin(fid(2));
+        cache.hoard(fid(3));
+        // 1 is least recent but is the copy being kept; 2 is open, 3
+        // hoarded: 4 and then 5 go, and that is all there is.
+        assert_eq!(cache.make_room(40, fid(1)), 60);
+        assert!(!cache.path(fid(4)).exists() && !cache.path(fid(5)).exists());
+        assert_eq!(cache.make_room(40, fid(1)), 0);
+        assert_eq!(cache.used(), 90);
+        // Without the exception, the least recent goes first and no more.
+        assert_eq!(cache.make_room(10, fid(9)), 30);
+        assert!(!cache.entries.contains(&fid(1)));
     }
 
     #[test]

@@ -23,6 +23,10 @@ pub(super) struct Written {
     pub created: bool,
 }
 
+/// Room a kept write's header takes besides its bytes (the caller and the
+/// place it was made at), with slack for the file system's blocks.
+const KEEP_HEADER_ROOM: u64 = 64 << 10;
+
 impl Core {
     /// The store of `ino`'s write found the server unreachable: its copy
     /// is kept whole, to be stored when the server answers, the copy
@@ -50,7 +54,20 @@ impl Core {
             caller: crate::caller::current().map(|c| (*c).clone()),
             place,
         };
-        let saved = self.unstored.keep(&kept, &copy);
+        let mut saved = self.unstored.keep(&kept, &copy);
+        if let Err(e) = &saved
+            && matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
+        {
+            // The cache disk filled before the cache reached its limit:
+            // clean copies, which the server has, make room for this
+            // write, which is nowhere else.
+            let need = std::fs::metadata(&copy).map_or(0, |m| m.len()) + KEEP_HEADER_ROOM;
+            let freed = self.lock().cache.make_room(need, w.fid);
+            tracing::warn!(fid = %w.fid, freed, "the cache disk is full: evicted cached copies to keep a write");
+            if freed > 0 {
+                saved = self.unstored.keep(&kept, &copy);
+            }
+        }
         let fid = w.fid;
         let mut st = self.lock();
         st.cache.remove(fid);
