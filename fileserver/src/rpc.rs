@@ -330,11 +330,35 @@ impl Context {
         if !matches!(req, Request::Stats) {
             self.rpcs.fetch_add(1, Ordering::Relaxed);
         }
-        if self.reserved.any() {
-            // After the create the node sent first, which may arrive later.
-            let named = crate::reserved::named(&req);
-            self.reserved.settled(named, crate::reserved::until(&req)).await;
+        if !self.reserved.any() {
+            return self.answer(client, who, req, data).await;
         }
+        // After the create the node sent first, which may arrive later.
+        let named = crate::reserved::named(&req);
+        let until = crate::reserved::until(&req);
+        self.reserved.settled(named, until).await;
+        // A store queued behind its file's create is answered after the
+        // create is, so the writer's close returns only once the other
+        // nodes were told of the new name (close-to-open).
+        let behind = match until {
+            crate::reserved::Until::Queued => named.iter().copied().find(|f| self.reserved.creating(*f).is_some()),
+            crate::reserved::Until::Answered => None,
+        };
+        let handled = self.answer(client, who, req, data).await;
+        if let Some(fid) = behind {
+            self.reserved.settled(&[fid], crate::reserved::Until::Answered).await;
+        }
+        handled
+    }
+
+    /// [`Self::handle`] once the creates `req` waits for are far enough.
+    async fn answer<R: AsyncRead + PieceSource + Send + Unpin>(
+        &self,
+        client: ClientId,
+        who: &Who,
+        req: Request,
+        data: &mut R,
+    ) -> Handled {
         let granted = match self.authorize(who, &req).await {
             Ok(g) => g,
             Err(e) => return refused(e, data_len(&req)),
