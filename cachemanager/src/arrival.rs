@@ -2,8 +2,8 @@
 //! file are served from the part that arrived instead of waiting for the
 //! whole file. The last bytes received are also kept in memory (a window of
 //! the stream's own buffers, no copy): a reader following the fetch is
-//! served from there, not from the copy, which a large fetch writes past the
-//! page cache ([`crate::direct`]).
+//! served from there, not from the copy, which a large fetch drops from the
+//! page cache as it writes it ([`cellfs_protocol::writeback`]).
 
 use crate::error::{FsError, FsResult};
 use cellfs_protocol::transport::Bytes;

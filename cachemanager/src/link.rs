@@ -429,7 +429,11 @@ impl ChunkSink for Copy<'_> {
             arrived.received(piece);
         }
         let n = cellfs_protocol::pieces::write_pieces(&mut self.file, piece)?;
-        writeback::wrote(&self.file, self.written, n as usize, self.drop_behind)?;
+        // Smaller copies are left to the kernel's writeback: a cached copy
+        // needs no early write, and many are replaced or evicted first.
+        if self.drop_behind {
+            writeback::wrote(&self.file, self.written, n as usize, true)?;
+        }
         self.written += n;
         if let Some(arrived) = self.arrived {
             arrived.written(self.written);
