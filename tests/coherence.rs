@@ -853,6 +853,19 @@ fn until_creates_are_early(m: &Mount, dir: &Path, prefix: &str) {
     panic!("no create answered early: {}", m.log());
 }
 
+/// A cell with node A behind a proxy (to delay its creates) and node B,
+/// both seeing folder `up`, in which A's creates are answered early.
+fn nodes_creating_early_in_up() -> (Cell, cellfs::Proxy, Mount, Mount) {
+    let cell = Cell::new();
+    let proxy = cellfs::Proxy::new(cell.addr());
+    let a = Mount::with_config(&cell, &cell.client_config_via(proxy.addr()), "2GiB");
+    let b = Mount::new(&cell);
+    fs::create_dir(a.path().join("up")).unwrap();
+    until_creates_are_early(&a, &a.path().join("up"), "warm");
+    assert!(b.path().join("up").is_dir());
+    (cell, proxy, a, b)
+}
+
 /// Close-to-open for new files answered early: once A's close returns,
 /// B, which looked the name up before (and holds it as missing), reads
 /// the file. The create went to the server without A waiting, and the
@@ -927,13 +940,7 @@ fn a_file_created_early_reaches_the_other_node_while_still_open() {
 
 #[test]
 fn a_create_answered_early_whose_name_was_taken_meanwhile_stores_into_that_file() {
-    let cell = Cell::new();
-    let proxy = cellfs::Proxy::new(cell.addr());
-    let a = Mount::with_config(&cell, &cell.client_config_via(proxy.addr()), "2GiB");
-    let b = Mount::new(&cell);
-    fs::create_dir(a.path().join("up")).unwrap();
-    until_creates_are_early(&a, &a.path().join("up"), "warm");
-    assert!(b.path().join("up").is_dir());
+    let (_cell, proxy, a, b) = nodes_creating_early_in_up();
 
     // A's create is slow to reach the server; B makes the name first.
     proxy.delay(Duration::from_millis(300));
@@ -997,6 +1004,37 @@ fn a_create_answered_early_whose_name_was_taken_meanwhile_stores_into_that_file(
         a.log(),
         b.log()
     );
+}
+
+/// A file answered early whose name became a folder on another node
+/// before the server got the create cannot be made: its sync and close
+/// fail with EIO, and its bytes are in the node's `lost+found/`, not lost.
+#[test]
+fn a_create_answered_early_whose_name_became_a_folder_keeps_its_bytes_in_lost_found() {
+    let (_cell, proxy, a, b) = nodes_creating_early_in_up();
+
+    proxy.delay(Duration::from_millis(300));
+    let mut f = fs::File::create(a.path().join("up/x")).unwrap();
+    fs::create_dir(b.path().join("up/x")).unwrap();
+    proxy.pass();
+    let bytes = b"A's upload, whose name B took for a folder";
+    f.write_all(bytes).unwrap();
+    let synced = f.sync_all();
+    assert_eq!(
+        synced.as_ref().map_err(|e| e.raw_os_error()),
+        Err(Some(libc::EIO)),
+        "{synced:?}"
+    );
+    drop(f);
+    let saved: Vec<Vec<u8>> = fs::read_dir(a.lost_found_dir())
+        .map(|rd| rd.flatten().filter_map(|e| fs::read(e.path()).ok()).collect())
+        .unwrap_or_default();
+    assert_eq!(saved, vec![bytes.to_vec()], "lost+found: {}", a.log());
+    // Both nodes see B's folder at the name.
+    cellfs::wait_for("A to see B's folder", Duration::from_secs(5), || {
+        a.path().join("up/x").is_dir()
+    });
+    assert!(b.path().join("up/x").is_dir());
 }
 
 #[test]

@@ -200,8 +200,22 @@ impl Unstored {
         self.lose(&f.path, f.start, &format!("{}-{}", f.kept.fid, stamp()))
     }
 
+    /// A file made here that the server refused (`copy`, the cached copy of
+    /// `fid`, which stays where it is): its bytes go to `lost+found/`;
+    /// returns where.
+    pub fn save_refused(&self, copy: &Path, fid: Fid) -> io::Result<PathBuf> {
+        self.save(copy, 0, &format!("{fid}-{}", stamp()))
+    }
+
     /// Copies `path` from `start` to `lost+found/name`, then removes it.
     fn lose(&self, path: &Path, start: u64, name: &str) -> io::Result<PathBuf> {
+        let dest = self.save(path, start, name)?;
+        std::fs::remove_file(path)?;
+        Ok(dest)
+    }
+
+    /// Copies `path` from `start` to `lost+found/name`, durably.
+    fn save(&self, path: &Path, start: u64, name: &str) -> io::Result<PathBuf> {
         std::fs::create_dir_all(&self.lost)?;
         let dest = self.lost.join(name);
         let mut src = File::open(path)?;
@@ -210,7 +224,6 @@ impl Unstored {
         io::copy(&mut src, &mut out)?;
         out.sync_all()?;
         sync_dir(&self.lost)?;
-        std::fs::remove_file(path)?;
         Ok(dest)
     }
 }

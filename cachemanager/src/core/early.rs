@@ -328,6 +328,11 @@ impl Core {
     /// here: the kernel is told to look the name up again.
     pub(super) fn create_again(&self, ino: u64) -> FsResult<()> {
         let made = self.make_and_store_again(ino);
+        if let Err(e) = &made
+            && matches!(e.errno, libc::EISDIR | libc::EEXIST | libc::ENOTDIR)
+        {
+            return Err(self.not_a_file_now(ino, e));
+        }
         let mut st = self.lock();
         match &made {
             Err(e) if e.errno == libc::ESTALE => {
@@ -347,6 +352,35 @@ impl Core {
             Ok(()) => {}
         }
         made
+    }
+
+    /// The name `ino` was created at leads to something other than a file
+    /// now (another node made a folder or a link there before the server
+    /// got this create): its bytes go to the cache's `lost+found/`, and
+    /// the file ends here as a removed one does.
+    fn not_a_file_now(&self, ino: u64, why: &FsError) -> FsError {
+        let (fid, copy) = {
+            let st = self.lock();
+            match st.node(ino) {
+                Ok(n) => (n.fid, st.cache.path(n.fid)),
+                Err(e) => return e,
+            }
+        };
+        let saved = self.unstored.save_refused(&copy, fid);
+        let mut st = self.lock();
+        st.failed_creates.remove(&ino);
+        super::forget_deleted(&mut st, fid);
+        drop(st);
+        match saved {
+            Ok(path) => {
+                tracing::error!(%fid, path = %path.display(), error = %why, "a file created here was refused by the fileserver (its name is now a folder or a link); its bytes are in lost+found");
+                FsError::new(libc::EIO, format!("{why}; the file's bytes are in {}", path.display()))
+            }
+            Err(e) => {
+                tracing::error!(%fid, error = %why, lost = %e, "a file created here was refused by the fileserver and its bytes cannot be moved to lost+found");
+                FsError::new(libc::EIO, format!("{why}; its bytes could not be saved: {e}"))
+            }
+        }
     }
 
     fn make_and_store_again(&self, ino: u64) -> FsResult<()> {
