@@ -144,7 +144,7 @@ struct Delayed {
 }
 
 /// A UDP proxy between clients and one server, with switchable faults. See
-/// the [module docs](self).
+/// the module docs (`proxy.rs`).
 pub struct Proxy {
     addr: SocketAddr,
     shared: Arc<Shared>,

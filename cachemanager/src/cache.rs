@@ -2,7 +2,7 @@
 //! tagged with the data version it holds, bounded by size with least recently
 //! used eviction. Files open right now are never evicted.
 //!
-//! Copies are spread over [`SHARDS`] folders (`data/00` … `data/ff`): one
+//! Copies are spread over `SHARDS` folders (`data/00` … `data/ff`): one
 //! folder of every copy made the threads writing a batch of small copies
 //! queue on its lock and search ever longer directory blocks.
 
@@ -86,7 +86,7 @@ fn write_new(spares: &Spares, dest: &Path, data: &[u8]) -> io::Result<bool> {
 }
 
 /// Puts `data` at `dest` as its copy: written straight there when `dest`
-/// has none ([`write_new`]), otherwise written to `tmp` and put in place
+/// has none (`write_new`), otherwise written to `tmp` and put in place
 /// atomically ([`place`]), `tmp` removed either way.
 pub fn put_copy(spares: &Spares, data: &[u8], tmp: &Path, dest: &Path) -> io::Result<()> {
     if write_new(spares, dest, data)? {

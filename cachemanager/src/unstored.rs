@@ -12,7 +12,7 @@
 //! server yet, and may never be.
 //!
 //! Each kept write is one file, made whole before it gets its name
-//! (temporary file, fsync, rename, fsync of the folder): [`MAGIC`], the
+//! (temporary file, fsync, rename, fsync of the folder): `MAGIC`, the
 //! length of the encoded [`Kept`] (4 bytes, little-endian), the [`Kept`],
 //! then the file's bytes. A file that does not parse goes to `lost+found/`
 //! whole.

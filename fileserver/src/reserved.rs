@@ -69,7 +69,7 @@ pub enum Until {
 
 /// How far `req` waits for the creates of the FIDs it names: a store
 /// that reads the file's record only in its commit group
-/// ([`crate::rpc::stored_in_group`]) until the create is queued; every
+/// (`crate::rpc::stored_in_group`) until the create is queued; every
 /// other request until it is answered.
 pub fn until(req: &Request) -> Until {
     match req {

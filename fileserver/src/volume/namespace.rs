@@ -424,7 +424,7 @@ impl Volume {
         })
     }
 
-    /// chmod/chown/utimes (a size change goes through [`Volume::resize`]).
+    /// chmod/chown/utimes (a size change goes through [`Volume::set_attr_full`]).
     pub fn set_attr(&self, fid: Fid, attr: &SetAttr) -> FsResult<Change<Status>> {
         self.write(|t| {
             let mut rec = t.vnode(fid)?;

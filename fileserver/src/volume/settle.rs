@@ -90,7 +90,7 @@ impl Volume {
     }
 
     /// Makes every logged data file still named durable
-    /// ([`Volume::flush_named`]) and drops the bytes of all from the table;
+    /// (`Volume::flush_named`) and drops the bytes of all from the table;
     /// returns how many rows were dropped.
     /// Blocking. On an error the files stay logged and are settled with
     /// the next group's (or replayed at the next start).
