@@ -336,11 +336,9 @@ impl Core {
         let mut st = self.lock();
         match &made {
             Err(e) if e.errno == libc::ESTALE => {
-                // The file it stood for was removed (here or elsewhere):
-                // its writes end with it, as an unlinked file's do.
+                // The file it stood for was removed (here or elsewhere).
                 let fid = st.node(ino)?.fid;
-                st.failed_creates.remove(&ino);
-                super::forget_deleted(&mut st, fid);
+                end_refused(&mut st, ino, fid);
             }
             Err(_) => {
                 if let Some(n) = st.nodes.get_mut(ino) {
@@ -367,10 +365,7 @@ impl Core {
             }
         };
         let saved = self.unstored.save_refused(&copy, fid);
-        let mut st = self.lock();
-        st.failed_creates.remove(&ino);
-        super::forget_deleted(&mut st, fid);
-        drop(st);
+        end_refused(&mut self.lock(), ino, fid);
         match saved {
             Ok(path) => {
                 tracing::error!(%fid, path = %path.display(), error = %why, "a file created here was refused by the fileserver (its name is now a folder or a link); its bytes are in lost+found");
@@ -453,6 +448,14 @@ fn name_early(st: &mut State, parent: u64, ino: u64, name: &str, fid: Fid) {
     }
     st.dir_items.remove(&parent);
     st.parents.insert(ino, parent);
+}
+
+/// A file answered early (`ino`, `fid`) whose create was refused and
+/// cannot be made again ends here: its writes end with it, as an unlinked
+/// file's do.
+fn end_refused(st: &mut State, ino: u64, fid: Fid) {
+    st.failed_creates.remove(&ino);
+    super::forget_deleted(st, fid);
 }
 
 #[cfg(test)]
