@@ -758,6 +758,51 @@ fn a_slow_network_is_not_down_and_lost_replies_are() {
     });
 }
 
+#[test]
+fn a_reader_of_a_file_still_arriving_fails_soon_when_the_network_is_cut() {
+    let cell = Cell::new();
+    let proxy = Proxy::new(cell.addr());
+    let a = Mount::new(&cell);
+    let b = Mount::with_config(&cell, &cell.client_config_via(proxy.addr()), "2GiB");
+    let len = 64 << 20;
+    let data = pattern(len, 31);
+    write_file(&a.path().join("big"), &data).unwrap();
+    // 150 ms each way: the fetch's windows take it several seconds, so the
+    // cut comes while the file is still arriving.
+    proxy.delay(Duration::from_millis(150));
+    let mut file = File::open(b.path().join("big")).unwrap();
+    let mut first = vec![0u8; 1 << 20];
+    std::io::Read::read_exact(&mut file, &mut first).unwrap();
+    assert_eq!(first[..], data[..first.len()], "the first MiB");
+    proxy.drop_all();
+
+    // The rest of the file cannot come: the reader must learn so within the
+    // bound (about the request timeout), not after the connection's idle
+    // timeout and a reconnection attempt.
+    let (read, err) = bounded("reading on after the cut", move || {
+        let mut rest = Vec::new();
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            match std::io::Read::read(&mut file, &mut buf) {
+                Ok(0) => return (rest, None),
+                Ok(n) => rest.extend_from_slice(&buf[..n]),
+                Err(e) => return (rest, Some(e)),
+            }
+        }
+    });
+    let got = first.len() + read.len();
+    assert!(
+        got < len,
+        "the whole file arrived before the cut: make the fetch slower"
+    );
+    assert_eq!(read[..], data[first.len()..got], "bytes read before the error");
+    assert_errno(
+        Err::<(), _>(err.expect("an error")),
+        libc::EHOSTDOWN,
+        "reading past what arrived",
+    );
+}
+
 /// What `got` is, in terms of the versions written (for failure messages).
 fn describe(got: &[u8], versions: &[Vec<u8>]) -> String {
     if let Some(v) = versions.iter().position(|v| v == got) {

@@ -28,6 +28,31 @@ const MAX_SLOW_WAITS: u32 = 10;
 /// Slowest data rate a transfer may have before it counts as a dead server.
 const MIN_TRANSFER_RATE: u64 = 1 << 20;
 
+/// When a connection last received a datagram, as seen by polling it.
+struct Heard {
+    datagrams: u64,
+    at: Instant,
+}
+
+impl Heard {
+    fn new(client: &RpcClient) -> Heard {
+        Heard {
+            datagrams: client.datagrams_received(),
+            at: Instant::now(),
+        }
+    }
+
+    /// Whether `client` received a datagram within the last `window`.
+    fn within(&mut self, client: &RpcClient, window: Duration) -> bool {
+        let now = client.datagrams_received();
+        if now != self.datagrams {
+            self.datagrams = now;
+            self.at = Instant::now();
+        }
+        self.at.elapsed() < window
+    }
+}
+
 /// Something the server told us, or a change of connection.
 pub enum LinkEvent {
     /// A callback message to act on, then acknowledge.
@@ -322,6 +347,12 @@ impl ServerLink {
     /// client's break acknowledgement, a big directory) from a gone one: only
     /// a server that does not answer the ping either, or that keeps a request
     /// past [`MAX_SLOW_WAITS`] slices, is marked down.
+    ///
+    /// A transfer (`limit` longer than the request timeout) is watched more
+    /// closely: it goes on while the connection hears from the server within
+    /// each request timeout, and a silence that long is checked with the ping
+    /// at once. A server that dies mid-fetch so fails its readers within
+    /// about the request timeout, not after the connection's idle timeout.
     async fn bounded<T>(
         &self,
         req: &Request,
@@ -330,12 +361,21 @@ impl ServerLink {
         fut: impl std::future::Future<Output = Result<T, CallError>>,
     ) -> Result<Result<T, CallError>, LinkError> {
         tokio::pin!(fut);
-        for _ in 0..MAX_SLOW_WAITS {
-            if let Ok(r) = tokio::time::timeout(limit, &mut fut).await {
+        let transfer = limit > self.timeout;
+        let slice = if transfer { self.timeout / 4 } else { limit };
+        let started = Instant::now();
+        let mut heard = Heard::new(client);
+        let mut slow = 0;
+        loop {
+            if let Ok(r) = tokio::time::timeout(slice, &mut fut).await {
                 return Ok(r);
             }
+            if transfer && heard.within(client, self.timeout) && started.elapsed() < limit * MAX_SLOW_WAITS {
+                continue;
+            }
             let ping = tokio::time::timeout(PING_TIMEOUT, client.call(&Request::Ping)).await;
-            if !matches!(ping, Ok(Ok(_))) {
+            slow += 1;
+            if !matches!(ping, Ok(Ok(_))) || slow >= MAX_SLOW_WAITS {
                 break;
             }
             tracing::debug!(

@@ -356,6 +356,12 @@ impl RpcClient {
         &self.conn
     }
 
+    /// Datagrams received on this connection so far: any of them (data, an
+    /// acknowledgement, a keep-alive's answer) shows the server is alive.
+    pub fn datagrams_received(&self) -> u64 {
+        self.conn.stats().udp_rx.datagrams
+    }
+
     /// The same connection making its requests for `caller` (a process on
     /// a web node), or anonymously when `None`.
     pub fn acting_for(&self, caller: Option<Arc<Caller>>) -> RpcClient {
