@@ -803,6 +803,105 @@ fn a_reader_of_a_file_still_arriving_fails_soon_when_the_network_is_cut() {
     );
 }
 
+/// B opens `f` (A's `v1`) for writing, writes `X` at 0, and its fsync fails
+/// in an outage, `cut` (the bytes kept; a killed server is started again);
+/// `change_on_a` writes `v2` on A during a network cut. After the heal B
+/// writes `Y` at 20,000 on the same descriptor and closes it. Returns the cell, its proxy and mounts (alive for the
+/// caller's checks), the close's outcome and the contents (v1, v2 and what
+/// B wrote over v1).
+type AfterFsync = ((Cell, Proxy, Mount, Mount), std::io::Result<()>, [Vec<u8>; 3]);
+fn write_after_a_failed_fsync(cut: Cut, change_on_a: bool) -> AfterFsync {
+    use std::os::unix::fs::FileExt;
+    let mut cell = Cell::new();
+    let proxy = Proxy::new(cell.addr());
+    let a = Mount::new(&cell);
+    let b = Mount::with_config(&cell, &cell.client_config_via(proxy.addr()), "2GiB");
+    let (v1, v2) = (pattern(40_000, 41), pattern(30_000, 42));
+    write_file(&a.path().join("f"), &v1).unwrap();
+    assert_eq!(read(&b.path().join("f")).unwrap(), v1);
+    let mut ours = v1.clone();
+    ours[..1000].fill(b'X');
+    ours[20_000..21_000].fill(b'Y');
+
+    let f = OpenOptions::new().write(true).open(b.path().join("f")).unwrap();
+    f.write_all_at(&[b'X'; 1000], 0).unwrap();
+    match cut {
+        Cut::Network => proxy.drop_all(),
+        Cut::KillServer => cell.kill(),
+    }
+    let (synced, f) = bounded("fsync in an outage", move || (f.sync_all(), f));
+    assert_errno(synced, libc::EIO, "fsync the server never got");
+    if change_on_a {
+        write_file(&a.path().join("f"), &v2).unwrap();
+    }
+    match cut {
+        Cut::Network => proxy.pass(),
+        Cut::KillServer => cell.start(),
+    }
+    poll_reconnect("B writes again after the heal", || {
+        write_file(&b.path().join("probe"), b"p").ok()
+    });
+    f.write_all_at(&[b'Y'; 1000], 20_000).unwrap();
+    let closed = close(f, "close after a failed fsync");
+    ((cell, proxy, a, b), closed, [v1, v2, ours])
+}
+
+#[test]
+fn writes_after_a_failed_fsync_in_a_cut_are_stored_with_the_kept_ones_after_it() {
+    writes_after_a_failed_fsync_are_stored_with_the_kept_ones(Cut::Network);
+}
+
+#[test]
+fn writes_after_a_failed_fsync_are_stored_with_the_kept_ones_by_a_restarted_server() {
+    writes_after_a_failed_fsync_are_stored_with_the_kept_ones(Cut::KillServer);
+}
+
+fn writes_after_a_failed_fsync_are_stored_with_the_kept_ones(cut: Cut) {
+    let ((_cell, _proxy, a, b), closed, [_, _, ours]) = write_after_a_failed_fsync(cut, false);
+    closed.unwrap_or_else(|e| panic!("the close after the heal failed: {e}"));
+    assert_eq!(
+        read(&a.path().join("f")).unwrap(),
+        ours,
+        "A reads both the fsynced write and the one after it"
+    );
+    assert_eq!(read(&b.path().join("f")).unwrap(), ours, "B reads the same");
+    assert!(files_under(&b.lost_found_dir()).is_empty(), "B's own writes conflicted");
+    // The kept write went with the close's store (or is dropped soon after).
+    poll_reconnect("the kept write is done with", || {
+        files_under(&b.unstored_dir()).is_empty().then_some(())
+    });
+    assert!(
+        files_under(&b.lost_found_dir()).is_empty(),
+        "B's own writes conflicted later"
+    );
+    assert_eq!(
+        read(&a.path().join("f")).unwrap(),
+        ours,
+        "A after the kept writes settled"
+    );
+}
+
+#[test]
+fn writes_after_a_failed_fsync_over_a_file_changed_elsewhere_go_to_lost_found_whole() {
+    let ((_cell, _proxy, a, b), closed, [_, v2, ours]) = write_after_a_failed_fsync(Cut::Network, true);
+    assert_errno(closed, libc::EIO, "close of writes made on a version changed elsewhere");
+    let lost = poll_reconnect("B's writes reach lost+found", || {
+        let lost = files_under(&b.lost_found_dir());
+        (!lost.is_empty() && files_under(&b.unstored_dir()).is_empty()).then_some(lost)
+    });
+    assert_eq!(
+        lost.iter().map(|(_, bytes)| bytes.clone()).collect::<Vec<_>>(),
+        vec![ours],
+        "lost+found holds B's whole file, once"
+    );
+    assert_eq!(
+        read(&a.path().join("f")).unwrap(),
+        v2,
+        "A's version is not mixed with B's writes"
+    );
+    assert_eq!(read(&b.path().join("f")).unwrap(), v2, "B reads A's version");
+}
+
 /// What `got` is, in terms of the versions written (for failure messages).
 fn describe(got: &[u8], versions: &[Vec<u8>]) -> String {
     if let Some(v) = versions.iter().position(|v| v == got) {

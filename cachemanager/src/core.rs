@@ -350,6 +350,11 @@ struct State {
     files: HashMap<u64, Arc<OpenFile>>,
     /// Inodes with handles open for writing through passthrough, and how many.
     direct_writers: HashMap<u64, u32>,
+    /// Files whose writes were kept (a store found the server unreachable)
+    /// while a handle stayed open for writing: that handle's later writes
+    /// join them, and its next store sends the whole copy on their version
+    /// (`core/kept.rs`).
+    rewrites: HashMap<Fid, kept::Rewrite>,
     /// Directory each file was last listed in (for fetching its small
     /// neighbours with it).
     parents: HashMap<u64, u64>,
@@ -568,6 +573,7 @@ impl Core {
                 dir_items: HashMap::new(),
                 parents: HashMap::new(),
                 direct_writers: HashMap::new(),
+                rewrites: HashMap::new(),
                 next_fh: 1,
                 baselines,
                 rights: RightsCache::default(),
@@ -2195,6 +2201,9 @@ impl Core {
         }
         let size = now.1;
         let mut st = self.lock();
+        if let Some(r) = st.rewrites.get_mut(&h.fid) {
+            r.written();
+        }
         if let Some(n) = st.nodes.get_mut(h.ino) {
             n.dirty = Some(match n.dirty {
                 Some((_, b)) => (0, b.max(size)),
@@ -2338,6 +2347,11 @@ impl Core {
         }
         let end = offset + data.len() as u64;
         let mut st = self.lock();
+        if !st.rewrites.is_empty()
+            && let Some(r) = st.rewrites.get_mut(&h.fid)
+        {
+            r.written();
+        }
         let mut size = end;
         if let Some(n) = st.nodes.get_mut(h.ino) {
             n.dirty = Some(match n.dirty {
@@ -2409,7 +2423,13 @@ impl Core {
             let base = st.cache.peek(fid).map_or(known, |c| c.data_version);
             (fid, range, mtime, valid, base, unsynced)
         };
-        let result = match self.store_range(fid, range, mtime) {
+        // Writes joined to kept ones go whole, on the kept ones' version.
+        let rewrite = self.rewrite_store(fid);
+        let (range, base) = match rewrite {
+            Some(kept_base) => ((0, u64::MAX), kept_base),
+            None => (range, base),
+        };
+        let result = match self.store_range(fid, range, mtime, rewrite) {
             Err(e) if e.is_unreachable() => {
                 let written = kept::Written {
                     fid,
@@ -2418,6 +2438,13 @@ impl Core {
                     created: unsynced,
                 };
                 return Err(self.keep_unstored(ino, written, e));
+            }
+            Err(e) if rewrite.is_some() && (e.is_changed() || e.errno() == libc::ESTALE) => {
+                return Err(self.rewrite_refused(ino, fid, e));
+            }
+            Ok(stored) if rewrite.is_some() => {
+                self.rewrite_stored(fid);
+                Ok(stored)
             }
             Err(e) if e.errno() == libc::ESTALE && unsynced && self.create_failed(ino) => {
                 // Answered early, and the server refused the create.
@@ -2473,11 +2500,14 @@ impl Core {
         synced
     }
 
+    /// Stores bytes `start..end` of `fid`'s copy (clamped to its length),
+    /// taken only while the file is at data version `expect`, if given.
     fn store_range(
         &self,
         fid: Fid,
         (start, end): (u64, u64),
         mtime: cellfs_protocol::Timestamp,
+        expect: Option<u64>,
     ) -> Result<(Status, Option<Promise>), LinkError> {
         let path = self.lock().cache.path(fid);
         let local_len = std::fs::metadata(&path).map_err(CallError::Io)?.len();
@@ -2489,7 +2519,7 @@ impl Core {
             len: end - start,
             truncate: Some(local_len),
             mtime: Some(mtime),
-            expect: None,
+            expect,
         };
         let sent = self.sent();
         let status = self.wait(self.link.store_from(&req, &path, start))?;
@@ -2506,7 +2536,21 @@ impl Core {
             _ => self.flush(fh),
         };
         let mut st = self.lock();
-        if let Some(h) = st.files.remove(&fh) {
+        let removed = st.files.remove(&fh);
+        if let Some(h) = &removed
+            && h.write
+            && st.rewrites.contains_key(&h.fid)
+            && !st.files.values().any(|o| o.ino == h.ino && o.write)
+        {
+            // The last writer of writes joined to kept ones closed without
+            // storing them: they go the kept way, whole.
+            drop(st);
+            if let Some(Err(e)) = self.end_rewrite(h.ino, h.fid) {
+                tracing::error!(fid = %h.fid, error = %e, "writes made after a store failed could not be kept; their bytes are lost");
+            }
+            st = self.lock();
+        }
+        if let Some(h) = removed {
             st.cache.unpin(h.fid);
             // One lookup on the common path: every warm read ends here.
             if st.nodes.get(h.ino).is_some_and(Node::deleted) {

@@ -111,7 +111,7 @@ impl Unstored {
         std::fs::create_dir_all(&self.dir)?;
         let meta = codec().serialize(kept).map_err(io::Error::other)?;
         let meta_len = u32::try_from(meta.len()).map_err(io::Error::other)?;
-        let path = self.dir.join(kept.fid.to_string());
+        let path = self.path_of(kept.fid);
         let tmp = self.dir.join(format!("{}.tmp", kept.fid));
         let written = (|| {
             let mut out = File::create(&tmp)?;
@@ -187,6 +187,26 @@ impl Unstored {
         }
         if let Err(e) = std::fs::remove_file(&f.path) {
             tracing::warn!(path = %f.path.display(), error = %e, "cannot remove a stored kept write");
+        }
+    }
+
+    /// Where the kept write of `fid` is (or would be).
+    pub fn path_of(&self, fid: Fid) -> PathBuf {
+        self.dir.join(fid.to_string())
+    }
+
+    /// The kept write of `fid`, if any, is no longer needed: a store of the
+    /// whole file that holds its bytes and later ones reached the server.
+    pub fn superseded(&self, fid: Fid) {
+        let path = self.path_of(fid);
+        match std::fs::remove_file(&path) {
+            Ok(()) => {
+                if let Err(e) = sync_dir(&self.dir) {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot sync the kept writes' folder");
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => tracing::warn!(path = %path.display(), error = %e, "cannot remove a superseded kept write"),
         }
     }
 

@@ -23,18 +23,39 @@ pub(super) struct Written {
     pub created: bool,
 }
 
+/// Kept writes of a file a handle still has open for writing (see
+/// [`Core::rewrite_store`]).
+pub(super) struct Rewrite {
+    /// The kept write.
+    kept: Kept,
+    /// Whether the kept file holds the copy as it is: no write since.
+    current: bool,
+}
+
+impl Rewrite {
+    /// A write to the copy since it was kept.
+    pub(super) fn written(&mut self) {
+        self.current = false;
+    }
+}
+
 /// Room a kept write's header takes besides its bytes (the caller and the
 /// place it was made at), with slack for the file system's blocks.
 const KEEP_HEADER_ROOM: u64 = 64 << 10;
 
 impl Core {
     /// The store of `ino`'s write found the server unreachable: its copy
-    /// is kept whole, to be stored when the server answers, the copy
-    /// leaves the cache, and the close is answered `EIO`, since the bytes
-    /// are not on the server.
+    /// is kept whole, to be stored when the server answers, and the close
+    /// or fsync is answered `EIO`, since the bytes are not on the server.
+    /// The copy leaves the cache, unless a handle still has the file open
+    /// for writing: then it stays that handle's copy, and the handle's
+    /// later writes join the kept ones (see [`Core::rewrite_store`]).
     pub(super) fn keep_unstored(&self, ino: u64, w: Written, e: LinkError) -> FsError {
-        let (copy, place) = {
+        let (copy, kept, current) = {
             let st = self.lock();
+            // Kept already, and not written since (a writer's close after
+            // its failed fsync): nothing to copy again.
+            let current = st.rewrites.get(&w.fid).is_some_and(|r| r.current);
             let place = st.nodes.get(ino).filter(|_| w.created).and_then(|n| {
                 let (dir, name) = n.kernel_name()?;
                 Some(Place {
@@ -45,34 +66,37 @@ impl Core {
                     gid: n.status.gid,
                 })
             });
-            (st.cache.path(w.fid), place)
+            // A later keep of a file still open keeps where it was made.
+            let place = place.or_else(|| st.rewrites.get(&w.fid).and_then(|r| r.kept.place.clone()));
+            let kept = Kept {
+                fid: w.fid,
+                base: w.base,
+                mtime: w.mtime,
+                caller: crate::caller::current().map(|c| (*c).clone()),
+                place,
+            };
+            (st.cache.path(w.fid), kept, current)
         };
-        let kept = Kept {
-            fid: w.fid,
-            base: w.base,
-            mtime: w.mtime,
-            caller: crate::caller::current().map(|c| (*c).clone()),
-            place,
+        let saved = if current {
+            Ok(self.unstored.path_of(w.fid))
+        } else {
+            self.save_kept(&kept, &copy)
         };
-        let mut saved = self.unstored.keep(&kept, &copy);
-        if let Err(e) = &saved
-            && matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
-        {
-            // The cache disk filled before the cache reached its limit:
-            // clean copies, which the server has, make room for this
-            // write, which is nowhere else.
-            let need = std::fs::metadata(&copy).map_or(0, |m| m.len()) + KEEP_HEADER_ROOM;
-            let freed = self.lock().cache.make_room(need, w.fid);
-            tracing::warn!(fid = %w.fid, freed, "the cache disk is full: evicted cached copies to keep a write");
-            if freed > 0 {
-                saved = self.unstored.keep(&kept, &copy);
-            }
-        }
         let fid = w.fid;
         let mut st = self.lock();
-        st.cache.remove(fid);
+        let writing = st.files.values().any(|h| h.ino == ino && h.write);
         if let Some(n) = st.nodes.get_mut(ino) {
             n.promise = None;
+            if writing {
+                n.dirty = Some((0, n.status.size));
+            }
+        }
+        if writing {
+            let current = saved.is_ok();
+            st.rewrites.insert(fid, Rewrite { kept, current });
+        } else {
+            st.rewrites.remove(&fid);
+            st.cache.remove(fid);
         }
         drop(st);
         match saved {
@@ -88,6 +112,94 @@ impl Core {
             ),
         }
         FsError::new(libc::EIO, format!("store of {fid} failed: {e}"))
+    }
+
+    /// Writes `copy` as the kept write `kept` (over any earlier one of the
+    /// file). On a full cache disk clean copies, which the server has, are
+    /// evicted to make room for it, since this write is nowhere else.
+    fn save_kept(&self, kept: &Kept, copy: &std::path::Path) -> std::io::Result<std::path::PathBuf> {
+        let mut saved = self.unstored.keep(kept, copy);
+        if let Err(e) = &saved
+            && matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
+        {
+            let need = std::fs::metadata(copy).map_or(0, |m| m.len()) + KEEP_HEADER_ROOM;
+            let freed = self.lock().cache.make_room(need, kept.fid);
+            tracing::warn!(fid = %kept.fid, freed, "the cache disk is full: evicted cached copies to keep a write");
+            if freed > 0 {
+                saved = self.unstored.keep(kept, copy);
+            }
+        }
+        saved
+    }
+
+    /// The version a handle's next store must be made on, when a store of
+    /// its file failed while it stayed open for writing: the handle's
+    /// writes since then join the kept ones, so the store sends the whole
+    /// copy, taken only while the file is still at the kept writes'
+    /// version (`None`: an ordinary store).
+    pub(super) fn rewrite_store(&self, fid: Fid) -> Option<u64> {
+        self.lock().rewrites.get(&fid).map(|r| r.kept.base)
+    }
+
+    /// A whole-copy store (see [`Core::rewrite_store`]) reached the server:
+    /// the kept write it holds is done with.
+    pub(super) fn rewrite_stored(&self, fid: Fid) {
+        // The kept file goes before the mark, so a run of the kept stores
+        // never finds it unmarked and stores the older bytes.
+        self.unstored.superseded(fid);
+        self.lock().rewrites.remove(&fid);
+    }
+
+    /// Ends the kept writes a handle joined (see [`Core::rewrite_store`])
+    /// when they cannot be stored by it: the server refused its whole-copy
+    /// store (the file changed or went there meanwhile), or the last
+    /// writer closed without storing it. The whole copy is kept over the
+    /// earlier kept write (unless that holds it already), to be stored as
+    /// kept writes are, or moved to `lost+found/`; the node's copy leaves
+    /// the cache.
+    pub(super) fn end_rewrite(&self, ino: u64, fid: Fid) -> Option<std::io::Result<std::path::PathBuf>> {
+        let (rewrite, copy, mtime) = {
+            let mut st = self.lock();
+            let rewrite = st.rewrites.remove(&fid)?;
+            let mtime = st.nodes.get(ino).map(|n| n.status.mtime);
+            (rewrite, st.cache.path(fid), mtime)
+        };
+        let saved = if rewrite.current {
+            Ok(self.unstored.path_of(fid))
+        } else {
+            let mut kept = rewrite.kept;
+            kept.mtime = mtime.unwrap_or(kept.mtime);
+            self.save_kept(&kept, &copy)
+        };
+        {
+            let mut st = self.lock();
+            if let Some(n) = st.nodes.get_mut(ino) {
+                n.dirty = None;
+                n.promise = None;
+            }
+            st.cache.remove(fid);
+        }
+        self.spawn_store_kept();
+        Some(saved)
+    }
+
+    /// The server refused the whole-copy store of `fid`'s kept writes
+    /// (`e`): they go the kept way (see [`Core::end_rewrite`]) and the
+    /// close or fsync says `EIO`.
+    pub(super) fn rewrite_refused(&self, ino: u64, fid: Fid, e: LinkError) -> FsError {
+        match self.end_rewrite(ino, fid) {
+            Some(Ok(path)) => tracing::error!(
+                %fid,
+                error = %e,
+                path = %path.display(),
+                "writes made after a store failed cannot be stored: the file changed or went on the server since; they are kept whole, and go to lost+found if they cannot be stored"
+            ),
+            Some(Err(le)) => {
+                tracing::error!(%fid, error = %e, lost = %le, "writes made after a store failed can be neither stored nor kept")
+            }
+            None => {}
+        }
+        FsError::new(libc::EIO, format!("store of {fid} refused: {e}"))
     }
 
     /// Stores the kept writes on a blocking thread, so breaks go on being
@@ -126,6 +238,11 @@ impl Core {
         for f in self.unstored.list() {
             let _as = crate::caller::enter(f.kept.caller.clone().map(Arc::new));
             let fid = f.kept.fid;
+            if self.rewrite_store(fid).is_some() {
+                // A handle still open for writing joined it: its next store
+                // sends it with the later writes.
+                continue;
+            }
             match self.store_one(&f) {
                 Ok(status) => {
                     self.unstored.stored(&f);
