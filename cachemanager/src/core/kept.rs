@@ -100,6 +100,8 @@ impl Core {
         }
         drop(st);
         match saved {
+            // Logged when it was kept.
+            Ok(_) if current => tracing::debug!(%fid, "the fileserver is still unreachable; the write stays kept"),
             Ok(path) => tracing::error!(
                 %fid,
                 path = %path.display(),
